@@ -1,0 +1,221 @@
+//! Config files as a person writes them: what loads, and what is refused with
+//! which message.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("gw.yaml"))
+}
+
+const MINIMAL: &str = "asn: 65001\npeers:\n  - address: 192.0.2.1\n    asn: 65000\n";
+
+#[test]
+fn a_minimal_file_gets_the_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:179".parse().unwrap());
+    assert_eq!(c.admin, "127.0.0.1:9179".parse().unwrap());
+    assert_eq!(c.shutdown.drain_seconds, 10);
+    let p = &c.peers[0];
+    assert_eq!((p.port, p.hold_time, p.keepalive_time(), p.connect_retry_time), (179, 90, 30, 30));
+    assert_eq!(p.families, vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
+    assert_eq!(p.graceful_restart, GracefulRestart::default());
+    assert!(p.graceful_restart.enabled && p.graceful_restart.notification);
+    assert_eq!(p.graceful_restart.restart_time, 120);
+}
+
+#[test]
+fn json_is_accepted_too() {
+    let c =
+        parse(r#"{"asn": 65001, "peers": [{"address": "2001:db8::1", "asn": 65001}]}"#).unwrap();
+    assert!(c.peers[0].is_ibgp(65001));
+}
+
+#[test]
+fn every_field_parses() {
+    let text = r#"
+asn: 4200000001
+routerId: 10.0.0.1
+listen: "[::]:1179"
+admin: 127.0.0.1:9000
+peers:
+  - address: 192.0.2.1
+    asn: 65000
+    port: 1179
+    holdTime: 30
+    keepaliveTime: 5
+    connectRetryTime: 2
+    passive: true
+    localAddress: 192.0.2.2
+    passwordSecretRef: { name: bgp-auth, key: router-a }
+    ttlSecurity: true
+    ebgpMultihop: 2
+    families: [ipv4-unicast]
+    gracefulRestart: { enabled: true, restartTime: 5, notification: false, longLivedStaleTime: 60 }
+announce:
+  - prefix: 203.0.113.0/24
+    nextHop: 192.0.2.2
+    communities: ["65000:1", graceful-shutdown]
+    largeCommunities: ["65000:1:2"]
+    localPref: 200
+    med: 10
+  - prefix: 2001:db8:1::/48
+shutdown: { drainSeconds: 3 }
+"#;
+    let c = parse(text).unwrap();
+    assert_eq!(c.asn, 4_200_000_001);
+    let p = &c.peers[0];
+    assert_eq!(p.keepalive_time(), 5);
+    assert_eq!(p.password_secret_ref.as_ref().unwrap().key, "router-a");
+    assert_eq!(p.graceful_restart.long_lived_stale_time, 60);
+    assert_eq!(c.announce[0].communities[1], crate::route::Community::GRACEFUL_SHUTDOWN);
+    assert_eq!(c.announce[1].next_hop, NextHop::SelfAddress);
+    // What we write back reads the same.
+    let again = parse(&serde_yaml_ng::to_string(&c).unwrap()).unwrap();
+    assert_eq!(again, c);
+}
+
+/// Each bad file is refused, and the message names the field and the reason.
+#[test]
+fn bad_files_are_refused_with_the_field_and_the_reason() {
+    let peer = "peers:\n  - address: 192.0.2.1\n    asn: 65000\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "typo in a field",
+            format!("asn: 1\n{peer}    holdTme: 30\n"),
+            &["unknown field `holdTme`", "holdTime"],
+        ),
+        ("missing asn", peer.to_string(), &["missing field `asn`"]),
+        ("asn 0", format!("asn: 0\n{peer}"), &["asn: AS 0 is reserved"]),
+        ("AS_TRANS", format!("asn: 23456\n{peer}"), &["asn: AS 23456 is AS_TRANS"]),
+        ("no peers", "asn: 1\npeers: []\n".into(), &["peers: at least one peer"]),
+        (
+            "hold time 2",
+            format!("asn: 1\n{peer}    holdTime: 2\n"),
+            &["peers[0].holdTime: holdTime must be 0", "got 2"],
+        ),
+        (
+            "keepalive ≥ hold",
+            format!("asn: 1\n{peer}    holdTime: 9\n    keepaliveTime: 9\n"),
+            &["peers[0].keepaliveTime", "less than holdTime 9"],
+        ),
+        (
+            "keepalive with hold 0",
+            format!("asn: 1\n{peer}    holdTime: 0\n    keepaliveTime: 3\n"),
+            &["peers[0].keepaliveTime: keepaliveTime must be 0 when holdTime is 0"],
+        ),
+        (
+            "hold time too big",
+            format!("asn: 1\n{peer}    holdTime: 70000\n"),
+            &["holdTime", "70000"],
+        ),
+        (
+            "bad address",
+            "asn: 1\npeers:\n  - address: 192.0.2.300\n    asn: 2\n".into(),
+            &["invalid IP address"],
+        ),
+        (
+            "duplicate peer",
+            format!("asn: 1\n{peer}  - address: 192.0.2.1\n    asn: 3\n"),
+            &["peers[1].address: 192.0.2.1 is already peers[0]"],
+        ),
+        (
+            "mixed families",
+            format!("asn: 1\n{peer}    localAddress: 2001:db8::1\n"),
+            &["peers[0].localAddress", "different families"],
+        ),
+        (
+            "multihop on iBGP",
+            format!("asn: 65000\n{peer}    ebgpMultihop: 2\n"),
+            &["peers[0].ebgpMultihop: applies to eBGP only"],
+        ),
+        (
+            "unknown family",
+            format!("asn: 1\n{peer}    families: [ipv4-multicast]\n"),
+            &["unknown variant `ipv4-multicast`", "ipv4-unicast"],
+        ),
+        (
+            "family twice",
+            format!("asn: 1\n{peer}    families: [ipv4-unicast, ipv4-unicast]\n"),
+            &["peers[0].families[1]: listed twice"],
+        ),
+        (
+            "restart time over 12 bits",
+            format!("asn: 1\n{peer}    gracefulRestart: {{ restartTime: 5000 }}\n"),
+            &["peers[0].gracefulRestart.restartTime: must be at most 4095"],
+        ),
+        (
+            "host bits",
+            format!("asn: 1\n{peer}announce:\n  - prefix: 10.0.0.1/24\n"),
+            &["did you mean 10.0.0.0/24?"],
+        ),
+        (
+            "bad community",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 10.0.0.0/24\n    communities: ['70000:1']\n"
+            ),
+            &["`70000:1` is not a community"],
+        ),
+        (
+            "next hop of the wrong family",
+            format!("asn: 1\n{peer}announce:\n  - prefix: 10.0.0.0/24\n    nextHop: 2001:db8::1\n"),
+            &[
+                "announce[0].nextHop: 2001:db8::1 is not of the same family as the prefix 10.0.0.0/24",
+            ],
+        ),
+        (
+            "duplicate prefix",
+            format!("asn: 1\n{peer}announce:\n  - prefix: 10.0.0.0/24\n  - prefix: 10.0.0.0/24\n"),
+            &["announce[1].prefix: 10.0.0.0/24 is already announce[0]"],
+        ),
+        ("not YAML at all", "asn: [1\n".into(), &["gw.yaml is not valid"]),
+    ];
+    for (name, text, needles) in cases {
+        let err = match parse(text) {
+            Ok(c) => panic!("{name}: accepted {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        for needle in *needles {
+            assert!(err.contains(needle), "{name}: error `{err}` lacks `{needle}`");
+        }
+    }
+}
+
+#[test]
+fn every_broken_rule_is_reported_at_once() {
+    let text = "asn: 0\npeers:\n  - address: 192.0.2.1\n    asn: 2\n    holdTime: 1\n    connectRetryTime: 0\n";
+    let Err(ConfigError::Invalid { problems, .. }) = parse(text) else { panic!("accepted") };
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["asn", "peers[0].holdTime", "peers[0].connectRetryTime"]);
+}
+
+#[test]
+fn hold_and_keepalive_rules_follow_rfc_4271() {
+    // (hold, keepalive, accepted)
+    let cases = [
+        (0, None, true),
+        (0, Some(0), true),
+        (0, Some(1), false),
+        (1, None, false),
+        (2, None, false),
+        (3, None, true),
+        (3, Some(1), true),
+        (3, Some(3), false),
+        (90, Some(0), false),
+        (90, Some(30), true),
+        (90, Some(89), true),
+        (90, Some(90), false),
+        (65535, Some(65534), true),
+    ];
+    for (hold, keepalive, accepted) in cases {
+        let got = validate::hold_and_keepalive(hold, keepalive);
+        assert_eq!(got.is_none(), accepted, "hold {hold} keepalive {keepalive:?}: {got:?}");
+    }
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let err = Config::load(Path::new("/nonexistent/gw.yaml")).unwrap_err().to_string();
+    assert!(err.contains("cannot read config /nonexistent/gw.yaml"), "{err}");
+}

@@ -1,0 +1,200 @@
+//! The rules a configuration must keep that its types alone cannot say.
+//!
+//! Each rule reports the path of the field it is about, so the same functions
+//! serve the agent's file (`peers[1].holdTime`) and the operator's CRD spec
+//! (`spec.peers[1].holdTime`). Rules that fit a single object also stand as CEL
+//! rules in the CRD; a test checks that both agree case by case.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::{Announcement, Config, Peer};
+use crate::route::NextHop;
+
+/// One broken rule: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every broken rule found, in the order of the fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<FieldError>);
+
+impl Problems {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { path: path.into(), message: message.into() });
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FieldError> {
+        self.0.iter()
+    }
+
+    pub fn into_result(self) -> Result<(), Problems> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn config(c: &Config, problems: &mut Problems) {
+    asn(c.asn, "asn", problems);
+    if let Some(id) = c.router_id
+        && id.is_unspecified()
+    {
+        problems.push("routerId", "0.0.0.0 is not a valid BGP identifier");
+    }
+    if c.peers.is_empty() {
+        problems
+            .push("peers", "at least one peer is needed: a gateway with no peer announces nothing");
+    }
+    peers(&c.peers, c.asn, "", problems);
+    announcements(&c.announce, "", problems);
+}
+
+/// The local AS: 0 is reserved (RFC 7607) and 23456 stands in for 4-octet ASNs
+/// on 2-octet sessions (RFC 6793), so neither can be ours.
+pub fn asn(asn: u32, path: &str, problems: &mut Problems) {
+    match asn {
+        0 => problems.push(path, "AS 0 is reserved (RFC 7607)"),
+        23456 => problems.push(path, "AS 23456 is AS_TRANS (RFC 6793), not a real AS"),
+        _ => {}
+    }
+}
+
+/// The rules for `peers[]`. `prefix` is prepended to each path ("spec." for the CRD).
+pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Problems) {
+    let mut seen = HashMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        let at = |field: &str| format!("{prefix}peers[{i}].{field}");
+        if let Some(first) = seen.insert(p.address, i) {
+            problems.push(at("address"), format!("{} is already peers[{first}]", p.address));
+            seen.insert(p.address, first);
+        }
+        if p.asn == 0 {
+            problems.push(at("asn"), "AS 0 is reserved (RFC 7607)");
+        }
+        if let Some(message) = hold_and_keepalive(p.hold_time, p.keepalive_time) {
+            let field = if message.starts_with("holdTime") { "holdTime" } else { "keepaliveTime" };
+            problems.push(at(field), message);
+        }
+        if p.port == 0 {
+            problems.push(at("port"), "port 0 cannot be dialled");
+        }
+        if p.connect_retry_time == 0 {
+            problems.push(at("connectRetryTime"), "must be at least 1 second");
+        }
+        if let Some(local) = p.local_address
+            && local.is_ipv4() != p.address.is_ipv4()
+        {
+            problems.push(
+                at("localAddress"),
+                format!("{local} and the peer address {} are of different families", p.address),
+            );
+        }
+        match p.ebgp_multihop {
+            Some(_) if p.is_ibgp(local_asn) => problems.push(
+                at("ebgpMultihop"),
+                format!("applies to eBGP only; AS {} is the gateway's own AS (iBGP)", p.asn),
+            ),
+            Some(0) => problems.push(at("ebgpMultihop"), "must be 1-255 hops"),
+            _ => {}
+        }
+        if p.families.is_empty() {
+            problems.push(at("families"), "at least one family is needed");
+        }
+        for (j, f) in p.families.iter().enumerate() {
+            if p.families[..j].contains(f) {
+                problems.push(format!("{prefix}peers[{i}].families[{j}]"), "listed twice");
+            }
+        }
+        if let Some(secret) = &p.password_secret_ref
+            && (secret.name.is_empty() || secret.key.is_empty())
+        {
+            problems.push(at("passwordSecretRef"), "needs both name and key");
+        }
+        let gr = &p.graceful_restart;
+        if gr.restart_time > 4095 {
+            problems.push(
+                at("gracefulRestart.restartTime"),
+                "must be at most 4095 seconds (12 bits, RFC 4724)",
+            );
+        }
+        if gr.long_lived_stale_time > 0xFF_FFFF {
+            problems.push(
+                at("gracefulRestart.longLivedStaleTime"),
+                "must be at most 16777215 seconds (24 bits, RFC 9494)",
+            );
+        }
+    }
+}
+
+/// RFC 4271 §4.2 and §10: the hold time is 0 or at least 3 seconds; keepalives
+/// must come more often than the hold time, and not at all when it is 0.
+/// The message starts with the field it is about.
+pub fn hold_and_keepalive(hold: u16, keepalive: Option<u16>) -> Option<String> {
+    if hold == 1 || hold == 2 {
+        return Some(format!(
+            "holdTime must be 0 (no keepalives) or at least 3 seconds, got {hold} (RFC 4271 §4.2)"
+        ));
+    }
+    match keepalive {
+        Some(k) if hold == 0 && k != 0 => {
+            Some(format!("keepaliveTime must be 0 when holdTime is 0 (no keepalives), got {k}"))
+        }
+        Some(k) if hold > 0 && (k == 0 || k >= hold) => {
+            Some(format!("keepaliveTime must be at least 1 and less than holdTime {hold}, got {k}"))
+        }
+        _ => None,
+    }
+}
+
+/// The rules for `announce[]`.
+pub fn announcements(list: &[Announcement], prefix: &str, problems: &mut Problems) {
+    let mut seen = HashMap::new();
+    for (i, a) in list.iter().enumerate() {
+        let at = |field: &str| format!("{prefix}announce[{i}].{field}");
+        if let Some(first) = seen.insert(a.prefix, i) {
+            problems.push(at("prefix"), format!("{} is already announce[{first}]", a.prefix));
+            seen.insert(a.prefix, first);
+        }
+        if let NextHop::Address(nh) = a.next_hop
+            && nh.is_ipv4() != a.prefix.is_ipv4()
+        {
+            problems.push(
+                at("nextHop"),
+                format!("{nh} is not of the same family as the prefix {}", a.prefix),
+            );
+        }
+        if let NextHop::Address(nh) = a.next_hop
+            && (nh.is_unspecified() || nh.is_multicast())
+        {
+            problems.push(at("nextHop"), format!("{nh} cannot be a next hop"));
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `nonstop-agent` as a person runs it from a shell.
+
+use std::process::Command;
+
+fn agent(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nonstop-agent")).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agent.yaml");
+    let (code, text) = agent(&["check", "--config", example]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("AS 65001, 1 peer(s), 1 announced prefix(es): OK"), "{text}");
+}
+
+#[test]
+fn check_refuses_a_bad_file_with_every_reason_and_exit_code_2() {
+    let dir = std::env::temp_dir().join(format!("nonstop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "asn: 65001\npeers:\n  - address: 192.0.2.1\n    asn: 65000\n    holdTime: 2\n\
+         announce:\n  - prefix: 10.0.0.0/8\n    nextHop: 2001:db8::1\n",
+    )
+    .unwrap();
+    let (code, text) = agent(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("breaks 2 rule(s)"), "{text}");
+    assert!(text.contains("peers[0].holdTime: holdTime must be 0"), "{text}");
+    assert!(text.contains("announce[0].nextHop: 2001:db8::1 is not of the same family"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (code, text) = agent(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("check"), "{text}");
+}

@@ -1,0 +1,196 @@
+//! The `BgpGateway` API (`nonstop.dev/v1alpha1`): what a user declares and
+//! what the operator reports back.
+//!
+//! ```text
+//!   spec ─┬─ where:  image, nodeSelector, tolerations, resources
+//!         ├─ speak:  asn, routerId, peers[], announce[]   (the agent's own types)
+//!         └─ change: upgrade{strategy, …}, shutdown{drainSeconds}
+//!   status ── conditions, revisions, nodes[] (one entry per node slot)
+//! ```
+//!
+//! The BGP part of the spec *is* the agent's config ([`nonstop_agent::config`]):
+//! the same Rust types, so the same field names, defaults and rules. Rules
+//! that one object's schema cannot express live twice: as CEL rules in the CRD
+//! for API servers that evaluate them (1.25+), and in [`BgpGatewaySpec::validate`],
+//! which the operator applies to every spec whatever the server's version.
+
+mod status;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use kube::CustomResource;
+use nonstop_agent::config::{Announcement, Peer, Problems, Shutdown, validate};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use status::{
+    BgpGatewayStatus, ConditionType, NodeStatus, SessionCounts, UpgradeRecord, UpgradeResult,
+};
+
+/// A BGP gateway: one active agent on each selected node, announcing the same
+/// prefixes to the same routers, upgraded without withdrawing a route.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "nonstop.dev",
+    version = "v1alpha1",
+    kind = "BgpGateway",
+    plural = "bgpgateways",
+    shortname = "bgpgw",
+    namespaced,
+    status = "BgpGatewayStatus",
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"nodes whose agent is active with every session Established / selected nodes"}"#,
+    printcolumn = r#"{"name":"Sessions","type":"string","jsonPath":".status.sessions","description":"Established / configured BGP sessions over all nodes"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout","description":"Complete, Progressing n/m, Paused or Degraded"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "A BGP gateway: one active agent per selected node, upgraded without withdrawing a route.",
+    validation = "!has(self.spec.peers) || self.spec.peers.all(p, !has(p.ebgpMultihop) || p.asn != self.spec.asn)"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpGatewaySpec {
+    /// The agent image. Changing it rolls every node to the new image.
+    pub image: String,
+    /// Nodes that run an agent of this gateway (all nodes when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Resources of the agent container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The gateway's own AS.
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    pub asn: u32,
+    /// BGP identifier; defaults to each node's IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<Ipv4Addr>,
+    /// The routers every agent of this gateway peers with.
+    #[schemars(
+        length(min = 1),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["address"]),
+        extend("x-kubernetes-validations" = [
+            {"rule": "self.all(p, !has(p.holdTime) || p.holdTime == 0 || p.holdTime >= 3)",
+             "message": "holdTime must be 0 (no keepalives) or at least 3 seconds (RFC 4271 §4.2)"},
+            {"rule": "self.all(p, !has(p.keepaliveTime) || ((has(p.holdTime) ? p.holdTime : 90) == 0 ? p.keepaliveTime == 0 : (p.keepaliveTime >= 1 && p.keepaliveTime < (has(p.holdTime) ? p.holdTime : 90))))",
+             "message": "keepaliveTime must be at least 1 and less than holdTime, or 0 when holdTime is 0"},
+        ])
+    )]
+    pub peers: Vec<Peer>,
+    /// The prefixes every agent announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["prefix"]))]
+    pub announce: Vec<Announcement>,
+    #[serde(default)]
+    pub upgrade: Upgrade,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+/// How a change of image or config reaches the nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Nodes upgraded at the same time.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_nodes_in_flight: u32,
+    /// Seconds a node's new agent has to become active before the node's
+    /// upgrade is rolled back and the rollout stops.
+    #[serde(default = "default_handoff_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub handoff_timeout_seconds: u32,
+    /// Seconds to wait after a node before starting the next.
+    #[serde(default)]
+    #[schemars(range(max = 86400))]
+    pub pause_seconds: u32,
+    /// Stop between nodes until set back to false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_handoff_timeout() -> u32 {
+    60
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            max_nodes_in_flight: 1,
+            handoff_timeout_seconds: default_handoff_timeout(),
+            pause_seconds: 0,
+            paused: false,
+        }
+    }
+}
+
+/// The three ways to replace a node's agent (see DESIGN.md).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Strategy {
+    /// The new agent takes the live sessions over from the old one on the same
+    /// node: the routers see nothing.
+    #[default]
+    Handoff,
+    /// The old agent stops without withdrawing; routers keep its routes stale
+    /// (RFC 4724) until the new agent is back.
+    GracefulRestart,
+    /// The old agent withdraws (RFC 8326 graceful shutdown), then the new one
+    /// starts: traffic moves to other gateways meanwhile.
+    Recreate,
+}
+
+impl BgpGateway {
+    /// A gateway from the JSON the API server returns, checked against every
+    /// rule: a field that does not parse and a rule that does not hold are
+    /// both reported with the field's path, e.g. `spec.announce[0].prefix`.
+    pub fn checked(object: serde_json::Value) -> Result<BgpGateway, Problems> {
+        let gateway: BgpGateway = serde_path_to_error::deserialize(object).map_err(|e| {
+            let mut problems = Problems::default();
+            problems.push(e.path().to_string(), e.inner().to_string());
+            problems
+        })?;
+        gateway.spec.validate()?;
+        Ok(gateway)
+    }
+}
+
+impl BgpGatewaySpec {
+    /// Every rule the spec breaks, with paths under `spec.`. Includes the CEL
+    /// rules, so servers older than 1.25 (which ignore CEL) are covered too.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        if self.image.trim().is_empty() {
+            problems.push("spec.image", "must name the agent image");
+        }
+        validate::asn(self.asn, "spec.asn", &mut problems);
+        if let Some(id) = self.router_id
+            && id.is_unspecified()
+        {
+            problems.push("spec.routerId", "0.0.0.0 is not a valid BGP identifier");
+        }
+        if self.peers.is_empty() {
+            problems.push("spec.peers", "at least one peer is needed");
+        }
+        validate::peers(&self.peers, self.asn, "spec.", &mut problems);
+        validate::announcements(&self.announce, "spec.", &mut problems);
+        if self.upgrade.max_nodes_in_flight == 0 {
+            problems.push("spec.upgrade.maxNodesInFlight", "must be at least 1");
+        }
+        if self.upgrade.handoff_timeout_seconds == 0 {
+            problems.push("spec.upgrade.handoffTimeoutSeconds", "must be at least 1");
+        }
+        problems.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! What the operator reports about a gateway: standard conditions, the
+//! revisions being rolled between, and one entry per node slot.
+//!
+//! The summary strings (`ready`, `sessions`, `rollout`) exist for
+//! `kubectl get bgpgw`, which can only print fields, not compute them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Strategy;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpGatewayStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded` (see [`ConditionType`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The revision every node ran when the last rollout completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// The revision the spec asks for; differs from `currentRevision` while rolling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// "ready/selected" nodes, e.g. "3/3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// "established/configured" sessions over all nodes, e.g. "6/6".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<String>,
+    /// Complete, "Progressing n/m", Paused or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// One entry per selected node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// The gateway's condition types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// Every selected node has an active agent with every session Established.
+    Ready,
+    /// A rollout is under way.
+    Progressing,
+    /// A rollout stopped on a failure; the reason says which node and why.
+    Degraded,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Progressing => "Progressing",
+            ConditionType::Degraded => "Degraded",
+        }
+    }
+}
+
+/// A node slot: the agent serving one node for this gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub node: String,
+    /// The pod whose agent is the node's active speaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Version of the active agent (empty while no agent is active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_agent: Option<String>,
+    #[serde(default)]
+    pub sessions: SessionCounts,
+    /// Prefixes advertised to every Established peer.
+    #[serde(default)]
+    pub routes_advertised: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<UpgradeRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCounts {
+    pub established: u32,
+    pub configured: u32,
+}
+
+/// How the last upgrade of a node went.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeRecord {
+    pub mode: Strategy,
+    /// Milliseconds between the old agent's last read and the new agent's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<u64>,
+    pub result: UpgradeResult,
+    pub time: Time,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpgradeResult {
+    Succeeded,
+    /// The new agent failed or timed out; the old one kept serving.
+    RolledBack,
+    Failed,
+}

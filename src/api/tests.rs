@@ -1,0 +1,321 @@
+//! The BgpGateway API as users and API servers see it: the example parses,
+//! round-trips, and passes the generated schema; bad specs are refused by the
+//! schema (as an API server would) and by the operator's own checks, with
+//! messages that name the field.
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::crd;
+
+const EXAMPLE: &str = include_str!("../../examples/gateway.yaml");
+
+fn example_value() -> Value {
+    serde_yaml_ng::from_str(EXAMPLE).expect("examples/gateway.yaml is YAML")
+}
+
+fn example() -> BgpGateway {
+    serde_yaml_ng::from_str(EXAMPLE).expect("examples/gateway.yaml parses into BgpGateway")
+}
+
+/// What an API server with this CRD says about an object: OpenAPI schema
+/// errors, then CEL rule errors, each as "path: message".
+fn server_verdict(object: &Value) -> Vec<String> {
+    let crd = serde_json::to_value(BgpGateway::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .should_validate_formats(false)
+        .build(schema)
+        .expect("the generated schema compiles");
+    let mut errors: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("{}: {e}", dotted(&e.instance_path().to_string())))
+        .collect();
+    if let Err(cel) = kube::core::cel::Validator::new().validate(schema, object, None) {
+        errors.extend(cel.into_vec().iter().map(|e| e.to_string()));
+    }
+    errors
+}
+
+/// "/spec/peers/0/holdTime" → "spec.peers[0].holdTime"
+fn dotted(pointer: &str) -> String {
+    let mut out = String::new();
+    for part in pointer.split('/').filter(|p| !p.is_empty()) {
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The example with one field set (added when absent) at a JSON pointer.
+fn example_with(pointer: &str, value: Value) -> Value {
+    let mut v = example_value();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let parent = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent} not in the example"));
+    match parent {
+        Value::Array(items) => items[key.parse::<usize>().unwrap()] = value,
+        Value::Object(fields) => {
+            fields.insert(key.to_string(), value);
+        }
+        other => panic!("{pointer}: cannot set a field in {other}"),
+    }
+    v
+}
+
+#[test]
+fn the_example_parses_and_is_valid_everywhere() {
+    let gw = example();
+    assert_eq!(gw.spec.asn, 65001);
+    assert_eq!(gw.spec.peers.len(), 2);
+    assert_eq!(gw.spec.peers[0].graceful_restart.long_lived_stale_time, 3600);
+    assert_eq!(gw.spec.upgrade.strategy, Strategy::Handoff);
+    assert_eq!(gw.spec.upgrade.pause_seconds, 30);
+    gw.spec.validate().unwrap_or_else(|p| panic!("example breaks rules:\n{p}"));
+    let verdict = server_verdict(&example_value());
+    assert!(verdict.is_empty(), "schema refuses the example: {verdict:#?}");
+}
+
+#[test]
+fn a_gateway_round_trips_through_yaml_with_its_status() {
+    let mut gw = example();
+    gw.status = Some(BgpGatewayStatus {
+        observed_generation: Some(3),
+        current_revision: Some("5d8f7c".into()),
+        update_revision: Some("9a1b2c".into()),
+        ready: Some("2/3".into()),
+        sessions: Some("4/6".into()),
+        rollout: Some("Progressing 1/3".into()),
+        nodes: vec![NodeStatus {
+            node: "node-1".into(),
+            pod: Some("edge-9a1b2c-node-1".into()),
+            revision: Some("9a1b2c".into()),
+            active_agent: Some("0.1.0".into()),
+            sessions: SessionCounts { established: 2, configured: 2 },
+            routes_advertised: 2,
+            last_upgrade: Some(UpgradeRecord {
+                mode: Strategy::Handoff,
+                pause_ms: Some(4),
+                result: UpgradeResult::Succeeded,
+                time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-11-21T18:00:00Z".parse().unwrap(),
+                ),
+            }),
+        }],
+        ..Default::default()
+    });
+    let yaml = serde_yaml_ng::to_string(&gw).unwrap();
+    let back: BgpGateway = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(back.spec, gw.spec);
+    assert_eq!(back.status, gw.status);
+    assert!(yaml.contains("pauseMs: 4") && yaml.contains("routesAdvertised: 2"), "{yaml}");
+}
+
+#[test]
+fn defaults_fill_in_what_a_short_spec_leaves_out() {
+    let gw: BgpGateway = serde_yaml_ng::from_str(
+        "apiVersion: nonstop.dev/v1alpha1\nkind: BgpGateway\nmetadata: {name: gw}\n\
+         spec:\n  image: nonstop-agent:v1\n  asn: 65001\n  peers: [{address: 192.0.2.1, asn: 65000}]\n",
+    )
+    .unwrap();
+    assert_eq!(gw.spec.upgrade, Upgrade::default());
+    assert_eq!(gw.spec.upgrade.handoff_timeout_seconds, 60);
+    assert_eq!(gw.spec.shutdown.drain_seconds, 10);
+    assert_eq!(gw.spec.peers[0].hold_time, 90);
+    gw.spec.validate().unwrap();
+}
+
+/// Specs an API server must refuse, with what its message must say.
+#[test]
+fn the_schema_refuses_bad_specs_naming_the_field() {
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "hold time out of range",
+            example_with("/spec/peers/0/holdTime", json!(70000)),
+            &["spec.peers[0].holdTime", "70000"],
+        ),
+        (
+            "hold time 2",
+            example_with("/spec/peers/0/holdTime", json!(2)),
+            &["spec.peers", "holdTime must be 0", "at least 3"],
+        ),
+        (
+            "keepalive not below hold",
+            example_with("/spec/peers/0/keepaliveTime", json!(90)),
+            &["spec.peers", "keepaliveTime must be"],
+        ),
+        (
+            "unknown strategy",
+            example_with("/spec/upgrade/strategy", json!("BlueGreen")),
+            &["spec.upgrade.strategy", "BlueGreen"],
+        ),
+        ("asn 0", example_with("/spec/asn", json!(0)), &["spec.asn", "minimum"]),
+        ("asn beyond 32 bits", example_with("/spec/asn", json!(4294967296u64)), &["spec.asn"]),
+        (
+            "restart time beyond 12 bits",
+            example_with("/spec/peers/0/gracefulRestart/restartTime", json!(4096)),
+            &["spec.peers[0].gracefulRestart.restartTime", "4096"],
+        ),
+        (
+            "unknown family",
+            example_with("/spec/peers/0/families", json!(["l2vpn-evpn"])),
+            &["spec.peers[0].families[0]", "l2vpn-evpn"],
+        ),
+        ("no peers", example_with("/spec/peers", json!([])), &["spec.peers", "[]"]),
+        (
+            "peer without asn",
+            example_with("/spec/peers/1", json!({"address": "2001:db8::1"})),
+            &["spec.peers[1]", "\"asn\" is a required property"],
+        ),
+        (
+            "community junk",
+            example_with("/spec/announce/0/communities", json!(["not a community"])),
+            &["spec.announce[0].communities[0]", "not a community"],
+        ),
+        (
+            "prefix junk",
+            example_with("/spec/announce/0/prefix", json!("somewhere")),
+            &["spec.announce[0].prefix", "somewhere"],
+        ),
+        (
+            "zero nodes in flight",
+            example_with("/spec/upgrade/maxNodesInFlight", json!(0)),
+            &["spec.upgrade.maxNodesInFlight"],
+        ),
+        (
+            "hold time as a string",
+            example_with("/spec/peers/0/holdTime", json!("90s")),
+            &["spec.peers[0].holdTime", "\"90s\"", "integer"],
+        ),
+        (
+            "multihop on iBGP",
+            example_with(
+                "/spec/peers/1",
+                json!({"address": "2001:db8::1", "asn": 65001, "ebgpMultihop": 2}),
+            ),
+            &["ebgpMultihop"],
+        ),
+    ];
+    for (name, object, needles) in cases {
+        let verdict = server_verdict(&object).join("\n");
+        assert!(!verdict.is_empty(), "{name}: accepted");
+        for needle in needles {
+            assert!(verdict.contains(needle), "{name}: `{verdict}` lacks `{needle}`");
+        }
+    }
+}
+
+/// The operator's own check refuses what the schema cannot see (and what CEL
+/// would, on servers too old to run CEL), naming the field under `spec.`.
+#[test]
+fn the_operator_refuses_what_the_schema_cannot_see() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "host bits",
+            example_with("/spec/announce/0/prefix", json!("203.0.113.1/24")),
+            "spec.announce[0].prefix: 203.0.113.1/24 has host bits set; did you mean 203.0.113.0/24?",
+        ),
+        (
+            "hold time 2",
+            example_with("/spec/peers/0/holdTime", json!(2)),
+            "spec.peers[0].holdTime: holdTime must be 0",
+        ),
+        (
+            "next hop family",
+            example_with("/spec/announce/1/nextHop", json!("192.0.2.9")),
+            "spec.announce[1].nextHop: 192.0.2.9 is not of the same family",
+        ),
+        (
+            "multihop on iBGP",
+            example_with(
+                "/spec/peers/1",
+                json!({"address": "2001:db8::1", "asn": 65001, "ebgpMultihop": 2}),
+            ),
+            "spec.peers[1].ebgpMultihop: applies to eBGP only",
+        ),
+        ("AS_TRANS", example_with("/spec/asn", json!(23456)), "spec.asn: AS 23456 is AS_TRANS"),
+        (
+            "empty image",
+            example_with("/spec/image", json!(" ")),
+            "spec.image: must name the agent image",
+        ),
+    ];
+    for (name, object, needle) in cases {
+        let message = match BgpGateway::checked(object) {
+            Err(p) => p.to_string(),
+            Ok(_) => panic!("{name}: accepted"),
+        };
+        assert!(message.contains(needle), "{name}: `{message}` lacks `{needle}`");
+    }
+}
+
+/// The CEL rules in the CRD and the Rust rules say the same, case by case, so
+/// an old API server (no CEL) plus the operator refuses exactly what a new one would.
+#[test]
+fn cel_rules_and_rust_rules_agree() {
+    let mut cases = vec![];
+    for hold in [None, Some(0), Some(1), Some(2), Some(3), Some(9), Some(90)] {
+        for keepalive in
+            [None, Some(0), Some(1), Some(3), Some(8), Some(9), Some(30), Some(89), Some(90)]
+        {
+            cases.push((hold, keepalive));
+        }
+    }
+    for (hold, keepalive) in cases {
+        let mut peer = json!({"address": "192.0.2.1", "asn": 65000});
+        if let Some(h) = hold {
+            peer["holdTime"] = json!(h);
+        }
+        if let Some(k) = keepalive {
+            peer["keepaliveTime"] = json!(k);
+        }
+        let object = example_with("/spec/peers/0", peer);
+        let cel_ok = server_verdict(&object).is_empty();
+        let rust_ok = BgpGateway::checked(object).is_ok();
+        assert_eq!(cel_ok, rust_ok, "hold {hold:?} keepalive {keepalive:?}");
+    }
+}
+
+#[test]
+fn generated_crds_match_the_types() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for relative in crd::PATHS {
+        let on_disk = std::fs::read_to_string(root.join(relative)).unwrap_or_default();
+        assert!(
+            on_disk == crd::yaml(),
+            "{relative} is stale: run `cargo run --bin crdgen` and commit the result"
+        );
+    }
+}
+
+#[test]
+fn kubectl_get_shows_the_state_at_a_glance() {
+    let crd = BgpGateway::crd();
+    let columns: Vec<_> = crd.spec.versions[0]
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| (c.name.as_str(), c.json_path.as_str()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("ASN", ".spec.asn"),
+            ("Ready", ".status.ready"),
+            ("Sessions", ".status.sessions"),
+            ("Revision", ".status.currentRevision"),
+            ("Rollout", ".status.rollout"),
+            ("Age", ".metadata.creationTimestamp"),
+        ]
+    );
+    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["bgpgw".to_string()][..]));
+    assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+}

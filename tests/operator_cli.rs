@@ -1,0 +1,15 @@
+//! `nonstop-operator` as a person runs it from a shell.
+
+use std::process::Command;
+
+#[test]
+fn crd_subcommand_prints_the_committed_crd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nonstop-operator")).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/bgpgateways.nonstop.dev.yaml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+}
