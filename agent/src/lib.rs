@@ -13,3 +13,4 @@
 
 pub mod config;
 pub mod route;
+pub mod wire;

@@ -53,6 +53,13 @@ impl Prefix {
         Ok(Self { addr, len })
     }
 
+    /// A prefix from wire bytes, whose trailing bits "are irrelevant"
+    /// (RFC 4271 §4.3): they are cleared. None when `len` is too long.
+    pub fn masked(addr: IpAddr, len: u8) -> Option<Self> {
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= width).then(|| Self { addr: mask(addr, len), len })
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
