@@ -13,4 +13,5 @@
 
 pub mod config;
 pub mod route;
+pub mod session;
 pub mod wire;

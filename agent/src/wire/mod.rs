@@ -20,14 +20,16 @@
 
 mod attrs;
 mod notification;
-mod open;
+pub mod open;
 mod update;
 
 use std::fmt;
 
 pub use attrs::{AsPath, AsSegment, Origin, PathAttrs, RawAttr, attr_code};
 pub use notification::{Notification, code, subcode};
-pub use open::{AfiSafi, Capability, GrFamily, GracefulRestartCap, LlgrFamily, Open};
+pub use open::{
+    AfiSafi, Capability, GrFamily, GracefulRestartCap, LlgrFamily, Open, capability_code,
+};
 pub use update::{Malformed, MalformedAction, MpReach, MpUnreach, Update, UpdateBuilder};
 
 /// Length of the fixed header: marker (16), length (2), type (1).

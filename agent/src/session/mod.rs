@@ -1,0 +1,333 @@
+//! The BGP session state machine (RFC 4271 §8), sans I/O.
+//!
+//! ```text
+//!   inputs: Start, Stop, TcpConnected, TcpFailed, Received(msg), Undecodable, TimerFired
+//!                                   │
+//!        Idle ─▶ Connect ⇄ Active ─▶ OpenSent ─▶ OpenConfirm ─▶ Established
+//!                                   │
+//!   outputs: Connect, Send(msg), ArmTimer/CancelTimer, Established(Negotiated),
+//!            Update(..), RefreshRequested(..), Down { reason, sent }
+//! ```
+//!
+//! No sockets, no clock: the caller owns the connection and the timers, feeds
+//! what happened in, and carries out the outputs in order. One `Session` is one
+//! connection's life; two connections racing for the same peer are settled by
+//! [`resolve_collision`].
+
+mod negotiate;
+
+use std::time::{Duration, Instant};
+
+pub use negotiate::{Collision, LocalOffer, Negotiated, negotiate, resolve_collision};
+
+use crate::wire::{
+    AfiSafi, DecodeError, Malformed, Message, Notification, RefreshSubtype, Update, WireContext,
+    code,
+};
+
+/// RFC 4271 §8.2.2: the hold time used until the OPENs are exchanged.
+pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Connect => "Connect",
+            State::Active => "Active",
+            State::OpenSent => "OpenSent",
+            State::OpenConfirm => "OpenConfirm",
+            State::Established => "Established",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    ConnectRetry,
+    Hold,
+    Keepalive,
+}
+
+// Received messages are most inputs; see `wire::Message` for why not boxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start (or restart) the session: dial, or wait for the peer if passive.
+    Start,
+    /// Stop the session, sending this NOTIFICATION if a connection is up.
+    Stop(Notification),
+    /// A TCP connection to the peer is up (dialled or accepted).
+    TcpConnected,
+    /// The connection failed or was closed by the peer.
+    TcpFailed,
+    Received(Message, Vec<Malformed>),
+    /// The peer sent something that could not be decoded.
+    Undecodable(DecodeError),
+    TimerFired(Timer),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Dial the peer.
+    Connect,
+    Send(Message),
+    ArmTimer(Timer, Duration),
+    CancelTimer(Timer),
+    Established(Box<Negotiated>),
+    /// An UPDATE for the RIB, with its RFC 7606 findings.
+    Update(Update, Vec<Malformed>),
+    /// The peer asked for our routes of a family again.
+    RefreshRequested(AfiSafi),
+    /// The connection is finished: close it. `sent` is the NOTIFICATION we
+    /// sent, `received` the one the peer sent, if any.
+    Down {
+        reason: String,
+        sent: Option<Notification>,
+        received: Option<Notification>,
+    },
+}
+
+/// How a session behaves, fixed for its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub offer: LocalOffer,
+    pub connect_retry: Duration,
+    /// Never dial; wait for the peer.
+    pub passive: bool,
+}
+
+/// One BGP session.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    negotiated: Option<Negotiated>,
+    stopped: bool,
+    established_at: Option<Instant>,
+    established_transitions: u64,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            config,
+            state: State::Idle,
+            negotiated: None,
+            stopped: true,
+            established_at: None,
+            established_transitions: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// How to decode what the peer sends now.
+    pub fn wire_context(&self) -> WireContext {
+        self.negotiated.as_ref().map_or(WireContext::BEFORE_OPEN, |n| n.wire)
+    }
+
+    pub fn established_at(&self) -> Option<Instant> {
+        self.established_at
+    }
+
+    /// How many times this session reached Established.
+    pub fn established_transitions(&self) -> u64 {
+        self.established_transitions
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        match (self.state, input) {
+            (_, Input::Start) => {
+                self.stopped = false;
+                if self.state == State::Idle {
+                    self.start(&mut out);
+                }
+            }
+            (_, Input::Stop(notification)) => {
+                self.stopped = true;
+                let connected =
+                    matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established);
+                let sent = connected.then_some(notification);
+                self.down(&mut out, "stopped".into(), sent, None);
+            }
+            (State::Idle, Input::TimerFired(Timer::ConnectRetry)) if !self.stopped => {
+                self.start(&mut out);
+            }
+            (State::Idle, Input::TcpConnected) => {
+                // RFC 4271 §8.2.2: Idle refuses connections.
+                out.push(Output::Down {
+                    reason: "connection while Idle".into(),
+                    sent: None,
+                    received: None,
+                });
+            }
+            (State::Idle, _) => {}
+            (State::Connect | State::Active, Input::TcpConnected) => {
+                out.push(Output::CancelTimer(Timer::ConnectRetry));
+                out.push(Output::Send(Message::Open(self.config.offer.open())));
+                out.push(Output::ArmTimer(Timer::Hold, LARGE_HOLD_TIME));
+                self.state = State::OpenSent;
+            }
+            (State::Connect, Input::TcpFailed) => {
+                out.push(Output::ArmTimer(Timer::ConnectRetry, self.config.connect_retry));
+                self.state = State::Active;
+            }
+            (State::Connect | State::Active, Input::TimerFired(Timer::ConnectRetry)) => {
+                if self.config.passive {
+                    out.push(Output::ArmTimer(Timer::ConnectRetry, self.config.connect_retry));
+                } else {
+                    self.dial(&mut out);
+                }
+            }
+            (State::Connect | State::Active, _) => {}
+            (State::OpenSent, Input::Received(Message::Open(open), _)) => {
+                match negotiate(&self.config.offer, &open) {
+                    Ok(n) => {
+                        out.push(Output::Send(Message::Keepalive));
+                        self.arm_session_timers(&n, &mut out);
+                        self.negotiated = Some(n);
+                        self.state = State::OpenConfirm;
+                    }
+                    Err((notification, why)) => self.down(&mut out, why, Some(notification), None),
+                }
+            }
+            (State::OpenConfirm, Input::Received(Message::Keepalive, _)) => {
+                let n = self.negotiated.clone().expect("negotiated in OpenSent");
+                self.rearm_hold(&mut out);
+                self.state = State::Established;
+                self.established_at = Some(now);
+                self.established_transitions += 1;
+                out.push(Output::Established(Box::new(n)));
+            }
+            (State::Established, Input::Received(Message::Keepalive, _)) => {
+                self.rearm_hold(&mut out)
+            }
+            (State::Established, Input::Received(Message::Update(update), malformed)) => {
+                self.rearm_hold(&mut out);
+                out.push(Output::Update(update, malformed));
+            }
+            (State::Established, Input::Received(Message::RouteRefresh(rr), _)) => {
+                self.rearm_hold(&mut out);
+                if rr.subtype == RefreshSubtype::Request {
+                    out.push(Output::RefreshRequested(rr.family));
+                }
+            }
+            (State::OpenConfirm | State::Established, Input::TimerFired(Timer::Keepalive)) => {
+                out.push(Output::Send(Message::Keepalive));
+                if let Some(n) = &self.negotiated {
+                    out.push(Output::ArmTimer(Timer::Keepalive, secs(n.keepalive_time)));
+                }
+            }
+            (_, Input::Received(Message::Notification(n), _)) => {
+                let why = format!("peer sent {n}");
+                self.down(&mut out, why, None, Some(n));
+            }
+            (_, Input::Undecodable(err)) => {
+                let why = err.detail.clone();
+                self.down(&mut out, why, Some(err.notification), None);
+            }
+            (_, Input::TimerFired(Timer::Hold)) => {
+                let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0, []);
+                self.down(&mut out, "hold timer expired".into(), Some(n), None);
+            }
+            (_, Input::TcpFailed) => {
+                self.down(&mut out, "connection closed by peer".into(), None, None)
+            }
+            (state, Input::Received(m, _)) => {
+                // RFC 6608: which state the unexpected message arrived in.
+                let sub = match state {
+                    State::OpenSent => 1,
+                    State::OpenConfirm => 2,
+                    _ => 3,
+                };
+                let n = Notification::new(code::FSM, sub, []);
+                let why = format!("unexpected {} in {}", m.kind(), state.as_str());
+                self.down(&mut out, why, Some(n), None);
+            }
+            (_, Input::TcpConnected | Input::TimerFired(_)) => {}
+        }
+        out
+    }
+
+    fn start(&mut self, out: &mut Vec<Output>) {
+        if self.config.passive {
+            self.state = State::Active;
+            out.push(Output::ArmTimer(Timer::ConnectRetry, self.config.connect_retry));
+        } else {
+            self.dial(out);
+        }
+    }
+
+    fn dial(&mut self, out: &mut Vec<Output>) {
+        self.state = State::Connect;
+        out.push(Output::Connect);
+        out.push(Output::ArmTimer(Timer::ConnectRetry, self.config.connect_retry));
+    }
+
+    fn arm_session_timers(&self, n: &Negotiated, out: &mut Vec<Output>) {
+        if n.hold_time == 0 {
+            out.push(Output::CancelTimer(Timer::Hold));
+        } else {
+            out.push(Output::ArmTimer(Timer::Hold, secs(n.hold_time)));
+            out.push(Output::ArmTimer(Timer::Keepalive, secs(n.keepalive_time)));
+        }
+    }
+
+    fn rearm_hold(&self, out: &mut Vec<Output>) {
+        if let Some(n) = self.negotiated.as_ref().filter(|n| n.hold_time > 0) {
+            out.push(Output::ArmTimer(Timer::Hold, secs(n.hold_time)));
+        }
+    }
+
+    fn down(
+        &mut self,
+        out: &mut Vec<Output>,
+        reason: String,
+        sent: Option<Notification>,
+        received: Option<Notification>,
+    ) {
+        if let Some(n) = &sent {
+            out.push(Output::Send(Message::Notification(n.clone())));
+        }
+        for t in [Timer::Hold, Timer::Keepalive, Timer::ConnectRetry] {
+            out.push(Output::CancelTimer(t));
+        }
+        out.push(Output::Down { reason, sent, received });
+        self.state = State::Idle;
+        self.negotiated = None;
+        self.established_at = None;
+        if !self.stopped {
+            // Automatic restart after the connect-retry time (RFC 4271 §8.1.1).
+            out.push(Output::ArmTimer(Timer::ConnectRetry, self.config.connect_retry));
+        }
+    }
+}
+
+fn secs(s: u16) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+#[cfg(test)]
+mod tests;
