@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
+use nonstop_agent::speaker::{self, RunOptions};
 
 /// The nonstop BGP gateway agent: speaks BGP to the routers in front of a node
 /// and hands its live sessions to its successor on upgrade.
@@ -24,10 +25,63 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the BGP speaker until SIGTERM; SIGHUP reloads the config.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where the agent keeps its control socket and state (created 0700).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// BGP identifier, overriding `routerId` in the config.
+        #[arg(long)]
+        router_id: Option<std::net::Ipv4Addr>,
+    },
+    /// Print the running agent's status as JSON.
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NONSTOP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match Cli::parse().command {
+        Command::Run { config, state_dir, router_id } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
+                config,
+                state_dir,
+                router_id,
+            }));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status { state_dir } => {
+            let socket = state_dir.join(speaker::CONTROL_SOCKET);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime.expect("tokio runtime").block_on(speaker::get(&socket, "/status")) {
+                Ok(body) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: no agent answers on {}: {e}", socket.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(

@@ -129,6 +129,12 @@ impl Session {
         }
     }
 
+    /// Whether the session dials after it goes down; a connection accepted
+    /// from the peer that wins a collision takes the peer's setting.
+    pub fn set_passive(&mut self, passive: bool) {
+        self.config.passive = passive;
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -1,0 +1,350 @@
+//! Routing state per peer, sans I/O: what a peer sent us (Adj-RIB-In) and
+//! what we send it (Adj-RIB-Out).
+//!
+//! ```text
+//!  UPDATE ─▶ AdjRibIn::apply ─▶ prefix → Arc<Route>   (identical attribute
+//!                                                    sets shared, not copied)
+//!  announce[] ─▶ export(rules of the session) ─▶ AdjRibOut
+//!  AdjRibOut(old) ─ diff ─▶ AdjRibOut(new) = what to announce, what to withdraw
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::config::Announcement;
+use crate::route::{NextHop, Prefix};
+use crate::wire::{AsPath, Origin, PathAttrs, Update};
+
+/// The attributes of a route and where it points. `attrs.next_hop` is kept
+/// empty: the next hop of every family lives in `next_hop`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub attrs: PathAttrs,
+    pub next_hop: IpAddr,
+}
+
+/// Shares identical routes between prefixes (a table has far fewer attribute
+/// sets than prefixes).
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<Route>>);
+
+impl Interner {
+    fn intern(&mut self, route: Route) -> Arc<Route> {
+        if let Some(r) = self.0.get(&route) {
+            return r.clone();
+        }
+        let r = Arc::new(route);
+        self.0.insert(r.clone());
+        r
+    }
+
+    /// Drops sets no prefix uses any more.
+    fn sweep(&mut self) {
+        self.0.retain(|r| Arc::strong_count(r) > 1);
+    }
+}
+
+/// Routes received from one peer.
+#[derive(Debug, Default)]
+pub struct AdjRibIn {
+    routes: HashMap<Prefix, Arc<Route>>,
+    interner: Interner,
+    updates_since_sweep: u32,
+}
+
+/// What an UPDATE changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub announced: usize,
+    pub withdrawn: usize,
+}
+
+impl AdjRibIn {
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub fn get(&self, prefix: &Prefix) -> Option<&Route> {
+        self.routes.get(prefix).map(|r| &**r)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Route)> {
+        self.routes.iter().map(|(p, r)| (p, &**r))
+    }
+
+    /// Applies an UPDATE. With `treat_as_withdraw` (RFC 7606) everything it
+    /// announces is removed instead.
+    pub fn apply(&mut self, update: &Update, treat_as_withdraw: bool) -> Change {
+        let mut change = Change::default();
+        for p in update.withdrawals() {
+            change.withdrawn += usize::from(self.routes.remove(p).is_some());
+        }
+        if treat_as_withdraw {
+            for p in update.announced() {
+                change.withdrawn += usize::from(self.routes.remove(p).is_some());
+            }
+            return change;
+        }
+        let mut attrs = update.attrs.clone();
+        let v4_next_hop = attrs.next_hop.take();
+        if let Some(nh) = v4_next_hop
+            && !update.nlri.is_empty()
+        {
+            let route = self.interner.intern(Route { attrs: attrs.clone(), next_hop: nh.into() });
+            for p in &update.nlri {
+                self.routes.insert(*p, route.clone());
+            }
+            change.announced += update.nlri.len();
+        }
+        if let Some(reach) = &update.mp_reach {
+            let route = self.interner.intern(Route { attrs, next_hop: reach.next_hop });
+            for p in &reach.nlri {
+                self.routes.insert(*p, route.clone());
+            }
+            change.announced += reach.nlri.len();
+        }
+        self.updates_since_sweep += 1;
+        if self.updates_since_sweep >= 4096 {
+            self.interner.sweep();
+            self.updates_since_sweep = 0;
+        }
+        change
+    }
+
+    pub fn clear(&mut self) {
+        self.routes.clear();
+        self.interner = Interner::default();
+    }
+}
+
+/// How the routes we originate look to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRules {
+    pub local_asn: u32,
+    pub ibgp: bool,
+    /// Our addresses on this session, for `nextHop: self`.
+    pub local_v4: Option<Ipv4Addr>,
+    pub local_v6: Option<Ipv6Addr>,
+}
+
+/// Routes we send to one peer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AdjRibOut {
+    pub routes: HashMap<Prefix, Arc<Route>>,
+    /// Announcements that could not be sent, with the reason.
+    pub skipped: Vec<(Prefix, String)>,
+}
+
+/// LOCAL_PREF for iBGP when none is configured (the common default).
+pub const DEFAULT_LOCAL_PREF: u32 = 100;
+
+/// Builds what a session announces (RFC 4271 §5.1, §9.1.3): ORIGIN IGP; eBGP
+/// prepends our AS and sends no LOCAL_PREF; iBGP sends LOCAL_PREF; `self`
+/// next hops become the session's own address of the prefix's family.
+pub fn export(announce: &[Announcement], rules: &ExportRules) -> AdjRibOut {
+    let mut out = AdjRibOut::default();
+    let mut interner = Interner::default();
+    for a in announce {
+        let next_hop = match (a.next_hop, a.prefix.is_ipv4()) {
+            (NextHop::Address(ip), _) => Some(ip),
+            (NextHop::SelfAddress, true) => rules.local_v4.map(IpAddr::V4),
+            (NextHop::SelfAddress, false) => rules.local_v6.map(IpAddr::V6),
+        };
+        let Some(next_hop) = next_hop else {
+            let family = if a.prefix.is_ipv4() { "IPv4" } else { "IPv6" };
+            out.skipped.push((
+                a.prefix,
+                format!("no local {family} address on this session for nextHop: self; set nextHop"),
+            ));
+            continue;
+        };
+        let attrs = PathAttrs {
+            origin: Some(Origin::Igp),
+            as_path: Some(if rules.ibgp {
+                AsPath::default()
+            } else {
+                AsPath::sequence([rules.local_asn])
+            }),
+            med: a.med,
+            local_pref: rules.ibgp.then(|| a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
+            communities: a.communities.clone(),
+            large_communities: a.large_communities.clone(),
+            ..Default::default()
+        };
+        out.routes.insert(a.prefix, interner.intern(Route { attrs, next_hop }));
+    }
+    out
+}
+
+/// What to send to move a peer from `old` to `new`: routes grouped by their
+/// attributes (so they pack into few UPDATEs), and the prefixes to withdraw.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub announce: Vec<(Arc<Route>, Vec<Prefix>)>,
+    pub withdraw: Vec<Prefix>,
+}
+
+impl AdjRibOut {
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Everything, as a delta from nothing.
+    pub fn full(&self) -> Delta {
+        AdjRibOut::default().delta_to(self)
+    }
+
+    pub fn delta_to(&self, new: &AdjRibOut) -> Delta {
+        let mut groups: HashMap<Arc<Route>, Vec<Prefix>> = HashMap::new();
+        for (p, r) in &new.routes {
+            if self.routes.get(p) != Some(r) {
+                groups.entry(r.clone()).or_default().push(*p);
+            }
+        }
+        let mut withdraw: Vec<Prefix> =
+            self.routes.keys().filter(|p| !new.routes.contains_key(p)).copied().collect();
+        withdraw.sort();
+        let mut announce: Vec<(Arc<Route>, Vec<Prefix>)> = groups
+            .into_iter()
+            .map(|(r, mut ps)| {
+                ps.sort();
+                (r, ps)
+            })
+            .collect();
+        announce.sort_by(|a, b| a.1[0].cmp(&b.1[0]));
+        Delta { announce, withdraw }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Community;
+    use crate::wire::{AfiSafi, MpReach};
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn announcement(prefix: &str) -> Announcement {
+        Announcement {
+            prefix: p(prefix),
+            next_hop: NextHop::SelfAddress,
+            communities: vec![Community(0xFDE9_0001)],
+            large_communities: vec![],
+            local_pref: Some(200),
+            med: Some(5),
+        }
+    }
+
+    const EBGP: ExportRules = ExportRules {
+        local_asn: 65001,
+        ibgp: false,
+        local_v4: Some(Ipv4Addr::new(192, 0, 2, 2)),
+        local_v6: None,
+    };
+
+    #[test]
+    fn ebgp_prepends_our_as_and_drops_local_pref() {
+        let out = export(&[announcement("203.0.113.0/24")], &EBGP);
+        let r = &out.routes[&p("203.0.113.0/24")];
+        assert_eq!(r.attrs.as_path, Some(AsPath::sequence([65001])));
+        assert_eq!((r.attrs.local_pref, r.attrs.med), (None, Some(5)));
+        assert_eq!(r.next_hop, IpAddr::from([192, 0, 2, 2]));
+        assert_eq!(r.attrs.communities, [Community(0xFDE9_0001)]);
+    }
+
+    #[test]
+    fn ibgp_sends_local_pref_and_an_empty_path() {
+        let rules = ExportRules { ibgp: true, ..EBGP };
+        let mut plain = announcement("203.0.113.0/24");
+        plain.local_pref = None;
+        let out = export(&[announcement("198.51.100.0/24"), plain], &rules);
+        assert_eq!(out.routes[&p("198.51.100.0/24")].attrs.local_pref, Some(200));
+        assert_eq!(out.routes[&p("203.0.113.0/24")].attrs.local_pref, Some(DEFAULT_LOCAL_PREF));
+        assert_eq!(out.routes[&p("203.0.113.0/24")].attrs.as_path, Some(AsPath::default()));
+    }
+
+    #[test]
+    fn next_hop_self_without_an_address_of_the_family_is_skipped_with_a_reason() {
+        let out = export(&[announcement("2001:db8::/48")], &EBGP);
+        assert!(out.routes.is_empty());
+        assert!(out.skipped[0].1.contains("no local IPv6 address"), "{:?}", out.skipped);
+        let mut explicit = announcement("2001:db8::/48");
+        explicit.next_hop = NextHop::Address("2001:db8::9".parse().unwrap());
+        assert_eq!(export(&[explicit], &EBGP).len(), 1);
+    }
+
+    #[test]
+    fn a_delta_withdraws_exactly_what_went_and_announces_what_changed() {
+        let list: Vec<Announcement> =
+            (0..20).map(|i| announcement(&format!("10.0.{i}.0/24"))).collect();
+        let old = export(&list, &EBGP);
+        let mut changed = list[10..].to_vec();
+        changed[0].med = Some(99);
+        let new = export(&changed, &EBGP);
+        let delta = old.delta_to(&new);
+        let expected: Vec<Prefix> = (0..10).map(|i| p(&format!("10.0.{i}.0/24"))).collect();
+        let mut withdrawn = delta.withdraw.clone();
+        withdrawn.sort();
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort();
+        assert_eq!(withdrawn, expected_sorted);
+        assert_eq!(delta.announce.len(), 1);
+        assert_eq!(delta.announce[0].1, [p("10.0.10.0/24")]);
+        assert_eq!(old.full().announce.iter().map(|g| g.1.len()).sum::<usize>(), 20);
+    }
+
+    #[test]
+    fn adj_rib_in_follows_announcements_withdrawals_and_treat_as_withdraw() {
+        let mut rib = AdjRibIn::default();
+        let attrs = PathAttrs {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence([65000])),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..Default::default()
+        };
+        let v4 = Update {
+            attrs: attrs.clone(),
+            nlri: vec![p("10.0.0.0/8"), p("10.1.0.0/16")],
+            ..Default::default()
+        };
+        assert_eq!(rib.apply(&v4, false), Change { announced: 2, withdrawn: 0 });
+        let v6 = Update {
+            attrs: PathAttrs { next_hop: None, ..attrs.clone() },
+            mp_reach: Some(MpReach {
+                family: AfiSafi::IPV6_UNICAST,
+                next_hop: "2001:db8::1".parse().unwrap(),
+                link_local: None,
+                nlri: vec![p("2001:db8::/32")],
+            }),
+            ..Default::default()
+        };
+        rib.apply(&v6, false);
+        assert_eq!(rib.len(), 3);
+        assert_eq!(rib.get(&p("10.0.0.0/8")).unwrap().next_hop, IpAddr::from([192, 0, 2, 1]));
+        assert_eq!(
+            rib.get(&p("2001:db8::/32")).unwrap().next_hop,
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        // Two prefixes with the same attributes share one route.
+        assert!(std::ptr::eq(
+            rib.get(&p("10.0.0.0/8")).unwrap(),
+            rib.get(&p("10.1.0.0/16")).unwrap()
+        ));
+        let w =
+            Update { withdrawn: vec![p("10.1.0.0/16"), p("10.9.0.0/16")], ..Default::default() };
+        assert_eq!(rib.apply(&w, false), Change { announced: 0, withdrawn: 1 });
+        assert_eq!(rib.apply(&v4, true), Change { announced: 0, withdrawn: 1 });
+        assert_eq!(rib.len(), 1);
+    }
+}

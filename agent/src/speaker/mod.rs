@@ -1,0 +1,308 @@
+//! The running agent: sockets, signals and tasks around the sans-IO core.
+//!
+//! ```text
+//!   listener ──accept──▶ dispatch by peer address ──▶ PeerTask (one per peer)
+//!   SIGHUP   ──reload──▶ diff config: start / stop / restart peers, new announce list
+//!   SIGTERM  ──────────▶ stop every peer (Cease), exit 0
+//!   admin TCP + state-dir/control.sock ──▶ /status, /metrics (from watch snapshots)
+//! ```
+//!
+//! The speaker task owns the set of peers; each peer task owns its own
+//! sessions and RIBs. They talk over bounded channels only.
+
+mod admin;
+pub mod peer;
+pub mod status;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+pub use admin::get;
+use peer::{Local, PeerCommand, PeerTask, canonical};
+use status::{AgentStatus, Metrics, PeerStatus};
+
+use crate::config::{Config, ConfigError, Peer};
+use crate::wire::{Notification, subcode};
+
+/// Name of the control socket in the state dir.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// How the agent was started.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    /// Overrides `routerId` of the config (the operator passes the node's IP).
+    pub router_id: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no router ID: set `routerId` in the config or pass --router-id")]
+    NoRouterId,
+    #[error("state dir {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+}
+
+struct PeerHandle {
+    config: Peer,
+    commands: mpsc::Sender<PeerCommand>,
+    status: watch::Receiver<PeerStatus>,
+    task: JoinHandle<()>,
+}
+
+struct Speaker {
+    options: RunOptions,
+    config: Config,
+    local: Local,
+    peers: HashMap<IpAddr, PeerHandle>,
+    metrics: Metrics,
+    /// The status receivers of the current peers, for the status endpoints.
+    views: watch::Sender<Vec<watch::Receiver<PeerStatus>>>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let config = Config::load(&options.config)?;
+    let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
+    prepare_state_dir(&options.state_dir)?;
+
+    let listener = bind_tcp(config.listen, "BGP")?;
+    let admin = bind_tcp(config.admin, "the admin endpoint")?;
+    let control_path = options.state_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&control_path);
+    let control = UnixListener::bind(&control_path).map_err(|source| RunError::Bind {
+        what: "the control socket",
+        addr: control_path.display().to_string(),
+        source,
+    })?;
+    let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let (views, views_rx) = watch::channel(Vec::new());
+    let render = renderer(&config, router_id, Arc::new(registry), views_rx);
+    tokio::spawn(admin::serve_tcp(admin, render.clone()));
+    tokio::spawn(admin::serve_unix(control, render));
+
+    let local = Local { asn: config.asn, router_id };
+    let mut speaker = Speaker { options, config, local, peers: HashMap::new(), metrics, views };
+    for p in speaker.config.peers.clone() {
+        speaker.start_peer(p);
+    }
+    speaker.publish_views();
+    info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
+
+    let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
+                Err(e) => warn!("accept: {e}"),
+            },
+            _ = hangup.recv() => speaker.reload().await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    speaker.stop_all("nonstop: agent stopping").await;
+    let _ = std::fs::remove_file(speaker.options.state_dir.join(CONTROL_SOCKET));
+    Ok(())
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::StateDir { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunError> {
+    let fail = |source| RunError::Bind { what, addr: addr.to_string(), source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv4 peers too.
+        socket.set_only_v6(false).map_err(fail)?;
+    }
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(1024).map_err(fail)?;
+    TcpListener::from_std(socket.into()).map_err(fail)
+}
+
+fn renderer(
+    config: &Config,
+    router_id: Ipv4Addr,
+    registry: Arc<Registry>,
+    views: watch::Receiver<Vec<watch::Receiver<PeerStatus>>>,
+) -> admin::Render {
+    let started = Instant::now();
+    let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
+    Arc::new(move |path: &str| match path {
+        "/status" => {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let mut peers: Vec<PeerStatus> = views
+                .borrow()
+                .iter()
+                .map(|rx| {
+                    let mut p = rx.borrow().clone();
+                    p.uptime_seconds = p.established_since_ms.map_or(0, |since| {
+                        (now_ms.saturating_sub(u128::from(since)) / 1000) as u64
+                    });
+                    p
+                })
+                .collect();
+            peers.sort_by(|a, b| a.address.cmp(&b.address));
+            let status = AgentStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                asn,
+                router_id: router_id.to_string(),
+                listen: listen.to_string(),
+                uptime_seconds: started.elapsed().as_secs(),
+                routes_announced: announced,
+                peers,
+            };
+            Some(("application/json", serde_json::to_string_pretty(&status).expect("JSON") + "\n"))
+        }
+        "/metrics" => Some((
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            status::render_metrics(&registry),
+        )),
+        _ => None,
+    })
+}
+
+impl Speaker {
+    fn start_peer(&mut self, config: Peer) {
+        let (tx, rx) = mpsc::channel(64);
+        let (status_tx, status_rx) = watch::channel(PeerStatus {
+            address: config.address.to_string(),
+            asn: config.asn,
+            state: "Idle".into(),
+            ..Default::default()
+        });
+        let task = PeerTask::new(
+            config.clone(),
+            self.local.clone(),
+            Arc::new(self.config.announce.clone()),
+            rx,
+            status_tx,
+            self.metrics.clone(),
+        );
+        let task = tokio::spawn(task.run());
+        self.peers
+            .insert(config.address, PeerHandle { config, commands: tx, status: status_rx, task });
+    }
+
+    fn publish_views(&self) {
+        self.views.send_replace(self.peers.values().map(|p| p.status.clone()).collect());
+    }
+
+    async fn dispatch(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let ip = canonical(remote.ip());
+        match self.peers.get(&ip) {
+            Some(p) => {
+                let _ = p.commands.send(PeerCommand::Inbound(stream)).await;
+            }
+            None => {
+                warn!(%remote, "connection from an address that is not a configured peer; closed")
+            }
+        }
+    }
+
+    async fn stop_peer(&mut self, address: IpAddr, notification: Notification) {
+        if let Some(p) = self.peers.remove(&address) {
+            let _ = p.commands.send(PeerCommand::Stop(notification)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
+        }
+    }
+
+    /// SIGHUP: apply a new config without touching unchanged sessions.
+    async fn reload(&mut self) {
+        let new = match Config::load(&self.options.config) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, keeping the running config: {e}");
+                return;
+            }
+        };
+        if new.asn != self.config.asn
+            || new.listen != self.config.listen
+            || new.admin != self.config.admin
+        {
+            warn!("asn, listen and admin changes take effect on restart; the rest is applied");
+        }
+        let wanted: HashMap<IpAddr, Peer> =
+            new.peers.iter().map(|p| (p.address, p.clone())).collect();
+        let gone: Vec<IpAddr> =
+            self.peers.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
+        for address in gone {
+            info!(peer = %address, "peer removed from the config");
+            let n = Notification::cease_with_message(
+                subcode::PEER_DECONFIGURED,
+                "nonstop: peer removed",
+            );
+            self.stop_peer(address, n).await;
+        }
+        let announce_changed = new.announce != self.config.announce;
+        self.config.announce = new.announce.clone();
+        self.config.peers = new.peers.clone();
+        for (address, p) in wanted {
+            match self.peers.get(&address) {
+                Some(running) if running.config == p => {
+                    if announce_changed {
+                        let list = Arc::new(self.config.announce.clone());
+                        let _ = running.commands.send(PeerCommand::Announce(list)).await;
+                    }
+                }
+                Some(_) => {
+                    info!(peer = %address, "peer settings changed: restarting its session");
+                    let n = Notification::cease_with_message(
+                        subcode::OTHER_CONFIGURATION_CHANGE,
+                        "nonstop: peer settings changed",
+                    );
+                    self.stop_peer(address, n).await;
+                    self.start_peer(p);
+                }
+                None => {
+                    info!(peer = %address, "peer added");
+                    self.start_peer(p);
+                }
+            }
+        }
+        self.publish_views();
+        info!(peers = self.peers.len(), announced = self.config.announce.len(), "config reloaded");
+    }
+
+    async fn stop_all(&mut self, message: &str) {
+        let addresses: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for address in addresses {
+            let n = Notification::cease_with_message(subcode::ADMINISTRATIVE_SHUTDOWN, message);
+            self.stop_peer(address, n).await;
+        }
+    }
+}

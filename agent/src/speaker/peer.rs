@@ -1,0 +1,728 @@
+//! One task per configured peer: it owns the peer's sessions, sockets, timers
+//! and RIBs, and nothing else touches them.
+//!
+//! ```text
+//!  speaker ──PeerCommand──▶ PeerTask ──PeerStatus (watch)──▶ status readers
+//!                            │  main slot:    Session + socket (dials / accepts)
+//!                            │  inbound slot: Session + socket (a colliding
+//!                            │                connection, until §6.8 decides)
+//!                            └─ AdjRibIn, AdjRibOut (what the peer has from us)
+//! ```
+//!
+//! Each slot is one connection's life as the [`Session`] FSM sees it; the
+//! task turns socket reads and timer deadlines into FSM inputs and carries out
+//! the FSM's outputs.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::status::{
+    Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
+};
+use crate::config::{Announcement, Family, Peer};
+use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, export};
+use crate::session::{
+    Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
+};
+use crate::wire::{
+    AfiSafi, Capability, DecodeError, GrFamily, GracefulRestartCap, LlgrFamily, MalformedAction,
+    Message, Notification, Update, UpdateBuilder, code, frame, subcode,
+};
+
+/// What the speaker asks of a peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// The peer connected to our listener.
+    Inbound(TcpStream),
+    /// The routes to announce changed.
+    Announce(Arc<Vec<Announcement>>),
+    /// Close the session with this NOTIFICATION and end the task.
+    Stop(Notification),
+}
+
+/// The local side of every session of this agent.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    local: SocketAddr,
+}
+
+struct Slot {
+    session: Session,
+    conn: Option<Conn>,
+    dial: Option<JoinHandle<io::Result<TcpStream>>>,
+    timers: HashMap<Timer, Instant>,
+}
+
+impl Slot {
+    fn new(session: Session) -> Self {
+        Self { session, conn: None, dial: None, timers: HashMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Main,
+    Inbound,
+}
+
+impl std::fmt::Debug for PeerTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTask")
+            .field("peer", &self.peer.address)
+            .field("state", &self.main.session.state())
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct PeerTask {
+    peer: Peer,
+    local: Local,
+    main: Slot,
+    inbound: Option<Slot>,
+    rib_in: AdjRibIn,
+    sent: AdjRibOut,
+    announce: Arc<Vec<Announcement>>,
+    commands: mpsc::Receiver<PeerCommand>,
+    status: watch::Sender<PeerStatus>,
+    metrics: Metrics,
+    established_transitions: u64,
+    messages_received: u64,
+    messages_sent: u64,
+    last_error: Option<String>,
+    stopping: bool,
+}
+
+/// The capabilities we offer a peer, from its config.
+pub fn capabilities(peer: &Peer, local_asn: u32) -> Vec<Capability> {
+    let families: Vec<AfiSafi> = peer.families.iter().map(|f| AfiSafi::from(*f)).collect();
+    let mut caps: Vec<Capability> =
+        families.iter().map(|f| Capability::Multiprotocol(*f)).collect();
+    caps.extend([
+        Capability::RouteRefresh,
+        Capability::EnhancedRouteRefresh,
+        Capability::ExtendedMessage,
+        Capability::FourOctetAs(local_asn),
+    ]);
+    let gr = &peer.graceful_restart;
+    if gr.enabled {
+        caps.push(Capability::GracefulRestart(GracefulRestartCap {
+            restarting: false,
+            notification: gr.notification,
+            restart_time: gr.restart_time,
+            families: families.iter().map(|f| GrFamily { family: *f, forwarding: true }).collect(),
+        }));
+        if gr.long_lived_stale_time > 0 {
+            caps.push(Capability::LongLivedGracefulRestart(
+                families
+                    .iter()
+                    .map(|f| LlgrFamily {
+                        family: *f,
+                        forwarding: true,
+                        stale_time: gr.long_lived_stale_time,
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    caps
+}
+
+fn session_config(peer: &Peer, local: &Local, passive: bool) -> SessionConfig {
+    SessionConfig {
+        offer: LocalOffer {
+            asn: local.asn,
+            router_id: local.router_id,
+            hold_time: peer.hold_time,
+            keepalive_time: peer.keepalive_time,
+            peer_asn: peer.asn,
+            capabilities: capabilities(peer, local.asn),
+        },
+        connect_retry: Duration::from_secs(u64::from(peer.connect_retry_time)),
+        passive,
+    }
+}
+
+async fn read(conn: Option<&mut Conn>) -> io::Result<usize> {
+    match conn {
+        Some(c) => {
+            if c.rbuf.capacity() - c.rbuf.len() < 16 * 1024 {
+                c.rbuf.reserve(64 * 1024);
+            }
+            c.stream.read_buf(&mut c.rbuf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn dialled(dial: &mut Option<JoinHandle<io::Result<TcpStream>>>) -> io::Result<TcpStream> {
+    match dial {
+        Some(handle) => {
+            let result = handle.await.unwrap_or_else(|e| Err(io::Error::other(e)));
+            *dial = None;
+            result
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// IPv4 peers reaching a dual-stack listener appear as ::ffff:a.b.c.d.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl PeerTask {
+    pub fn new(
+        peer: Peer,
+        local: Local,
+        announce: Arc<Vec<Announcement>>,
+        commands: mpsc::Receiver<PeerCommand>,
+        status: watch::Sender<PeerStatus>,
+        metrics: Metrics,
+    ) -> Self {
+        let main = Slot::new(Session::new(session_config(&peer, &local, peer.passive)));
+        Self {
+            peer,
+            local,
+            main,
+            inbound: None,
+            rib_in: AdjRibIn::default(),
+            sent: AdjRibOut::default(),
+            announce,
+            commands,
+            status,
+            metrics,
+            established_transitions: 0,
+            messages_received: 0,
+            messages_sent: 0,
+            last_error: None,
+            stopping: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.feed(Which::Main, Input::Start).await;
+        self.publish();
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c).await,
+                    None => self.stop(Notification::cease_with_message(
+                        subcode::ADMINISTRATIVE_SHUTDOWN, "nonstop: agent stopping")).await,
+                },
+                r = read(self.main.conn.as_mut()) => self.on_read(Which::Main, r).await,
+                r = read(self.inbound.as_mut().and_then(|s| s.conn.as_mut())) => {
+                    self.on_read(Which::Inbound, r).await
+                }
+                d = dialled(&mut self.main.dial) => self.on_dialled(d).await,
+                _ = tokio::time::sleep_until(deadline.into()) => self.fire_timers().await,
+            }
+            self.publish();
+            if self.stopping {
+                return;
+            }
+        }
+    }
+
+    fn slot(&mut self, which: Which) -> Option<&mut Slot> {
+        match which {
+            Which::Main => Some(&mut self.main),
+            Which::Inbound => self.inbound.as_mut(),
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.main
+            .timers
+            .values()
+            .chain(self.inbound.iter().flat_map(|s| s.timers.values()))
+            .copied()
+            .min()
+            .unwrap_or(far)
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = Instant::now();
+        for which in [Which::Main, Which::Inbound] {
+            let Some(slot) = self.slot(which) else { continue };
+            let due: Vec<Timer> =
+                slot.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+            for t in due {
+                if let Some(slot) = self.slot(which) {
+                    slot.timers.remove(&t);
+                    self.feed(which, Input::TimerFired(t)).await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: PeerCommand) {
+        match command {
+            PeerCommand::Inbound(stream) => self.accept(stream).await,
+            PeerCommand::Announce(list) => {
+                self.announce = list;
+                if self.main.session.state() == State::Established {
+                    let new = self.export();
+                    let delta = self.sent.delta_to(&new);
+                    info!(peer = %self.peer.address, announce = delta.announce.iter().map(|g| g.1.len()).sum::<usize>(), withdraw = delta.withdraw.len(), "announcements changed");
+                    self.advertise(&delta, false).await;
+                    self.sent = new;
+                }
+            }
+            PeerCommand::Stop(notification) => self.stop(notification).await,
+        }
+    }
+
+    async fn stop(&mut self, notification: Notification) {
+        self.stopping = true;
+        if self.inbound.is_some() {
+            self.feed(Which::Inbound, Input::Stop(notification.clone())).await;
+        }
+        self.feed(Which::Main, Input::Stop(notification)).await;
+        if let Some(dial) = self.main.dial.take() {
+            dial.abort();
+        }
+    }
+
+    /// A connection from the peer (RFC 4271 §6.8 when one is already up).
+    async fn accept(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else { return };
+        let conn = Conn { stream, rbuf: Vec::with_capacity(64 * 1024), local };
+        match self.main.session.state() {
+            State::Idle | State::Connect | State::Active if !self.stopping => {
+                if let Some(dial) = self.main.dial.take() {
+                    dial.abort();
+                }
+                if self.main.session.state() == State::Idle {
+                    self.feed(Which::Main, Input::Start).await;
+                    if let Some(dial) = self.main.dial.take() {
+                        dial.abort();
+                    }
+                }
+                self.main.conn = Some(conn);
+                self.feed(Which::Main, Input::TcpConnected).await;
+            }
+            State::OpenSent | State::OpenConfirm if self.inbound.is_none() => {
+                debug!(peer = %self.peer.address, "connection collision: keeping both until the OPENs decide");
+                let mut slot =
+                    Slot::new(Session::new(session_config(&self.peer, &self.local, true)));
+                slot.conn = Some(conn);
+                self.inbound = Some(slot);
+                self.feed(Which::Inbound, Input::Start).await;
+                self.feed(Which::Inbound, Input::TcpConnected).await;
+            }
+            _ => {
+                debug!(peer = %self.peer.address, "refusing a second connection");
+                let mut stream = conn.stream;
+                let cease = Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, []);
+                let _ = stream
+                    .write_all(&Message::Notification(cease).to_bytes(&Default::default()))
+                    .await;
+                let _ = stream.shutdown().await;
+            }
+        }
+    }
+
+    async fn on_dialled(&mut self, result: io::Result<TcpStream>) {
+        if self.main.session.state() != State::Connect || self.main.conn.is_some() {
+            return; // late: the peer's own connection won, or we gave up
+        }
+        match result.and_then(|s| {
+            let local = s.local_addr()?;
+            s.set_nodelay(true)?;
+            Ok((s, local))
+        }) {
+            Ok((stream, local)) => {
+                self.main.conn = Some(Conn { stream, rbuf: Vec::with_capacity(64 * 1024), local });
+                self.feed(Which::Main, Input::TcpConnected).await;
+            }
+            Err(e) => {
+                self.last_error = Some(format!("connecting to {}: {e}", self.peer.address));
+                self.metrics.error(self.peer.address, ErrorKind::Transport);
+                self.feed(Which::Main, Input::TcpFailed).await;
+            }
+        }
+    }
+
+    async fn on_read(&mut self, which: Which, result: io::Result<usize>) {
+        match result {
+            Ok(0) | Err(_) => {
+                if let Err(e) = &result {
+                    self.last_error = Some(format!("reading: {e}"));
+                    self.metrics.error(self.peer.address, ErrorKind::Transport);
+                }
+                self.feed(which, Input::TcpFailed).await;
+            }
+            Ok(_) => self.drain(which).await,
+        }
+    }
+
+    /// Decodes and handles every whole message in the slot's read buffer.
+    async fn drain(&mut self, which: Which) {
+        let mut consumed = 0;
+        loop {
+            let Some(slot) = self.slot(which) else { return };
+            let Some(conn) = slot.conn.as_mut() else { return };
+            let ctx = slot.session.wire_context();
+            let buf = &conn.rbuf[consumed..];
+            let input = match frame(buf, &ctx) {
+                Ok(None) => break,
+                Ok(Some(h)) if buf.len() < h.len => break,
+                Ok(Some(h)) => {
+                    let decoded = Message::decode(&buf[..h.len], &ctx);
+                    consumed += h.len;
+                    match decoded {
+                        Ok((m, malformed)) => Input::Received(m, malformed),
+                        Err(e) => Input::Undecodable(e),
+                    }
+                }
+                Err(e) => Input::Undecodable(e),
+            };
+            let fatal = matches!(input, Input::Undecodable(_));
+            if let Input::Received(m, malformed) = &input {
+                self.messages_received += 1;
+                self.metrics.message(self.peer.address, Direction::Received, MessageKind::of(m));
+                for bad in malformed {
+                    warn!(peer = %self.peer.address, attr = bad.attr, action = ?bad.action, "{}", bad.reason);
+                    self.metrics.error(self.peer.address, ErrorKind::MalformedAttribute);
+                }
+            }
+            if let Input::Undecodable(e) = &input {
+                self.note_decode_error(e);
+            }
+            self.feed(which, input).await;
+            if fatal {
+                return;
+            }
+        }
+        if let Some(conn) = self.slot(which).and_then(|s| s.conn.as_mut()) {
+            conn.rbuf.drain(..consumed);
+        }
+    }
+
+    fn note_decode_error(&mut self, e: &DecodeError) {
+        warn!(peer = %self.peer.address, "{e}");
+        self.last_error = Some(e.to_string());
+        self.metrics.error(self.peer.address, ErrorKind::Decode);
+    }
+
+    /// Feeds the slot's FSM and carries out what it asks, until it is quiet.
+    async fn feed(&mut self, which: Which, input: Input) {
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            let Some(slot) = self.slot(which) else { return };
+            let outputs = slot.session.handle(input, Instant::now());
+            for output in outputs {
+                if let Some(next) = self.execute(which, output).await {
+                    queue.push(next);
+                }
+            }
+        }
+        self.check_collision().await;
+    }
+
+    async fn execute(&mut self, which: Which, output: Output) -> Option<Input> {
+        let now = Instant::now();
+        match output {
+            Output::Connect => {
+                if let Some(old) = self.main.dial.take() {
+                    old.abort();
+                }
+                self.main.dial = Some(self.spawn_dial());
+            }
+            Output::Send(message) => return self.send(which, &message).await.err(),
+            Output::ArmTimer(t, after) => {
+                self.slot(which)?.timers.insert(t, now + after);
+            }
+            Output::CancelTimer(t) => {
+                self.slot(which)?.timers.remove(&t);
+            }
+            Output::Established(n) => {
+                if which == Which::Inbound {
+                    self.promote_inbound();
+                }
+                self.established_transitions += 1;
+                self.metrics.established.get_or_create(&self.label()).set(1);
+                info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
+                self.last_error = None;
+                self.sent = self.export();
+                let full = self.sent.full();
+                self.advertise(&full, true).await;
+            }
+            Output::Update(update, malformed) => {
+                let withdraw =
+                    malformed.iter().any(|m| m.action == MalformedAction::TreatAsWithdraw);
+                if update.as_end_of_rib().is_none() {
+                    self.rib_in.apply(&update, withdraw);
+                }
+                self.metrics
+                    .routes
+                    .get_or_create(&self.route_label(Direction::Received))
+                    .set(self.rib_in.len() as i64);
+            }
+            Output::RefreshRequested(family) => {
+                let mut delta = self.sent.full();
+                let wanted = family.family();
+                delta.announce.retain(|(_, ps)| Some(Family::of(&ps[0])) == wanted);
+                self.advertise(&delta, false).await;
+            }
+            Output::Down { reason, sent, received } => {
+                let slot = self.slot(which)?;
+                if let Some(mut conn) = slot.conn.take() {
+                    let _ = conn.stream.shutdown().await;
+                }
+                slot.timers.remove(&Timer::Hold);
+                if which == Which::Inbound {
+                    self.inbound = None;
+                    return None;
+                }
+                if received.is_some() {
+                    self.metrics.error(self.peer.address, ErrorKind::NotificationReceived);
+                }
+                if sent.as_ref().is_some_and(|n| n.code == code::HOLD_TIMER_EXPIRED) {
+                    self.metrics.error(self.peer.address, ErrorKind::HoldTimerExpired);
+                }
+                if !self.stopping || self.last_error.is_none() {
+                    self.last_error = Some(reason.clone());
+                }
+                info!(peer = %self.peer.address, %reason, "session down");
+                self.rib_in.clear();
+                self.sent = AdjRibOut::default();
+                self.metrics.established.get_or_create(&self.label()).set(0);
+            }
+        }
+        None
+    }
+
+    /// The inbound connection won the collision: it becomes the main one.
+    fn promote_inbound(&mut self) {
+        if let Some(mut slot) = self.inbound.take() {
+            slot.session.set_passive(self.peer.passive);
+            if let Some(dial) = self.main.dial.take() {
+                dial.abort();
+            }
+            self.main = slot;
+        }
+    }
+
+    /// RFC 4271 §6.8, once the OPENs tell both identifiers.
+    async fn check_collision(&mut self) {
+        let Some(inbound) = &self.inbound else { return };
+        let (a, b) = (self.main.session.state(), inbound.session.state());
+        let opening = |s| matches!(s, State::OpenSent | State::OpenConfirm);
+        if !(opening(a) && opening(b)) || !(a == State::OpenConfirm || b == State::OpenConfirm) {
+            if !opening(a) && b == State::OpenConfirm {
+                self.promote_inbound();
+            }
+            return;
+        }
+        let remote = [&self.main.session, &inbound.session]
+            .iter()
+            .find_map(|s| s.negotiated().map(|n| n.peer_router_id))
+            .expect("one side is in OpenConfirm");
+        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION, []);
+        match resolve_collision(self.local.router_id, remote) {
+            Collision::KeepInbound => {
+                info!(peer = %self.peer.address, "collision: keeping the peer's connection");
+                Box::pin(self.feed(Which::Main, Input::Stop(cease))).await;
+                self.promote_inbound();
+            }
+            Collision::KeepOutbound => {
+                info!(peer = %self.peer.address, "collision: keeping our connection");
+                Box::pin(self.feed(Which::Inbound, Input::Stop(cease))).await;
+                self.inbound = None;
+            }
+        }
+    }
+
+    fn spawn_dial(&self) -> JoinHandle<io::Result<TcpStream>> {
+        let remote = SocketAddr::new(self.peer.address, self.peer.port);
+        let local = self.peer.local_address;
+        let timeout = Duration::from_secs(u64::from(self.peer.connect_retry_time));
+        tokio::spawn(async move {
+            let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if let Some(ip) = local {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            tokio::time::timeout(timeout, socket.connect(remote))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        })
+    }
+
+    async fn send(&mut self, which: Which, message: &Message) -> Result<(), Input> {
+        let address = self.peer.address;
+        let slot = self.slot(which).ok_or(Input::TcpFailed)?;
+        let ctx = slot.session.wire_context();
+        let conn = slot.conn.as_mut().ok_or(Input::TcpFailed)?;
+        let bytes = message.to_bytes(&ctx);
+        if let Err(e) = conn.stream.write_all(&bytes).await {
+            self.last_error = Some(format!("writing: {e}"));
+            self.metrics.error(address, ErrorKind::Transport);
+            return Err(Input::TcpFailed);
+        }
+        self.messages_sent += 1;
+        self.metrics.message(address, Direction::Sent, MessageKind::of(message));
+        Ok(())
+    }
+
+    /// Sends a delta of the Adj-RIB-Out, packed, then End-of-RIB if asked.
+    async fn advertise(&mut self, delta: &Delta, end_of_rib: bool) {
+        let Some(n) = self.main.session.negotiated().cloned() else { return };
+        let builder = UpdateBuilder::new(n.wire);
+        let carried = |p: &crate::route::Prefix| n.families.contains(&AfiSafi::from(Family::of(p)));
+        let mut out = Vec::new();
+        let mut updates = 0;
+        for (route, prefixes) in &delta.announce {
+            let ps: Vec<_> = prefixes.iter().copied().filter(|p| carried(p)).collect();
+            updates += builder.announce(&route.attrs, route.next_hop, &ps, &mut out);
+        }
+        let (v4, v6): (Vec<_>, Vec<_>) =
+            delta.withdraw.iter().copied().filter(|p| carried(p)).partition(|p| p.is_ipv4());
+        updates += builder.withdraw(&v4, &mut out) + builder.withdraw(&v6, &mut out);
+        if end_of_rib {
+            for f in &n.families {
+                Message::Update(Update::end_of_rib(*f)).encode(&n.wire, &mut out);
+                updates += 1;
+            }
+        }
+        let Some(conn) = self.main.conn.as_mut() else { return };
+        if let Err(e) = conn.stream.write_all(&out).await {
+            self.last_error = Some(format!("writing: {e}"));
+            return;
+        }
+        self.messages_sent += updates as u64;
+        let labels = super::status::MessageLabels {
+            peer: self.peer.address.to_string(),
+            direction: Direction::Sent,
+            kind: MessageKind::Update,
+        };
+        self.metrics.messages.get_or_create(&labels).inc_by(updates as u64);
+    }
+
+    fn export(&self) -> AdjRibOut {
+        let local = self.main.conn.as_ref().map(|c| canonical(c.local.ip()));
+        let configured = self.peer.local_address;
+        let pick = |want_v4: bool| {
+            [configured, local].into_iter().flatten().find(|ip| ip.is_ipv4() == want_v4)
+        };
+        let rules = ExportRules {
+            local_asn: self.local.asn,
+            ibgp: self.peer.is_ibgp(self.local.asn),
+            local_v4: pick(true).and_then(|ip| match ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            }),
+            local_v6: pick(false).and_then(|ip| match ip {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            }),
+        };
+        export(&self.announce, &rules)
+    }
+
+    fn label(&self) -> PeerLabel {
+        PeerLabel { peer: self.peer.address.to_string() }
+    }
+
+    fn route_label(&self, direction: Direction) -> RouteLabels {
+        RouteLabels { peer: self.peer.address.to_string(), direction }
+    }
+
+    fn publish(&self) {
+        let session = &self.main.session;
+        let n = session.negotiated();
+        let established = session.state() == State::Established;
+        let since = session
+            .established_at()
+            .map(|at| SystemTime::now() - Instant::now().saturating_duration_since(at));
+        let advertised = if established { self.sent.len() } else { 0 };
+        self.metrics
+            .routes
+            .get_or_create(&self.route_label(Direction::Sent))
+            .set(advertised as i64);
+        let status = PeerStatus {
+            address: self.peer.address.to_string(),
+            asn: self.peer.asn,
+            state: session.state().as_str().to_string(),
+            uptime_seconds: 0,
+            established_since_ms: since.map(unix_ms),
+            established_transitions: self.established_transitions,
+            local_address: self.main.conn.as_ref().map(|c| canonical(c.local.ip()).to_string()),
+            hold_time: n.map(|n| n.hold_time),
+            keepalive_time: n.map(|n| n.keepalive_time),
+            capabilities: n.map(capability_names).unwrap_or_default(),
+            families: n
+                .map(|n| n.families.iter().filter_map(|f| f.family()).map(family_name).collect())
+                .unwrap_or_default(),
+            routes_received: self.rib_in.len(),
+            routes_advertised: advertised,
+            routes_skipped: self
+                .sent
+                .skipped
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect(),
+            messages_received: self.messages_received,
+            messages_sent: self.messages_sent,
+            last_error: self.last_error.clone(),
+        };
+        self.status.send_replace(status);
+    }
+}
+
+fn family_name(f: Family) -> String {
+    match f {
+        Family::Ipv4Unicast => "ipv4-unicast".into(),
+        Family::Ipv6Unicast => "ipv6-unicast".into(),
+    }
+}
+
+/// Capabilities both sides sent, by name.
+fn capability_names(n: &crate::session::Negotiated) -> Vec<String> {
+    let mut names = vec![];
+    if n.wire.four_octet_as {
+        names.push("4-octet-as".into());
+    }
+    if n.route_refresh {
+        names.push("route-refresh".into());
+    }
+    if n.enhanced_route_refresh {
+        names.push("enhanced-route-refresh".into());
+    }
+    if n.wire.extended_messages {
+        names.push("extended-message".into());
+    }
+    if n.peer_graceful_restart.is_some() && n.local_open.graceful_restart().is_some() {
+        names.push("graceful-restart".into());
+    }
+    if !n.peer_long_lived.is_empty() && n.local_open.long_lived_graceful_restart().is_some() {
+        names.push("long-lived-graceful-restart".into());
+    }
+    names
+}
