@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::Announcement;
 use crate::route::{NextHop, Prefix};
-use crate::wire::{AsPath, Origin, PathAttrs, Update};
+use crate::wire::{AfiSafi, AsPath, Origin, PathAttrs, Update};
 
 /// The attributes of a route and where it points. `attrs.next_hop` is kept
 /// empty: the next hop of every family lives in `next_hop`.
@@ -120,6 +120,44 @@ impl AdjRibIn {
         self.routes.clear();
         self.interner = Interner::default();
     }
+}
+
+/// What a session accepts from its peer before routes reach the Adj-RIB-In.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRules {
+    pub local_asn: u32,
+    /// Families negotiated on the session; anything else is ignored.
+    pub families: Vec<AfiSafi>,
+}
+
+/// Why an UPDATE's announcements are not to be used as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screened {
+    Usable,
+    /// Our own AS is in the AS_PATH (RFC 4271 §9.1.2): a loop, so what it
+    /// announces counts as withdrawn.
+    Looped,
+}
+
+/// Drops the parts of an UPDATE for families the session did not negotiate
+/// (RFC 4760 §7) and says whether it loops back to us.
+pub fn screen(update: &mut Update, rules: &ImportRules) -> Screened {
+    if !rules.families.contains(&AfiSafi::IPV4_UNICAST) {
+        update.nlri.clear();
+        update.withdrawn.clear();
+    }
+    if update.mp_reach.as_ref().is_some_and(|r| !rules.families.contains(&r.family)) {
+        update.mp_reach = None;
+    }
+    if update.mp_unreach.as_ref().is_some_and(|u| !rules.families.contains(&u.family)) {
+        update.mp_unreach = None;
+    }
+    let looped = update
+        .attrs
+        .as_path
+        .as_ref()
+        .is_some_and(|p| p.0.iter().any(|s| s.asns().contains(&rules.local_asn)));
+    if looped { Screened::Looped } else { Screened::Usable }
 }
 
 /// How the routes we originate look to one session.
@@ -229,7 +267,7 @@ impl AdjRibOut {
 mod tests {
     use super::*;
     use crate::route::Community;
-    use crate::wire::{AfiSafi, MpReach};
+    use crate::wire::{AsSegment, MpReach, MpUnreach};
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
@@ -302,6 +340,51 @@ mod tests {
         assert_eq!(delta.announce.len(), 1);
         assert_eq!(delta.announce[0].1, [p("10.0.10.0/24")]);
         assert_eq!(old.full().announce.iter().map(|g| g.1.len()).sum::<usize>(), 20);
+    }
+
+    #[test]
+    fn routes_through_our_own_as_are_loops() {
+        let rules = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV4_UNICAST] };
+        // (AS_PATH, verdict)
+        let cases = [
+            (vec![AsSegment::Sequence(vec![65000])], Screened::Usable),
+            (vec![AsSegment::Sequence(vec![65000, 65001])], Screened::Looped),
+            (vec![AsSegment::Sequence(vec![65001])], Screened::Looped),
+            (
+                vec![AsSegment::Sequence(vec![65000]), AsSegment::Set(vec![1, 65001])],
+                Screened::Looped,
+            ),
+            (vec![], Screened::Usable),
+        ];
+        for (path, verdict) in cases {
+            let mut u = Update {
+                attrs: PathAttrs { as_path: Some(AsPath(path.clone())), ..Default::default() },
+                nlri: vec![p("10.0.0.0/8")],
+                ..Default::default()
+            };
+            assert_eq!(screen(&mut u, &rules), verdict, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn families_not_negotiated_are_ignored() {
+        let rules = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV4_UNICAST] };
+        let mut u = Update {
+            nlri: vec![p("10.0.0.0/8")],
+            mp_reach: Some(MpReach {
+                family: AfiSafi::IPV6_UNICAST,
+                next_hop: "2001:db8::1".parse().unwrap(),
+                link_local: None,
+                nlri: vec![p("2001:db8::/32")],
+            }),
+            mp_unreach: Some(MpUnreach { family: AfiSafi::IPV6_UNICAST, withdrawn: vec![] }),
+            ..Default::default()
+        };
+        screen(&mut u, &rules);
+        assert_eq!((u.nlri.len(), &u.mp_reach, &u.mp_unreach), (1, &None, &None));
+        let v6_only = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV6_UNICAST] };
+        screen(&mut u, &v6_only);
+        assert!(u.nlri.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::status::{
     Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
 };
 use crate::config::{Announcement, Family, Peer};
-use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, export};
+use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, ImportRules, Screened, export, screen};
 use crate::session::{
     Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
 };
@@ -474,11 +474,19 @@ impl PeerTask {
                 let full = self.sent.full();
                 self.advertise(&full, true).await;
             }
-            Output::Update(update, malformed) => {
-                let withdraw =
+            Output::Update(mut update, malformed) => {
+                let malformed =
                     malformed.iter().any(|m| m.action == MalformedAction::TreatAsWithdraw);
                 if update.as_end_of_rib().is_none() {
-                    self.rib_in.apply(&update, withdraw);
+                    let families = self
+                        .main
+                        .session
+                        .negotiated()
+                        .map(|n| n.families.clone())
+                        .unwrap_or_default();
+                    let rules = ImportRules { local_asn: self.local.asn, families };
+                    let looped = screen(&mut update, &rules) == Screened::Looped;
+                    self.rib_in.apply(&update, malformed || looped);
                 }
                 self.metrics
                     .routes

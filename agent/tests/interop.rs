@@ -1,0 +1,146 @@
+//! The agent against real routers from Debian's packages, each in its own
+//! network namespace: sessions over IPv4 and IPv6 transport, 1,000 prefixes
+//! each way per family, a reload that withdraws exactly what it removed, and
+//! timers both sides agree on.
+//!
+//! Needs root (network namespaces) and gobgpd, bird2 and frr installed;
+//! `script/test` installs them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::routers::{
+    AGENT_AS, Bird, Frr, Gobgp, ROUTER_AS, RouteView, Router, RouterSetup, Timers,
+};
+use support::{Agent, Link, eventually, v4_prefixes, v6_prefixes};
+
+const ROUTES: u32 = 1000;
+
+fn agent_config(link: &Link, v4: &[String], v6: &[String]) -> String {
+    let mut yaml =
+        format!("asn: {AGENT_AS}\nrouterId: {}\nlisten: \"[::]:179\"\npeers:\n", link.a_v4);
+    for (address, family) in [(&link.b_v4, "ipv4-unicast"), (&link.b_v6, "ipv6-unicast")] {
+        yaml += &format!(
+            "  - address: {address}\n    asn: {ROUTER_AS}\n    holdTime: 30\n    connectRetryTime: 1\n    families: [{family}]\n"
+        );
+    }
+    yaml += "announce:\n";
+    for p in v4.iter().chain(v6) {
+        yaml += &format!("  - {{ prefix: {p}, med: 7, communities: [\"65001:100\"] }}\n");
+    }
+    yaml
+}
+
+fn expected(prefixes: &[String], next_hop: &str) -> BTreeMap<String, RouteView> {
+    prefixes
+        .iter()
+        .map(|p| {
+            let view = RouteView {
+                next_hop: next_hop.to_string(),
+                as_path: vec![u64::from(AGENT_AS)],
+                med: Some(7),
+                communities: vec!["65001:100".into()],
+            };
+            (p.clone(), view)
+        })
+        .collect()
+}
+
+fn wait_learnt(router: &dyn Router, v6: bool, want: &BTreeMap<String, RouteView>) {
+    let what = format!(
+        "{} to hold exactly the {} expected {} routes",
+        router.kind(),
+        want.len(),
+        if v6 { "IPv6" } else { "IPv4" }
+    );
+    eventually(Duration::from_secs(30), &what, || {
+        let got = router.learnt(v6)?;
+        if &got == want {
+            return Ok(());
+        }
+        let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+        let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+        let differ = want.iter().find(|(k, v)| got.get(*k).is_some_and(|g| g != *v));
+        Err(format!(
+            "{} routes, {missing} missing, {extra} extra, first differing: {differ:?} vs {:?}",
+            got.len(),
+            differ.and_then(|(k, _)| got.get(k))
+        ))
+    });
+}
+
+/// The whole scenario against one router.
+fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box<dyn Router + 'a>) {
+    let link = Link::new(test);
+    let setup = RouterSetup {
+        hold_time: 9,
+        keepalive: 3,
+        originate_v4: v4_prefixes(1, ROUTES),
+        originate_v6: v6_prefixes(1, ROUTES),
+    };
+    let router = start(&link, &setup);
+    let ours_v4 = v4_prefixes(200, ROUTES);
+    let ours_v6 = v6_prefixes(0x200, ROUTES);
+    let agent = Agent::start(&link.a, &link.dir, &agent_config(&link, &ours_v4, &ours_v6));
+
+    // Sessions over both transports.
+    let v4_peer = agent.wait_established(&link.b_v4);
+    let v6_peer = agent.wait_established(&link.b_v6);
+
+    // Hold time: min(agent 30, router 9) = 9; keepalive: min(30/3, 9/3) = 3,
+    // and both sides say so.
+    for (peer, neighbor) in [(&v4_peer, &link.a_v4), (&v6_peer, &link.a_v6)] {
+        assert_eq!(
+            (peer["hold_time"].as_u64(), peer["keepalive_time"].as_u64()),
+            (Some(9), Some(3)),
+            "agent: {peer}"
+        );
+        let timers =
+            eventually(Duration::from_secs(10), "router timers", || router.timers(neighbor));
+        assert_eq!(timers, Timers { hold: 9, keepalive: 3 }, "{}", router.kind());
+    }
+
+    // Our 1,000 prefixes per family at the router, with the right attributes.
+    wait_learnt(&*router, false, &expected(&ours_v4, &link.a_v4));
+    wait_learnt(&*router, true, &expected(&ours_v6, &link.a_v6));
+
+    // The router's 1,000 prefixes per family in the agent's status.
+    for address in [&link.b_v4, &link.b_v6] {
+        eventually(Duration::from_secs(30), "the router's routes in the agent's status", || {
+            let p = agent.peer(address)?;
+            if p["routes_received"] == ROUTES { Ok(()) } else { Err(p.to_string()) }
+        });
+    }
+
+    // A reload that removes 10 IPv4 prefixes withdraws exactly those 10, and
+    // resets nothing.
+    agent.reload(&agent_config(&link, &ours_v4[10..], &ours_v6));
+    wait_learnt(&*router, false, &expected(&ours_v4[10..], &link.a_v4));
+    wait_learnt(&*router, true, &expected(&ours_v6, &link.a_v6));
+    for address in [&link.b_v4, &link.b_v6] {
+        let p = agent.peer(address).unwrap();
+        assert_eq!(p["established_transitions"], 1, "a session was reset by the reload: {p}");
+        assert_eq!(
+            p["routes_advertised"],
+            if *address == link.b_v4 { ROUTES - 10 } else { ROUTES }
+        );
+    }
+    assert!(!agent.daemon.log_text().contains("panicked"), "{}", agent.daemon.log_text());
+}
+
+#[test]
+fn interop_gobgpd() {
+    interop("gobgpd", |link, setup| Box::new(Gobgp::start(link, setup)));
+}
+
+#[test]
+fn interop_bird() {
+    interop("bird", |link, setup| Box::new(Bird::start(link, setup)));
+}
+
+#[test]
+fn interop_frr() {
+    interop("frr", |link, setup| Box::new(Frr::start(link, setup)));
+}

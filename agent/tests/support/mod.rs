@@ -1,0 +1,238 @@
+//! Test hosts for interop tests: network namespaces linked by veth pairs,
+//! daemons started inside them, and waiting for conditions with a deadline.
+//!
+//! ```text
+//!   ns "<tag>-a" (agent)  10.77.0.1/24  fd77::1/64 ──veth── 10.77.0.2/24  fd77::2/64  ns "<tag>-b" (router)
+//! ```
+//!
+//! Everything is torn down on drop, also when a test panics.
+#![allow(dead_code)]
+
+pub mod routers;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out =
+        Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `check` returns Some, polling; panics with `what` and the last
+/// observation at the deadline.
+pub fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        // Daemons that drop privileges may still bind port 179.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_unprivileged_port_start=0",
+        ]);
+        Netns { name }
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Two namespaces joined by a veth pair, with IPv4 and IPv6 addresses.
+pub struct Link {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_v4: String,
+    pub b_v4: String,
+    pub a_v6: String,
+    pub b_v6: String,
+    pub dir: PathBuf,
+}
+
+impl Link {
+    /// A fresh pair of hosts and a scratch directory, named after the test.
+    pub fn new(test: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("ns{}x{n}", std::process::id() % 100_000);
+        let a = Netns::new(format!("{tag}a"));
+        let b = Netns::new(format!("{tag}b"));
+        let (va, vb) = (format!("{tag}A"), format!("{tag}B"));
+        sh(&[
+            "ip", "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb,
+            "netns", &b.name,
+        ]);
+        let (a_v4, b_v4) = ("10.77.0.1".to_string(), "10.77.0.2".to_string());
+        let (a_v6, b_v6) = ("fd77::1".to_string(), "fd77::2".to_string());
+        for (ns, dev, v4, v6) in [(&a, &va, &a_v4, &a_v6), (&b, &vb, &b_v4, &b_v6)] {
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            sh(&["ip", "-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        let dir = std::env::temp_dir().join(format!("nonstop-{test}-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Link { a, b, a_v4, b_v4, a_v6, b_v6, dir }
+    }
+}
+
+/// A child process, killed on drop; its output goes to a log file.
+pub struct Daemon {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Self {
+        let file = fs::File::create(&log).unwrap();
+        let child = command
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Daemon { name: name.to_string(), child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (HUP, TERM, KILL).
+    pub fn signal(&self, sig: &str) {
+        sh(&["kill", &format!("-{sig}"), &self.child.id().to_string()]);
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent under test, running in a namespace.
+pub struct Agent {
+    pub daemon: Daemon,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_nonstop-agent");
+
+impl Agent {
+    pub fn start(ns: &Netns, dir: &Path, config_yaml: &str) -> Self {
+        let config = dir.join("agent.yaml");
+        fs::write(&config, config_yaml).unwrap();
+        let state_dir = dir.join("agent-state");
+        let mut cmd = ns.exec(&[
+            AGENT,
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+        ]);
+        cmd.env("NONSTOP_LOG", "info");
+        let daemon = Daemon::spawn("nonstop-agent", cmd, dir.join("agent.log"));
+        Agent { daemon, config, state_dir }
+    }
+
+    /// The status document, or why it is not there (yet).
+    pub fn status(&self) -> Result<serde_json::Value, String> {
+        let out = Command::new(AGENT)
+            .args(["status", "--state-dir", self.state_dir.to_str().unwrap()])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    pub fn peer(&self, address: &str) -> Result<serde_json::Value, String> {
+        let status = self.status()?;
+        status["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["address"] == address).cloned())
+            .ok_or_else(|| format!("no peer {address} in {status}"))
+    }
+
+    /// Waits for the session with `address` to be Established.
+    pub fn wait_established(&self, address: &str) -> serde_json::Value {
+        eventually(Duration::from_secs(30), &format!("agent session with {address}"), || {
+            let p = self.peer(address)?;
+            if p["state"] == "Established" { Ok(p) } else { Err(p.to_string()) }
+        })
+    }
+
+    pub fn reload(&self, config_yaml: &str) {
+        fs::write(&self.config, config_yaml).unwrap();
+        self.daemon.signal("HUP");
+    }
+}
+
+/// `count` IPv4 /24s and IPv6 /48s from a base, as text.
+pub fn v4_prefixes(second_octet: u8, count: u32) -> Vec<String> {
+    (0..count).map(|i| format!("10.{second_octet}.{}.{}/32", i / 256, i % 256)).collect()
+}
+
+pub fn v6_prefixes(tag: u16, count: u32) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let addr: std::net::Ipv6Addr = format!("2001:db8:{tag:x}:{i:x}::").parse().unwrap();
+            format!("{addr}/64")
+        })
+        .collect()
+}

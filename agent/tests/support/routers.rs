@@ -1,0 +1,459 @@
+//! Real BGP routers from Debian's packages (gobgpd, bird2, frr) as test peers,
+//! each with the same questions answered as data: what did you learn from the
+//! agent, and what timers did you negotiate.
+//!
+//! Every router peers with the agent twice: over IPv4 transport (carrying
+//! ipv4-unicast) and over IPv6 transport (carrying ipv6-unicast).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::{Daemon, Link, Netns, eventually};
+
+pub const ROUTER_AS: u32 = 65000;
+pub const AGENT_AS: u32 = 65001;
+
+/// A route as a router shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    pub next_hop: String,
+    pub as_path: Vec<u64>,
+    pub med: Option<u64>,
+    pub communities: Vec<String>,
+}
+
+/// Hold time and keepalive interval a router reports for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub hold: u64,
+    pub keepalive: u64,
+}
+
+/// What every test router offers.
+pub trait Router {
+    fn kind(&self) -> &'static str;
+    /// Routes learnt from the agent, of one family, keyed by prefix.
+    fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String>;
+    /// Timers of the session with `neighbor`, once it is Established.
+    fn timers(&self, neighbor: &str) -> Result<Timers, String>;
+}
+
+/// How a router is set up.
+#[derive(Debug, Clone)]
+pub struct RouterSetup {
+    pub hold_time: u32,
+    pub keepalive: u32,
+    /// Prefixes the router originates towards the agent.
+    pub originate_v4: Vec<String>,
+    pub originate_v6: Vec<String>,
+}
+
+fn run(ns: &Netns, args: &[&str]) -> Result<String, String> {
+    let out = ns.exec(args).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// ---------------------------------------------------------------- gobgpd
+
+pub struct Gobgp<'a> {
+    link: &'a Link,
+    api: String,
+    _daemon: Daemon,
+}
+
+impl<'a> Gobgp<'a> {
+    pub fn start(link: &'a Link, setup: &RouterSetup) -> Self {
+        let mut conf = format!(
+            "[global.config]\n  as = {ROUTER_AS}\n  router-id = \"{}\"\n  port = 179\n",
+            link.b_v4
+        );
+        for (neighbor, family) in [(&link.a_v4, "ipv4-unicast"), (&link.a_v6, "ipv6-unicast")] {
+            conf += &format!(
+                "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{neighbor}\"\n    peer-as = {AGENT_AS}\n  \
+                 [neighbors.timers.config]\n    hold-time = {}\n    keepalive-interval = {}\n    connect-retry = 1\n  \
+                 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n",
+                setup.hold_time, setup.keepalive
+            );
+        }
+        let path = link.dir.join("gobgpd.toml");
+        fs::write(&path, conf).unwrap();
+        let api = "127.0.0.1:50051".to_string();
+        let cmd = link.b.exec(&[
+            "gobgpd",
+            "-f",
+            path.to_str().unwrap(),
+            "--api-hosts",
+            &api,
+            "--log-plain",
+        ]);
+        let daemon = Daemon::spawn("gobgpd", cmd, link.dir.join("gobgpd.log"));
+        let router = Gobgp { link, api, _daemon: daemon };
+        eventually(std::time::Duration::from_secs(10), "gobgpd API", || router.cli(&["global"]));
+        router.originate(&setup.originate_v4, "ipv4");
+        router.originate(&setup.originate_v6, "ipv6");
+        router
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["gobgp", "-p", self.api.rsplit(':').next().unwrap()];
+        full.extend_from_slice(args);
+        run(&self.link.b, &full)
+    }
+
+    /// gobgpd has no static routes in its config: add them over its API,
+    /// several CLI calls at a time.
+    fn originate(&self, prefixes: &[String], family: &str) {
+        std::thread::scope(|s| {
+            for chunk in prefixes.chunks(prefixes.len().div_ceil(8).max(1)) {
+                s.spawn(move || {
+                    for p in chunk {
+                        self.cli(&["global", "rib", "-a", family, "add", p]).unwrap();
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl Router for Gobgp<'_> {
+    fn kind(&self) -> &'static str {
+        "gobgpd"
+    }
+
+    fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
+        let family = if v6 { "ipv6" } else { "ipv4" };
+        let text = self.cli(&["-j", "global", "rib", "-a", family])?;
+        let table: BTreeMap<String, Vec<Value>> =
+            serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut out = BTreeMap::new();
+        for (prefix, paths) in table {
+            for path in &paths {
+                let mut view = RouteView {
+                    next_hop: String::new(),
+                    as_path: vec![],
+                    med: None,
+                    communities: vec![],
+                };
+                for attr in path["attrs"].as_array().into_iter().flatten() {
+                    match attr["type"].as_u64() {
+                        Some(2) => {
+                            for seg in attr["as_paths"].as_array().into_iter().flatten() {
+                                view.as_path.extend(
+                                    seg["asns"]
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .filter_map(Value::as_u64),
+                                );
+                            }
+                        }
+                        Some(3) | Some(14) => {
+                            view.next_hop = attr["nexthop"].as_str().unwrap_or("").to_string()
+                        }
+                        Some(4) => view.med = attr["metric"].as_u64(),
+                        Some(8) => {
+                            view.communities = attr["communities"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_u64)
+                                .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                                .collect()
+                        }
+                        _ => {}
+                    }
+                }
+                if view.as_path.first() == Some(&u64::from(AGENT_AS)) {
+                    out.insert(prefix.clone(), view);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn timers(&self, neighbor: &str) -> Result<Timers, String> {
+        let text = self.cli(&["-j", "neighbor", neighbor])?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v["state"]["session_state"] != 6 {
+            return Err(format!("session state {}", v["state"]["session_state"]));
+        }
+        let t = &v["timers"]["state"];
+        Ok(Timers {
+            hold: t["negotiated_hold_time"].as_u64().ok_or("no hold time")?,
+            keepalive: t["keepalive_interval"].as_u64().ok_or("no keepalive")?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- BIRD
+
+pub struct Bird<'a> {
+    link: &'a Link,
+    ctl: PathBuf,
+    _daemon: Daemon,
+}
+
+impl<'a> Bird<'a> {
+    pub fn start(link: &'a Link, setup: &RouterSetup) -> Self {
+        let mut conf = format!(
+            "router id {};\nprotocol device {{}}\nipv4 table t4;\nipv6 table t6;\n",
+            link.b_v4
+        );
+        conf += "protocol static s4 { ipv4 { table t4; };\n";
+        for p in &setup.originate_v4 {
+            conf += &format!("  route {p} blackhole;\n");
+        }
+        conf += "}\nprotocol static s6 { ipv6 { table t6; };\n";
+        for p in &setup.originate_v6 {
+            conf += &format!("  route {p} blackhole;\n");
+        }
+        conf += "}\n";
+        for (name, local, neighbor, channel, table) in [
+            ("agent4", &link.b_v4, &link.a_v4, "ipv4", "t4"),
+            ("agent6", &link.b_v6, &link.a_v6, "ipv6", "t6"),
+        ] {
+            conf += &format!(
+                "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {AGENT_AS};\n  \
+                 hold time {}; keepalive time {}; connect retry time 1;\n  \
+                 {channel} {{ table {table}; import all; export all; next hop self; }};\n}}\n",
+                setup.hold_time, setup.keepalive
+            );
+        }
+        let path = link.dir.join("bird.conf");
+        fs::write(&path, conf).unwrap();
+        let ctl = link.dir.join("bird.ctl");
+        let cmd = link.b.exec(&[
+            "bird",
+            "-f",
+            "-c",
+            path.to_str().unwrap(),
+            "-s",
+            ctl.to_str().unwrap(),
+            "-P",
+            link.dir.join("bird.pid").to_str().unwrap(),
+        ]);
+        let daemon = Daemon::spawn("bird", cmd, link.dir.join("bird.log"));
+        let router = Bird { link, ctl, _daemon: daemon };
+        eventually(std::time::Duration::from_secs(10), "bird control socket", || {
+            router.birdc("show status")
+        });
+        router
+    }
+
+    fn birdc(&self, command: &str) -> Result<String, String> {
+        let mut args = vec!["birdc", "-s", self.ctl.to_str().unwrap()];
+        args.extend(command.split(' '));
+        run(&self.link.b, &args)
+    }
+}
+
+impl Router for Bird<'_> {
+    fn kind(&self) -> &'static str {
+        "bird"
+    }
+
+    fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
+        let (table, proto) = if v6 { ("t6", "agent6") } else { ("t4", "agent4") };
+        let text = self.birdc(&format!("show route all table {table} protocol {proto}"))?;
+        let mut out = BTreeMap::new();
+        let mut current: Option<(String, RouteView)> = None;
+        for line in text.lines() {
+            if !line.starts_with(char::is_whitespace) && line.contains('/') {
+                if let Some((p, v)) = current.take() {
+                    out.insert(p, v);
+                }
+                let prefix = line.split_whitespace().next().unwrap().to_string();
+                current = Some((
+                    prefix,
+                    RouteView {
+                        next_hop: String::new(),
+                        as_path: vec![],
+                        med: None,
+                        communities: vec![],
+                    },
+                ));
+                continue;
+            }
+            let Some((_, view)) = current.as_mut() else { continue };
+            let line = line.trim();
+            if let Some(v) = line.strip_prefix("BGP.next_hop: ") {
+                view.next_hop = v.split_whitespace().next().unwrap_or("").to_string();
+            } else if let Some(v) = line.strip_prefix("BGP.as_path: ") {
+                view.as_path = v.split_whitespace().filter_map(|a| a.parse().ok()).collect();
+            } else if let Some(v) = line.strip_prefix("BGP.med: ") {
+                view.med = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("BGP.community: ") {
+                view.communities = v
+                    .split(") (")
+                    .map(|c| c.trim_matches(|ch| ch == '(' || ch == ')').replace(',', ":"))
+                    .collect();
+            }
+        }
+        if let Some((p, v)) = current {
+            out.insert(p, v);
+        }
+        Ok(out)
+    }
+
+    fn timers(&self, neighbor: &str) -> Result<Timers, String> {
+        let proto = if neighbor.contains(':') { "agent6" } else { "agent4" };
+        let text = self.birdc(&format!("show protocols all {proto}"))?;
+        if !text.contains("BGP state:          Established") {
+            return Err("not Established".into());
+        }
+        let value = |label: &str| -> Result<u64, String> {
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .ok_or(format!("no {label}"))?;
+            let total = line.rsplit('/').next().unwrap_or("").trim();
+            total.parse().map_err(|_| format!("cannot read {line}"))
+        };
+        Ok(Timers { hold: value("Hold timer:")?, keepalive: value("Keepalive timer:")? })
+    }
+}
+
+// ---------------------------------------------------------------- FRR
+
+pub struct Frr<'a> {
+    link: &'a Link,
+    run_dir: PathBuf,
+    _zebra: Daemon,
+    _bgpd: Daemon,
+}
+
+impl<'a> Frr<'a> {
+    pub fn start(link: &'a Link, setup: &RouterSetup) -> Self {
+        let run_dir = link.dir.join("frr");
+        fs::create_dir_all(&run_dir).unwrap();
+        fs::set_permissions(&link.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut conf = format!(
+            "frr defaults traditional\nhostname router\nlog file {}/frr.log\nlog timestamp precision 3\n\
+             router bgp {ROUTER_AS}\n bgp router-id {}\n no bgp ebgp-requires-policy\n no bgp network import-check\n",
+            run_dir.display(),
+            link.b_v4
+        );
+        for n in [&link.a_v4, &link.a_v6] {
+            conf += &format!(
+                " neighbor {n} remote-as {AGENT_AS}\n neighbor {n} timers {} {}\n neighbor {n} timers connect 1\n",
+                setup.keepalive, setup.hold_time
+            );
+        }
+        conf += &format!(
+            " address-family ipv4 unicast\n  neighbor {} activate\n  no neighbor {} activate\n",
+            link.a_v4, link.a_v6
+        );
+        for p in &setup.originate_v4 {
+            conf += &format!("  network {p}\n");
+        }
+        conf += " exit-address-family\n";
+        conf += &format!(" address-family ipv6 unicast\n  neighbor {} activate\n", link.a_v6);
+        for p in &setup.originate_v6 {
+            conf += &format!("  network {p}\n");
+        }
+        conf += " exit-address-family\n";
+        let path = run_dir.join("frr.conf");
+        fs::write(&path, conf).unwrap();
+        Command::new("chown").args(["-R", "frr:frr", run_dir.to_str().unwrap()]).status().unwrap();
+        let common = |pid: &str| {
+            vec![
+                "-z".to_string(),
+                run_dir.join("zserv.api").display().to_string(),
+                "--vty_socket".to_string(),
+                run_dir.display().to_string(),
+                "-i".to_string(),
+                run_dir.join(pid).display().to_string(),
+                "-f".to_string(),
+                path.display().to_string(),
+                "-u".to_string(),
+                "frr".to_string(),
+                "-g".to_string(),
+                "frr".to_string(),
+            ]
+        };
+        let mut zebra_args = vec!["/usr/lib/frr/zebra".to_string()];
+        zebra_args.extend(common("zebra.pid"));
+        let zebra_args: Vec<&str> = zebra_args.iter().map(String::as_str).collect();
+        let zebra = Daemon::spawn("zebra", link.b.exec(&zebra_args), link.dir.join("zebra.log"));
+        eventually(std::time::Duration::from_secs(10), "zebra socket", || {
+            if run_dir.join("zserv.api").exists() { Ok(()) } else { Err("no zserv.api".into()) }
+        });
+        let mut bgpd_args = vec!["/usr/lib/frr/bgpd".to_string()];
+        bgpd_args.extend(common("bgpd.pid"));
+        bgpd_args.extend(["-p".to_string(), "179".to_string()]);
+        let bgpd_args: Vec<&str> = bgpd_args.iter().map(String::as_str).collect();
+        let bgpd = Daemon::spawn("bgpd", link.b.exec(&bgpd_args), link.dir.join("bgpd.log"));
+        let router = Frr { link, run_dir, _zebra: zebra, _bgpd: bgpd };
+        eventually(std::time::Duration::from_secs(10), "bgpd vty", || {
+            router.vtysh("show bgp summary")
+        });
+        router
+    }
+
+    fn vtysh(&self, command: &str) -> Result<String, String> {
+        run(&self.link.b, &["vtysh", "--vty_socket", self.run_dir.to_str().unwrap(), "-c", command])
+    }
+}
+
+impl Router for Frr<'_> {
+    fn kind(&self) -> &'static str {
+        "frr"
+    }
+
+    fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
+        let family = if v6 { "ipv6" } else { "ipv4" };
+        let text = self.vtysh(&format!("show bgp {family} unicast json detail"))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut out = BTreeMap::new();
+        for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
+            for path in paths.as_array().into_iter().flatten() {
+                let as_path: Vec<u64> = path["aspath"]["segments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s["list"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|a| a.as_u64())
+                    .collect();
+                if as_path.first() != Some(&u64::from(AGENT_AS)) {
+                    continue;
+                }
+                out.insert(
+                    prefix.clone(),
+                    RouteView {
+                        next_hop: path["nexthops"][0]["ip"].as_str().unwrap_or("").to_string(),
+                        as_path,
+                        med: path["metric"].as_u64(),
+                        communities: path["community"]["list"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| c.as_str().map(String::from))
+                            .collect(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn timers(&self, neighbor: &str) -> Result<Timers, String> {
+        let text = self.vtysh(&format!("show bgp neighbors {neighbor} json"))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let n = &v[neighbor];
+        if n["bgpState"] != "Established" {
+            return Err(format!("state {}", n["bgpState"]));
+        }
+        Ok(Timers {
+            hold: n["bgpTimerHoldTimeMsecs"].as_u64().ok_or("no hold")? / 1000,
+            keepalive: n["bgpTimerKeepAliveIntervalMsecs"].as_u64().ok_or("no keepalive")? / 1000,
+        })
+    }
+}
