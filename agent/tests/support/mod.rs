@@ -95,6 +95,7 @@ pub struct Link {
     pub a_v6: String,
     pub b_v6: String,
     pub dir: PathBuf,
+    b_dev: String,
 }
 
 impl Link {
@@ -119,7 +120,16 @@ impl Link {
         let dir = std::env::temp_dir().join(format!("nonstop-{test}-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        Link { a, b, a_v4, b_v4, a_v6, b_v6, dir }
+        Link { a, b, a_v4, b_v4, a_v6, b_v6, dir, b_dev: vb }
+    }
+
+    /// Another address on the router side, e.g. for a second peer there.
+    pub fn add_b_address(&self, cidr: &str) {
+        let mut args = vec!["ip", "-n", &self.b.name, "addr", "add", cidr, "dev", &self.b_dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        sh(&args);
     }
 }
 
