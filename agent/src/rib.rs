@@ -8,7 +8,7 @@
 //!  AdjRibOut(old) ─ diff ─▶ AdjRibOut(new) = what to announce, what to withdraw
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -249,7 +249,7 @@ impl AdjRibOut {
             }
         }
         let mut withdraw: Vec<Prefix> =
-            self.routes.keys().filter(|p| !new.routes.contains_key(p)).copied().collect();
+            self.routes.keys().filter(|p| !new.routes.contains_key(*p)).copied().collect();
         withdraw.sort();
         let mut announce: Vec<(Arc<Route>, Vec<Prefix>)> = groups
             .into_iter()
