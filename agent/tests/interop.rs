@@ -127,6 +127,20 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
             if *address == link.b_v4 { ROUTES - 10 } else { ROUTES }
         );
     }
+    // Metrics say the same as the status.
+    let metrics = agent.get("/metrics").unwrap();
+    for address in [&link.b_v4, &link.b_v6] {
+        for line in [
+            format!("nonstop_bgp_session_established{{peer=\"{address}\"}} 1"),
+            format!("nonstop_bgp_routes{{peer=\"{address}\",direction=\"Received\"}} {ROUTES}"),
+        ] {
+            assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+        }
+        let updates = format!(
+            "nonstop_bgp_messages_total{{peer=\"{address}\",direction=\"Received\",kind=\"Update\"}}"
+        );
+        assert!(metrics.contains(&updates), "no `{updates}` in\n{metrics}");
+    }
     assert!(!agent.daemon.log_text().contains("panicked"), "{}", agent.daemon.log_text());
 }
 

@@ -211,6 +211,18 @@ impl Agent {
         serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
     }
 
+    /// GET a path on the agent's control socket (the admin endpoint's twin).
+    pub fn get(&self, path: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.state_dir.join("control.sock"))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.1\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+        if head.starts_with("HTTP/1.1 200") { Ok(body.to_string()) } else { Err(head.to_string()) }
+    }
+
     pub fn peer(&self, address: &str) -> Result<serde_json::Value, String> {
         let status = self.status()?;
         status["peers"]
