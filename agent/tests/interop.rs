@@ -127,6 +127,23 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
             if *address == link.b_v4 { ROUTES - 10 } else { ROUTES }
         );
     }
+    // ROUTE-REFRESH: the router asks again, we send everything again, and the
+    // router ends with exactly the same routes.
+    let sent_before = agent.peer(&link.b_v4).unwrap()["messages_sent"].as_u64().unwrap();
+    if router.refresh(&link.a_v4) {
+        let refresh = format!(
+            "nonstop_bgp_messages_total{{peer=\"{}\",direction=\"Received\",kind=\"RouteRefresh\"}} 1",
+            link.b_v4
+        );
+        eventually(Duration::from_secs(10), "the ROUTE-REFRESH at the agent", || {
+            let m = agent.get("/metrics")?;
+            if m.contains(&refresh) { Ok(()) } else { Err(format!("no `{refresh}`")) }
+        });
+        let sent_after = agent.peer(&link.b_v4).unwrap()["messages_sent"].as_u64().unwrap();
+        assert!(sent_after > sent_before, "nothing re-sent after ROUTE-REFRESH");
+        wait_learnt(&*router, false, &expected(&ours_v4[10..], &link.a_v4));
+    }
+
     // Metrics say the same as the status.
     let metrics = agent.get("/metrics").unwrap();
     for address in [&link.b_v4, &link.b_v6] {

@@ -41,6 +41,9 @@ pub trait Router {
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String>;
     /// Timers of the session with `neighbor`, once it is Established.
     fn timers(&self, neighbor: &str) -> Result<Timers, String>;
+    /// Asks `neighbor` (the agent) to send its routes again with a
+    /// ROUTE-REFRESH; false when this router has no way to send one.
+    fn refresh(&self, neighbor: &str) -> bool;
 }
 
 /// How a router is set up.
@@ -126,6 +129,12 @@ impl<'a> Gobgp<'a> {
 impl Router for Gobgp<'_> {
     fn kind(&self) -> &'static str {
         "gobgpd"
+    }
+
+    /// gobgpd keeps every Adj-RIB-In, so its soft reset re-applies policy
+    /// locally and never sends a ROUTE-REFRESH.
+    fn refresh(&self, _neighbor: &str) -> bool {
+        false
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
@@ -258,6 +267,12 @@ impl<'a> Bird<'a> {
 impl Router for Bird<'_> {
     fn kind(&self) -> &'static str {
         "bird"
+    }
+
+    fn refresh(&self, neighbor: &str) -> bool {
+        let proto = if neighbor.contains(':') { "agent6" } else { "agent4" };
+        self.birdc(&format!("reload in {proto}")).unwrap();
+        true
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
@@ -406,6 +421,12 @@ impl<'a> Frr<'a> {
 impl Router for Frr<'_> {
     fn kind(&self) -> &'static str {
         "frr"
+    }
+
+    fn refresh(&self, neighbor: &str) -> bool {
+        let family = if neighbor.contains(':') { "ipv6" } else { "ipv4" };
+        self.vtysh(&format!("clear bgp {family} unicast {neighbor} soft in")).unwrap();
+        true
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
