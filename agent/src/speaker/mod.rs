@@ -11,6 +11,7 @@
 //! sessions and RIBs. They talk over bounded channels only.
 
 mod admin;
+mod conn;
 pub mod peer;
 pub mod status;
 

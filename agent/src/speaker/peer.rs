@@ -19,12 +19,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::conn::{self, Conn};
 use super::status::{
     Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
 };
@@ -54,12 +54,6 @@ pub enum PeerCommand {
 pub struct Local {
     pub asn: u32,
     pub router_id: Ipv4Addr,
-}
-
-struct Conn {
-    stream: TcpStream,
-    rbuf: Vec<u8>,
-    local: SocketAddr,
 }
 
 struct Slot {
@@ -158,18 +152,6 @@ fn session_config(peer: &Peer, local: &Local, passive: bool) -> SessionConfig {
     }
 }
 
-async fn read(conn: Option<&mut Conn>) -> io::Result<usize> {
-    match conn {
-        Some(c) => {
-            if c.rbuf.capacity() - c.rbuf.len() < 16 * 1024 {
-                c.rbuf.reserve(64 * 1024);
-            }
-            c.stream.read_buf(&mut c.rbuf).await
-        }
-        None => std::future::pending().await,
-    }
-}
-
 async fn dialled(dial: &mut Option<JoinHandle<io::Result<TcpStream>>>) -> io::Result<TcpStream> {
     match dial {
         Some(handle) => {
@@ -227,16 +209,19 @@ impl PeerTask {
         self.publish();
         loop {
             let deadline = self.next_deadline();
+            let (main_r, main_w) = conn::halves(self.main.conn.as_mut());
+            let (inbound_r, inbound_w) =
+                conn::halves(self.inbound.as_mut().and_then(|s| s.conn.as_mut()));
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c).await,
                     None => self.stop(Notification::cease_with_message(
                         subcode::ADMINISTRATIVE_SHUTDOWN, "nonstop: agent stopping")).await,
                 },
-                r = read(self.main.conn.as_mut()) => self.on_read(Which::Main, r).await,
-                r = read(self.inbound.as_mut().and_then(|s| s.conn.as_mut())) => {
-                    self.on_read(Which::Inbound, r).await
-                }
+                r = conn::read(main_r) => self.on_read(Which::Main, r).await,
+                r = conn::read(inbound_r) => self.on_read(Which::Inbound, r).await,
+                r = conn::write(main_w) => self.on_written(Which::Main, r).await,
+                r = conn::write(inbound_w) => self.on_written(Which::Inbound, r).await,
                 d = dialled(&mut self.main.dial) => self.on_dialled(d).await,
                 _ = tokio::time::sleep_until(deadline.into()) => self.fire_timers().await,
             }
@@ -310,9 +295,7 @@ impl PeerTask {
 
     /// A connection from the peer (RFC 4271 §6.8 when one is already up).
     async fn accept(&mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else { return };
-        let conn = Conn { stream, rbuf: Vec::with_capacity(64 * 1024), local };
+        let Ok(conn) = Conn::new(stream) else { return };
         match self.main.session.state() {
             State::Idle | State::Connect | State::Active if !self.stopping => {
                 if let Some(dial) = self.main.dial.take() {
@@ -338,12 +321,10 @@ impl PeerTask {
             }
             _ => {
                 debug!(peer = %self.peer.address, "refusing a second connection");
-                let mut stream = conn.stream;
+                let mut conn = conn;
                 let cease = Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, []);
-                let _ = stream
-                    .write_all(&Message::Notification(cease).to_bytes(&Default::default()))
-                    .await;
-                let _ = stream.shutdown().await;
+                conn.queue(&Message::Notification(cease).to_bytes(&Default::default()));
+                tokio::spawn(conn.close(Duration::from_secs(1)));
             }
         }
     }
@@ -352,13 +333,9 @@ impl PeerTask {
         if self.main.session.state() != State::Connect || self.main.conn.is_some() {
             return; // late: the peer's own connection won, or we gave up
         }
-        match result.and_then(|s| {
-            let local = s.local_addr()?;
-            s.set_nodelay(true)?;
-            Ok((s, local))
-        }) {
-            Ok((stream, local)) => {
-                self.main.conn = Some(Conn { stream, rbuf: Vec::with_capacity(64 * 1024), local });
+        match result.and_then(Conn::new) {
+            Ok(conn) => {
+                self.main.conn = Some(conn);
                 self.feed(Which::Main, Input::TcpConnected).await;
             }
             Err(e) => {
@@ -455,7 +432,11 @@ impl PeerTask {
                 }
                 self.main.dial = Some(self.spawn_dial());
             }
-            Output::Send(message) => return self.send(which, &message).await.err(),
+            Output::Send(message) => {
+                if !self.send(which, &message) {
+                    return Some(Input::TcpFailed);
+                }
+            }
             Output::ArmTimer(t, after) => {
                 self.slot(which)?.timers.insert(t, now + after);
             }
@@ -501,8 +482,9 @@ impl PeerTask {
             }
             Output::Down { reason, sent, received } => {
                 let slot = self.slot(which)?;
-                if let Some(mut conn) = slot.conn.take() {
-                    let _ = conn.stream.shutdown().await;
+                if let Some(conn) = slot.conn.take() {
+                    // The NOTIFICATION queued just before goes out first.
+                    tokio::spawn(conn.close(Duration::from_secs(2)));
                 }
                 slot.timers.remove(&Timer::Hold);
                 if which == Which::Inbound {
@@ -583,20 +565,24 @@ impl PeerTask {
         })
     }
 
-    async fn send(&mut self, which: Which, message: &Message) -> Result<(), Input> {
+    /// Queues a message; false when the slot has no connection to send on.
+    fn send(&mut self, which: Which, message: &Message) -> bool {
         let address = self.peer.address;
-        let slot = self.slot(which).ok_or(Input::TcpFailed)?;
+        let Some(slot) = self.slot(which) else { return false };
         let ctx = slot.session.wire_context();
-        let conn = slot.conn.as_mut().ok_or(Input::TcpFailed)?;
-        let bytes = message.to_bytes(&ctx);
-        if let Err(e) = conn.stream.write_all(&bytes).await {
-            self.last_error = Some(format!("writing: {e}"));
-            self.metrics.error(address, ErrorKind::Transport);
-            return Err(Input::TcpFailed);
-        }
+        let Some(conn) = slot.conn.as_mut() else { return false };
+        conn.queue(&message.to_bytes(&ctx));
         self.messages_sent += 1;
         self.metrics.message(address, Direction::Sent, MessageKind::of(message));
-        Ok(())
+        true
+    }
+
+    async fn on_written(&mut self, which: Which, result: io::Result<usize>) {
+        if let Err(e) = result {
+            self.last_error = Some(format!("writing: {e}"));
+            self.metrics.error(self.peer.address, ErrorKind::Transport);
+            self.feed(which, Input::TcpFailed).await;
+        }
     }
 
     /// Sends a delta of the Adj-RIB-Out, packed, then End-of-RIB if asked.
@@ -620,10 +606,7 @@ impl PeerTask {
             }
         }
         let Some(conn) = self.main.conn.as_mut() else { return };
-        if let Err(e) = conn.stream.write_all(&out).await {
-            self.last_error = Some(format!("writing: {e}"));
-            return;
-        }
+        conn.queue(&out);
         self.messages_sent += updates as u64;
         let labels = super::status::MessageLabels {
             peer: self.peer.address.to_string(),

@@ -1,0 +1,123 @@
+//! One TCP connection to a peer, with an inbound buffer that the codec reads
+//! whole messages from and an outbound queue drained as the socket accepts.
+//!
+//! ```text
+//!   socket ─read─▶ rbuf ─▶ frames          queue(bytes) ─▶ wbuf ─write─▶ socket
+//! ```
+//!
+//! Reading and writing are separate halves so a peer task can wait on both at
+//! once: a peer that stops reading fills our queue but never blocks our reads,
+//! timers or other peers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+pub struct Conn {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    pub rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    pub local: SocketAddr,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let (reader, writer) = stream.into_split();
+        Ok(Conn {
+            reader,
+            writer,
+            rbuf: Vec::with_capacity(64 * 1024),
+            wbuf: Vec::new(),
+            wpos: 0,
+            local,
+        })
+    }
+
+    /// Appends bytes to send; they go out as the socket takes them.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn pending(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Sends what is queued (waiting at most `deadline`), then FIN.
+    pub async fn close(mut self, deadline: Duration) {
+        let flush = async {
+            while self.pending() > 0 {
+                match self.writer.write(&self.wbuf[self.wpos..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.wpos += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(deadline, flush).await;
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// The reading and the writing side, borrowed apart so both can be awaited.
+    pub fn halves(&mut self) -> (Reading<'_>, Writing<'_>) {
+        let pending = self.wbuf.len() > self.wpos;
+        (
+            Reading { half: &mut self.reader, buf: &mut self.rbuf },
+            Writing { half: &mut self.writer, buf: &mut self.wbuf, pos: &mut self.wpos, pending },
+        )
+    }
+}
+
+pub struct Reading<'a> {
+    half: &'a mut OwnedReadHalf,
+    buf: &'a mut Vec<u8>,
+}
+
+pub struct Writing<'a> {
+    half: &'a mut OwnedWriteHalf,
+    buf: &'a mut Vec<u8>,
+    pos: &'a mut usize,
+    pending: bool,
+}
+
+/// Reads more bytes into the connection's buffer; never resolves without one.
+pub async fn read(side: Option<Reading<'_>>) -> io::Result<usize> {
+    let Some(r) = side else { return std::future::pending().await };
+    if r.buf.capacity() - r.buf.len() < 16 * 1024 {
+        r.buf.reserve(64 * 1024);
+    }
+    r.half.read_buf(r.buf).await
+}
+
+/// Writes some queued bytes; never resolves while nothing is queued.
+pub async fn write(side: Option<Writing<'_>>) -> io::Result<usize> {
+    let Some(w) = side.filter(|w| w.pending) else { return std::future::pending().await };
+    let n = w.half.write(&w.buf[*w.pos..]).await?;
+    *w.pos += n;
+    if *w.pos == w.buf.len() {
+        w.buf.clear();
+        *w.pos = 0;
+        if w.buf.capacity() > 1 << 20 {
+            w.buf.shrink_to(64 * 1024);
+        }
+    }
+    Ok(n)
+}
+
+/// The halves of an optional connection.
+pub fn halves(conn: Option<&mut Conn>) -> (Option<Reading<'_>>, Option<Writing<'_>>) {
+    match conn {
+        Some(c) => {
+            let (r, w) = c.halves();
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    }
+}
