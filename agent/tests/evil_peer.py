@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """A BGP peer that misbehaves on purpose, for the agent's bad-input tests.
 
-usage: evil_peer.py LOCAL_ADDR AGENT_ADDR MODE
+usage: evil_peer.py LOCAL_ADDR AGENT_ADDR MODE [ROUTER_ID]
 
 Opens a correct session with the agent (AS 65000, IPv4 unicast, 4-octet AS),
 then sends the damage named by MODE and reports, as one JSON line on stdout,
 the NOTIFICATION the agent answered with (or null if none came and the
 session stayed up). Modes: garbage, wrong-marker, short-length, truncated-update,
 update-too-long, bad-origin-length (RFC 7606 treat-as-withdraw: no NOTIFICATION).
+
+Mode "collide" makes a connection collision (RFC 4271 §6.8): it accepts the
+agent's dial on LOCAL_ADDR:179 and dials the agent too, sends OPEN (with
+ROUTER_ID) on both, and reports for each connection whether the agent closed
+it with a NOTIFICATION or completed the session on it.
 """
 import json
 import socket
@@ -22,11 +27,11 @@ def message(kind, body):
     return MARKER + struct.pack("!HB", 19 + len(body), kind) + body
 
 
-def open_message():
+def open_message(router_id="10.77.0.3"):
     caps = bytes([1, 4, 0, 1, 0, 1])  # multiprotocol IPv4 unicast
     caps += bytes([65, 4]) + struct.pack("!I", 65000)  # 4-octet AS
     params = bytes([2, len(caps)]) + caps
-    body = struct.pack("!BHH4sB", 4, 65000, 90, socket.inet_aton("10.77.0.3"), len(params)) + params
+    body = struct.pack("!BHH4sB", 4, 65000, 90, socket.inet_aton(router_id), len(params)) + params
     return message(1, body)
 
 
@@ -59,8 +64,66 @@ def read_message(sock, deadline):
     return kind, buf[19:]
 
 
+def outcome(sock, seen, until):
+    """What the agent does on one connection until `until`: the NOTIFICATION
+    it closed it with, else 'established' if its OPEN and KEEPALIVE came."""
+    try:
+        while True:
+            kind, body = read_message(sock, until)
+            if kind == 3:
+                return [body[0], body[1]]
+            seen.add(kind)
+    except (socket.timeout, TimeoutError):
+        return "established" if {1, 4} <= seen else "silent"
+    except (EOFError, ConnectionResetError):
+        return "closed"
+
+
+def collide(local, agent, router_id):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((local, 179))
+    listener.listen(1)
+    listener.settimeout(15)
+    accepted, _ = listener.accept()  # the agent dialled us
+    dialled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    dialled.bind((local, 0))
+    dialled.connect((agent, 179))  # and we dial the agent
+    # The agent's OPEN on the connection we dialled proves it holds both
+    # connections; only then answer, so both race to OpenConfirm.
+    deadline = time.time() + 10
+    seen = {"agent_dialled": set(), "peer_dialled": set()}
+    kind, _ = read_message(dialled, deadline)
+    seen["peer_dialled"].add(kind)
+    # The agent settles the collision on the first OPEN and may close the
+    # other connection before we write to it: a failed write is expected,
+    # and what it sent (its NOTIFICATION) is still there to read.
+    for s in (accepted, dialled):
+        try:
+            s.sendall(open_message(router_id) + message(4, b""))
+        except OSError:
+            pass
+    until = time.time() + 3
+    result = {
+        "agent_dialled": outcome(accepted, seen["agent_dialled"], until),
+        "peer_dialled": outcome(dialled, seen["peer_dialled"], until),
+    }
+    print(json.dumps(result), flush=True)
+    keepalive = message(4, b"")
+    for _ in range(30):
+        for s in (accepted, dialled):
+            try:
+                s.sendall(keepalive)
+            except OSError:
+                pass
+        time.sleep(1)
+
+
 def main():
     local, agent, mode = sys.argv[1:4]
+    if mode == "collide":
+        collide(local, agent, sys.argv[4])
+        return
     family = socket.AF_INET6 if ":" in agent else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.bind((local, 0))

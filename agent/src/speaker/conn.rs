@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub struct Conn {
+    /// Unique for the agent's life: tells a slot's connection from the one
+    /// that replaced it (a collision can swap them mid-read).
+    pub id: u64,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     pub rbuf: Vec<u8>,
@@ -31,7 +35,9 @@ impl Conn {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
         let (reader, writer) = stream.into_split();
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Ok(Conn {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             reader,
             writer,
             rbuf: Vec::with_capacity(64 * 1024),

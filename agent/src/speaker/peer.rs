@@ -320,9 +320,18 @@ impl PeerTask {
                 self.feed(Which::Inbound, Input::TcpConnected).await;
             }
             _ => {
-                debug!(peer = %self.peer.address, "refusing a second connection");
+                // RFC 4271 §6.8: an Established session keeps priority over a new
+                // connection; anything else (stopping, a collision already being
+                // settled) simply refuses it.
+                let established = self.main.session.state() == State::Established;
+                debug!(peer = %self.peer.address, established, "refusing a second connection");
                 let mut conn = conn;
-                let cease = Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, []);
+                let sub = if established {
+                    subcode::CONNECTION_COLLISION_RESOLUTION
+                } else {
+                    subcode::CONNECTION_REJECTED
+                };
+                let cease = Notification::new(code::CEASE, sub, []);
                 conn.queue(&Message::Notification(cease).to_bytes(&Default::default()));
                 tokio::spawn(conn.close(Duration::from_secs(1)));
             }
@@ -359,13 +368,32 @@ impl PeerTask {
         }
     }
 
+    /// The slot that now holds connection `id`, if any: a collision can move
+    /// a connection from the inbound slot to the main one while it is read.
+    fn holder(&self, id: u64) -> Option<Which> {
+        let holds =
+            |slot: Option<&Slot>| slot.and_then(|s| s.conn.as_ref()).is_some_and(|c| c.id == id);
+        if holds(Some(&self.main)) {
+            Some(Which::Main)
+        } else if holds(self.inbound.as_ref()) {
+            Some(Which::Inbound)
+        } else {
+            None
+        }
+    }
+
     /// Decodes and handles every whole message in the slot's read buffer.
     async fn drain(&mut self, which: Which) {
+        let Some(id) = self.slot(which).and_then(|s| s.conn.as_ref()).map(|c| c.id) else {
+            return;
+        };
         let mut consumed = 0;
         loop {
-            let Some(slot) = self.slot(which) else { return };
-            let Some(conn) = slot.conn.as_mut() else { return };
+            // Follow the connection; stop if it was closed by what we fed.
+            let Some(which) = self.holder(id) else { return };
+            let slot = self.slot(which).expect("holder found it");
             let ctx = slot.session.wire_context();
+            let conn = slot.conn.as_mut().expect("holder found it");
             let buf = &conn.rbuf[consumed..];
             let input = match frame(buf, &ctx) {
                 Ok(None) => break,
@@ -397,7 +425,9 @@ impl PeerTask {
                 return;
             }
         }
-        if let Some(conn) = self.slot(which).and_then(|s| s.conn.as_mut()) {
+        if let Some(which) = self.holder(id)
+            && let Some(conn) = self.slot(which).and_then(|s| s.conn.as_mut())
+        {
             conn.rbuf.drain(..consumed);
         }
     }
