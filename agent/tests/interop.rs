@@ -144,6 +144,15 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
         wait_learnt(&*router, false, &expected(&ours_v4[10..], &link.a_v4));
     }
 
+    // The admin address serves the same document over HTTP.
+    let fetch = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9179/status', timeout=5).read().decode())";
+    let out = link.a.exec(&["python3", "-c", fetch]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let over_http: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let over_socket = agent.status().unwrap();
+    assert_eq!(over_http["pid"], over_socket["pid"]);
+    assert_eq!(over_http["peers"].as_array().map(Vec::len), Some(2), "{over_http}");
+
     // Metrics say the same as the status.
     let metrics = agent.get("/metrics").unwrap();
     for address in [&link.b_v4, &link.b_v6] {
