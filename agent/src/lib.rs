@@ -12,6 +12,8 @@
 //! types shared by the config, the CRD and the wire ([`route`]).
 
 pub mod config;
+pub mod graceful;
+pub mod restart;
 pub mod rib;
 pub mod route;
 pub mod session;

@@ -41,6 +41,25 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Stop the running agent, and wait until it has.
+    Stop {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// restart: close sessions without withdrawing; routers keep the routes
+        /// stale until the agent is back (Graceful Restart). decommission:
+        /// announce GRACEFUL_SHUTDOWN, wait shutdown.drainSeconds, withdraw.
+        #[arg(long, value_enum)]
+        mode: StopArg,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StopArg {
+    Restart,
+    Decommission,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +87,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Stop { state_dir, mode, timeout } => stop(&state_dir, mode, timeout),
         Command::Status { state_dir } => {
             let socket = state_dir.join(speaker::CONTROL_SOCKET);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -99,4 +119,45 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn stop(state_dir: &std::path::Path, mode: StopArg, timeout: u64) -> ExitCode {
+    let socket = state_dir.join(speaker::CONTROL_SOCKET);
+    let path = match mode {
+        StopArg::Restart => "/stop?mode=restart",
+        StopArg::Decommission => "/stop?mode=decommission",
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let answer = runtime.expect("tokio runtime").block_on(speaker::request(&socket, "POST", path));
+    let body = match answer {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("error: no agent answers on {}: {e}", socket.display());
+            return ExitCode::from(1);
+        }
+    };
+    print!("{body}");
+    let pid = body.rsplit("pid ").next().and_then(|p| p.trim().parse::<u32>().ok());
+    let Some(pid) = pid else { return ExitCode::SUCCESS };
+    let started = std::time::Instant::now();
+    let mut said = 0;
+    // Gone, or a zombie its parent has not reaped yet.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+    };
+    while alive(pid) {
+        let waited = started.elapsed().as_secs();
+        if waited >= timeout {
+            eprintln!("error: agent {pid} still running after {timeout} s");
+            return ExitCode::from(1);
+        }
+        if waited >= said + 5 {
+            said = waited;
+            println!("waiting for agent {pid} ({waited} s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!("agent {pid} stopped");
+    ExitCode::SUCCESS
 }

@@ -45,10 +45,26 @@ impl Interner {
     }
 }
 
+/// How much a received route is still to be trusted (RFC 4724, RFC 9494).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Staleness {
+    Fresh,
+    /// The peer restarts; kept until its End-of-RIB or its restart time.
+    Stale,
+    /// Kept past the restart time by Long-Lived GR, with LLGR_STALE.
+    LongLived,
+}
+
+#[derive(Debug, Clone)]
+struct InRoute {
+    route: Arc<Route>,
+    staleness: Staleness,
+}
+
 /// Routes received from one peer.
 #[derive(Debug, Default)]
 pub struct AdjRibIn {
-    routes: HashMap<Prefix, Arc<Route>>,
+    routes: HashMap<Prefix, InRoute>,
     interner: Interner,
     updates_since_sweep: u32,
 }
@@ -70,11 +86,63 @@ impl AdjRibIn {
     }
 
     pub fn get(&self, prefix: &Prefix) -> Option<&Route> {
-        self.routes.get(prefix).map(|r| &**r)
+        self.routes.get(prefix).map(|r| &*r.route)
+    }
+
+    pub fn staleness(&self, prefix: &Prefix) -> Option<Staleness> {
+        self.routes.get(prefix).map(|r| r.staleness)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Route)> {
-        self.routes.iter().map(|(p, r)| (p, &**r))
+        self.routes.iter().map(|(p, r)| (p, &*r.route))
+    }
+
+    /// Routes kept only because their peer is restarting.
+    pub fn stale(&self) -> usize {
+        self.routes.values().filter(|r| r.staleness != Staleness::Fresh).count()
+    }
+
+    /// The peer went away gracefully: keep everything, marked stale (RFC 4724 §4.2).
+    pub fn mark_stale(&mut self) -> usize {
+        let mut n = 0;
+        for r in self.routes.values_mut().filter(|r| r.staleness == Staleness::Fresh) {
+            r.staleness = Staleness::Stale;
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops what is still stale, of one family or all; returns how many.
+    pub fn purge_stale(&mut self, ipv4: Option<bool>) -> usize {
+        let before = self.routes.len();
+        self.routes.retain(|p, r| {
+            r.staleness == Staleness::Fresh || ipv4.is_some_and(|v4| p.is_ipv4() != v4)
+        });
+        before - self.routes.len()
+    }
+
+    /// RFC 9494 §4.3: past the restart time, stale routes stay as long-lived
+    /// stale with the LLGR_STALE community, except those marked NO_LLGR.
+    pub fn to_long_lived(&mut self) -> (usize, usize) {
+        use crate::route::Community;
+        let before = self.routes.len();
+        self.routes.retain(|_, r| {
+            r.staleness == Staleness::Fresh
+                || !r.route.attrs.communities.contains(&Community::NO_LLGR)
+        });
+        let dropped = before - self.routes.len();
+        let mut kept = 0;
+        let interner = &mut self.interner;
+        for r in self.routes.values_mut().filter(|r| r.staleness == Staleness::Stale) {
+            let mut route = (*r.route).clone();
+            if !route.attrs.communities.contains(&Community::LLGR_STALE) {
+                route.attrs.communities.push(Community::LLGR_STALE);
+            }
+            r.route = interner.intern(route);
+            r.staleness = Staleness::LongLived;
+            kept += 1;
+        }
+        (kept, dropped)
     }
 
     /// Applies an UPDATE. With `treat_as_withdraw` (RFC 7606) everything it
@@ -97,14 +165,16 @@ impl AdjRibIn {
         {
             let route = self.interner.intern(Route { attrs: attrs.clone(), next_hop: nh.into() });
             for p in &update.nlri {
-                self.routes.insert(*p, route.clone());
+                self.routes
+                    .insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
             }
             change.announced += update.nlri.len();
         }
         if let Some(reach) = &update.mp_reach {
             let route = self.interner.intern(Route { attrs, next_hop: reach.next_hop });
             for p in &reach.nlri {
-                self.routes.insert(*p, route.clone());
+                self.routes
+                    .insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
             }
             change.announced += reach.nlri.len();
         }
@@ -429,5 +499,42 @@ mod tests {
         assert_eq!(rib.apply(&w, false), Change { announced: 0, withdrawn: 1 });
         assert_eq!(rib.apply(&v4, true), Change { announced: 0, withdrawn: 1 });
         assert_eq!(rib.len(), 1);
+    }
+
+    #[test]
+    fn a_restarting_peer_s_routes_go_stale_then_fresh_or_away() {
+        let mut rib = AdjRibIn::default();
+        let attrs = |communities: Vec<Community>| PathAttrs {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence([65000])),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            communities,
+            ..Default::default()
+        };
+        let announce = |prefixes: &[&str], c: Vec<Community>| Update {
+            attrs: attrs(c),
+            nlri: prefixes.iter().map(|s| p(s)).collect(),
+            ..Default::default()
+        };
+        rib.apply(&announce(&["10.0.0.0/8", "10.1.0.0/16"], vec![]), false);
+        rib.apply(&announce(&["10.2.0.0/16"], vec![Community::NO_LLGR]), false);
+        assert_eq!((rib.mark_stale(), rib.stale()), (3, 3));
+        // The peer comes back and announces one again: that one is fresh.
+        rib.apply(&announce(&["10.0.0.0/8"], vec![]), false);
+        assert_eq!(rib.staleness(&p("10.0.0.0/8")), Some(Staleness::Fresh));
+        assert_eq!(rib.stale(), 2);
+        // Restart time over, LLGR on: NO_LLGR goes, the rest is long-lived stale.
+        assert_eq!(rib.to_long_lived(), (1, 1));
+        assert_eq!(rib.staleness(&p("10.1.0.0/16")), Some(Staleness::LongLived));
+        assert!(
+            rib.get(&p("10.1.0.0/16")).unwrap().attrs.communities.contains(&Community::LLGR_STALE)
+        );
+        assert!(
+            !rib.get(&p("10.0.0.0/8")).unwrap().attrs.communities.contains(&Community::LLGR_STALE)
+        );
+        // End-of-RIB for IPv6 leaves IPv4 alone; for IPv4 it purges.
+        assert_eq!(rib.purge_stale(Some(false)), 0);
+        assert_eq!(rib.purge_stale(Some(true)), 1);
+        assert_eq!((rib.len(), rib.stale()), (1, 0));
     }
 }

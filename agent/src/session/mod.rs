@@ -135,6 +135,11 @@ impl Session {
         self.config.passive = passive;
     }
 
+    /// The offer made in the next OPEN (to drop the R-bit after a restart).
+    pub fn offer_mut(&mut self) -> &mut LocalOffer {
+        &mut self.config.offer
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

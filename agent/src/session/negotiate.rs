@@ -22,6 +22,16 @@ pub struct LocalOffer {
 }
 
 impl LocalOffer {
+    /// Sets or clears the R-bit of our Graceful Restart capability (RFC 4724
+    /// §3: set only in the OPEN right after a restart).
+    pub fn set_restarting(&mut self, restarting: bool) {
+        for c in &mut self.capabilities {
+            if let Capability::GracefulRestart(gr) = c {
+                gr.restarting = restarting;
+            }
+        }
+    }
+
     pub fn open(&self) -> Open {
         Open::new(self.asn, self.hold_time, self.router_id, self.capabilities.clone())
     }
@@ -43,6 +53,13 @@ pub struct Negotiated {
     /// The peer's Graceful Restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestartCap>,
     pub peer_long_lived: Vec<LlgrFamily>,
+    /// Both sides sent the Graceful Restart capability.
+    pub graceful_restart: bool,
+    /// Both sides set the N-bit (RFC 8538): a NOTIFICATION other than Hard
+    /// Reset keeps routes too.
+    pub notification_gr: bool,
+    /// Both sides sent the Long-Lived GR capability.
+    pub long_lived: bool,
     /// Both OPENs, as sent; a successor agent needs them to carry on.
     pub local_open: Open,
     pub peer_open: Open,
@@ -86,7 +103,12 @@ pub fn negotiate(local: &LocalOffer, peer: &Open) -> Result<Negotiated, (Notific
     let ours = local_open.families();
     let families = peer.families().into_iter().filter(|f| ours.contains(f)).collect();
     let both = |c: u8| local_open.has(c) && peer.has(c);
+    let gr = (local_open.graceful_restart(), peer.graceful_restart());
     Ok(Negotiated {
+        graceful_restart: gr.0.is_some() && gr.1.is_some(),
+        notification_gr: gr.0.is_some_and(|g| g.notification)
+            && gr.1.is_some_and(|g| g.notification),
+        long_lived: both(capability_code::LONG_LIVED_GRACEFUL_RESTART),
         peer_asn,
         peer_router_id: peer.router_id,
         hold_time,

@@ -3,7 +3,10 @@
 //! ```text
 //!   listener ──accept──▶ dispatch by peer address ──▶ PeerTask (one per peer)
 //!   SIGHUP   ──reload──▶ diff config: start / stop / restart peers, new announce list
-//!   SIGTERM  ──────────▶ stop every peer (Cease), exit 0
+//!   SIGTERM / stop --mode decommission ─▶ GRACEFUL_SHUTDOWN, drain, Cease, exit 0
+//!   stop --mode restart ─▶ close sessions without NOTIFICATION (routers keep
+//!                          routes stale), exit 0; the next start sets the R-bit
+//!   every second ───────▶ state-dir/last-run.json heartbeat (see `restart`)
 //!   admin TCP + state-dir/control.sock ──▶ /status, /metrics (from watch snapshots)
 //! ```
 //!
@@ -29,11 +32,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use admin::get;
+pub use admin::{StopMode, get, request};
 use peer::{Local, PeerCommand, PeerTask, canonical};
 use status::{AgentStatus, Metrics, PeerStatus};
 
 use crate::config::{Config, ConfigError, Peer};
+use crate::restart::{self, Ended, Previous};
 use crate::wire::{Notification, subcode};
 
 /// Name of the control socket in the state dir.
@@ -75,6 +79,8 @@ struct Speaker {
     metrics: Metrics,
     /// The status receivers of the current peers, for the status endpoints.
     views: watch::Sender<Vec<watch::Receiver<PeerStatus>>>,
+    /// How the previous run in this state dir ended (decides the R-bit).
+    previous: Option<Previous>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -99,32 +105,54 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     metrics.register(&mut registry);
     let (views, views_rx) = watch::channel(Vec::new());
     let render = renderer(&config, router_id, Arc::new(registry), views_rx);
+    let (stop_tx, mut stop_rx) = mpsc::channel(4);
     tokio::spawn(admin::serve_tcp(admin, render.clone()));
-    tokio::spawn(admin::serve_unix(control, render));
+    tokio::spawn(admin::serve_unix(control, render, stop_tx));
+    let previous = restart::read(&options.state_dir);
 
     let local = Local { asn: config.asn, router_id };
-    let mut speaker = Speaker { options, config, local, peers: HashMap::new(), metrics, views };
+    let mut speaker =
+        Speaker { options, config, local, peers: HashMap::new(), metrics, views, previous };
     for p in speaker.config.peers.clone() {
         speaker.start_peer(p);
     }
+    // Later peers (added by a reload) are new to their routers: no R-bit.
+    speaker.previous = None;
+    speaker.heartbeat(Ended::Running);
     speaker.publish_views();
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
 
     let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
     let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
-    loop {
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    let mode = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
                 Err(e) => warn!("accept: {e}"),
             },
+            _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
             _ = hangup.recv() => speaker.reload().await,
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break StopMode::Decommission,
+            _ = interrupt.recv() => break StopMode::Decommission,
+            Some(mode) = stop_rx.recv() => break mode,
+        }
+    };
+    drop(listener);
+    match mode {
+        StopMode::Restart => {
+            info!("stopping for a restart: sessions close without a withdrawal");
+            speaker.vanish_all().await;
+            speaker.heartbeat(Ended::Restart);
+        }
+        StopMode::Decommission => {
+            let drain = speaker.config.shutdown.drain_seconds;
+            info!(drain_seconds = drain, "decommissioning: draining, then withdrawing");
+            speaker.decommission_all().await;
+            speaker.heartbeat(Ended::Decommissioned);
         }
     }
-    speaker.stop_all("nonstop: agent stopping").await;
     let _ = std::fs::remove_file(speaker.options.state_dir.join(CONTROL_SOCKET));
     Ok(())
 }
@@ -199,6 +227,12 @@ fn renderer(
 
 impl Speaker {
     fn start_peer(&mut self, config: Peer) {
+        let restart_time = Duration::from_secs(u64::from(config.graceful_restart.restart_time));
+        let restarting = config.graceful_restart.enabled
+            && restart::restarting(self.previous, restart::now_ms(), restart_time);
+        if restarting {
+            info!(peer = %config.address, "restarting within the restart time: R-bit set");
+        }
         let (tx, rx) = mpsc::channel(64);
         let (status_tx, status_rx) = watch::channel(PeerStatus {
             address: config.address.to_string(),
@@ -213,6 +247,7 @@ impl Speaker {
             rx,
             status_tx,
             self.metrics.clone(),
+            restarting,
         );
         let task = tokio::spawn(task.run());
         self.peers
@@ -299,11 +334,38 @@ impl Speaker {
         info!(peers = self.peers.len(), announced = self.config.announce.len(), "config reloaded");
     }
 
-    async fn stop_all(&mut self, message: &str) {
-        let addresses: Vec<IpAddr> = self.peers.keys().copied().collect();
-        for address in addresses {
-            let n = Notification::cease_with_message(subcode::ADMINISTRATIVE_SHUTDOWN, message);
-            self.stop_peer(address, n).await;
+    fn heartbeat(&self, ended: Ended) {
+        let record = Previous { alive_ms: restart::now_ms(), ended };
+        if let Err(e) = restart::write(&self.options.state_dir, record) {
+            warn!("cannot record liveness in the state dir: {e}");
         }
+    }
+
+    /// Every peer closes at once, without a NOTIFICATION.
+    async fn vanish_all(&mut self) {
+        for p in self.peers.values() {
+            let _ = p.commands.send(PeerCommand::Vanish).await;
+        }
+        self.join_all(Duration::from_secs(5)).await;
+    }
+
+    /// Every peer drains in parallel, then says goodbye.
+    async fn decommission_all(&mut self) {
+        let drain = Duration::from_secs(u64::from(self.config.shutdown.drain_seconds));
+        for p in self.peers.values() {
+            let message = "nonstop: gateway decommissioned".to_string();
+            let _ = p.commands.send(PeerCommand::Decommission { drain, message }).await;
+        }
+        self.join_all(drain + Duration::from_secs(5)).await;
+    }
+
+    async fn join_all(&mut self, limit: Duration) {
+        let tasks: Vec<JoinHandle<()>> = self.peers.drain().map(|(_, p)| p.task).collect();
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
     }
 }

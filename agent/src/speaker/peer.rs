@@ -29,6 +29,7 @@ use super::status::{
     Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
 };
 use crate::config::{Announcement, Family, Peer};
+use crate::graceful;
 use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, ImportRules, Screened, export, screen};
 use crate::session::{
     Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
@@ -47,6 +48,22 @@ pub enum PeerCommand {
     Announce(Arc<Vec<Announcement>>),
     /// Close the session with this NOTIFICATION and end the task.
     Stop(Notification),
+    /// Graceful restart stop: close without a NOTIFICATION, so the peer keeps
+    /// our routes stale (RFC 4724), and end the task.
+    Vanish,
+    /// Going away for good (RFC 8326): announce everything again with
+    /// GRACEFUL_SHUTDOWN, wait `drain`, then Cease (Hard Reset under the
+    /// N-bit) with this message, and end the task.
+    Decommission { drain: Duration, message: String },
+}
+
+/// What the task waits for besides the sessions' own timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Helper {
+    /// The peer restarts: its routes are stale until this deadline.
+    Restarting(Instant),
+    /// Past the restart time, kept by Long-Lived GR until this deadline.
+    LongLived(Instant),
 }
 
 /// The local side of every session of this agent.
@@ -96,6 +113,12 @@ pub struct PeerTask {
     status: watch::Sender<PeerStatus>,
     metrics: Metrics,
     established_transitions: u64,
+    /// What the last Established session agreed on (it outlives the session,
+    /// for the helper's decisions).
+    last_negotiated: Option<crate::session::Negotiated>,
+    helper: Option<Helper>,
+    /// Decommission: when to send the farewell NOTIFICATION.
+    drain_until: Option<(Instant, Notification)>,
     messages_received: u64,
     messages_sent: u64,
     last_error: Option<String>,
@@ -183,8 +206,11 @@ impl PeerTask {
         commands: mpsc::Receiver<PeerCommand>,
         status: watch::Sender<PeerStatus>,
         metrics: Metrics,
+        restarting: bool,
     ) -> Self {
-        let main = Slot::new(Session::new(session_config(&peer, &local, peer.passive)));
+        let mut session = Session::new(session_config(&peer, &local, peer.passive));
+        session.offer_mut().set_restarting(restarting);
+        let main = Slot::new(session);
         Self {
             peer,
             local,
@@ -197,6 +223,9 @@ impl PeerTask {
             status,
             metrics,
             established_transitions: 0,
+            last_negotiated: None,
+            helper: None,
+            drain_until: None,
             messages_received: 0,
             messages_sent: 0,
             last_error: None,
@@ -246,12 +275,41 @@ impl PeerTask {
             .values()
             .chain(self.inbound.iter().flat_map(|s| s.timers.values()))
             .copied()
+            .chain(self.helper.map(|h| match h {
+                Helper::Restarting(at) | Helper::LongLived(at) => at,
+            }))
+            .chain(self.drain_until.as_ref().map(|(at, _)| *at))
             .min()
             .unwrap_or(far)
     }
 
     async fn fire_timers(&mut self) {
         let now = Instant::now();
+        if let Some((at, _)) = &self.drain_until
+            && *at <= now
+        {
+            let (_, farewell) = self.drain_until.take().expect("just seen");
+            info!(peer = %self.peer.address, "drained: closing with {farewell}");
+            self.stop(farewell).await;
+            return;
+        }
+        match self.helper {
+            Some(Helper::Restarting(at)) if at <= now => {
+                let long_lived = self.last_negotiated.as_ref().and_then(graceful::long_lived_time);
+                match long_lived {
+                    Some(t) => {
+                        let (kept, dropped) = self.rib_in.to_long_lived();
+                        info!(peer = %self.peer.address, kept, dropped, "restart time over: routes now long-lived stale");
+                        self.helper = Some(Helper::LongLived(now + t));
+                    }
+                    None => self.end_helping("restart time over"),
+                }
+            }
+            Some(Helper::LongLived(at)) if at <= now => {
+                self.end_helping("long-lived stale time over")
+            }
+            _ => {}
+        }
         for which in [Which::Main, Which::Inbound] {
             let Some(slot) = self.slot(which) else { continue };
             let due: Vec<Timer> =
@@ -279,7 +337,48 @@ impl PeerTask {
                 }
             }
             PeerCommand::Stop(notification) => self.stop(notification).await,
+            PeerCommand::Vanish => self.vanish(),
+            PeerCommand::Decommission { drain, message } => {
+                let n = self.main.session.negotiated().cloned();
+                let farewell = graceful::farewell(n.as_ref(), &message);
+                if self.main.session.state() != State::Established || drain.is_zero() {
+                    self.stop(farewell).await;
+                    return;
+                }
+                // Announce everything again with GRACEFUL_SHUTDOWN; the peer
+                // moves traffic away while we keep forwarding.
+                let ibgp = self.peer.is_ibgp(self.local.asn);
+                let mut draining = self.sent.clone();
+                for route in draining.routes.values_mut() {
+                    *route = Arc::new(graceful::draining(route, ibgp));
+                }
+                let delta = self.sent.delta_to(&draining);
+                info!(peer = %self.peer.address, routes = draining.len(), ?drain, "draining: GRACEFUL_SHUTDOWN sent");
+                self.advertise(&delta, false).await;
+                self.sent = draining;
+                self.drain_until = Some((Instant::now() + drain, farewell));
+            }
         }
+    }
+
+    /// Closes every connection without a NOTIFICATION, as a crash would.
+    fn vanish(&mut self) {
+        self.stopping = true;
+        if let Some(dial) = self.main.dial.take() {
+            dial.abort();
+        }
+        for slot in [Some(&mut self.main), self.inbound.as_mut()].into_iter().flatten() {
+            if let Some(conn) = slot.conn.take() {
+                tokio::spawn(conn.close(Duration::from_millis(200)));
+            }
+        }
+    }
+
+    /// Stops keeping a peer's stale routes.
+    fn end_helping(&mut self, why: &str) {
+        let purged = self.rib_in.purge_stale(None);
+        info!(peer = %self.peer.address, purged, "{why}: stale routes purged");
+        self.helper = None;
     }
 
     async fn stop(&mut self, notification: Notification) {
@@ -478,6 +577,25 @@ impl PeerTask {
                     self.promote_inbound();
                 }
                 self.established_transitions += 1;
+                // The R-bit belongs only to the first OPEN after our restart.
+                self.main.session.offer_mut().set_restarting(false);
+                if self.helper.is_some() {
+                    // RFC 4724 §4.2: families the peer no longer keeps
+                    // forwarding state for are not to be trusted any more.
+                    let kept = |f: AfiSafi| {
+                        n.peer_graceful_restart.as_ref().is_some_and(|g| {
+                            g.families.iter().any(|x| x.family == f && x.forwarding)
+                        })
+                    };
+                    for (family, v4) in
+                        [(AfiSafi::IPV4_UNICAST, true), (AfiSafi::IPV6_UNICAST, false)]
+                    {
+                        if !kept(family) {
+                            self.rib_in.purge_stale(Some(v4));
+                        }
+                    }
+                }
+                self.last_negotiated = Some((*n).clone());
                 self.metrics.established.get_or_create(&self.label()).set(1);
                 info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
                 self.last_error = None;
@@ -488,7 +606,16 @@ impl PeerTask {
             Output::Update(mut update, malformed) => {
                 let malformed =
                     malformed.iter().any(|m| m.action == MalformedAction::TreatAsWithdraw);
-                if update.as_end_of_rib().is_none() {
+                if let Some(family) = update.as_end_of_rib() {
+                    // RFC 4724 §4.2: what the restarted peer did not send again is gone.
+                    if self.helper.is_some() {
+                        let purged = self.rib_in.purge_stale(Some(family == AfiSafi::IPV4_UNICAST));
+                        info!(peer = %self.peer.address, ?family, purged, "End-of-RIB: stale routes purged");
+                        if self.rib_in.stale() == 0 {
+                            self.helper = None;
+                        }
+                    }
+                } else {
                     let families = self
                         .main
                         .session
@@ -531,7 +658,23 @@ impl PeerTask {
                     self.last_error = Some(reason.clone());
                 }
                 info!(peer = %self.peer.address, %reason, "session down");
-                self.rib_in.clear();
+                let helping = !self.stopping
+                    && self.last_negotiated.as_ref().is_some_and(|n| {
+                        graceful::helper_applies(n, sent.as_ref(), received.as_ref())
+                    });
+                if helping {
+                    let n = self.last_negotiated.as_ref().expect("checked");
+                    let stale = self.rib_in.mark_stale();
+                    let until = Instant::now() + graceful::restart_time(n);
+                    info!(peer = %self.peer.address, stale, "peer restarting: keeping its routes stale");
+                    if self.helper.is_none() || stale > 0 {
+                        self.helper = Some(Helper::Restarting(until));
+                    }
+                } else {
+                    self.rib_in.clear();
+                    self.helper = None;
+                }
+                self.last_negotiated = None;
                 self.sent = AdjRibOut::default();
                 self.metrics.established.get_or_create(&self.label()).set(0);
             }
@@ -702,6 +845,7 @@ impl PeerTask {
                 .map(|n| n.families.iter().filter_map(|f| f.family()).map(family_name).collect())
                 .unwrap_or_default(),
             routes_received: self.rib_in.len(),
+            routes_stale: self.rib_in.stale(),
             routes_advertised: advertised,
             routes_skipped: self
                 .sent

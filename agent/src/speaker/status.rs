@@ -45,6 +45,9 @@ pub struct PeerStatus {
     pub capabilities: Vec<String>,
     pub families: Vec<String>,
     pub routes_received: usize,
+    /// Received routes kept only because the peer is restarting (RFC 4724)
+    /// or by Long-Lived GR (RFC 9494).
+    pub routes_stale: usize,
     pub routes_advertised: usize,
     /// Announcements that cannot be sent to this peer, with the reason.
     pub routes_skipped: Vec<String>,

@@ -1,0 +1,102 @@
+//! Whether this start is a graceful restart (RFC 4724 §4.1): the previous run
+//! of the agent in the same state dir was alive recently enough that the
+//! routers still hold its routes stale, so the OPEN must carry the R-bit.
+//!
+//! ```text
+//!  running agent ──every second──▶ state-dir/last-run.json {alive_ms, ended}
+//!  next start ──read──▶ Previous ──restarting(now, restart time)──▶ R-bit?
+//! ```
+//!
+//! A crash or SIGKILL leaves the last heartbeat; `stop --mode restart` writes
+//! one on the way out; a decommission writes `ended: decommissioned`, after
+//! which routers have withdrawn everything and no R-bit is due.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "last-run.json";
+
+/// How the previous run ended, as far as it could say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    /// Still running at the last heartbeat: it crashed or was killed.
+    Running,
+    /// `stop --mode restart`: sessions closed without a withdrawal.
+    Restart,
+    /// Withdrew everything on purpose.
+    Decommissioned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previous {
+    /// Unix time (ms) the previous run was last known alive.
+    pub alive_ms: u64,
+    pub ended: Ended,
+}
+
+/// True when routers should still hold our routes stale: the previous run
+/// did not decommission, and ended less than `restart_time` ago.
+pub fn restarting(previous: Option<Previous>, now_ms: u64, restart_time: Duration) -> bool {
+    match previous {
+        Some(p) if p.ended != Ended::Decommissioned => {
+            now_ms.saturating_sub(p.alive_ms) < restart_time.as_millis() as u64
+        }
+        _ => false,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The previous run's record, if there is a readable one.
+pub fn read(state_dir: &Path) -> Option<Previous> {
+    let text = std::fs::read_to_string(state_dir.join(FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the record atomically (a reader never sees half of it).
+pub fn write(state_dir: &Path, record: Previous) -> std::io::Result<()> {
+    let tmp = state_dir.join(format!("{FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(&record).expect("JSON"))?;
+    std::fs::rename(tmp, state_dir.join(FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_r_bit_is_due_only_within_the_restart_time_of_a_run_that_did_not_decommission() {
+        let t = Duration::from_secs(120);
+        let at = |ended| Some(Previous { alive_ms: 1_000_000, ended });
+        // (previous, now, restarting)
+        let cases = [
+            (None, 1_000_000, false),
+            (at(Ended::Running), 1_000_500, true),
+            (at(Ended::Restart), 1_000_000 + 119_999, true),
+            (at(Ended::Restart), 1_000_000 + 120_000, false),
+            (at(Ended::Running), 1_000_000 + 500_000, false),
+            (at(Ended::Decommissioned), 1_000_001, false),
+            // A clock that went backwards is not a long absence.
+            (at(Ended::Running), 999_000, true),
+        ];
+        for (previous, now, expected) in cases {
+            assert_eq!(restarting(previous, now, t), expected, "{previous:?} at {now}");
+        }
+    }
+
+    #[test]
+    fn the_record_round_trips_through_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!("nonstop-restart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(read(&dir), None);
+        let record = Previous { alive_ms: 42, ended: Ended::Restart };
+        write(&dir, record).unwrap();
+        assert_eq!(read(&dir), Some(record));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
