@@ -46,8 +46,7 @@ fn evil(link: &Link, mode: &str) -> (serde_json::Value, std::process::Child) {
 fn bad_bytes_get_the_prescribed_notification_and_nothing_else_breaks() {
     let link = Link::new("bad-input");
     link.add_b_address(&format!("{EVIL}/24"));
-    let setup =
-        RouterSetup { hold_time: 30, keepalive: 10, originate_v4: vec![], originate_v6: vec![] };
+    let setup = RouterSetup { hold_time: 30, keepalive: 10, ..Default::default() };
     let _gobgp = Gobgp::start(&link, &setup);
     let agent = Agent::start(&link.a, &link.dir, &config(&link));
     agent.wait_established(&link.b_v4);

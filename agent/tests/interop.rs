@@ -79,6 +79,7 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
         keepalive: 3,
         originate_v4: v4_prefixes(1, ROUTES),
         originate_v6: v6_prefixes(1, ROUTES),
+        ..Default::default()
     };
     let router = start(&link, &setup);
     let ours_v4 = v4_prefixes(200, ROUTES);

@@ -359,11 +359,16 @@ impl Speaker {
         self.join_all(drain + Duration::from_secs(5)).await;
     }
 
+    /// Waits for every peer task to finish. Their command channels stay open
+    /// meanwhile: a task whose channel closes stops at once, which would cut
+    /// a drain short.
     async fn join_all(&mut self, limit: Duration) {
-        let tasks: Vec<JoinHandle<()>> = self.peers.drain().map(|(_, p)| p.task).collect();
+        let peers: Vec<PeerHandle> = self.peers.drain().map(|(_, p)| p).collect();
         let all = async {
-            for t in tasks {
-                let _ = t.await;
+            for p in &peers {
+                while !p.task.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         };
         let _ = tokio::time::timeout(limit, all).await;

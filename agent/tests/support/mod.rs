@@ -239,6 +239,25 @@ impl Agent {
         })
     }
 
+    /// `nonstop-agent stop --mode MODE`; panics unless it reports success.
+    pub fn stop(&mut self, mode: &str) {
+        let out = Command::new(AGENT)
+            .args(["stop", "--state-dir", self.state_dir.to_str().unwrap(), "--mode", mode])
+            .args(["--timeout", "60"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "stop --mode {mode}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = eventually(Duration::from_secs(5), "the agent to exit", || {
+            self.daemon.exited().ok_or_else(|| "running".to_string())
+        });
+        assert!(status.success(), "agent exited with {status}");
+    }
+
     pub fn reload(&self, config_yaml: &str) {
         fs::write(&self.config, config_yaml).unwrap();
         self.daemon.signal("HUP");

@@ -47,13 +47,23 @@ pub trait Router {
 }
 
 /// How a router is set up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RouterSetup {
     pub hold_time: u32,
     pub keepalive: u32,
     /// Prefixes the router originates towards the agent.
     pub originate_v4: Vec<String>,
     pub originate_v6: Vec<String>,
+    /// Graceful Restart (with the N-bit and LLGR) towards the agent.
+    pub graceful_restart: Option<GrSetup>,
+    /// Peer with the agent over IPv4 transport only.
+    pub ipv4_only: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GrSetup {
+    pub restart_time: u32,
+    pub long_lived_stale_time: u32,
 }
 
 fn run(ns: &Netns, args: &[&str]) -> Result<String, String> {
@@ -69,40 +79,97 @@ fn run(ns: &Netns, args: &[&str]) -> Result<String, String> {
 pub struct Gobgp<'a> {
     link: &'a Link,
     api: String,
-    _daemon: Daemon,
+    pub daemon: Daemon,
 }
 
 impl<'a> Gobgp<'a> {
     pub fn start(link: &'a Link, setup: &RouterSetup) -> Self {
+        Self::start_with(link, setup, false)
+    }
+
+    /// `restarted`: start with `-r`, announcing a graceful restart of its own.
+    pub fn start_with(link: &'a Link, setup: &RouterSetup, restarted: bool) -> Self {
         let mut conf = format!(
             "[global.config]\n  as = {ROUTER_AS}\n  router-id = \"{}\"\n  port = 179\n",
             link.b_v4
         );
-        for (neighbor, family) in [(&link.a_v4, "ipv4-unicast"), (&link.a_v6, "ipv6-unicast")] {
+        let sessions = [(&link.a_v4, "ipv4-unicast"), (&link.a_v6, "ipv6-unicast")];
+        for (neighbor, family) in &sessions[..if setup.ipv4_only { 1 } else { 2 }] {
             conf += &format!(
                 "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{neighbor}\"\n    peer-as = {AGENT_AS}\n  \
-                 [neighbors.timers.config]\n    hold-time = {}\n    keepalive-interval = {}\n    connect-retry = 1\n  \
-                 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n",
+                 [neighbors.timers.config]\n    hold-time = {}\n    keepalive-interval = {}\n    connect-retry = 1\n",
                 setup.hold_time, setup.keepalive
             );
+            if let Some(gr) = setup.graceful_restart {
+                conf += &format!(
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = {}\n    \
+                     notification-enabled = true\n    long-lived-enabled = true\n",
+                    gr.restart_time
+                );
+            }
+            conf += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+            );
+            if let Some(gr) = setup.graceful_restart {
+                conf +=
+                    "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+                conf += &format!(
+                    "    [neighbors.afi-safis.long-lived-graceful-restart.config]\n      enabled = true\n      restart-time = {}\n",
+                    gr.long_lived_stale_time
+                );
+            }
         }
         let path = link.dir.join("gobgpd.toml");
         fs::write(&path, conf).unwrap();
         let api = "127.0.0.1:50051".to_string();
-        let cmd = link.b.exec(&[
-            "gobgpd",
-            "-f",
-            path.to_str().unwrap(),
-            "--api-hosts",
-            &api,
-            "--log-plain",
-        ]);
-        let daemon = Daemon::spawn("gobgpd", cmd, link.dir.join("gobgpd.log"));
-        let router = Gobgp { link, api, _daemon: daemon };
+        let mut args =
+            vec!["gobgpd", "-f", path.to_str().unwrap(), "--api-hosts", &api, "--log-plain"];
+        if restarted {
+            args.push("-r");
+        }
+        let daemon = Daemon::spawn("gobgpd", link.b.exec(&args), link.dir.join("gobgpd.log"));
+        let router = Gobgp { link, api, daemon };
         eventually(std::time::Duration::from_secs(10), "gobgpd API", || router.cli(&["global"]));
         router.originate(&setup.originate_v4, "ipv4");
         router.originate(&setup.originate_v6, "ipv6");
         router
+    }
+
+    /// Routes from the agent that gobgpd holds marked stale (GR), and how
+    /// many of them carry LLGR_STALE.
+    pub fn stale(&self) -> Result<(usize, usize), String> {
+        let text = self.cli(&["-j", "global", "rib", "-a", "ipv4"])?;
+        let table: BTreeMap<String, Vec<Value>> =
+            serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let paths: Vec<&Value> = table.values().flatten().collect();
+        let stale = paths.iter().filter(|p| p["stale"] == true).count();
+        let llgr_stale = Value::from(0xFFFF_0006u32);
+        let llgr = paths
+            .iter()
+            .filter(|p| {
+                p["attrs"].as_array().into_iter().flatten().any(|a| {
+                    a["type"] == 8
+                        && a["communities"].as_array().is_some_and(|c| c.contains(&llgr_stale))
+                })
+            })
+            .count();
+        Ok((stale, llgr))
+    }
+
+    /// Starts `gobgp monitor global rib`, whose log records every change.
+    pub fn monitor(&self) -> Daemon {
+        let port = self.api.rsplit(':').next().unwrap();
+        let cmd =
+            self.link.b.exec(&["gobgp", "-p", port, "-j", "monitor", "global", "rib", "--current"]);
+        Daemon::spawn("gobgp monitor", cmd, self.link.dir.join("monitor.log"))
+    }
+
+    /// What the monitor has seen so far: (withdrawals, announcements carrying
+    /// GRACEFUL_SHUTDOWN).
+    pub fn events(monitor: &Daemon) -> (usize, usize) {
+        let text =
+            String::from_utf8_lossy(&fs::read(&monitor.log).unwrap_or_default()).into_owned();
+        (text.matches("\"withdrawal\":true").count(), text.matches("4294901760").count())
     }
 
     fn cli(&self, args: &[&str]) -> Result<String, String> {
