@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::routers::{Gobgp, GrSetup, Router, RouterSetup};
+use support::routers::{Bird, Frr, Gobgp, GrSetup, Router, RouterSetup};
 use support::{Agent, Link, eventually, v4_prefixes};
 
 const ROUTES: u32 = 1000;
@@ -42,59 +42,68 @@ fn config(link: &Link, restart_time: u32, long_lived: u32, drain: u32) -> String
     yaml
 }
 
-/// How many of our routes gobgpd holds, and how many of them are stale.
-fn held(router: &Gobgp) -> Result<(usize, usize), String> {
-    Ok((router.learnt(false)?.len(), router.stale()?.0))
+/// How many of our routes the router holds, and how many of them only stale.
+fn held(router: &dyn Router) -> Result<(usize, usize), String> {
+    Ok((router.learnt(false)?.len(), router.stale()?))
 }
 
-fn wait_held(router: &Gobgp, what: &str, want: (usize, usize)) {
+fn wait_held(router: &dyn Router, what: &str, want: (usize, usize)) {
     eventually(Duration::from_secs(30), what, || match held(router)? {
         got if got == want => Ok(()),
         got => Err(format!("(routes, stale) = {got:?}")),
     });
 }
 
-/// Starts gobgpd's event monitor and waits until it is subscribed (it prints
-/// the current table first with --current).
-fn watch(router: &Gobgp) -> support::Daemon {
-    let monitor = router.monitor();
-    eventually(Duration::from_secs(10), "the monitor to subscribe", || {
-        let log = std::fs::read(&monitor.log).map_err(|e| e.to_string())?;
-        if !log.is_empty() { Ok(()) } else { Err("nothing yet".into()) }
-    });
-    monitor
-}
-
-#[test]
-fn a_restart_keeps_every_route_at_the_router() {
-    let link = Link::new("gr-restart");
-    let router = Gobgp::start(&link, &setup(0));
+/// restart, by `stop --mode restart` and by SIGKILL, as one router sees it.
+fn restart(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box<dyn Router + 'a>) {
+    let link = Link::new(test);
+    let mut router = start(&link, &setup(0));
     let mut agent = Agent::start(&link.a, &link.dir, &config(&link, 60, 0, 2));
     agent.wait_established(&link.b_v4);
-    wait_held(&router, "our routes at gobgpd", (ROUTES as usize, 0));
-    let monitor = watch(&router);
+    let all = ROUTES as usize;
+    wait_held(&*router, "our routes at the router", (all, 0));
+    router.watch();
 
-    // stop --mode restart: gobgpd keeps everything, marked stale.
+    // stop --mode restart: the router keeps everything, marked stale.
     agent.stop("restart");
-    wait_held(&router, "our routes kept stale", (ROUTES as usize, ROUTES as usize));
+    wait_held(&*router, "our routes kept stale", (all, all));
     // Back within the restart time: R-bit, same routes, End-of-RIB, none stale.
-    let agent = Agent::start(&link.a, &link.dir, &config(&link, 60, 0, 2));
+    let mut agent = Agent::start(&link.a, &link.dir, &config(&link, 60, 0, 2));
     agent.wait_established(&link.b_v4);
-    wait_held(&router, "our routes fresh again", (ROUTES as usize, 0));
+    wait_held(&*router, "our routes fresh again", (all, 0));
 
     // The same after SIGKILL.
-    let mut agent = agent;
     agent.daemon.signal("KILL");
     eventually(Duration::from_secs(5), "the agent to die", || {
         agent.daemon.exited().ok_or_else(|| "alive".to_string())
     });
-    wait_held(&router, "our routes kept stale after SIGKILL", (ROUTES as usize, ROUTES as usize));
+    wait_held(&*router, "our routes kept stale after SIGKILL", (all, all));
     let agent = Agent::start(&link.a, &link.dir, &config(&link, 60, 0, 2));
     agent.wait_established(&link.b_v4);
-    wait_held(&router, "our routes fresh after SIGKILL", (ROUTES as usize, 0));
+    wait_held(&*router, "our routes fresh after SIGKILL", (all, 0));
 
-    let (withdrawals, _) = Gobgp::events(&monitor);
-    assert_eq!(withdrawals, 0, "gobgpd saw withdrawals; log: {}", monitor.log.display());
+    assert_eq!(
+        router.withdrawals(),
+        0,
+        "{} saw withdrawals (logs in {})",
+        router.kind(),
+        link.dir.display()
+    );
+}
+
+#[test]
+fn a_restart_keeps_every_route_at_gobgpd() {
+    restart("gr-restart-gobgpd", |link, setup| Box::new(Gobgp::start(link, setup)));
+}
+
+#[test]
+fn a_restart_keeps_every_route_at_bird() {
+    restart("gr-restart-bird", |link, setup| Box::new(Bird::start(link, setup)));
+}
+
+#[test]
+fn a_restart_keeps_every_route_at_frr() {
+    restart("gr-restart-frr", |link, setup| Box::new(Frr::start(link, setup)));
 }
 
 #[test]
@@ -139,7 +148,7 @@ fn a_decommission_drains_then_withdraws_everything() {
     let mut agent = Agent::start(&link.a, &link.dir, &config(&link, 60, 0, 2));
     agent.wait_established(&link.b_v4);
     wait_held(&router, "our routes", (ROUTES as usize, 0));
-    let monitor = watch(&router);
+    let monitor = router.monitor();
 
     agent.daemon.signal("TERM");
     let sent = Instant::now();

@@ -81,7 +81,7 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
         originate_v6: v6_prefixes(1, ROUTES),
         ..Default::default()
     };
-    let router = start(&link, &setup);
+    let mut router = start(&link, &setup);
     let ours_v4 = v4_prefixes(200, ROUTES);
     let ours_v6 = v6_prefixes(0x200, ROUTES);
     let agent = Agent::start(&link.a, &link.dir, &agent_config(&link, &ours_v4, &ours_v6));
@@ -117,8 +117,17 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
 
     // A reload that removes 10 IPv4 prefixes withdraws exactly those 10, and
     // resets nothing.
+    router.watch();
     agent.reload(&agent_config(&link, &ours_v4[10..], &ours_v6));
     wait_learnt(&*router, false, &expected(&ours_v4[10..], &link.a_v4));
+    // The router's own event stream saw exactly those 10 withdrawals (this is
+    // also what proves the withdrawal counters the Graceful Restart tests use).
+    eventually(Duration::from_secs(5), "10 withdrawals in the router's events", || {
+        match router.withdrawals() {
+            10 => Ok(()),
+            n => Err(format!("{n} withdrawals")),
+        }
+    });
     wait_learnt(&*router, true, &expected(&ours_v6, &link.a_v6));
     for address in [&link.b_v4, &link.b_v6] {
         let p = agent.peer(address).unwrap();
@@ -155,18 +164,21 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
     assert_eq!(over_http["peers"].as_array().map(Vec::len), Some(2), "{over_http}");
 
     // Metrics say the same as the status.
-    let metrics = agent.get("/metrics").unwrap();
     for address in [&link.b_v4, &link.b_v6] {
-        for line in [
+        let lines = [
             format!("nonstop_bgp_session_established{{peer=\"{address}\"}} 1"),
             format!("nonstop_bgp_routes{{peer=\"{address}\",direction=\"Received\"}} {ROUTES}"),
-        ] {
-            assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
-        }
-        let updates = format!(
-            "nonstop_bgp_messages_total{{peer=\"{address}\",direction=\"Received\",kind=\"Update\"}}"
-        );
-        assert!(metrics.contains(&updates), "no `{updates}` in\n{metrics}");
+            format!(
+                "nonstop_bgp_messages_total{{peer=\"{address}\",direction=\"Received\",kind=\"Update\"}}"
+            ),
+        ];
+        eventually(Duration::from_secs(5), "the metrics to match the status", || {
+            let metrics = agent.get("/metrics")?;
+            match lines.iter().find(|l| !metrics.contains(l.as_str())) {
+                None => Ok(()),
+                Some(missing) => Err(format!("no `{missing}` in\n{metrics}")),
+            }
+        });
     }
     assert!(!agent.daemon.log_text().contains("panicked"), "{}", agent.daemon.log_text());
 }

@@ -44,6 +44,17 @@ pub trait Router {
     /// Asks `neighbor` (the agent) to send its routes again with a
     /// ROUTE-REFRESH; false when this router has no way to send one.
     fn refresh(&self, neighbor: &str) -> bool;
+    /// How many routes from the agent (IPv4) it holds only as Graceful
+    /// Restart helper.
+    fn stale(&self) -> Result<usize, String>;
+    /// Starts counting withdrawals of the agent's routes from now on.
+    fn watch(&mut self);
+    /// Withdrawals of the agent's routes seen since `watch`.
+    fn withdrawals(&self) -> usize;
+}
+
+fn count_in(path: &std::path::Path, needle: &str) -> usize {
+    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).matches(needle).count()
 }
 
 /// How a router is set up.
@@ -80,6 +91,7 @@ pub struct Gobgp<'a> {
     link: &'a Link,
     api: String,
     pub daemon: Daemon,
+    monitor: Option<Daemon>,
 }
 
 impl<'a> Gobgp<'a> {
@@ -128,7 +140,7 @@ impl<'a> Gobgp<'a> {
             args.push("-r");
         }
         let daemon = Daemon::spawn("gobgpd", link.b.exec(&args), link.dir.join("gobgpd.log"));
-        let router = Gobgp { link, api, daemon };
+        let router = Gobgp { link, api, daemon, monitor: None };
         eventually(std::time::Duration::from_secs(10), "gobgpd API", || router.cli(&["global"]));
         router.originate(&setup.originate_v4, "ipv4");
         router.originate(&setup.originate_v6, "ipv6");
@@ -156,20 +168,52 @@ impl<'a> Gobgp<'a> {
         Ok((stale, llgr))
     }
 
-    /// Starts `gobgp monitor global rib`, whose log records every change.
+    /// Starts `gobgp monitor global rib` and waits until it is subscribed:
+    /// a sentinel route added afterwards shows up in its log. (`--current`
+    /// cannot be used: a large table exceeds gobgp's 4 MB gRPC message limit.)
     pub fn monitor(&self) -> Daemon {
         let port = self.api.rsplit(':').next().unwrap();
-        let cmd =
-            self.link.b.exec(&["gobgp", "-p", port, "-j", "monitor", "global", "rib", "--current"]);
-        Daemon::spawn("gobgp monitor", cmd, self.link.dir.join("monitor.log"))
+        let cmd = self.link.b.exec(&["gobgp", "-p", port, "-j", "monitor", "global", "rib"]);
+        let monitor = Daemon::spawn("gobgp monitor", cmd, self.link.dir.join("monitor.log"));
+        let mut n = 0;
+        eventually(std::time::Duration::from_secs(10), "gobgp monitor to subscribe", || {
+            n += 1;
+            let sentinel = format!("192.0.2.{}/32", n % 250);
+            self.cli(&["global", "rib", "-a", "ipv4", "add", &sentinel])?;
+            let log = fs::read_to_string(&monitor.log).unwrap_or_default();
+            if log.contains("192.0.2.") { Ok(()) } else { Err(log) }
+        });
+        // Take the sentinels away again: they are not the agent's business.
+        for k in 1..=n {
+            let _ = self.cli(&[
+                "global",
+                "rib",
+                "-a",
+                "ipv4",
+                "del",
+                &format!("192.0.2.{}/32", k % 250),
+            ]);
+        }
+        monitor
     }
 
-    /// What the monitor has seen so far: (withdrawals, announcements carrying
-    /// GRACEFUL_SHUTDOWN).
+    /// Events about the agent's routes (source 10.77.0.1) the monitor has
+    /// seen so far: (withdrawals, announcements carrying GRACEFUL_SHUTDOWN).
     pub fn events(monitor: &Daemon) -> (usize, usize) {
         let text =
             String::from_utf8_lossy(&fs::read(&monitor.log).unwrap_or_default()).into_owned();
-        (text.matches("\"withdrawal\":true").count(), text.matches("4294901760").count())
+        let mut counts = (0, 0);
+        for line in text.lines() {
+            let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(line) else { continue };
+            for path in paths.iter().filter(|p| p["source-id"] == "10.77.0.1") {
+                if path["withdrawal"] == true {
+                    counts.0 += 1;
+                } else if path.to_string().contains("4294901760") {
+                    counts.1 += 1;
+                }
+            }
+        }
+        counts
     }
 
     fn cli(&self, args: &[&str]) -> Result<String, String> {
@@ -202,6 +246,18 @@ impl Router for Gobgp<'_> {
     /// locally and never sends a ROUTE-REFRESH.
     fn refresh(&self, _neighbor: &str) -> bool {
         false
+    }
+
+    fn stale(&self) -> Result<usize, String> {
+        Ok(Gobgp::stale(self)?.0)
+    }
+
+    fn watch(&mut self) {
+        self.monitor = Some(self.monitor());
+    }
+
+    fn withdrawals(&self) -> usize {
+        self.monitor.as_ref().map_or(0, |m| Gobgp::events(m).0)
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
@@ -274,14 +330,18 @@ impl Router for Gobgp<'_> {
 pub struct Bird<'a> {
     link: &'a Link,
     ctl: PathBuf,
+    log: PathBuf,
+    removed_before: usize,
     _daemon: Daemon,
 }
 
 impl<'a> Bird<'a> {
     pub fn start(link: &'a Link, setup: &RouterSetup) -> Self {
+        let log = link.dir.join("bird-routes.log");
         let mut conf = format!(
-            "router id {};\nprotocol device {{}}\nipv4 table t4;\nipv6 table t6;\n",
-            link.b_v4
+            "router id {};\nlog \"{}\" all;\nprotocol device {{}}\nipv4 table t4;\nipv6 table t6;\n",
+            link.b_v4,
+            log.display()
         );
         conf += "protocol static s4 { ipv4 { table t4; };\n";
         for p in &setup.originate_v4 {
@@ -292,13 +352,23 @@ impl<'a> Bird<'a> {
             conf += &format!("  route {p} blackhole;\n");
         }
         conf += "}\n";
-        for (name, local, neighbor, channel, table) in [
+        let sessions = [
             ("agent4", &link.b_v4, &link.a_v4, "ipv4", "t4"),
             ("agent6", &link.b_v6, &link.a_v6, "ipv6", "t6"),
-        ] {
+        ];
+        let gr = setup.graceful_restart.map_or(String::new(), |gr| {
+            format!(
+                "graceful restart on; graceful restart time {}; long lived graceful restart on; \
+                 long lived stale time {};\n  ",
+                gr.restart_time, gr.long_lived_stale_time
+            )
+        });
+        for (name, local, neighbor, channel, table) in
+            &sessions[..if setup.ipv4_only { 1 } else { 2 }]
+        {
             conf += &format!(
                 "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {AGENT_AS};\n  \
-                 hold time {}; keepalive time {}; connect retry time 1;\n  \
+                 hold time {}; keepalive time {}; connect retry time 1;\n  {gr}debug {{ states, routes, events }};\n  \
                  {channel} {{ table {table}; import all; export all; next hop self; }};\n}}\n",
                 setup.hold_time, setup.keepalive
             );
@@ -317,7 +387,7 @@ impl<'a> Bird<'a> {
             link.dir.join("bird.pid").to_str().unwrap(),
         ]);
         let daemon = Daemon::spawn("bird", cmd, link.dir.join("bird.log"));
-        let router = Bird { link, ctl, _daemon: daemon };
+        let router = Bird { link, ctl, log, removed_before: 0, _daemon: daemon };
         eventually(std::time::Duration::from_secs(10), "bird control socket", || {
             router.birdc("show status")
         });
@@ -340,6 +410,24 @@ impl Router for Bird<'_> {
         let proto = if neighbor.contains(':') { "agent6" } else { "agent4" };
         self.birdc(&format!("reload in {proto}")).unwrap();
         true
+    }
+
+    /// BIRD does not mark routes; it says the helper is active per protocol.
+    fn stale(&self) -> Result<usize, String> {
+        let text = self.birdc("show protocols all agent4")?;
+        if text.contains("Neighbor graceful restart active") {
+            Ok(self.learnt(false)?.len())
+        } else {
+            Ok(0)
+        }
+    }
+
+    fn watch(&mut self) {
+        self.removed_before = count_in(&self.log, "> removed");
+    }
+
+    fn withdrawals(&self) -> usize {
+        count_in(&self.log, "> removed") - self.removed_before
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
@@ -408,6 +496,7 @@ impl Router for Bird<'_> {
 pub struct Frr<'a> {
     link: &'a Link,
     run_dir: PathBuf,
+    withdrawn_before: usize,
     _zebra: Daemon,
     _bgpd: Daemon,
 }
@@ -419,25 +508,36 @@ impl<'a> Frr<'a> {
         fs::set_permissions(&link.dir, fs::Permissions::from_mode(0o755)).unwrap();
         let mut conf = format!(
             "frr defaults traditional\nhostname router\nlog file {}/frr.log\nlog timestamp precision 3\n\
+             debug bgp updates in\n\
              router bgp {ROUTER_AS}\n bgp router-id {}\n no bgp ebgp-requires-policy\n no bgp network import-check\n",
             run_dir.display(),
             link.b_v4
         );
-        for n in [&link.a_v4, &link.a_v6] {
+        if let Some(gr) = setup.graceful_restart {
+            conf += &format!(
+                " bgp graceful-restart\n bgp graceful-restart restart-time {}\n bgp long-lived-graceful-restart stale-time {}\n",
+                gr.restart_time, gr.long_lived_stale_time
+            );
+        }
+        let neighbors = [&link.a_v4, &link.a_v6];
+        for n in &neighbors[..if setup.ipv4_only { 1 } else { 2 }] {
             conf += &format!(
                 " neighbor {n} remote-as {AGENT_AS}\n neighbor {n} timers {} {}\n neighbor {n} timers connect 1\n",
                 setup.keepalive, setup.hold_time
             );
         }
-        conf += &format!(
-            " address-family ipv4 unicast\n  neighbor {} activate\n  no neighbor {} activate\n",
-            link.a_v4, link.a_v6
-        );
+        conf += &format!(" address-family ipv4 unicast\n  neighbor {} activate\n", link.a_v4);
+        if !setup.ipv4_only {
+            conf += &format!("  no neighbor {} activate\n", link.a_v6);
+        }
         for p in &setup.originate_v4 {
             conf += &format!("  network {p}\n");
         }
         conf += " exit-address-family\n";
-        conf += &format!(" address-family ipv6 unicast\n  neighbor {} activate\n", link.a_v6);
+        conf += " address-family ipv6 unicast\n";
+        if !setup.ipv4_only {
+            conf += &format!("  neighbor {} activate\n", link.a_v6);
+        }
         for p in &setup.originate_v6 {
             conf += &format!("  network {p}\n");
         }
@@ -473,7 +573,7 @@ impl<'a> Frr<'a> {
         bgpd_args.extend(["-p".to_string(), "179".to_string()]);
         let bgpd_args: Vec<&str> = bgpd_args.iter().map(String::as_str).collect();
         let bgpd = Daemon::spawn("bgpd", link.b.exec(&bgpd_args), link.dir.join("bgpd.log"));
-        let router = Frr { link, run_dir, _zebra: zebra, _bgpd: bgpd };
+        let router = Frr { link, run_dir, withdrawn_before: 0, _zebra: zebra, _bgpd: bgpd };
         eventually(std::time::Duration::from_secs(10), "bgpd vty", || {
             router.vtysh("show bgp summary")
         });
@@ -494,6 +594,25 @@ impl Router for Frr<'_> {
         let family = if neighbor.contains(':') { "ipv6" } else { "ipv4" };
         self.vtysh(&format!("clear bgp {family} unicast {neighbor} soft in")).unwrap();
         true
+    }
+
+    fn stale(&self) -> Result<usize, String> {
+        let text = self.vtysh("show bgp ipv4 unicast json")?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let paths = v["routes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, p)| p.as_array().cloned().unwrap_or_default());
+        Ok(paths.filter(|p| p["stale"] == true).count())
+    }
+
+    fn watch(&mut self) {
+        self.withdrawn_before = count_in(&self.run_dir.join("frr.log"), "-- withdrawn");
+    }
+
+    fn withdrawals(&self) -> usize {
+        count_in(&self.run_dir.join("frr.log"), "-- withdrawn") - self.withdrawn_before
     }
 
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
