@@ -35,6 +35,9 @@ enum Command {
         /// BGP identifier, overriding `routerId` in the config.
         #[arg(long)]
         router_id: Option<std::net::Ipv4Addr>,
+        /// Where `passwordSecretRef {name, key}` is read from: DIR/<name>/<key>.
+        #[arg(long, default_value = "/etc/nonstop/secrets")]
+        secrets_dir: PathBuf,
     },
     /// Print the running agent's status as JSON.
     Status {
@@ -72,12 +75,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run { config, state_dir, router_id } => {
+        Command::Run { config, state_dir, router_id, secrets_dir } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
                 config,
                 state_dir,
                 router_id,
+                secrets_dir,
             }));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@
 mod admin;
 mod conn;
 pub mod peer;
+mod sockopt;
 pub mod status;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
-use peer::{Local, PeerCommand, PeerTask, canonical};
+use peer::{Local, PeerCommand, PeerOptions, PeerTask, canonical};
 use status::{AgentStatus, Metrics, PeerStatus};
 
 use crate::config::{Config, ConfigError, Peer};
@@ -50,6 +51,9 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Overrides `routerId` of the config (the operator passes the node's IP).
     pub router_id: Option<Ipv4Addr>,
+    /// Where `passwordSecretRef {name, key}` is read: `<dir>/<name>/<key>`,
+    /// the layout of a Kubernetes Secret mounted per name.
+    pub secrets_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,8 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("no router ID: set `routerId` in the config or pass --router-id")]
     NoRouterId,
+    #[error("{0}")]
+    Secret(String),
     #[error("state dir {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen for {what} on {addr}: {source}")]
@@ -81,6 +87,49 @@ struct Speaker {
     views: watch::Sender<Vec<watch::Receiver<PeerStatus>>>,
     /// How the previous run in this state dir ended (decides the R-bit).
     previous: Option<Previous>,
+    /// TCP MD5 keys by peer address, read from the secrets dir.
+    passwords: HashMap<IpAddr, Arc<[u8]>>,
+    /// The BGP listener, where each peer's MD5 key is installed.
+    listener: ListenerFd,
+}
+
+/// The listening socket's descriptor; the socket outlives the speaker.
+#[derive(Debug, Clone, Copy)]
+struct ListenerFd {
+    fd: std::os::fd::RawFd,
+    v6: bool,
+}
+
+impl std::os::fd::AsRawFd for ListenerFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+}
+
+/// Every peer's TCP MD5 password, or a message naming the peer and the file.
+pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc<[u8]>>, String> {
+    let mut out = HashMap::new();
+    for (i, p) in config.peers.iter().enumerate() {
+        let Some(secret) = &p.password_secret_ref else { continue };
+        let path = dir.join(&secret.name).join(&secret.key);
+        let mut bytes = std::fs::read(&path).map_err(|e| {
+            format!("peers[{i}].passwordSecretRef: cannot read {}: {e}", path.display())
+        })?;
+        // Files written by hand usually end in a newline; Secrets do not.
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        if bytes.is_empty() || bytes.len() > sockopt::MAX_KEY_LEN {
+            return Err(format!(
+                "peers[{i}].passwordSecretRef: {} holds {} bytes; a TCP MD5 password has 1-{}",
+                path.display(),
+                bytes.len(),
+                sockopt::MAX_KEY_LEN
+            ));
+        }
+        out.insert(p.address, Arc::from(bytes));
+    }
+    Ok(out)
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -89,6 +138,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
 
+    let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
     let listener = bind_tcp(config.listen, "BGP")?;
     let admin = bind_tcp(config.admin, "the admin endpoint")?;
     let control_path = options.state_dir.join(CONTROL_SOCKET);
@@ -111,8 +161,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let previous = restart::read(&options.state_dir);
 
     let local = Local { asn: config.asn, router_id };
-    let mut speaker =
-        Speaker { options, config, local, peers: HashMap::new(), metrics, views, previous };
+    let listener_fd =
+        ListenerFd { fd: std::os::fd::AsRawFd::as_raw_fd(&listener), v6: config.listen.is_ipv6() };
+    let mut speaker = Speaker {
+        options,
+        config,
+        local,
+        peers: HashMap::new(),
+        metrics,
+        views,
+        previous,
+        passwords,
+        listener: listener_fd,
+    };
     for p in speaker.config.peers.clone() {
         speaker.start_peer(p);
     }
@@ -233,6 +294,12 @@ impl Speaker {
         if restarting {
             info!(peer = %config.address, "restarting within the restart time: R-bit set");
         }
+        let password = self.passwords.get(&config.address).cloned();
+        if let Some(key) = &password
+            && let Err(e) = sockopt::md5(&self.listener, self.listener.v6, config.address, key)
+        {
+            warn!(peer = %config.address, "cannot install the TCP MD5 key on the listener: {e}");
+        }
         let (tx, rx) = mpsc::channel(64);
         let (status_tx, status_rx) = watch::channel(PeerStatus {
             address: config.address.to_string(),
@@ -247,7 +314,7 @@ impl Speaker {
             rx,
             status_tx,
             self.metrics.clone(),
-            restarting,
+            PeerOptions { restarting, password },
         );
         let task = tokio::spawn(task.run());
         self.peers
@@ -274,6 +341,9 @@ impl Speaker {
         if let Some(p) = self.peers.remove(&address) {
             let _ = p.commands.send(PeerCommand::Stop(notification)).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
+            if p.config.password_secret_ref.is_some() {
+                let _ = sockopt::md5(&self.listener, self.listener.v6, address, &[]);
+            }
         }
     }
 
@@ -304,12 +374,23 @@ impl Speaker {
             );
             self.stop_peer(address, n).await;
         }
+        let passwords = match read_passwords(&new, &self.options.secrets_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("reload refused, keeping the running config: {e}");
+                return;
+            }
+        };
+        let old_passwords = std::mem::replace(&mut self.passwords, passwords);
         let announce_changed = new.announce != self.config.announce;
         self.config.announce = new.announce.clone();
         self.config.peers = new.peers.clone();
         for (address, p) in wanted {
             match self.peers.get(&address) {
-                Some(running) if running.config == p => {
+                Some(running)
+                    if running.config == p
+                        && old_passwords.get(&address) == self.passwords.get(&address) =>
+                {
                     if announce_changed {
                         let list = Arc::new(self.config.announce.clone());
                         let _ = running.commands.send(PeerCommand::Announce(list)).await;

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::conn::{self, Conn};
+use super::sockopt;
 use super::status::{
     Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
 };
@@ -55,6 +56,15 @@ pub enum PeerCommand {
     /// GRACEFUL_SHUTDOWN, wait `drain`, then Cease (Hard Reset under the
     /// N-bit) with this message, and end the task.
     Decommission { drain: Duration, message: String },
+}
+
+/// How a peer task starts, beyond the peer's config.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    /// Within the restart time of the previous run: set the R-bit.
+    pub restarting: bool,
+    /// The TCP MD5 key (RFC 2385), read from the peer's Secret.
+    pub password: Option<Arc<[u8]>>,
 }
 
 /// What the task waits for besides the sessions' own timers.
@@ -113,6 +123,7 @@ pub struct PeerTask {
     status: watch::Sender<PeerStatus>,
     metrics: Metrics,
     established_transitions: u64,
+    password: Option<Arc<[u8]>>,
     /// What the last Established session agreed on (it outlives the session,
     /// for the helper's decisions).
     last_negotiated: Option<crate::session::Negotiated>,
@@ -206,10 +217,10 @@ impl PeerTask {
         commands: mpsc::Receiver<PeerCommand>,
         status: watch::Sender<PeerStatus>,
         metrics: Metrics,
-        restarting: bool,
+        options: PeerOptions,
     ) -> Self {
         let mut session = Session::new(session_config(&peer, &local, peer.passive));
-        session.offer_mut().set_restarting(restarting);
+        session.offer_mut().set_restarting(options.restarting);
         let main = Slot::new(session);
         Self {
             peer,
@@ -223,6 +234,7 @@ impl PeerTask {
             status,
             metrics,
             established_transitions: 0,
+            password: options.password,
             last_negotiated: None,
             helper: None,
             drain_until: None,
@@ -394,6 +406,15 @@ impl PeerTask {
 
     /// A connection from the peer (RFC 4271 §6.8 when one is already up).
     async fn accept(&mut self, stream: TcpStream) {
+        if self.peer.ttl_security {
+            let v6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
+            let min = 255 - self.peer.ebgp_multihop.unwrap_or(1) + 1;
+            let gtsm =
+                sockopt::ttl(&stream, v6, 255).and_then(|()| sockopt::min_ttl(&stream, v6, min));
+            if let Err(e) = gtsm {
+                warn!(peer = %self.peer.address, "cannot apply GTSM to the accepted connection: {e}");
+            }
+        }
         let Ok(conn) = Conn::new(stream) else { return };
         match self.main.session.state() {
             State::Idle | State::Connect | State::Active if !self.stopping => {
@@ -447,7 +468,13 @@ impl PeerTask {
                 self.feed(Which::Main, Input::TcpConnected).await;
             }
             Err(e) => {
-                self.last_error = Some(format!("connecting to {}: {e}", self.peer.address));
+                let hint = if self.password.is_some() && e.kind() == io::ErrorKind::TimedOut {
+                    " (TCP MD5 is on: a password mismatch drops packets without a word; \
+                     check the password on both sides)"
+                } else {
+                    ""
+                };
+                self.last_error = Some(format!("connecting to {}: {e}{hint}", self.peer.address));
                 self.metrics.error(self.peer.address, ErrorKind::Transport);
                 self.feed(Which::Main, Input::TcpFailed).await;
             }
@@ -727,8 +754,21 @@ impl PeerTask {
         let remote = SocketAddr::new(self.peer.address, self.peer.port);
         let local = self.peer.local_address;
         let timeout = Duration::from_secs(u64::from(self.peer.connect_retry_time));
+        let password = self.password.clone();
+        let (gtsm, multihop) = (self.peer.ttl_security, self.peer.ebgp_multihop);
         tokio::spawn(async move {
-            let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let v6 = remote.is_ipv6();
+            let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+            if let Some(key) = &password {
+                sockopt::md5(&socket, v6, remote.ip(), key)?;
+            }
+            if gtsm {
+                // RFC 5082: send with 255, accept only what a direct neighbour sends.
+                sockopt::ttl(&socket, v6, 255)?;
+                sockopt::min_ttl(&socket, v6, 255 - multihop.unwrap_or(1) + 1)?;
+            } else if let Some(hops) = multihop {
+                sockopt::ttl(&socket, v6, hops)?;
+            }
             if let Some(ip) = local {
                 socket.bind(SocketAddr::new(ip, 0))?;
             }

@@ -183,6 +183,11 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_nonstop-agent");
 
 impl Agent {
     pub fn start(ns: &Netns, dir: &Path, config_yaml: &str) -> Self {
+        Self::start_with(ns, dir, config_yaml, &[])
+    }
+
+    /// Starts the agent with more command-line flags.
+    pub fn start_with(ns: &Netns, dir: &Path, config_yaml: &str, flags: &[&str]) -> Self {
         let config = dir.join("agent.yaml");
         fs::write(&config, config_yaml).unwrap();
         let state_dir = dir.join("agent-state");
@@ -194,6 +199,7 @@ impl Agent {
             "--state-dir",
             state_dir.to_str().unwrap(),
         ]);
+        cmd.args(flags);
         cmd.env("NONSTOP_LOG", "info");
         let daemon = Daemon::spawn("nonstop-agent", cmd, dir.join("agent.log"));
         Agent { daemon, config, state_dir }

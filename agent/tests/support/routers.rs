@@ -69,6 +69,8 @@ pub struct RouterSetup {
     pub graceful_restart: Option<GrSetup>,
     /// Peer with the agent over IPv4 transport only.
     pub ipv4_only: bool,
+    /// TCP MD5 password on the IPv4 session (BIRD and FRR).
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -366,9 +368,13 @@ impl<'a> Bird<'a> {
         for (name, local, neighbor, channel, table) in
             &sessions[..if setup.ipv4_only { 1 } else { 2 }]
         {
+            let password = match (&setup.password, *name) {
+                (Some(p), "agent4") => format!("password \"{p}\";\n  "),
+                _ => String::new(),
+            };
             conf += &format!(
                 "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {AGENT_AS};\n  \
-                 hold time {}; keepalive time {}; connect retry time 1;\n  {gr}debug {{ states, routes, events }};\n  \
+                 hold time {}; keepalive time {}; connect retry time 1;\n  {gr}{password}debug {{ states, routes, events }};\n  \
                  {channel} {{ table {table}; import all; export all; next hop self; }};\n}}\n",
                 setup.hold_time, setup.keepalive
             );
@@ -525,6 +531,9 @@ impl<'a> Frr<'a> {
                 " neighbor {n} remote-as {AGENT_AS}\n neighbor {n} timers {} {}\n neighbor {n} timers connect 1\n",
                 setup.keepalive, setup.hold_time
             );
+        }
+        if let Some(p) = &setup.password {
+            conf += &format!(" neighbor {} password {p}\n", link.a_v4);
         }
         conf += &format!(" address-family ipv4 unicast\n  neighbor {} activate\n", link.a_v4);
         if !setup.ipv4_only {
