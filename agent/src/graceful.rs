@@ -151,6 +151,27 @@ mod tests {
     }
 
     #[test]
+    fn draining_adds_graceful_shutdown_and_lowest_local_pref_for_ibgp() {
+        use crate::wire::{AsPath, PathAttrs};
+        let route = Route {
+            attrs: PathAttrs {
+                as_path: Some(AsPath::default()),
+                local_pref: Some(200),
+                communities: vec![Community(0xFDE9_0001)],
+                ..Default::default()
+            },
+            next_hop: "192.0.2.1".parse().unwrap(),
+        };
+        let ibgp = draining(&route, true);
+        assert_eq!(ibgp.attrs.local_pref, Some(0));
+        assert_eq!(ibgp.attrs.communities, [Community(0xFDE9_0001), Community::GRACEFUL_SHUTDOWN]);
+        let ebgp = draining(&route, false);
+        assert_eq!(ebgp.attrs.local_pref, Some(200), "eBGP never sends LOCAL_PREF anyway");
+        // Draining twice does not add the community twice.
+        assert_eq!(draining(&ibgp, true).attrs.communities.len(), 2);
+    }
+
+    #[test]
     fn a_decommission_says_hard_reset_only_under_the_n_bit() {
         let with_n = negotiated((true, true), (true, true), false);
         let without = negotiated((true, true), (true, false), false);

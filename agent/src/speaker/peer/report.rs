@@ -1,0 +1,86 @@
+//! What a peer task tells the world: its status snapshot and metric labels.
+
+use super::*;
+
+impl PeerTask {
+    pub(super) fn label(&self) -> PeerLabel {
+        PeerLabel { peer: self.peer.address.to_string() }
+    }
+
+    pub(super) fn route_label(&self, direction: Direction) -> RouteLabels {
+        RouteLabels { peer: self.peer.address.to_string(), direction }
+    }
+
+    pub(super) fn publish(&self) {
+        let session = &self.main.session;
+        let n = session.negotiated();
+        let established = session.state() == State::Established;
+        let since = session
+            .established_at()
+            .map(|at| SystemTime::now() - Instant::now().saturating_duration_since(at));
+        let advertised = if established { self.sent.len() } else { 0 };
+        self.metrics
+            .routes
+            .get_or_create(&self.route_label(Direction::Sent))
+            .set(advertised as i64);
+        let status = PeerStatus {
+            address: self.peer.address.to_string(),
+            asn: self.peer.asn,
+            state: session.state().as_str().to_string(),
+            uptime_seconds: 0,
+            established_since_ms: since.map(unix_ms),
+            established_transitions: self.established_transitions,
+            local_address: self.main.conn.as_ref().map(|c| canonical(c.local.ip()).to_string()),
+            hold_time: n.map(|n| n.hold_time),
+            keepalive_time: n.map(|n| n.keepalive_time),
+            capabilities: n.map(capability_names).unwrap_or_default(),
+            families: n
+                .map(|n| n.families.iter().filter_map(|f| f.family()).map(family_name).collect())
+                .unwrap_or_default(),
+            routes_received: self.rib_in.len(),
+            routes_stale: self.rib_in.stale(),
+            routes_advertised: advertised,
+            routes_skipped: self
+                .sent
+                .skipped
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect(),
+            messages_received: self.messages_received,
+            messages_sent: self.messages_sent,
+            last_error: self.last_error.clone(),
+        };
+        self.status.send_replace(status);
+    }
+}
+
+fn family_name(f: Family) -> String {
+    match f {
+        Family::Ipv4Unicast => "ipv4-unicast".into(),
+        Family::Ipv6Unicast => "ipv6-unicast".into(),
+    }
+}
+
+/// Capabilities both sides sent, by name.
+fn capability_names(n: &crate::session::Negotiated) -> Vec<String> {
+    let mut names = vec![];
+    if n.wire.four_octet_as {
+        names.push("4-octet-as".into());
+    }
+    if n.route_refresh {
+        names.push("route-refresh".into());
+    }
+    if n.enhanced_route_refresh {
+        names.push("enhanced-route-refresh".into());
+    }
+    if n.wire.extended_messages {
+        names.push("extended-message".into());
+    }
+    if n.peer_graceful_restart.is_some() && n.local_open.graceful_restart().is_some() {
+        names.push("graceful-restart".into());
+    }
+    if !n.peer_long_lived.is_empty() && n.local_open.long_lived_graceful_restart().is_some() {
+        names.push("long-lived-graceful-restart".into());
+    }
+    names
+}
