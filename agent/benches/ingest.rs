@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use support::routers::spawn_bird;
 use support::{AGENT, Daemon, Link, eventually, sh};
 
 fn prefixes() -> u32 {
@@ -143,20 +144,7 @@ fn start_bird(link: &Link, n: u32) -> Daemon {
         "}}\nprotocol bgp receiver {{ local {} as 65000; neighbor {} as 65001; connect retry time 1;\n ipv4 {{ import none; export all; next hop self; }}; }}\n",
         link.b_v4, link.a_v4
     );
-    let path = link.dir.join("sender.conf");
-    fs::write(&path, conf).unwrap();
-    let ctl = link.dir.join("sender.ctl");
-    let cmd = link.b.exec(&[
-        "bird",
-        "-f",
-        "-c",
-        path.to_str().unwrap(),
-        "-s",
-        ctl.to_str().unwrap(),
-        "-P",
-        link.dir.join("sender.pid").to_str().unwrap(),
-    ]);
-    let d = Daemon::spawn("bird sender", cmd, link.dir.join("sender.log"));
+    let (d, ctl) = spawn_bird(&link.b, &link.dir, "sender", &conf);
     eventually(Duration::from_secs(120), "sender ready", || {
         let out = link
             .b
@@ -228,20 +216,7 @@ fn bird_run(sender: Sender, n: u32) -> Measurement {
         "router id {};\nprotocol device {{}}\nprotocol bgp sender {{ local {} as 65001; neighbor {} as 65000; connect retry time 1;\n ipv4 {{ import all; export none; }}; }}\n",
         link.a_v4, link.a_v4, link.b_v4
     );
-    let path = link.dir.join("receiver.conf");
-    fs::write(&path, conf).unwrap();
-    let ctl = link.dir.join("receiver.ctl");
-    let cmd = link.a.exec(&[
-        "bird",
-        "-f",
-        "-c",
-        path.to_str().unwrap(),
-        "-s",
-        ctl.to_str().unwrap(),
-        "-P",
-        link.dir.join("receiver.pid").to_str().unwrap(),
-    ]);
-    let bird = Daemon::spawn("bird receiver", cmd, link.dir.join("receiver.log"));
+    let (bird, ctl) = spawn_bird(&link.a, &link.dir, "receiver", &conf);
     let birdc = |args: &[&str]| {
         let mut full = vec!["birdc", "-s", ctl.to_str().unwrap()];
         full.extend_from_slice(args);

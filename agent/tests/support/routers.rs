@@ -329,6 +329,26 @@ impl Router for Gobgp<'_> {
 
 // ---------------------------------------------------------------- BIRD
 
+/// Writes `<dir>/<name>.conf` and runs BIRD on it in `ns`, with its control
+/// socket at `<dir>/<name>.ctl` (returned) and its output in `<name>.log`.
+pub fn spawn_bird(ns: &Netns, dir: &std::path::Path, name: &str, conf: &str) -> (Daemon, PathBuf) {
+    let path = dir.join(format!("{name}.conf"));
+    fs::write(&path, conf).unwrap();
+    let ctl = dir.join(format!("{name}.ctl"));
+    let pid = dir.join(format!("{name}.pid"));
+    let args = [
+        "bird",
+        "-f",
+        "-c",
+        path.to_str().unwrap(),
+        "-s",
+        ctl.to_str().unwrap(),
+        "-P",
+        pid.to_str().unwrap(),
+    ];
+    (Daemon::spawn(name, ns.exec(&args), dir.join(format!("{name}.log"))), ctl)
+}
+
 pub struct Bird<'a> {
     link: &'a Link,
     ctl: PathBuf,
@@ -379,20 +399,7 @@ impl<'a> Bird<'a> {
                 setup.hold_time, setup.keepalive
             );
         }
-        let path = link.dir.join("bird.conf");
-        fs::write(&path, conf).unwrap();
-        let ctl = link.dir.join("bird.ctl");
-        let cmd = link.b.exec(&[
-            "bird",
-            "-f",
-            "-c",
-            path.to_str().unwrap(),
-            "-s",
-            ctl.to_str().unwrap(),
-            "-P",
-            link.dir.join("bird.pid").to_str().unwrap(),
-        ]);
-        let daemon = Daemon::spawn("bird", cmd, link.dir.join("bird.log"));
+        let (daemon, ctl) = spawn_bird(&link.b, &link.dir, "bird", &conf);
         let router = Bird { link, ctl, log, removed_before: 0, _daemon: daemon };
         eventually(std::time::Duration::from_secs(10), "bird control socket", || {
             router.birdc("show status")
