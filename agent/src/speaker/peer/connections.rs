@@ -68,17 +68,22 @@ impl PeerTask {
                 self.feed(Which::Main, Input::TcpConnected).await;
             }
             Err(e) => {
-                let hint = if self.password.is_some() && e.kind() == io::ErrorKind::TimedOut {
-                    " (TCP MD5 is on: a password mismatch drops packets without a word; \
-                     check the password on both sides)"
-                } else {
-                    ""
-                };
-                self.last_error = Some(format!("connecting to {}: {e}{hint}", self.peer.address));
-                self.metrics.error(self.peer.address, ErrorKind::Transport);
+                self.note_dial_failure(&e);
                 self.feed(Which::Main, Input::TcpFailed).await;
             }
         }
+    }
+
+    /// Records why a dial failed, with what to check when MD5 is on.
+    pub(super) fn note_dial_failure(&mut self, e: &io::Error) {
+        let hint = if self.password.is_some() && e.kind() == io::ErrorKind::TimedOut {
+            " (TCP MD5 is on: a password mismatch drops packets without a word; \
+             check the password on both sides)"
+        } else {
+            ""
+        };
+        self.last_error = Some(format!("connecting to {}: {e}{hint}", self.peer.address));
+        self.metrics.error(self.peer.address, ErrorKind::Transport);
     }
 
     pub(super) async fn on_read(&mut self, which: Which, result: io::Result<usize>) {

@@ -428,6 +428,11 @@ impl PeerTask {
         match output {
             Output::Connect => {
                 if let Some(old) = self.main.dial.take() {
+                    // Still trying when connect-retry fires: that attempt timed out.
+                    if !old.is_finished() {
+                        let e = io::Error::new(io::ErrorKind::TimedOut, "no answer");
+                        self.note_dial_failure(&e);
+                    }
                     old.abort();
                 }
                 self.main.dial = Some(self.spawn_dial());
