@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod graceful;
+pub mod handoff;
 pub mod restart;
 pub mod rib;
 pub mod route;

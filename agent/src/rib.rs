@@ -97,6 +97,20 @@ impl AdjRibIn {
         self.routes.iter().map(|(p, r)| (p, &*r.route))
     }
 
+    /// The routes of one staleness.
+    pub fn iter_with(&self, staleness: Staleness) -> impl Iterator<Item = (&Prefix, &Route)> {
+        self.routes
+            .iter()
+            .filter(move |(_, r)| r.staleness == staleness)
+            .map(|(p, r)| (p, &*r.route))
+    }
+
+    /// Puts a route back as it was (a successor taking over a session).
+    pub fn restore(&mut self, prefix: Prefix, route: Route, staleness: Staleness) {
+        let route = self.interner.intern(route);
+        self.routes.insert(prefix, InRoute { route, staleness });
+    }
+
     /// Routes kept only because their peer is restarting.
     pub fn stale(&self) -> usize {
         self.routes.values().filter(|r| r.staleness != Staleness::Fresh).count()

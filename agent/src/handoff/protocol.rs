@@ -1,0 +1,249 @@
+//! The messages of the handoff, agent to agent over the state dir's
+//! AF_UNIX SOCK_SEQPACKET socket: one message per packet, descriptors beside
+//! them as SCM_RIGHTS.
+//!
+//! ```text
+//!  successor (new)                         predecessor (old)
+//!   HELLO {versions, token, can carry} ──▶  admit? ──▶ WELCOME | ABORT(reason)
+//!                                     ◀──  LISTENERS            + 2 fds
+//!                                     ◀──  SESSIONS [≤253]      + their fds
+//!                                     ◀──  RIB {session, part, UPDATE bytes} …
+//!                                     ◀──  DONE {sessions}
+//!   COMMIT ───────────────────────────▶    (not timed out?) RETIRE | ABORT
+//!   resumes every session only after RETIRE: at most one writer, always
+//! ```
+//!
+//! Wire form: one kind byte, then the body — JSON for the small control
+//! messages, raw BGP UPDATE messages (our own codec) for routing state.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this message set; both sides must speak the same.
+pub const PROTOCOL: u16 = 1;
+/// Version of the session state layout a predecessor writes.
+pub const STATE_SCHEMA: u16 = 1;
+/// Most descriptors one packet may carry (the kernel's SCM_MAX_FD).
+pub const MAX_FDS: usize = 253;
+
+/// Something a session may have negotiated that a successor must be able to
+/// carry on, or refuse the handoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    Ipv4Unicast,
+    Ipv6Unicast,
+    FourOctetAs,
+    ExtendedMessage,
+    RouteRefresh,
+    EnhancedRouteRefresh,
+    GracefulRestart,
+    NotificationGracefulRestart,
+    LongLivedGracefulRestart,
+    TcpMd5,
+}
+
+impl Feature {
+    /// Every feature this build can carry.
+    pub const ALL: [Feature; 10] = [
+        Feature::Ipv4Unicast,
+        Feature::Ipv6Unicast,
+        Feature::FourOctetAs,
+        Feature::ExtendedMessage,
+        Feature::RouteRefresh,
+        Feature::EnhancedRouteRefresh,
+        Feature::GracefulRestart,
+        Feature::NotificationGracefulRestart,
+        Feature::LongLivedGracefulRestart,
+        Feature::TcpMd5,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u16,
+    /// The session state layout the successor reads.
+    pub state_schema: u16,
+    pub agent_version: String,
+    pub pid: u32,
+    /// Proves the successor may read the state dir (a file only its owner reads).
+    pub token: String,
+    pub can_carry: Vec<Feature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub agent_version: String,
+    pub pid: u32,
+    pub sessions: u32,
+}
+
+/// One Established session, frozen at a message boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub peer: IpAddr,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Both OPENs as sent, framed: the successor negotiates them again and
+    /// gets exactly the same session parameters.
+    pub local_open: Vec<u8>,
+    pub peer_open: Vec<u8>,
+    pub keepalive_time: u16,
+    /// Milliseconds left on the hold timer (None: hold time 0).
+    pub hold_remaining_ms: Option<u64>,
+    /// Bytes read but not yet a whole message, to be read first.
+    pub unread: Vec<u8>,
+    /// Bytes queued but not yet written, to be written first.
+    pub unwritten: Vec<u8>,
+    pub established_since_ms: u64,
+    pub established_transitions: u64,
+    pub features: Vec<Feature>,
+}
+
+/// Which part of a session's routing state a RIB message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RibPart {
+    /// What the peer sent us, fresh.
+    In,
+    /// Kept for a restarting peer (RFC 4724).
+    InStale,
+    /// Kept by Long-Lived GR (RFC 9494).
+    InLongLived,
+    /// What the peer has from us.
+    Out,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    Welcome(Welcome),
+    /// The reason, for the other side's log and status.
+    Abort(String),
+    /// Comes with 2 descriptors: the BGP listener, then the admin listener.
+    Listeners,
+    /// Comes with one descriptor per session, in order.
+    Sessions(Vec<SessionState>),
+    /// BGP UPDATE messages (4-octet AS, extended length) for one session,
+    /// index into the order of all `Sessions` messages.
+    Rib {
+        session: u32,
+        part: RibPart,
+        updates: Vec<u8>,
+    },
+    Done {
+        sessions: u32,
+    },
+    Commit,
+    Retire,
+}
+
+/// A handoff message that cannot be used, said so that a person can act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad handoff message: {0}")]
+pub struct BadMessage(pub String);
+
+const HELLO: u8 = 1;
+const WELCOME: u8 = 2;
+const ABORT: u8 = 3;
+const LISTENERS: u8 = 4;
+const SESSIONS: u8 = 5;
+const RIB: u8 = 6;
+const DONE: u8 = 7;
+const COMMIT: u8 = 8;
+const RETIRE: u8 = 9;
+
+fn json<T: Serialize>(kind: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![kind];
+    serde_json::to_writer(&mut out, value).expect("handoff messages serialise");
+    out
+}
+
+fn parse<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, BadMessage> {
+    serde_json::from_slice(body).map_err(|e| BadMessage(format!("{what}: {e}")))
+}
+
+impl Message {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "HELLO",
+            Message::Welcome(_) => "WELCOME",
+            Message::Abort(_) => "ABORT",
+            Message::Listeners => "LISTENERS",
+            Message::Sessions(_) => "SESSIONS",
+            Message::Rib { .. } => "RIB",
+            Message::Done { .. } => "DONE",
+            Message::Commit => "COMMIT",
+            Message::Retire => "RETIRE",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Hello(h) => json(HELLO, h),
+            Message::Welcome(w) => json(WELCOME, w),
+            Message::Abort(reason) => json(ABORT, reason),
+            Message::Listeners => vec![LISTENERS],
+            Message::Sessions(s) => json(SESSIONS, s),
+            Message::Rib { session, part, updates } => {
+                let part = match part {
+                    RibPart::In => 0,
+                    RibPart::InStale => 1,
+                    RibPart::InLongLived => 2,
+                    RibPart::Out => 3,
+                };
+                let mut out = Vec::with_capacity(updates.len() + 6);
+                out.push(RIB);
+                out.extend_from_slice(&session.to_be_bytes());
+                out.push(part);
+                out.extend_from_slice(updates);
+                out
+            }
+            Message::Done { sessions } => json(DONE, sessions),
+            Message::Commit => vec![COMMIT],
+            Message::Retire => vec![RETIRE],
+        }
+    }
+
+    pub fn decode(packet: &[u8]) -> Result<Message, BadMessage> {
+        let Some((&kind, body)) = packet.split_first() else {
+            return Err(BadMessage("empty packet".into()));
+        };
+        let bare = |m: Message| {
+            if body.is_empty() {
+                Ok(m)
+            } else {
+                Err(BadMessage(format!("{} carries {} unexpected bytes", m.name(), body.len())))
+            }
+        };
+        match kind {
+            HELLO => parse("HELLO", body).map(Message::Hello),
+            WELCOME => parse("WELCOME", body).map(Message::Welcome),
+            ABORT => parse("ABORT", body).map(Message::Abort),
+            LISTENERS => bare(Message::Listeners),
+            SESSIONS => parse("SESSIONS", body).map(Message::Sessions),
+            RIB => {
+                let [a, b, c, d, part, updates @ ..] = body else {
+                    return Err(BadMessage(format!(
+                        "RIB of {} bytes is shorter than its header",
+                        body.len()
+                    )));
+                };
+                let part = match part {
+                    0 => RibPart::In,
+                    1 => RibPart::InStale,
+                    2 => RibPart::InLongLived,
+                    3 => RibPart::Out,
+                    other => return Err(BadMessage(format!("RIB part {other} is not known"))),
+                };
+                let session = u32::from_be_bytes([*a, *b, *c, *d]);
+                Ok(Message::Rib { session, part, updates: updates.to_vec() })
+            }
+            DONE => parse("DONE", body).map(|sessions| Message::Done { sessions }),
+            COMMIT => bare(Message::Commit),
+            RETIRE => bare(Message::Retire),
+            other => Err(BadMessage(format!("message kind {other} is not known"))),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The handoff protocol and the predecessor's decisions, case by case.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::protocol::*;
+use super::*;
+use crate::session::{LocalOffer, negotiate};
+use crate::wire::{Capability, GracefulRestartCap, LlgrFamily, Open};
+
+fn hello(can_carry: &[Feature]) -> Hello {
+    Hello {
+        protocol: PROTOCOL,
+        state_schema: STATE_SCHEMA,
+        agent_version: "0.2.0".into(),
+        pid: 4242,
+        token: "t0ken".into(),
+        can_carry: can_carry.to_vec(),
+    }
+}
+
+#[test]
+fn every_message_round_trips() {
+    let session = SessionState {
+        peer: "192.0.2.1".parse().unwrap(),
+        local: "192.0.2.2:40000".parse().unwrap(),
+        remote: "192.0.2.1:179".parse().unwrap(),
+        local_open: vec![1, 2, 3],
+        peer_open: vec![4, 5],
+        keepalive_time: 30,
+        hold_remaining_ms: Some(81_234),
+        unread: vec![0xff; 7],
+        unwritten: vec![],
+        established_since_ms: 1_795_000_000_000,
+        established_transitions: 3,
+        features: vec![Feature::Ipv4Unicast, Feature::GracefulRestart],
+    };
+    let messages = [
+        Message::Hello(hello(&Feature::ALL)),
+        Message::Welcome(Welcome { agent_version: "0.1.0".into(), pid: 7, sessions: 300 }),
+        Message::Abort("the successor cannot carry TcpMd5".into()),
+        Message::Listeners,
+        Message::Sessions(vec![session.clone(), session]),
+        Message::Rib { session: 299, part: RibPart::InStale, updates: vec![9; 100] },
+        Message::Done { sessions: 300 },
+        Message::Commit,
+        Message::Retire,
+    ];
+    for m in messages {
+        assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.name());
+    }
+}
+
+#[test]
+fn bad_messages_say_what_is_wrong() {
+    let cases: &[(&[u8], &str)] = &[
+        (&[], "empty packet"),
+        (&[42], "message kind 42 is not known"),
+        (&[8, 0], "COMMIT carries 1 unexpected bytes"),
+        (&[6, 0, 0], "RIB of 2 bytes is shorter than its header"),
+        (&[6, 0, 0, 0, 1, 9], "RIB part 9 is not known"),
+        (b"\x01{\"protocol\":1}", "HELLO: missing field"),
+        (b"\x05[{]", "SESSIONS:"),
+    ];
+    for (bytes, needle) in cases {
+        let err = Message::decode(bytes).unwrap_err().to_string();
+        assert!(err.contains(needle), "{bytes:?}: `{err}` lacks `{needle}`");
+    }
+}
+
+fn peer(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+}
+
+#[test]
+fn the_predecessor_admits_only_a_successor_that_can_carry_every_session() {
+    let plain: BTreeSet<Feature> = [Feature::Ipv4Unicast, Feature::FourOctetAs].into();
+    let llgr: BTreeSet<Feature> = [Feature::Ipv4Unicast, Feature::LongLivedGracefulRestart].into();
+    let sessions = vec![(peer(1), plain.clone()), (peer(2), llgr)];
+    let old_schema = Hello { state_schema: STATE_SCHEMA + 1, ..hello(&Feature::ALL) };
+    let new_protocol = Hello { protocol: PROTOCOL + 1, ..hello(&Feature::ALL) };
+    let wrong_token = Hello { token: "guess".into(), ..hello(&Feature::ALL) };
+    let no_llgr: Vec<Feature> =
+        Feature::ALL.into_iter().filter(|f| *f != Feature::LongLivedGracefulRestart).collect();
+    let cases = [
+        ("everything", hello(&Feature::ALL), Ok(())),
+        ("a newer state schema", old_schema, Err(Refusal::StateSchema { ours: 1, theirs: 2 })),
+        ("another protocol", new_protocol, Err(Refusal::Protocol { ours: 1, theirs: 2 })),
+        ("a wrong token", wrong_token, Err(Refusal::Token)),
+        (
+            "no LLGR while a session uses it",
+            hello(&no_llgr),
+            Err(Refusal::Feature { feature: Feature::LongLivedGracefulRestart, peer: peer(2) }),
+        ),
+    ];
+    for (name, h, expected) in cases {
+        assert_eq!(admit(&h, "t0ken", &sessions), expected, "{name}");
+    }
+    // Without the LLGR session, the same successor is fine.
+    assert_eq!(admit(&hello(&no_llgr), "t0ken", &[(peer(1), plain)]), Ok(()));
+    let why = Refusal::Feature { feature: Feature::LongLivedGracefulRestart, peer: peer(2) };
+    assert_eq!(
+        why.to_string(),
+        "the successor cannot carry LongLivedGracefulRestart, negotiated with 192.0.2.2"
+    );
+}
+
+#[test]
+fn a_sessions_features_come_from_what_both_sides_negotiated() {
+    let gr = |n: bool| {
+        Capability::GracefulRestart(GracefulRestartCap {
+            restarting: false,
+            notification: n,
+            restart_time: 120,
+            families: vec![],
+        })
+    };
+    let llgr = Capability::LongLivedGracefulRestart(vec![LlgrFamily {
+        family: AfiSafi::IPV4_UNICAST,
+        forwarding: true,
+        stale_time: 60,
+    }]);
+    let offer = LocalOffer {
+        asn: 65001,
+        router_id: Ipv4Addr::new(10, 0, 0, 1),
+        hold_time: 90,
+        keepalive_time: None,
+        peer_asn: 65000,
+        capabilities: vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+            Capability::FourOctetAs(65001),
+            Capability::RouteRefresh,
+            gr(true),
+            llgr.clone(),
+        ],
+    };
+    // The peer offers IPv4 only, GR without the N-bit, and LLGR.
+    let open = Open::new(
+        65000,
+        90,
+        Ipv4Addr::new(10, 0, 0, 2),
+        vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::FourOctetAs(65000),
+            gr(false),
+            llgr,
+        ],
+    );
+    let n = negotiate(&offer, &open).unwrap();
+    let expected: BTreeSet<Feature> = [
+        Feature::Ipv4Unicast,
+        Feature::FourOctetAs,
+        Feature::GracefulRestart,
+        Feature::LongLivedGracefulRestart,
+        Feature::TcpMd5,
+    ]
+    .into();
+    assert_eq!(features(&n, true), expected);
+}
