@@ -13,6 +13,7 @@
 
 pub mod protocol;
 pub mod rib_state;
+pub mod transport;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
