@@ -3,16 +3,20 @@
 //! owns the protocol and its decisions, sans I/O:
 //!
 //! ```text
-//!  protocol  — the messages and their bytes
-//!  admit     — does the predecessor accept this successor? (versions, token,
-//!              every feature its sessions negotiated)
-//!  rib_state — a session's RIBs as BGP UPDATE streams and back
+//!  protocol      — the messages and their bytes
+//!  admit         — does the predecessor accept this successor? (versions,
+//!                  token, every feature its sessions negotiated)
+//!  session_state — a live session frozen to bytes and negotiated again
+//!  rib_state     — a session's RIBs as BGP UPDATE streams and back
+//!  transport     — the SOCK_SEQPACKET channel with SCM_RIGHTS
 //! ```
 //!
-//! The socket, SCM_RIGHTS and the freezing of sessions come with the runtime.
+//! Still to come: freezing a running peer task at a message boundary, the
+//! predecessor's and successor's conversations in the speaker, retirement.
 
 pub mod protocol;
 pub mod rib_state;
+pub mod session_state;
 pub mod transport;
 
 use std::collections::BTreeSet;

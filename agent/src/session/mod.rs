@@ -129,6 +129,34 @@ impl Session {
         }
     }
 
+    /// A session taken over from a predecessor agent (the handoff): already
+    /// Established with what both sides negotiated. The outputs say a
+    /// KEEPALIVE goes out first and arm the hold timer with what was left of
+    /// it (or the full hold time) and the keepalive timer.
+    pub fn adopt(
+        config: SessionConfig,
+        negotiated: Negotiated,
+        hold_remaining: Option<Duration>,
+        established_at: Instant,
+        established_transitions: u64,
+    ) -> (Session, Vec<Output>) {
+        let mut out = vec![Output::Send(Message::Keepalive)];
+        if negotiated.hold_time > 0 {
+            let hold = hold_remaining.unwrap_or(secs(negotiated.hold_time));
+            out.push(Output::ArmTimer(Timer::Hold, hold));
+            out.push(Output::ArmTimer(Timer::Keepalive, secs(negotiated.keepalive_time)));
+        }
+        let session = Session {
+            config,
+            state: State::Established,
+            negotiated: Some(negotiated),
+            stopped: false,
+            established_at: Some(established_at),
+            established_transitions,
+        };
+        (session, out)
+    }
+
     /// Whether the session dials after it goes down; a connection accepted
     /// from the peer that wins a collision takes the peer's setting.
     pub fn set_passive(&mut self, passive: bool) {
