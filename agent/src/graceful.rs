@@ -74,42 +74,21 @@ pub fn farewell(n: Option<&Negotiated>, message: &str) -> Notification {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
-    use crate::session::{LocalOffer, negotiate};
-    use crate::wire::{AfiSafi, Capability, GracefulRestartCap, LlgrFamily, Open};
+    use crate::session::fixtures::{gr, llgr};
 
-    fn negotiated(ours: (bool, bool), theirs: (bool, bool), llgr: bool) -> Negotiated {
-        let caps = |(gr, n): (bool, bool), asn: u32| {
-            let mut c = vec![Capability::FourOctetAs(asn)];
-            if gr {
-                c.push(Capability::GracefulRestart(GracefulRestartCap {
-                    restarting: false,
-                    notification: n,
-                    restart_time: 30,
-                    families: vec![],
-                }));
+    fn negotiated(ours: (bool, bool), theirs: (bool, bool), long_lived: bool) -> Negotiated {
+        let caps = |(on, n): (bool, bool)| {
+            let mut c = vec![];
+            if on {
+                c.push(gr(n));
             }
-            if llgr {
-                c.push(Capability::LongLivedGracefulRestart(vec![LlgrFamily {
-                    family: AfiSafi::IPV4_UNICAST,
-                    forwarding: true,
-                    stale_time: 600,
-                }]));
+            if long_lived {
+                c.push(llgr(600));
             }
             c
         };
-        let offer = LocalOffer {
-            asn: 65001,
-            router_id: Ipv4Addr::new(10, 0, 0, 1),
-            hold_time: 90,
-            keepalive_time: None,
-            peer_asn: 65000,
-            capabilities: caps(ours, 65001),
-        };
-        let open = Open::new(65000, 90, Ipv4Addr::new(10, 0, 0, 2), caps(theirs, 65000));
-        negotiate(&offer, &open).unwrap()
+        crate::session::fixtures::negotiated(caps(ours), caps(theirs))
     }
 
     /// (our GR/N bits, their GR/N bits, NOTIFICATION sent, received, routes kept)

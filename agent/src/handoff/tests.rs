@@ -5,8 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::protocol::*;
 use super::*;
-use crate::session::{LocalOffer, negotiate};
-use crate::wire::{Capability, GracefulRestartCap, LlgrFamily, Open};
+use crate::wire::Capability;
 
 fn hello(can_carry: &[Feature]) -> Hello {
     Hello {
@@ -107,47 +106,15 @@ fn the_predecessor_admits_only_a_successor_that_can_carry_every_session() {
 
 #[test]
 fn a_sessions_features_come_from_what_both_sides_negotiated() {
-    let gr = |n: bool| {
-        Capability::GracefulRestart(GracefulRestartCap {
-            restarting: false,
-            notification: n,
-            restart_time: 120,
-            families: vec![],
-        })
-    };
-    let llgr = Capability::LongLivedGracefulRestart(vec![LlgrFamily {
-        family: AfiSafi::IPV4_UNICAST,
-        forwarding: true,
-        stale_time: 60,
-    }]);
-    let offer = LocalOffer {
-        asn: 65001,
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        hold_time: 90,
-        keepalive_time: None,
-        peer_asn: 65000,
-        capabilities: vec![
-            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
-            Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
-            Capability::FourOctetAs(65001),
-            Capability::RouteRefresh,
-            gr(true),
-            llgr.clone(),
-        ],
-    };
-    // The peer offers IPv4 only, GR without the N-bit, and LLGR.
-    let open = Open::new(
-        65000,
-        90,
-        Ipv4Addr::new(10, 0, 0, 2),
-        vec![
-            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
-            Capability::FourOctetAs(65000),
-            gr(false),
-            llgr,
-        ],
+    use crate::session::fixtures::{gr, llgr, negotiated};
+    let v4 = Capability::Multiprotocol(AfiSafi::IPV4_UNICAST);
+    let v6 = Capability::Multiprotocol(AfiSafi::IPV6_UNICAST);
+    // We offer both families, GR with the N-bit, LLGR and route refresh; the
+    // peer offers IPv4 only, GR without the N-bit, and LLGR.
+    let n = negotiated(
+        vec![v4.clone(), v6, Capability::RouteRefresh, gr(true), llgr(60)],
+        vec![v4, gr(false), llgr(60)],
     );
-    let n = negotiate(&offer, &open).unwrap();
     let expected: BTreeSet<Feature> = [
         Feature::Ipv4Unicast,
         Feature::FourOctetAs,

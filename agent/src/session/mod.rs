@@ -369,4 +369,6 @@ fn secs(s: u16) -> Duration {
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
