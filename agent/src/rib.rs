@@ -311,6 +311,17 @@ pub struct Delta {
     pub withdraw: Vec<Prefix>,
 }
 
+impl Delta {
+    /// Prefixes announced or withdrawn.
+    pub fn len(&self) -> usize {
+        self.announce.iter().map(|(_, ps)| ps.len()).sum::<usize>() + self.withdraw.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.announce.is_empty() && self.withdraw.is_empty()
+    }
+}
+
 impl AdjRibOut {
     pub fn len(&self) -> usize {
         self.routes.len()

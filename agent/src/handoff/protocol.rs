@@ -92,13 +92,11 @@ pub struct SessionState {
     pub keepalive_time: u16,
     /// Milliseconds left on the hold timer (None: hold time 0).
     pub hold_remaining_ms: Option<u64>,
-    /// Bytes read but not yet a whole message, to be read first.
-    pub unread: Vec<u8>,
-    /// Bytes queued but not yet written, to be written first.
-    pub unwritten: Vec<u8>,
     pub established_since_ms: u64,
     pub established_transitions: u64,
     pub features: Vec<Feature>,
+    /// CLOCK_MONOTONIC (ns) of the predecessor's last read of the session.
+    pub frozen_at_ns: u64,
 }
 
 /// Which part of a session's routing state a RIB message carries.
@@ -113,6 +111,29 @@ pub enum RibPart {
     InLongLived,
     /// What the peer has from us.
     Out,
+    /// Bytes read off the socket that are not yet a whole message; the
+    /// successor reads them first (raw bytes, not UPDATEs).
+    Unread,
+    /// Bytes queued for the socket but not yet written; the successor writes
+    /// them first, before its KEEPALIVE (raw bytes).
+    Unwritten,
+}
+
+impl RibPart {
+    const ALL: [RibPart; 6] = [
+        RibPart::In,
+        RibPart::InStale,
+        RibPart::InLongLived,
+        RibPart::Out,
+        RibPart::Unread,
+        RibPart::Unwritten,
+    ];
+
+    /// Whether the part is a stream of UPDATE messages (cut at message
+    /// boundaries) rather than raw socket bytes.
+    pub fn is_updates(self) -> bool {
+        !matches!(self, RibPart::Unread | RibPart::Unwritten)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,12 +208,7 @@ impl Message {
             Message::Listeners => vec![LISTENERS],
             Message::Sessions(s) => json(SESSIONS, s),
             Message::Rib { session, part, updates } => {
-                let part = match part {
-                    RibPart::In => 0,
-                    RibPart::InStale => 1,
-                    RibPart::InLongLived => 2,
-                    RibPart::Out => 3,
-                };
+                let part = RibPart::ALL.iter().position(|p| p == part).expect("listed") as u8;
                 let mut out = Vec::with_capacity(updates.len() + 6);
                 out.push(RIB);
                 out.extend_from_slice(&session.to_be_bytes());
@@ -230,12 +246,8 @@ impl Message {
                         body.len()
                     )));
                 };
-                let part = match part {
-                    0 => RibPart::In,
-                    1 => RibPart::InStale,
-                    2 => RibPart::InLongLived,
-                    3 => RibPart::Out,
-                    other => return Err(BadMessage(format!("RIB part {other} is not known"))),
+                let Some(&part) = RibPart::ALL.get(usize::from(*part)) else {
+                    return Err(BadMessage(format!("RIB part {part} is not known")));
                 };
                 let session = u32::from_be_bytes([*a, *b, *c, *d]);
                 Ok(Message::Rib { session, part, updates: updates.to_vec() })

@@ -82,7 +82,7 @@ pub fn restore_in(rib: &mut AdjRibIn, part: RibPart, bytes: &[u8]) -> Result<usi
         RibPart::In => Staleness::Fresh,
         RibPart::InStale => Staleness::Stale,
         RibPart::InLongLived => Staleness::LongLived,
-        RibPart::Out => return Err(BadMessage("an Adj-RIB-Out part is not an Adj-RIB-In".into())),
+        other => return Err(BadMessage(format!("a {other:?} part is not an Adj-RIB-In"))),
     };
     let routes = decode(bytes)?;
     let n = routes.len();

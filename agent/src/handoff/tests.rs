@@ -28,11 +28,10 @@ fn every_message_round_trips() {
         peer_open: vec![4, 5],
         keepalive_time: 30,
         hold_remaining_ms: Some(81_234),
-        unread: vec![0xff; 7],
-        unwritten: vec![],
         established_since_ms: 1_795_000_000_000,
         established_transitions: 3,
         features: vec![Feature::Ipv4Unicast, Feature::GracefulRestart],
+        frozen_at_ns: 1_234_567,
     };
     let messages = [
         Message::Hello(hello(&Feature::ALL)),
@@ -41,6 +40,7 @@ fn every_message_round_trips() {
         Message::Listeners,
         Message::Sessions(vec![session.clone(), session]),
         Message::Rib { session: 299, part: RibPart::InStale, updates: vec![9; 100] },
+        Message::Rib { session: 0, part: RibPart::Unwritten, updates: vec![0xff; 10] },
         Message::Done { sessions: 300 },
         Message::Commit,
         Message::Retire,

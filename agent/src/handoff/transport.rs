@@ -129,6 +129,7 @@ impl Channel {
         )
         .map_err(|e| match e {
             rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET => TransportError::Closed,
+            rustix::io::Errno::AGAIN => TransportError::Timeout(self.send_timeout()),
             e => TransportError::Io(e.into()),
         })?;
         if sent != bytes.len() {
@@ -137,12 +138,30 @@ impl Channel {
         Ok(())
     }
 
+    /// How long a send may wait for the other side to make room.
+    pub fn set_send_timeout(&self, limit: Duration) -> std::io::Result<()> {
+        let limit = limit.max(Duration::from_millis(1));
+        rustix::net::sockopt::set_socket_timeout(
+            &self.fd,
+            rustix::net::sockopt::Timeout::Send,
+            Some(limit),
+        )?;
+        Ok(())
+    }
+
+    fn send_timeout(&self) -> Duration {
+        rustix::net::sockopt::socket_timeout(&self.fd, rustix::net::sockopt::Timeout::Send)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     /// The next message and its descriptors, waiting at most `deadline`.
     pub fn recv(&self, deadline: Duration) -> Result<(Message, Vec<OwnedFd>), TransportError> {
         rustix::net::sockopt::set_socket_timeout(
             &self.fd,
             rustix::net::sockopt::Timeout::Recv,
-            Some(deadline),
+            Some(deadline.max(Duration::from_millis(1))),
         )
         .map_err(std::io::Error::from)?;
         let mut bytes = vec![0u8; MAX_PACKET + 1];

@@ -28,12 +28,14 @@ pub struct Conn {
     wbuf: Vec<u8>,
     wpos: usize,
     pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 impl Conn {
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
         let (reader, writer) = stream.into_split();
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Ok(Conn {
@@ -44,6 +46,7 @@ impl Conn {
             wbuf: Vec::new(),
             wpos: 0,
             local,
+            remote,
         })
     }
 
@@ -55,6 +58,25 @@ impl Conn {
     /// Bytes queued but not yet written.
     pub fn pending(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// The bytes queued but not yet written.
+    pub fn unwritten(&self) -> &[u8] {
+        &self.wbuf[self.wpos..]
+    }
+
+    /// A second descriptor for the socket, to pass to a successor agent.
+    pub fn dup(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        Ok(rustix::io::dup(self.reader.as_ref().as_fd())?)
+    }
+
+    /// Lets go of the socket without a FIN: a successor holds it now.
+    /// (Dropping the halves apart would shut the write side down.)
+    pub fn forget(self) {
+        if let Ok(stream) = self.reader.reunite(self.writer) {
+            drop(stream);
+        }
     }
 
     /// Sends what is queued (waiting at most `deadline`), then FIN.

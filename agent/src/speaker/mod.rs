@@ -15,6 +15,7 @@
 
 mod admin;
 mod conn;
+mod handoff;
 pub mod peer;
 mod sockopt;
 pub mod status;
@@ -68,6 +69,22 @@ pub enum RunError {
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("handoff failed, the running agent keeps serving: {0}")]
+    Handoff(String),
+}
+
+/// What the agent is, as the status tells it.
+#[derive(Debug, Default)]
+struct Standing {
+    role: status::Role,
+    successor: Option<status::AgentRef>,
+    last_handoff: Option<status::HandoffReport>,
+}
+
+/// How the main loop ended.
+enum Exit {
+    Stop(StopMode),
+    Retired,
 }
 
 struct PeerHandle {
@@ -91,6 +108,9 @@ struct Speaker {
     passwords: HashMap<IpAddr, Arc<[u8]>>,
     /// The BGP listener, where each peer's MD5 key is installed.
     listener: ListenerFd,
+    standing: Arc<std::sync::Mutex<Standing>>,
+    /// Held while this agent speaks for the node (see `handoff`).
+    lock: Option<handoff::ActiveLock>,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -132,15 +152,30 @@ pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc
     Ok(out)
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
+/// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = Config::load(&options.config)?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
-
     let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
-    let listener = bind_tcp(config.listen, "BGP")?;
-    let admin = bind_tcp(config.admin, "the admin endpoint")?;
+
+    // A running agent in this state dir hands over; otherwise start cold.
+    let dir = options.state_dir.clone();
+    let (mut takeover, lock) = match blocking(move || handoff::take_over(&dir)).await {
+        Ok(Some((t, lock))) => (Some(t), lock),
+        Ok(None) => {
+            let dir = options.state_dir.clone();
+            let lock = blocking(move || handoff::lock_waiting(&dir, None)).await;
+            (None, lock.map_err(RunError::Handoff)?)
+        }
+        Err(e) => return Err(RunError::Handoff(e)),
+    };
+    let (listener, admin) = match takeover.as_mut().and_then(|t| t.listeners.take()) {
+        Some((bgp, admin)) => (adopt_listener(bgp, "BGP")?, adopt_listener(admin, "admin")?),
+        None => (bind_tcp(config.listen, "BGP")?, bind_tcp(config.admin, "the admin endpoint")?),
+    };
+    let state_err = |source| RunError::StateDir { path: options.state_dir.clone(), source };
     let control_path = options.state_dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&control_path);
     let control = UnixListener::bind(&control_path).map_err(|source| RunError::Bind {
@@ -149,14 +184,24 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         source,
     })?;
     let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
+    handoff::ensure_token(&options.state_dir).map_err(state_err)?;
+    let (knock_tx, mut knocks) = mpsc::channel(1);
+    handoff::serve(&options.state_dir, knock_tx).map_err(state_err)?;
 
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
-    let render = renderer(&config, router_id, Arc::new(registry), views_rx);
+    let render = renderer(&config, router_id, Arc::new(registry), views_rx, standing.clone());
     let (stop_tx, mut stop_rx) = mpsc::channel(4);
-    tokio::spawn(admin::serve_tcp(admin, render.clone()));
+    let admin_fd =
+        rustix::io::dup(std::os::fd::AsFd::as_fd(&admin)).map_err(|e| RunError::Bind {
+            what: "the admin endpoint",
+            addr: config.admin.to_string(),
+            source: e.into(),
+        })?;
+    let admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
     tokio::spawn(admin::serve_unix(control, render, stop_tx));
     let previous = restart::read(&options.state_dir);
 
@@ -173,9 +218,23 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         previous,
         passwords,
         listener: listener_fd,
+        standing,
+        lock: Some(lock),
     };
+    let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
+        .as_mut()
+        .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
+        .unwrap_or_default();
     for p in speaker.config.peers.clone() {
-        speaker.start_peer(p);
+        let a = adopted.remove(&p.address);
+        speaker.start_peer(p, a);
+    }
+    for (address, a) in adopted {
+        handoff::let_go(a, "nonstop: peer removed");
+        info!(peer = %address, "adopted a session with a peer no longer configured: closed");
+    }
+    if let Some(t) = takeover {
+        speaker.took_over(t);
     }
     // Later peers (added by a reload) are new to their routers: no R-bit.
     speaker.previous = None;
@@ -187,7 +246,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-    let mode = loop {
+    let exit = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
@@ -195,19 +254,48 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             },
             _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
             _ = hangup.recv() => speaker.reload().await,
-            _ = terminate.recv() => break StopMode::Decommission,
-            _ = interrupt.recv() => break StopMode::Decommission,
-            Some(mode) = stop_rx.recv() => break mode,
+            _ = terminate.recv() => break Exit::Stop(StopMode::Decommission),
+            _ = interrupt.recv() => break Exit::Stop(StopMode::Decommission),
+            Some(mode) = stop_rx.recv() => break Exit::Stop(mode),
+            Some(knock) = knocks.recv() => {
+                if speaker.hand_over(knock, &listener, &admin_fd).await {
+                    break Exit::Retired;
+                }
+            }
         }
     };
     drop(listener);
-    match mode {
-        StopMode::Restart => {
+    match exit {
+        Exit::Retired => {
+            // Nothing left to serve but our own status on the moved control
+            // socket; SIGTERM ends it at once.
+            admin_task.abort();
+            drop(admin_fd);
+            let successor = speaker.standing.lock().expect("standing").successor.clone();
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => break,
+                    _ = interrupt.recv() => break,
+                    Some(_) = stop_rx.recv() => break,
+                    Some((channel, _)) = knocks.recv() => {
+                        let who = successor.as_ref().map_or(0, |s| s.pid);
+                        let _ = channel.send(&crate::handoff::protocol::Message::Abort(
+                            format!("this agent retired; agent {who} is active")), &[]);
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(speaker.retired_control());
+            info!("retired agent exiting");
+            return Ok(());
+        }
+        Exit::Stop(StopMode::Restart) => {
+            drop(knocks);
             info!("stopping for a restart: sessions close without a withdrawal");
             speaker.vanish_all().await;
             speaker.heartbeat(Ended::Restart);
         }
-        StopMode::Decommission => {
+        Exit::Stop(StopMode::Decommission) => {
+            drop(knocks);
             let drain = speaker.config.shutdown.drain_seconds;
             info!(drain_seconds = drain, "decommissioning: draining, then withdrawing");
             speaker.decommission_all().await;
@@ -216,6 +304,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     let _ = std::fs::remove_file(speaker.options.state_dir.join(CONTROL_SOCKET));
     Ok(())
+}
+
+/// Runs blocking work (the handoff channel, the lock) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+fn adopt_listener(fd: std::os::fd::OwnedFd, what: &'static str) -> Result<TcpListener, RunError> {
+    let std = std::net::TcpListener::from(fd);
+    let addr = std.local_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+    let fail = |source| RunError::Bind { what, addr: addr.clone(), source };
+    std.set_nonblocking(true).map_err(fail)?;
+    TcpListener::from_std(std).map_err(fail)
 }
 
 fn prepare_state_dir(dir: &Path) -> Result<(), RunError> {
@@ -248,6 +349,7 @@ fn renderer(
     router_id: Ipv4Addr,
     registry: Arc<Registry>,
     views: watch::Receiver<Vec<watch::Receiver<PeerStatus>>>,
+    standing: Arc<std::sync::Mutex<Standing>>,
 ) -> admin::Render {
     let started = Instant::now();
     let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
@@ -266,6 +368,7 @@ fn renderer(
                 })
                 .collect();
             peers.sort_by(|a, b| a.address.cmp(&b.address));
+            let standing = standing.lock().expect("standing");
             let status = AgentStatus {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
@@ -274,6 +377,9 @@ fn renderer(
                 listen: listen.to_string(),
                 uptime_seconds: started.elapsed().as_secs(),
                 routes_announced: announced,
+                role: standing.role,
+                successor: standing.successor.clone(),
+                last_handoff: standing.last_handoff.clone(),
                 peers,
             };
             Some(("application/json", serde_json::to_string_pretty(&status).expect("JSON") + "\n"))
@@ -287,9 +393,10 @@ fn renderer(
 }
 
 impl Speaker {
-    fn start_peer(&mut self, config: Peer) {
+    fn start_peer(&mut self, config: Peer, adopted: Option<peer::Adopted>) {
         let restart_time = Duration::from_secs(u64::from(config.graceful_restart.restart_time));
-        let restarting = config.graceful_restart.enabled
+        let restarting = adopted.is_none()
+            && config.graceful_restart.enabled
             && restart::restarting(self.previous, restart::now_ms(), restart_time);
         if restarting {
             info!(peer = %config.address, "restarting within the restart time: R-bit set");
@@ -307,7 +414,7 @@ impl Speaker {
             state: "Idle".into(),
             ..Default::default()
         });
-        let task = PeerTask::new(
+        let mut task = PeerTask::new(
             config.clone(),
             self.local.clone(),
             Arc::new(self.config.announce.clone()),
@@ -316,6 +423,11 @@ impl Speaker {
             self.metrics.clone(),
             PeerOptions { restarting, password },
         );
+        if let Some(a) = adopted
+            && let Err(e) = task.adopt(a)
+        {
+            warn!(peer = %config.address, "cannot resume the adopted session, starting anew: {e}");
+        }
         let task = tokio::spawn(task.run());
         self.peers
             .insert(config.address, PeerHandle { config, commands: tx, status: status_rx, task });
@@ -403,11 +515,11 @@ impl Speaker {
                         "nonstop: peer settings changed",
                     );
                     self.stop_peer(address, n).await;
-                    self.start_peer(p);
+                    self.start_peer(p, None);
                 }
                 None => {
                     info!(peer = %address, "peer added");
-                    self.start_peer(p);
+                    self.start_peer(p, None);
                 }
             }
         }

@@ -11,6 +11,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,78 @@ pub struct AgentStatus {
     pub listen: String,
     pub uptime_seconds: u64,
     pub routes_announced: usize,
+    /// `active` (this agent speaks for the node) or `retired` (it handed
+    /// everything to its successor and holds nothing).
+    pub role: Role,
+    /// Set once retired: the agent that took over.
+    pub successor: Option<AgentRef>,
+    /// The last handoff this agent took part in, either side.
+    pub last_handoff: Option<HandoffReport>,
     pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Active,
+    Retired,
+}
+
+/// Another agent, as it introduced itself in the handoff.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRef {
+    pub pid: u32,
+    pub version: String,
+}
+
+/// What a handoff did, as each side saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HandoffReport {
+    /// `successor`: this agent took over; `predecessor`: it handed over.
+    pub role: HandoffRole,
+    pub result: HandoffResult,
+    /// Why it was refused or rolled back, or what was missing.
+    pub reason: Option<String>,
+    /// The agent at the other end.
+    pub other: AgentRef,
+    pub sessions: usize,
+    pub listeners: usize,
+    /// Bytes of session and routing state that crossed.
+    pub state_bytes: usize,
+    /// From the predecessor's last read of a session to the successor's
+    /// first (successor side only).
+    pub pause_ms: Option<f64>,
+    /// Unix time (ms) it ended.
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandoffRole {
+    Successor,
+    Predecessor,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandoffResult {
+    /// Everything crossed; the predecessor retired.
+    Completed,
+    /// The predecessor died mid-way: what crossed was kept, the rest fell
+    /// back to Graceful Restart.
+    Partial,
+    /// The predecessor refused the successor at HELLO.
+    Refused,
+    /// An error or a timeout before commit; the predecessor carried on.
+    RolledBack,
+}
+
+/// Metric labels of a handoff.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffLabels {
+    pub role: HandoffRole,
+    pub result: HandoffResult,
 }
 
 /// One peer, as its task last published it.
@@ -124,12 +196,33 @@ pub struct ErrorLabels {
 }
 
 /// The agent's metrics; cheap to clone, shared by the peer tasks.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     pub established: Family<PeerLabel, Gauge>,
     pub messages: Family<MessageLabels, Counter>,
     pub routes: Family<RouteLabels, Gauge>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub handoffs: Family<HandoffLabels, Counter>,
+    pub handoff_pause: Histogram,
+    pub handoff_sessions: Gauge,
+    pub handoff_state_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            established: Family::default(),
+            messages: Family::default(),
+            routes: Family::default(),
+            errors: Family::default(),
+            handoffs: Family::default(),
+            // 0.5 ms … ~4 s: a single session pauses for about a
+            // millisecond, a full table for hundreds.
+            handoff_pause: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            handoff_sessions: Gauge::default(),
+            handoff_state_bytes: Gauge::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -150,6 +243,36 @@ impl Metrics {
             self.routes.clone(),
         );
         registry.register("nonstop_bgp_errors", "Session errors by kind", self.errors.clone());
+        registry.register(
+            "nonstop_handoffs",
+            "Handoffs this agent took part in, by its role and the result",
+            self.handoffs.clone(),
+        );
+        registry.register(
+            "nonstop_handoff_pause_seconds",
+            "From the predecessor's last read of a session to the successor's first",
+            self.handoff_pause.clone(),
+        );
+        registry.register(
+            "nonstop_handoff_sessions",
+            "Sessions passed in the last handoff",
+            self.handoff_sessions.clone(),
+        );
+        registry.register(
+            "nonstop_handoff_state_bytes",
+            "Bytes of session and routing state passed in the last handoff",
+            self.handoff_state_bytes.clone(),
+        );
+    }
+
+    pub fn handoff(&self, report: &HandoffReport) {
+        let labels = HandoffLabels { role: report.role, result: report.result };
+        self.handoffs.get_or_create(&labels).inc();
+        if let Some(ms) = report.pause_ms {
+            self.handoff_pause.observe(ms / 1000.0);
+        }
+        self.handoff_sessions.set(report.sessions as i64);
+        self.handoff_state_bytes.set(report.state_bytes as i64);
     }
 
     pub fn message(&self, peer: IpAddr, direction: Direction, kind: MessageKind) {

@@ -15,7 +15,10 @@
 //! the task reports in `report`.
 
 mod connections;
+mod handoff;
 mod report;
+
+pub use handoff::{Adopted, FrozenPeer, Thaw};
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +38,7 @@ use super::status::{
 };
 use crate::config::{Announcement, Family, Peer};
 use crate::graceful;
+use crate::handoff::protocol::Feature;
 use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, ImportRules, Screened, export, screen};
 use crate::session::{
     Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
@@ -60,6 +64,15 @@ pub enum PeerCommand {
     /// GRACEFUL_SHUTDOWN, wait `drain`, then Cease (Hard Reset under the
     /// N-bit) with this message, and end the task.
     Decommission { drain: Duration, message: String },
+    /// What the Established session negotiated that a successor must be
+    /// able to carry (None: no Established session to hand off).
+    Features(tokio::sync::oneshot::Sender<Option<std::collections::BTreeSet<Feature>>>),
+    /// Pause for a handoff: reply with the frozen session (None when not
+    /// Established), then wait for how the handoff ended.
+    Freeze {
+        reply: tokio::sync::oneshot::Sender<Option<FrozenPeer>>,
+        thaw: tokio::sync::oneshot::Receiver<Thaw>,
+    },
 }
 
 /// How a peer task starts, beyond the peer's config.
@@ -138,6 +151,9 @@ pub struct PeerTask {
     messages_sent: u64,
     last_error: Option<String>,
     stopping: bool,
+    /// A session adopted from a predecessor: its first outputs, and whether
+    /// all of its state arrived.
+    adoption: Option<(Vec<Output>, bool)>,
 }
 
 /// The capabilities we offer a peer, from its config.
@@ -246,11 +262,15 @@ impl PeerTask {
             messages_sent: 0,
             last_error: None,
             stopping: false,
+            adoption: None,
         }
     }
 
     pub async fn run(mut self) {
-        self.feed(Which::Main, Input::Start).await;
+        match self.adoption.take() {
+            Some((outputs, complete)) => self.resume_adopted(outputs, complete).await,
+            None => self.feed(Which::Main, Input::Start).await,
+        }
         self.publish();
         loop {
             let deadline = self.next_deadline();
@@ -353,6 +373,10 @@ impl PeerTask {
                 }
             }
             PeerCommand::Stop(notification) => self.stop(notification).await,
+            PeerCommand::Features(reply) => {
+                let _ = reply.send(self.handoff_features());
+            }
+            PeerCommand::Freeze { reply, thaw } => self.freeze(reply, thaw).await,
             PeerCommand::Vanish => self.vanish(),
             PeerCommand::Decommission { drain, message } => {
                 let n = self.main.session.negotiated().cloned();
