@@ -471,7 +471,18 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
     let welcome = match channel.recv(STEP) {
         Ok((Message::Welcome(w), _)) => w,
         Ok((Message::Abort(why), _)) => {
-            return Err(format!("the running agent refused the handoff: {why}"));
+            // A retired agent still answers on its old socket; when no agent
+            // holds the lock, nobody is active and we start cold.
+            return match try_lock(dir) {
+                Ok(Some(_)) => {
+                    info!(
+                        "the agent at {} refused ({why}) and none is active: starting cold",
+                        path.display()
+                    );
+                    Ok(None)
+                }
+                _ => Err(format!("the running agent refused the handoff: {why}")),
+            };
         }
         Ok((m, _)) => return Err(format!("the running agent answered HELLO with {}", m.name())),
         Err(e) => return Err(format!("waiting for the running agent's WELCOME: {e}")),

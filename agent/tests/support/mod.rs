@@ -163,6 +163,18 @@ impl Daemon {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
+
+    /// Waits for the process to end, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        eventually(limit, &format!("{name} to exit"), || self.exited().ok_or("running".to_string()))
+    }
+
+    /// Stopped by a signal (state T in /proc), e.g. at a handoff step.
+    pub fn is_stopped(&self) -> bool {
+        fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|rest| rest.starts_with('T')))
+    }
 }
 
 impl Drop for Daemon {
@@ -188,6 +200,29 @@ impl Agent {
 
     /// Starts the agent with more command-line flags.
     pub fn start_with(ns: &Netns, dir: &Path, config_yaml: &str, flags: &[&str]) -> Self {
+        Self::launch(ns, dir, config_yaml, flags, &[], "agent.log")
+    }
+
+    /// Starts one more agent on the same state dir (a successor), with its
+    /// own log and environment.
+    pub fn successor(
+        ns: &Netns,
+        dir: &Path,
+        config_yaml: &str,
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Self {
+        Self::launch(ns, dir, config_yaml, &[], env, log)
+    }
+
+    fn launch(
+        ns: &Netns,
+        dir: &Path,
+        config_yaml: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Self {
         let config = dir.join("agent.yaml");
         fs::write(&config, config_yaml).unwrap();
         let state_dir = dir.join("agent-state");
@@ -201,7 +236,8 @@ impl Agent {
         ]);
         cmd.args(flags);
         cmd.env("NONSTOP_LOG", "info");
-        let daemon = Daemon::spawn("nonstop-agent", cmd, dir.join("agent.log"));
+        cmd.envs(env.iter().copied());
+        let daemon = Daemon::spawn("nonstop-agent", cmd, dir.join(log));
         Agent { daemon, config, state_dir }
     }
 

@@ -51,6 +51,20 @@ pub trait Router {
     fn watch(&mut self);
     /// Withdrawals of the agent's routes seen since `watch`.
     fn withdrawals(&self) -> usize;
+    /// The IPv4 session with the agent as the router counts it: any reset
+    /// changes `since`, any UPDATE from the agent changes `updates`.
+    fn session(&self) -> Result<SessionView, String>;
+    /// Announces (or withdraws) the `churn_v4` prefixes of the setup.
+    fn churn(&self, announce: bool);
+}
+
+/// What a router says about its session with the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// When (or how many times) the session was established.
+    pub since: String,
+    /// UPDATE messages (gobgpd, FRR) or route updates (BIRD) received from the agent.
+    pub updates: u64,
 }
 
 fn count_in(path: &std::path::Path, needle: &str) -> usize {
@@ -71,6 +85,8 @@ pub struct RouterSetup {
     pub ipv4_only: bool,
     /// TCP MD5 password on the IPv4 session (BIRD and FRR).
     pub password: Option<String>,
+    /// Prefixes announced at start and flapped by [`Router::churn`].
+    pub churn_v4: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +107,7 @@ fn run(ns: &Netns, args: &[&str]) -> Result<String, String> {
 
 pub struct Gobgp<'a> {
     link: &'a Link,
+    churn: Vec<String>,
     api: String,
     pub daemon: Daemon,
     monitor: Option<Daemon>,
@@ -142,9 +159,10 @@ impl<'a> Gobgp<'a> {
             args.push("-r");
         }
         let daemon = Daemon::spawn("gobgpd", link.b.exec(&args), link.dir.join("gobgpd.log"));
-        let router = Gobgp { link, api, daemon, monitor: None };
+        let router = Gobgp { link, churn: setup.churn_v4.clone(), api, daemon, monitor: None };
         eventually(std::time::Duration::from_secs(10), "gobgpd API", || router.cli(&["global"]));
         router.originate(&setup.originate_v4, "ipv4");
+        router.originate(&setup.churn_v4, "ipv4");
         router.originate(&setup.originate_v6, "ipv6");
         router
     }
@@ -242,6 +260,25 @@ impl<'a> Gobgp<'a> {
 impl Router for Gobgp<'_> {
     fn kind(&self) -> &'static str {
         "gobgpd"
+    }
+
+    fn session(&self) -> Result<SessionView, String> {
+        let text = self.cli(&["-j", "neighbor", &self.link.a_v4])?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v["state"]["session_state"] != 6 {
+            return Err(format!("session state {}", v["state"]["session_state"]));
+        }
+        Ok(SessionView {
+            since: v["timers"]["state"]["uptime"]["seconds"].to_string(),
+            updates: v["state"]["messages"]["received"]["update"].as_u64().unwrap_or(0),
+        })
+    }
+
+    fn churn(&self, announce: bool) {
+        let verb = if announce { "add" } else { "del" };
+        for p in &self.churn {
+            self.cli(&["global", "rib", "-a", "ipv4", verb, p]).unwrap();
+        }
     }
 
     /// gobgpd keeps every Adj-RIB-In, so its soft reset re-applies policy
@@ -369,6 +406,10 @@ impl<'a> Bird<'a> {
         for p in &setup.originate_v4 {
             conf += &format!("  route {p} blackhole;\n");
         }
+        conf += "}\nprotocol static churn4 { ipv4 { table t4; };\n";
+        for p in &setup.churn_v4 {
+            conf += &format!("  route {p} blackhole;\n");
+        }
         conf += "}\nprotocol static s6 { ipv6 { table t6; };\n";
         for p in &setup.originate_v6 {
             conf += &format!("  route {p} blackhole;\n");
@@ -417,6 +458,28 @@ impl<'a> Bird<'a> {
 impl Router for Bird<'_> {
     fn kind(&self) -> &'static str {
         "bird"
+    }
+
+    /// BIRD counts route updates, not messages, and shows when the
+    /// protocol last changed state.
+    fn session(&self) -> Result<SessionView, String> {
+        let text = self.birdc("show protocols all agent4")?;
+        if !text.contains("BGP state:          Established") {
+            return Err("not Established".into());
+        }
+        let head = text.lines().find(|l| l.starts_with("agent4")).ok_or("no agent4 line")?;
+        let since: Vec<&str> = head.split_whitespace().skip(4).take(2).collect();
+        let updates = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("Import updates:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .ok_or("no import update counts")?;
+        Ok(SessionView { since: since.join(" "), updates })
+    }
+
+    fn churn(&self, announce: bool) {
+        self.birdc(if announce { "enable churn4" } else { "disable churn4" }).unwrap();
     }
 
     fn refresh(&self, neighbor: &str) -> bool {
@@ -508,6 +571,7 @@ impl Router for Bird<'_> {
 
 pub struct Frr<'a> {
     link: &'a Link,
+    churn: Vec<String>,
     run_dir: PathBuf,
     withdrawn_before: usize,
     _zebra: Daemon,
@@ -546,7 +610,7 @@ impl<'a> Frr<'a> {
         if !setup.ipv4_only {
             conf += &format!("  no neighbor {} activate\n", link.a_v6);
         }
-        for p in &setup.originate_v4 {
+        for p in setup.originate_v4.iter().chain(&setup.churn_v4) {
             conf += &format!("  network {p}\n");
         }
         conf += " exit-address-family\n";
@@ -589,7 +653,14 @@ impl<'a> Frr<'a> {
         bgpd_args.extend(["-p".to_string(), "179".to_string()]);
         let bgpd_args: Vec<&str> = bgpd_args.iter().map(String::as_str).collect();
         let bgpd = Daemon::spawn("bgpd", link.b.exec(&bgpd_args), link.dir.join("bgpd.log"));
-        let router = Frr { link, run_dir, withdrawn_before: 0, _zebra: zebra, _bgpd: bgpd };
+        let router = Frr {
+            link,
+            churn: setup.churn_v4.clone(),
+            run_dir,
+            withdrawn_before: 0,
+            _zebra: zebra,
+            _bgpd: bgpd,
+        };
         eventually(std::time::Duration::from_secs(10), "bgpd vty", || {
             router.vtysh("show bgp summary")
         });
@@ -597,13 +668,47 @@ impl<'a> Frr<'a> {
     }
 
     fn vtysh(&self, command: &str) -> Result<String, String> {
-        run(&self.link.b, &["vtysh", "--vty_socket", self.run_dir.to_str().unwrap(), "-c", command])
+        self.vtysh_all(&[command])
+    }
+
+    fn vtysh_all(&self, commands: &[&str]) -> Result<String, String> {
+        let mut args = vec!["vtysh", "--vty_socket", self.run_dir.to_str().unwrap()];
+        for c in commands {
+            args.extend(["-c", c]);
+        }
+        run(&self.link.b, &args)
     }
 }
 
 impl Router for Frr<'_> {
     fn kind(&self) -> &'static str {
         "frr"
+    }
+
+    fn session(&self) -> Result<SessionView, String> {
+        let neighbor = &self.link.a_v4;
+        let text = self.vtysh(&format!("show bgp neighbors {neighbor} json"))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let n = &v[neighbor.as_str()];
+        if n["bgpState"] != "Established" {
+            return Err(format!("state {}", n["bgpState"]));
+        }
+        Ok(SessionView {
+            since: format!(
+                "established {} dropped {}",
+                n["connectionsEstablished"], n["connectionsDropped"]
+            ),
+            updates: n["messageStats"]["updatesRecv"].as_u64().unwrap_or(0),
+        })
+    }
+
+    fn churn(&self, announce: bool) {
+        let no = if announce { "" } else { "no " };
+        let lines: Vec<String> = self.churn.iter().map(|p| format!("{no}network {p}")).collect();
+        let mut commands =
+            vec!["configure terminal", "router bgp 65000", "address-family ipv4 unicast"];
+        commands.extend(lines.iter().map(String::as_str));
+        self.vtysh_all(&commands).unwrap();
     }
 
     fn refresh(&self, neighbor: &str) -> bool {

@@ -1,0 +1,360 @@
+//! The hitless handoff, as real routers see it: a second agent on the same
+//! state dir takes the listener and the live session over, and the router
+//! counts no reset, no UPDATE from us, no withdrawal and no stale mark.
+//!
+//! - under load: 10,000 prefixes each way, the router flapping 50 more all
+//!   the while, 20 upgrades back to back, against gobgpd, bird2 and frr;
+//! - the kill matrix: SIGKILL of either agent at each step (the agents stop
+//!   themselves there via NONSTOP_TEST_HANDOFF_STOP_AT), and a SIGSTOPped
+//!   successor that the predecessor rolls back after its pause budget;
+//! - incompatible successors refused at HELLO;
+//! - 300 sessions, more than one batch of descriptors.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::routers::{
+    AGENT_AS, Bird, Frr, Gobgp, GrSetup, ROUTER_AS, RouteView, Router, RouterSetup,
+};
+use support::{Agent, Link, eventually, v4_prefixes};
+
+fn setup(routes: u32, churn: u32) -> RouterSetup {
+    RouterSetup {
+        hold_time: 9,
+        keepalive: 3,
+        originate_v4: v4_prefixes(1, routes),
+        churn_v4: v4_prefixes(2, churn),
+        graceful_restart: Some(GrSetup { restart_time: 30, long_lived_stale_time: 0 }),
+        ipv4_only: true,
+        ..Default::default()
+    }
+}
+
+fn config(link: &Link, routes: u32) -> String {
+    let mut yaml = format!(
+        "asn: {AGENT_AS}\nrouterId: {}\npeers:\n- address: {}\n  asn: {ROUTER_AS}\n  holdTime: 9\n  \
+         keepaliveTime: 3\n  connectRetryTime: 1\n  families: [ipv4-unicast]\n  \
+         gracefulRestart: {{ restartTime: 30 }}\nannounce:\n",
+        link.a_v4, link.b_v4
+    );
+    for p in v4_prefixes(200, routes) {
+        yaml += &format!("- {{ prefix: {p}, med: 7, communities: [\"65001:100\"] }}\n");
+    }
+    yaml
+}
+
+/// GET on a unix socket of the state dir.
+fn get(socket: &std::path::Path, path: &str) -> Result<Value, String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (_, body) = response.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
+/// Starts a successor and waits until it reports the completed takeover;
+/// checks the old agent reports itself retired and exits 0 at once on SIGTERM.
+fn hand_over(link: &Link, old: &mut Agent, yaml: &str, n: usize) -> Agent {
+    let old_pid = old.daemon.child.id();
+    let new = Agent::successor(&link.a, &link.dir, yaml, &[], &format!("agent-{n}.log"));
+    let new_pid = new.daemon.child.id();
+    let report =
+        eventually(Duration::from_secs(30), "the successor to report its takeover", || {
+            let s = new.status()?;
+            if s["pid"] != new_pid {
+                return Err(format!("control.sock is still pid {}", s["pid"]));
+            }
+            match &s["last_handoff"] {
+                h if h["result"] == "completed" => Ok(h.clone()),
+                h => Err(format!("last handoff {h}")),
+            }
+        });
+    assert_eq!(report["other"]["pid"], old_pid, "{report}");
+    assert_eq!(report["listeners"], 2, "{report}");
+    let retired = get(&old.state_dir.join(format!("retired-{old_pid}.sock")), "/status").unwrap();
+    assert_eq!(retired["role"], "retired", "{retired}");
+    assert_eq!(retired["successor"]["pid"], new_pid, "{retired}");
+    assert_eq!(retired["peers"], Value::Array(vec![]), "a retired agent holds nothing");
+    old.daemon.signal("TERM");
+    let status = old.daemon.wait_exit(Duration::from_secs(2));
+    assert!(status.success(), "retired agent exited with {status}");
+    new
+}
+
+fn routes_received(agent: &Agent, peer: &str) -> Result<u64, String> {
+    agent.peer(peer)?["routes_received"].as_u64().ok_or_else(|| "no routes_received".into())
+}
+
+fn wait_received(agent: &Agent, peer: &str, want: u64) {
+    eventually(Duration::from_secs(60), &format!("the agent to hold {want} routes"), || {
+        match routes_received(agent, peer)? {
+            n if n == want => Ok(()),
+            n => Err(format!("{n} routes")),
+        }
+    });
+}
+
+fn ours(router: &dyn Router) -> Result<BTreeMap<String, RouteView>, String> {
+    router.learnt(false)
+}
+
+const UNDER_LOAD: u32 = 10_000;
+const CHURN: u32 = 50;
+const UPGRADES: usize = 20;
+
+/// 20 handoffs back to back while the router keeps sending UPDATEs.
+fn upgrade_under_load(
+    test: &str,
+    start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box<dyn Router + Sync + 'a>,
+) {
+    let link = &Link::new(test);
+    let mut router = start(link, &setup(UNDER_LOAD, CHURN));
+    let yaml = config(link, UNDER_LOAD);
+    let mut agent = Agent::start(&link.a, &link.dir, &yaml);
+    agent.wait_established(&link.b_v4);
+    let from_router = u64::from(UNDER_LOAD + CHURN);
+    wait_received(&agent, &link.b_v4, from_router);
+    let before = eventually(Duration::from_secs(60), "our routes at the router", || {
+        let got = ours(&*router)?;
+        if got.len() == UNDER_LOAD as usize {
+            Ok(got)
+        } else {
+            Err(format!("{} routes", got.len()))
+        }
+    });
+    router.watch();
+    let session =
+        eventually(Duration::from_secs(10), "the router's session view", || router.session());
+    let transitions = agent.peer(&link.b_v4).unwrap()["established_transitions"].clone();
+    let churning = AtomicBool::new(true);
+    let mut pauses = Vec::new();
+    std::thread::scope(|s| {
+        let flaps = s.spawn(|| {
+            let mut flaps = 0;
+            while churning.load(Ordering::Relaxed) {
+                router.churn(false);
+                router.churn(true);
+                flaps += 1;
+            }
+            flaps
+        });
+        for n in 0..UPGRADES {
+            agent = hand_over(link, &mut agent, &yaml, n);
+            let report = agent.status().unwrap()["last_handoff"].clone();
+            pauses.push(report["pause_ms"].as_f64().unwrap_or(f64::NAN));
+            assert_eq!(router.session().unwrap(), session, "{}: after upgrade {n}", router.kind());
+            assert_eq!(router.withdrawals(), 0, "{}: withdrawals after upgrade {n}", router.kind());
+            assert_eq!(router.stale().unwrap(), 0, "{}: stale after upgrade {n}", router.kind());
+            let peer = agent.peer(&link.b_v4).unwrap();
+            assert_eq!(peer["state"], "Established");
+            assert_eq!(peer["established_transitions"], transitions, "{peer}");
+        }
+        churning.store(false, Ordering::Relaxed);
+        let flaps = flaps.join().unwrap();
+        assert!(flaps > 0, "the router never flapped its routes during the upgrades");
+        eprintln!(
+            "{}: {UPGRADES} upgrades during {flaps} flaps; pauses (ms): {pauses:.2?}",
+            router.kind()
+        );
+    });
+    // Everything the router sent arrived exactly once, and it still has
+    // exactly what it had from us.
+    wait_received(&agent, &link.b_v4, from_router);
+    assert_eq!(ours(&*router).unwrap(), before, "{}: our routes changed", router.kind());
+    assert_eq!(router.session().unwrap(), session);
+    assert_eq!(router.withdrawals(), 0);
+}
+
+#[test]
+fn upgrade_under_load_gobgpd() {
+    upgrade_under_load("ho-load-gobgp", |link, setup| Box::new(Gobgp::start(link, setup)));
+}
+
+#[test]
+fn upgrade_under_load_bird() {
+    upgrade_under_load("ho-load-bird", |link, setup| Box::new(Bird::start(link, setup)));
+}
+
+#[test]
+fn upgrade_under_load_frr() {
+    upgrade_under_load("ho-load-frr", |link, setup| Box::new(Frr::start(link, setup)));
+}
+
+const SMALL: u32 = 500;
+
+/// One handoff interrupted at `step` by SIGKILL of the agent stopped there:
+/// the router keeps every route (live, or stale under Graceful Restart) and
+/// then one agent serves them, fresh.
+fn killed_at(step: &str) {
+    let link = Link::new(&format!("ho-kill-{}", step.replace(':', "-")));
+    let mut router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, SMALL);
+    let stop_at = [("NONSTOP_TEST_HANDOFF_STOP_AT", step)];
+    let killing_old = step.starts_with("old:");
+    let mut old = Agent::successor(
+        &link.a,
+        &link.dir,
+        &yaml,
+        if killing_old { &stop_at } else { &[] },
+        "agent-old.log",
+    );
+    old.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(30), "our routes at the router", || {
+        match ours(&router)?.len() {
+            n if n == SMALL as usize => Ok(()),
+            n => Err(format!("{n} routes")),
+        }
+    });
+    router.watch();
+    let mut new = Agent::successor(
+        &link.a,
+        &link.dir,
+        &yaml,
+        if killing_old { &[] } else { &stop_at },
+        "agent-new.log",
+    );
+    let victim = if killing_old { &mut old } else { &mut new };
+    eventually(Duration::from_secs(20), &format!("the agent to stop at {step}"), || {
+        if victim.daemon.is_stopped() { Ok(()) } else { Err("running".to_string()) }
+    });
+    victim.daemon.signal("KILL");
+    victim.daemon.wait_exit(Duration::from_secs(5));
+
+    // Killed after it committed, the successor leaves nobody active (the
+    // predecessor retired): a supervisor starts a fresh agent, as the
+    // kubelet would.
+    let _fresh = (step == "new:commit")
+        .then(|| Agent::successor(&link.a, &link.dir, &yaml, &[], "agent-fresh.log"));
+    eventually(Duration::from_secs(60), "one agent serving every route, fresh", || {
+        let status = get(&link.dir.join("agent-state/control.sock"), "/status")?;
+        if status["role"] != "active" {
+            return Err(format!("role {}", status["role"]));
+        }
+        let peer = &status["peers"][0];
+        if peer["state"] != "Established" {
+            return Err(format!("agent {} is {}", status["pid"], peer["state"]));
+        }
+        let (held, stale) = (ours(&router)?.len(), Router::stale(&router)?);
+        if (held, stale) != (SMALL as usize, 0) {
+            return Err(format!("router holds {held}, {stale} stale"));
+        }
+        Ok(())
+    });
+    assert_eq!(router.withdrawals(), 0, "withdrawals after a kill at {step}");
+}
+
+macro_rules! kill_matrix {
+    ($($name:ident: $step:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            killed_at($step);
+        }
+    )*};
+}
+
+kill_matrix! {
+    kill_predecessor_after_welcome: "old:welcome",
+    kill_predecessor_after_listeners: "old:listeners",
+    kill_predecessor_after_sessions: "old:sessions",
+    kill_predecessor_after_done: "old:done",
+    kill_predecessor_after_commit: "old:commit",
+    kill_predecessor_after_retire: "old:retire",
+    kill_successor_after_welcome: "new:welcome",
+    kill_successor_after_listeners: "new:listeners",
+    kill_successor_after_sessions: "new:sessions",
+    kill_successor_after_commit: "new:commit",
+}
+
+/// A successor that stops answering: the predecessor rolls back when its
+/// pause budget (a third of the hold time) runs out, as if nothing happened;
+/// the successor, woken up, exits non-zero saying so.
+#[test]
+fn a_frozen_successor_is_rolled_back() {
+    let link = Link::new("ho-sigstop");
+    let mut router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, SMALL);
+    let old = Agent::start(&link.a, &link.dir, &yaml);
+    old.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(30), "our routes at the router", || {
+        match ours(&router)?.len() {
+            n if n == SMALL as usize => Ok(()),
+            n => Err(format!("{n} routes")),
+        }
+    });
+    router.watch();
+    let session = router.session().unwrap();
+    let mut new = Agent::successor(
+        &link.a,
+        &link.dir,
+        &yaml,
+        &[("NONSTOP_TEST_HANDOFF_STOP_AT", "new:welcome")],
+        "agent-new.log",
+    );
+    let report = eventually(Duration::from_secs(20), "the predecessor to roll back", || {
+        let h = old.status()?["last_handoff"].clone();
+        if h["result"] == "rolled-back" { Ok(h) } else { Err(h.to_string()) }
+    });
+    assert!(report["reason"].as_str().unwrap().contains("COMMIT"), "{report}");
+    assert!(new.daemon.is_stopped());
+    new.daemon.signal("CONT");
+    let status = new.daemon.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    let log = new.daemon.log_text();
+    assert!(log.contains("handoff failed, the running agent keeps serving"), "{log}");
+    let peer = old.wait_established(&link.b_v4);
+    assert_eq!(peer["established_transitions"], 1);
+    assert_eq!(router.session().unwrap(), session);
+    assert_eq!(router.withdrawals(), 0);
+    assert_eq!(ours(&router).unwrap().len(), SMALL as usize);
+}
+
+/// Successors that cannot carry on are refused at HELLO: nothing moves.
+#[test]
+fn incompatible_successors_are_refused() {
+    let link = Link::new("ho-refused");
+    let mut router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, SMALL);
+    let old = Agent::start(&link.a, &link.dir, &yaml);
+    old.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(30), "our routes at the router", || {
+        match ours(&router)?.len() {
+            n if n == SMALL as usize => Ok(()),
+            n => Err(format!("{n} routes")),
+        }
+    });
+    router.watch();
+    let session = router.session().unwrap();
+    let cases = [
+        ("NONSTOP_TEST_STATE_SCHEMA", "2", "reads session state schema 2; this agent writes 1"),
+        (
+            "NONSTOP_TEST_CANNOT_CARRY",
+            "graceful-restart",
+            "cannot carry GracefulRestart, negotiated with",
+        ),
+    ];
+    for (i, (var, value, why)) in cases.into_iter().enumerate() {
+        let mut new = Agent::successor(
+            &link.a,
+            &link.dir,
+            &yaml,
+            &[(var, value)],
+            &format!("agent-bad-{i}.log"),
+        );
+        let status = new.daemon.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{var}={value}");
+        let log = new.daemon.log_text();
+        assert!(log.contains("refused the handoff") && log.contains(why), "{log}");
+        let report = old.status().unwrap()["last_handoff"].clone();
+        assert_eq!(report["result"], "refused", "{report}");
+        assert!(report["reason"].as_str().unwrap().contains(why), "{report}");
+    }
+    assert_eq!(old.peer(&link.b_v4).unwrap()["state"], "Established");
+    assert_eq!(router.session().unwrap(), session);
+    assert_eq!(router.withdrawals(), 0);
+}
