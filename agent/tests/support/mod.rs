@@ -95,7 +95,8 @@ pub struct Link {
     pub a_v6: String,
     pub b_v6: String,
     pub dir: PathBuf,
-    b_dev: String,
+    pub a_dev: String,
+    pub b_dev: String,
 }
 
 impl Link {
@@ -120,7 +121,7 @@ impl Link {
         let dir = std::env::temp_dir().join(format!("nonstop-{test}-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        Link { a, b, a_v4, b_v4, a_v6, b_v6, dir, b_dev: vb }
+        Link { a, b, a_v4, b_v4, a_v6, b_v6, dir, a_dev: va, b_dev: vb }
     }
 
     /// Another address on the router side, e.g. for a second peer there.
