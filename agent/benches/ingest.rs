@@ -9,12 +9,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::time::{Duration, Instant};
 
+#[path = "common/table.rs"]
+mod table;
+
 use support::routers::spawn_bird;
 use support::{AGENT, Daemon, Link, eventually, sh};
+use table::{nth, start_bird};
 
 fn prefixes() -> u32 {
     std::env::var("PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
@@ -33,11 +36,6 @@ impl Sender {
             Sender::Bird => "bird2",
         }
     }
-}
-
-/// The `i`th /24 of the table, and the MED that groups 4 prefixes per set.
-fn nth(i: u32) -> ([u8; 3], u32) {
-    ([(1 + i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8], i / 4)
 }
 
 /// Starts the sender; returns it and how many prefixes it will send.
@@ -131,32 +129,6 @@ fn start_gobgpd(link: &Link, n: u32) -> (Daemon, u32) {
 
 /// BIRD in the router namespace with `n` static /24s, exported over eBGP to
 /// the receiver at the agent-side address, in groups of 4 per attribute set.
-fn start_bird(link: &Link, n: u32) -> Daemon {
-    let mut conf = format!(
-        "router id {};\nprotocol device {{}}\nprotocol static originated {{ ipv4; \n",
-        link.b_v4
-    );
-    for i in 0..n {
-        let ([a, b, c], med) = nth(i);
-        writeln!(conf, "route {a}.{b}.{c}.0/24 blackhole {{ bgp_med = {med}; }};").unwrap();
-    }
-    conf += &format!(
-        "}}\nprotocol bgp receiver {{ local {} as 65000; neighbor {} as 65001; connect retry time 1;\n ipv4 {{ import none; export all; next hop self; }}; }}\n",
-        link.b_v4, link.a_v4
-    );
-    let (d, ctl) = spawn_bird(&link.b, &link.dir, "sender", &conf);
-    eventually(Duration::from_secs(120), "sender ready", || {
-        let out = link
-            .b
-            .exec(&["birdc", "-s", ctl.to_str().unwrap(), "show", "route", "count"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        if text.contains(&format!("{n} of {n} routes")) { Ok(()) } else { Err(text) }
-    });
-    d
-}
-
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status

@@ -11,8 +11,9 @@
 //!  transport     — the SOCK_SEQPACKET channel with SCM_RIGHTS
 //! ```
 //!
-//! Still to come: freezing a running peer task at a message boundary, the
-//! predecessor's and successor's conversations in the speaker, retirement.
+//! The conversations themselves (sockets, the lock, freezing and resuming
+//! peer tasks) are the speaker's edge: `speaker::handoff` and
+//! `speaker::peer::handoff`.
 
 pub mod protocol;
 pub mod rib_state;

@@ -1,0 +1,155 @@
+//! The handoff pause: from the predecessor's last read of a session to the
+//! successor's first, as the successor reports it (`last_handoff.pause_ms`),
+//! for 1, 100 and 1,000 live sessions, with no routes and with a full table
+//! of 1,000,000 received routes in the Adj-RIB-In. One bird2 holds every
+//! session (gobgpd cannot keep 1,000 sessions up on two cores); with the
+//! table, one of them sends it.
+//! Targets: ≤ 10 ms for one session, ≤ 100 ms for 1,000, ≤ 1 s with a full
+//! table. Needs root, gobgpd and bird2.
+//!
+//! Run: `cargo bench -p nonstop-agent --bench handoff` (PREFIXES=… for a
+//! smaller table, HANDOFFS=… repetitions per case, default 5).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "common/table.rs"]
+mod table;
+
+use std::time::Duration;
+
+use std::fmt::Write as _;
+
+use support::routers::{AGENT_AS, ROUTER_AS, spawn_bird};
+use support::{Agent, Daemon, Link, eventually, sh};
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Case {
+    sessions: usize,
+    routes: u32,
+}
+
+/// Every peer Established and every route received.
+fn ready(agent: &Agent, sessions: usize, routes: u32) -> Result<(), String> {
+    let status = agent.status()?;
+    let peers = status["peers"].as_array().ok_or("no peers")?;
+    let up = peers.iter().filter(|p| p["state"] == "Established").count();
+    let received: u64 = peers.iter().filter_map(|p| p["routes_received"].as_u64()).sum();
+    if up == sessions && received == u64::from(routes) {
+        Ok(())
+    } else {
+        Err(format!("{up}/{sessions} Established, {received}/{routes} routes"))
+    }
+}
+
+/// Pauses (ms) and state sizes (bytes) of `handoffs` upgrades in a row.
+fn run(case: &Case, handoffs: u32) -> Vec<(f64, u64)> {
+    let link = Link::new("bench-handoff");
+    let (_bird, peers) = bird_many(&link, case.sessions, case.routes);
+    let yaml = format!("asn: {AGENT_AS}\nrouterId: {}\npeers:\n{peers}", link.a_v4);
+    let mut agent = Agent::start(&link.a, &link.dir, &yaml);
+    eventually(Duration::from_secs(300), "every session and route", || {
+        ready(&agent, case.sessions, case.routes)
+    });
+    let mut out = Vec::new();
+    for n in 0..handoffs {
+        let new = Agent::successor(&link.a, &link.dir, &yaml, &[], &format!("agent-{n}.log"));
+        let pid = new.daemon.child.id();
+        let report = eventually(Duration::from_secs(120), "the takeover", || {
+            let s = new.status()?;
+            match &s["last_handoff"] {
+                h if s["pid"] == pid && h["result"] == "completed" => Ok(h.clone()),
+                h => Err(h.to_string()),
+            }
+        });
+        assert_eq!(report["sessions"], case.sessions, "{report}");
+        out.push((report["pause_ms"].as_f64().unwrap(), report["state_bytes"].as_u64().unwrap()));
+        agent.daemon.signal("TERM");
+        agent.daemon.wait_exit(Duration::from_secs(5));
+        agent = new;
+        ready(&agent, case.sessions, case.routes).unwrap();
+    }
+    out
+}
+
+/// One bird2 with `n` passive sessions, each between its own pair of
+/// addresses; the first sends `routes` prefixes (attribute sets of 4).
+/// Returns it and the agent's `peers:` entries.
+fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
+    let pair = |k: usize| {
+        (
+            format!("10.78.{}.{}", 1 + k / 200, 1 + k % 200),
+            format!("10.78.{}.{}", 21 + k / 200, 1 + k % 200),
+        )
+    };
+    // The addresses live on loopback behind one route each way: a thousand
+    // neighbours on the veth itself would overflow the ARP table.
+    let mut a_cmds = format!("route add 10.78.16.0/20 via {}\n", link.b_v4);
+    let mut b_cmds = format!("route add 10.78.0.0/20 via {}\n", link.a_v4);
+    let mut conf = format!(
+        "router id {};\nprotocol device {{}}\nprotocol static originated {{ ipv4;\n",
+        link.b_v4
+    );
+    for i in 0..routes {
+        let ([a, b, c], med) = table::nth(i);
+        writeln!(conf, "route {a}.{b}.{c}.0/24 blackhole {{ bgp_med = {med}; }};").unwrap();
+    }
+    conf += "}\n";
+    let mut peers = String::new();
+    for k in 0..n {
+        let (ours, theirs) = pair(k);
+        a_cmds += &format!("addr add {ours}/32 dev lo\n");
+        b_cmds += &format!("addr add {theirs}/32 dev lo\n");
+        let export = if k == 0 { "all" } else { "none" };
+        writeln!(
+            conf,
+            "protocol bgp r{k} {{ local {theirs} as {ROUTER_AS}; neighbor {ours} as {AGENT_AS}; passive on; multihop; \
+             hold time 90; ipv4 {{ import none; export {export}; next hop self; }}; }}"
+        )
+        .unwrap();
+        peers += &format!(
+            "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, connectRetryTime: 5, families: [ipv4-unicast] }}\n"
+        );
+    }
+    for (ns, cmds) in [(&link.a, &a_cmds), (&link.b, &b_cmds)] {
+        let path = link.dir.join(format!("{}.ip", ns.name));
+        std::fs::write(&path, cmds).unwrap();
+        sh(&["ip", "-n", &ns.name, "-batch", path.to_str().unwrap()]);
+    }
+    let (bird, _ctl) = spawn_bird(&link.b, &link.dir, "routers", &conf);
+    (bird, peers)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let table = env("PREFIXES", 1_000_000);
+    let handoffs = env("HANDOFFS", 5);
+    let cases = [
+        Case { sessions: 1, routes: 0 },
+        Case { sessions: 100, routes: 0 },
+        Case { sessions: 1000, routes: 0 },
+        Case { sessions: 1, routes: table },
+        Case { sessions: 1000, routes: table },
+    ];
+    println!("| sessions | routes in Adj-RIB-In | pause median (min–max), ms | state passed |");
+    println!("|---|---|---|---|");
+    for case in &cases {
+        let mut runs = run(case, handoffs);
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let median = runs[runs.len() / 2];
+        println!(
+            "| {} | {} | {:.1} ({:.1}–{:.1}) | {:.1} MB |",
+            case.sessions,
+            case.routes,
+            median.0,
+            runs[0].0,
+            runs[runs.len() - 1].0,
+            median.1 as f64 / 1e6
+        );
+    }
+}
