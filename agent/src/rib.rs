@@ -105,10 +105,30 @@ impl AdjRibIn {
             .map(|(p, r)| (p, &*r.route))
     }
 
+    /// The routes of one staleness, with their shared attributes (routes
+    /// with equal attributes share one `Arc`).
+    pub fn iter_shared_with(
+        &self,
+        staleness: Staleness,
+    ) -> impl Iterator<Item = (&Prefix, &Arc<Route>)> {
+        self.routes
+            .iter()
+            .filter(move |(_, r)| r.staleness == staleness)
+            .map(|(p, r)| (p, &r.route))
+    }
+
     /// Puts a route back as it was (a successor taking over a session).
     pub fn restore(&mut self, prefix: Prefix, route: Route, staleness: Staleness) {
+        self.restore_all(route, &[prefix], staleness);
+    }
+
+    /// Puts routes that share one set of attributes back, interning it once.
+    pub fn restore_all(&mut self, route: Route, prefixes: &[Prefix], staleness: Staleness) {
         let route = self.interner.intern(route);
-        self.routes.insert(prefix, InRoute { route, staleness });
+        self.routes.reserve(prefixes.len());
+        for p in prefixes {
+            self.routes.insert(*p, InRoute { route: route.clone(), staleness });
+        }
     }
 
     /// Routes kept only because their peer is restarting.

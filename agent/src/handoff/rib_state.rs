@@ -19,23 +19,26 @@ use crate::wire::{Message, UpdateBuilder, WireContext, frame};
 /// How routing state is encoded in transit.
 const CTX: WireContext = WireContext { four_octet_as: true, extended_messages: true, ebgp: false };
 
-/// Routes as UPDATE messages, identical routes packed together.
-pub fn encode<'a>(routes: impl Iterator<Item = (&'a Prefix, &'a Route)>) -> Vec<u8> {
-    let mut groups: HashMap<&Route, Vec<Prefix>> = HashMap::new();
+/// Routes as UPDATE messages, routes sharing attributes packed together.
+/// Routes are grouped by their shared `Arc` (both RIBs intern attributes),
+/// so a full table is grouped without hashing a single attribute.
+pub fn encode<'a>(routes: impl Iterator<Item = (&'a Prefix, &'a Arc<Route>)>) -> Vec<u8> {
+    let mut groups: HashMap<*const Route, (&Route, Vec<Prefix>)> = HashMap::new();
     for (p, r) in routes {
-        groups.entry(r).or_default().push(*p);
+        groups.entry(Arc::as_ptr(r)).or_insert_with(|| (&**r, Vec::new())).1.push(*p);
     }
     let builder = UpdateBuilder::new(CTX);
     let mut out = Vec::new();
-    for (route, prefixes) in groups {
+    for (route, prefixes) in groups.into_values() {
         builder.announce(&route.attrs, route.next_hop, &prefixes, &mut out);
     }
     out
 }
 
-/// Routes back from UPDATE messages written by [`encode`].
-pub fn decode(mut bytes: &[u8]) -> Result<Vec<(Prefix, Route)>, BadMessage> {
-    let mut routes = Vec::new();
+/// Routes back from UPDATE messages written by [`encode`], one group per
+/// set of attributes as it was packed.
+pub fn decode_groups(mut bytes: &[u8]) -> Result<Vec<(Route, Vec<Prefix>)>, BadMessage> {
+    let mut groups = Vec::new();
     while !bytes.is_empty() {
         let header = frame(bytes, &CTX)
             .map_err(|e| BadMessage(format!("routing state: {e}")))?
@@ -49,18 +52,26 @@ pub fn decode(mut bytes: &[u8]) -> Result<Vec<(Prefix, Route)>, BadMessage> {
         let Message::Update(update) = message else {
             return Err(BadMessage(format!("routing state holds a {} message", message.kind())));
         };
-        let mut attrs = update.attrs.clone();
-        if let Some(nh) = attrs.next_hop.take() {
-            let route = Route { attrs: attrs.clone(), next_hop: nh.into() };
-            routes.extend(update.nlri.iter().map(|p| (*p, route.clone())));
+        let mut attrs = update.attrs;
+        let v4_next_hop = attrs.next_hop.take();
+        if let Some(reach) = update.mp_reach {
+            let route = Route { attrs: attrs.clone(), next_hop: reach.next_hop };
+            groups.push((route, reach.nlri));
         }
-        if let Some(reach) = &update.mp_reach {
-            let route = Route { attrs, next_hop: reach.next_hop };
-            routes.extend(reach.nlri.iter().map(|p| (*p, route.clone())));
+        if let Some(nh) = v4_next_hop {
+            groups.push((Route { attrs, next_hop: nh.into() }, update.nlri));
         }
         bytes = &bytes[header.len..];
     }
-    Ok(routes)
+    Ok(groups)
+}
+
+/// Routes back, one by one.
+pub fn decode(bytes: &[u8]) -> Result<Vec<(Prefix, Route)>, BadMessage> {
+    Ok(decode_groups(bytes)?
+        .into_iter()
+        .flat_map(|(r, ps)| ps.into_iter().map(move |p| (p, r.clone())))
+        .collect())
 }
 
 /// The Adj-RIB-In as one UPDATE stream per staleness.
@@ -71,7 +82,7 @@ pub fn encode_in(rib: &AdjRibIn) -> Vec<(RibPart, Vec<u8>)> {
         (RibPart::InLongLived, Staleness::LongLived),
     ]
     .into_iter()
-    .map(|(part, s)| (part, encode(rib.iter_with(s))))
+    .map(|(part, s)| (part, encode(rib.iter_shared_with(s))))
     .filter(|(_, bytes)| !bytes.is_empty())
     .collect()
 }
@@ -84,22 +95,24 @@ pub fn restore_in(rib: &mut AdjRibIn, part: RibPart, bytes: &[u8]) -> Result<usi
         RibPart::InLongLived => Staleness::LongLived,
         other => return Err(BadMessage(format!("a {other:?} part is not an Adj-RIB-In"))),
     };
-    let routes = decode(bytes)?;
-    let n = routes.len();
-    for (p, r) in routes {
-        rib.restore(p, r, staleness);
+    let mut n = 0;
+    for (route, prefixes) in decode_groups(bytes)? {
+        n += prefixes.len();
+        rib.restore_all(route, &prefixes, staleness);
     }
     Ok(n)
 }
 
 /// Adds routes of an Adj-RIB-Out back.
 pub fn restore_out(rib: &mut AdjRibOut, bytes: &[u8]) -> Result<usize, BadMessage> {
-    let routes = decode(bytes)?;
-    let n = routes.len();
+    let mut n = 0;
     let mut shared: HashMap<Route, Arc<Route>> = HashMap::new();
-    for (p, r) in routes {
-        let r = shared.entry(r.clone()).or_insert_with(|| Arc::new(r)).clone();
-        rib.routes.insert(p, r);
+    for (route, prefixes) in decode_groups(bytes)? {
+        n += prefixes.len();
+        let r = shared.entry(route.clone()).or_insert_with(|| Arc::new(route)).clone();
+        for p in prefixes {
+            rib.routes.insert(p, r.clone());
+        }
     }
     Ok(n)
 }
@@ -183,7 +196,7 @@ mod tests {
         for (p, r) in rib_in.iter() {
             before.routes.insert(*p, Arc::new(r.clone()));
         }
-        let bytes = encode(before.routes.iter().map(|(p, r)| (p, &**r)));
+        let bytes = encode(before.routes.iter());
         let mut after = AdjRibOut::default();
         assert_eq!(restore_out(&mut after, &bytes).unwrap(), before.len());
         assert_eq!(after.routes, before.routes);
@@ -191,7 +204,7 @@ mod tests {
 
     #[test]
     fn damaged_state_is_refused_with_a_reason() {
-        let bytes = encode(table().iter());
+        let bytes = encode(table().iter_shared_with(Staleness::Fresh));
         let err = decode(&bytes[..bytes.len() - 3]).unwrap_err();
         assert!(err.0.contains("ends inside a message"), "{err}");
         let keepalive = Message::Keepalive.to_bytes(&CTX);

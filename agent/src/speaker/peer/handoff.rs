@@ -121,7 +121,7 @@ impl PeerTask {
             },
         );
         let mut parts = rib_state::encode_in(&self.rib_in);
-        let out = rib_state::encode(self.sent.routes.iter().map(|(p, r)| (p, &**r)));
+        let out = rib_state::encode(self.sent.routes.iter());
         parts.push((RibPart::Out, out));
         parts.push((RibPart::Unread, conn.rbuf.clone()));
         parts.push((RibPart::Unwritten, conn.unwritten().to_vec()));
