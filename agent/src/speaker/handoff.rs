@@ -152,6 +152,10 @@ fn step(name: &str) {
         warn!(step = name, "NONSTOP_TEST_HANDOFF_STOP_AT: stopping myself");
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+        // Another thread may take the process-wide stop first; this one must
+        // not run on meanwhile, so it waits in the kernel until it is stopped
+        // too (and, after SIGCONT, a little longer).
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
