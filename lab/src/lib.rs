@@ -1,0 +1,49 @@
+//! The lab: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler v1.20.2 built from Debian's
+//! source package), N nodes as network namespaces and a BGP router in front
+//! of them, all on one machine, for the end-to-end tests and the demo.
+//!
+//! ```text
+//!  root namespace: etcd 127.0.0.1:2379 · apiserver 10.98.0.1:6443 on bridge nslab0
+//!  node-1..N:      veth into nslab0 (10.98.1.i) for the API; veth to the router
+//!  lab-router:     gobgpd | bird | frr peering with every node (GR helper)
+//! ```
+//!
+//! `controlplane` owns the processes and their PKI; the state lives in the
+//! lab dir (`NONSTOP_LAB_DIR`, default `/tmp/nonstop-lab`), the built
+//! binaries in `~/.cache/nonstop/k8s-1.20.2`.
+
+pub mod controlplane;
+pub mod process;
+
+use std::path::PathBuf;
+
+/// Where the lab keeps its state, logs and credentials.
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("NONSTOP_LAB_DIR")
+        .map_or_else(|| PathBuf::from("/tmp/nonstop-lab"), PathBuf::from)
+}
+
+/// Where built control-plane binaries are cached, by version.
+pub fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    std::env::var_os("NONSTOP_CACHE").map_or_else(|| home.join(".cache/nonstop"), PathBuf::from)
+}
+
+pub const K8S_VERSION: &str = "1.20.2";
+
+/// Errors a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
