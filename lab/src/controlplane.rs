@@ -229,5 +229,6 @@ pub fn stop(dir: &Path) {
     for name in DAEMONS.iter().rev() {
         process::stop(dir, name, Duration::from_secs(10));
     }
+    process::kill_all(&process::strays(&dir.display().to_string()));
     let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
 }

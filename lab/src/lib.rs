@@ -30,7 +30,9 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("NONSTOP_CACHE").map_or_else(|| home.join(".cache/nonstop"), PathBuf::from)
 }
 
-pub const K8S_VERSION: &str = "1.20.2";
+/// The control plane version and the lab's patch level of its build
+/// (`lab/build-control-plane`), which together key the cache.
+pub const K8S_VERSION: &str = "1.20.2-nonstop1";
 
 /// Errors a person can act on.
 #[derive(Debug, thiserror::Error)]

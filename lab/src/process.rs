@@ -28,6 +28,8 @@ pub fn start(dir: &Path, name: &str, mut command: Command) -> Result<u32> {
         .spawn()
         .map_err(io(format!("starting {name}")))?;
     let pid = child.id();
+    let pids = dir.join("pids");
+    fs::create_dir_all(&pids).map_err(io(format!("creating {}", pids.display())))?;
     fs::write(pid_file(dir, name), pid.to_string()).map_err(io("pid file"))?;
     // The lab command exits; the daemon is adopted by init.
     std::mem::forget(child);
@@ -97,5 +99,27 @@ pub fn wait_for(
             println!("    waiting for {what} ({}s): {last}", waited.as_secs());
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every process whose command line mentions `needle` (a lab path): what
+/// pid files may have lost track of (a `lab up` cut short).
+pub fn strays(needle: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return vec![] };
+    let me = std::process::id();
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// SIGKILL to each of `pids`.
+pub fn kill_all(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     }
 }
