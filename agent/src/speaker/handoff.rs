@@ -73,6 +73,20 @@ pub fn try_lock(dir: &Path) -> std::io::Result<Option<ActiveLock>> {
     }
 }
 
+/// The channel closed: a dead predecessor's lock is released as its process
+/// exits, possibly just after its sockets closed, so wait a moment for it. A
+/// predecessor still holding it is alive: it rolled back.
+fn lock_after_close(dir: &Path) -> std::io::Result<Option<ActiveLock>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match try_lock(dir)? {
+            Some(lock) => return Ok(Some(lock)),
+            None if Instant::now() >= deadline => return Ok(None),
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 /// The pid written by the lock's holder, for messages.
 pub fn lock_holder(dir: &Path) -> String {
     let mut s = String::new();
@@ -549,7 +563,7 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
                 return Err(format!("the running agent gave up: {why}"));
             }
             Ok((m, _)) => return Err(abort(format!("{} out of order", m.name()))),
-            Err(TransportError::Closed) => match try_lock(dir) {
+            Err(TransportError::Closed) => match lock_after_close(dir) {
                 Ok(Some(lock)) => break Some(lock),
                 _ => return Err("the running agent closed the handoff and keeps serving".into()),
             },
@@ -592,7 +606,7 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
                         return Err(format!("the running agent rolled back: {why}"));
                     }
                     Ok((m, _)) => return Err(format!("expected RETIRE, got {}", m.name())),
-                    Err(TransportError::Closed) => match try_lock(dir) {
+                    Err(TransportError::Closed) => match lock_after_close(dir) {
                         Ok(Some(lock)) => lock,
                         _ => return Err(
                             "the running agent closed the handoff after COMMIT and keeps serving"
