@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use std::fmt::Write as _;
 
-use support::routers::{AGENT_AS, ROUTER_AS, spawn_bird};
-use support::{Agent, Daemon, Link, eventually, sh};
+use support::routers::{AGENT_AS, ROUTER_AS, address_pairs, spawn_bird};
+use support::{Agent, Daemon, Link, eventually};
 
 fn env(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -79,16 +79,6 @@ fn run(case: &Case, handoffs: u32) -> Vec<(f64, u64)> {
 /// addresses; the first sends `routes` prefixes (attribute sets of 4).
 /// Returns it and the agent's `peers:` entries.
 fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
-    let pair = |k: usize| {
-        (
-            format!("10.78.{}.{}", 1 + k / 200, 1 + k % 200),
-            format!("10.78.{}.{}", 21 + k / 200, 1 + k % 200),
-        )
-    };
-    // The addresses live on loopback behind one route each way: a thousand
-    // neighbours on the veth itself would overflow the ARP table.
-    let mut a_cmds = format!("route add 10.78.16.0/20 via {}\n", link.b_v4);
-    let mut b_cmds = format!("route add 10.78.0.0/20 via {}\n", link.a_v4);
     let mut conf = format!(
         "router id {};\nprotocol device {{}}\nprotocol static originated {{ ipv4;\n",
         link.b_v4
@@ -99,10 +89,7 @@ fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
     }
     conf += "}\n";
     let mut peers = String::new();
-    for k in 0..n {
-        let (ours, theirs) = pair(k);
-        a_cmds += &format!("addr add {ours}/32 dev lo\n");
-        b_cmds += &format!("addr add {theirs}/32 dev lo\n");
+    for (k, (ours, theirs)) in address_pairs(link, n).into_iter().enumerate() {
         let export = if k == 0 { "all" } else { "none" };
         writeln!(
             conf,
@@ -113,11 +100,6 @@ fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
         peers += &format!(
             "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, connectRetryTime: 5, families: [ipv4-unicast] }}\n"
         );
-    }
-    for (ns, cmds) in [(&link.a, &a_cmds), (&link.b, &b_cmds)] {
-        let path = link.dir.join(format!("{}.ip", ns.name));
-        std::fs::write(&path, cmds).unwrap();
-        sh(&["ip", "-n", &ns.name, "-batch", path.to_str().unwrap()]);
     }
     let (bird, _ctl) = spawn_bird(&link.b, &link.dir, "routers", &conf);
     (bird, peers)

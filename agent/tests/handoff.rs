@@ -189,6 +189,14 @@ fn upgrade_under_load_frr() {
 
 const SMALL: u32 = 500;
 
+/// Waits until the router holds our `SMALL` routes.
+fn wait_small_table(router: &dyn Router) {
+    eventually(Duration::from_secs(30), "our routes at the router", || match ours(router)?.len() {
+        n if n == SMALL as usize => Ok(()),
+        n => Err(format!("{n} routes")),
+    });
+}
+
 /// One handoff interrupted at `step` by SIGKILL of the agent stopped there:
 /// the router keeps every route (live, or stale under Graceful Restart) and
 /// then one agent serves them, fresh.
@@ -206,12 +214,7 @@ fn killed_at(step: &str) {
         "agent-old.log",
     );
     old.wait_established(&link.b_v4);
-    eventually(Duration::from_secs(30), "our routes at the router", || {
-        match ours(&router)?.len() {
-            n if n == SMALL as usize => Ok(()),
-            n => Err(format!("{n} routes")),
-        }
-    });
+    wait_small_table(&router);
     router.watch();
     let mut new = Agent::successor(
         &link.a,
@@ -282,12 +285,7 @@ fn a_frozen_successor_is_rolled_back() {
     let yaml = config(&link, SMALL);
     let old = Agent::start(&link.a, &link.dir, &yaml);
     old.wait_established(&link.b_v4);
-    eventually(Duration::from_secs(30), "our routes at the router", || {
-        match ours(&router)?.len() {
-            n if n == SMALL as usize => Ok(()),
-            n => Err(format!("{n} routes")),
-        }
-    });
+    wait_small_table(&router);
     router.watch();
     let session = router.session().unwrap();
     let mut new = Agent::successor(
@@ -323,12 +321,7 @@ fn incompatible_successors_are_refused() {
     let yaml = config(&link, SMALL);
     let old = Agent::start(&link.a, &link.dir, &yaml);
     old.wait_established(&link.b_v4);
-    eventually(Duration::from_secs(30), "our routes at the router", || {
-        match ours(&router)?.len() {
-            n if n == SMALL as usize => Ok(()),
-            n => Err(format!("{n} routes")),
-        }
-    });
+    wait_small_table(&router);
     router.watch();
     let session = router.session().unwrap();
     let cases = [
