@@ -8,7 +8,8 @@
 //! table. Needs root, gobgpd and bird2.
 //!
 //! Run: `cargo bench -p nonstop-agent --bench handoff` (PREFIXES=… for a
-//! smaller table, HANDOFFS=… repetitions per case, default 5).
+//! smaller table, HANDOFFS=… repetitions per case, default 5, CASES=1x0,100x0
+//! to run only those cases).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -118,9 +119,18 @@ fn main() {
         Case { sessions: 1, routes: table },
         Case { sessions: 100, routes: table },
     ];
+    // CASES=1x0,1x1000000 runs only those (sessions x routes).
+    let only: Option<Vec<String>> =
+        std::env::var("CASES").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let cases: Vec<&Case> = cases
+        .iter()
+        .filter(|c| {
+            only.as_ref().is_none_or(|o| o.contains(&format!("{}x{}", c.sessions, c.routes)))
+        })
+        .collect();
     println!("| sessions | routes in Adj-RIB-In | pause median (min–max), ms | state passed |");
     println!("|---|---|---|---|");
-    for case in &cases {
+    for case in cases {
         let mut runs = run(case, handoffs);
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let median = runs[runs.len() / 2];

@@ -26,7 +26,7 @@ pub struct Route {
 
 /// Shares identical routes between prefixes (a table has far fewer attribute
 /// sets than prefixes).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Interner(HashSet<Arc<Route>>);
 
 impl Interner {
@@ -61,12 +61,20 @@ struct InRoute {
     staleness: Staleness,
 }
 
-/// Routes received from one peer.
-#[derive(Debug, Default)]
+/// Routes received from one peer. A clone shares every route's attributes
+/// with the original (a handoff snapshots a full table in a few tens of ms).
+#[derive(Debug, Default, Clone)]
 pub struct AdjRibIn {
     routes: HashMap<Prefix, InRoute>,
     interner: Interner,
     updates_since_sweep: u32,
+}
+
+/// The difference between two states of one Adj-RIB-In.
+#[derive(Debug)]
+pub struct InChanges<'a> {
+    pub changed: Vec<(&'a Prefix, &'a Arc<Route>, Staleness)>,
+    pub gone: Vec<Prefix>,
 }
 
 /// What an UPDATE changed.
@@ -129,6 +137,31 @@ impl AdjRibIn {
         for p in prefixes {
             self.routes.insert(*p, InRoute { route: route.clone(), staleness });
         }
+    }
+
+    /// What changed since `base` (an earlier clone of this table): routes
+    /// new or different in attributes or staleness, then prefixes gone.
+    /// Unchanged routes still share `base`'s `Arc`, so most comparisons are
+    /// a pointer.
+    pub fn changes_since(&self, base: &AdjRibIn) -> InChanges<'_> {
+        let changed = self
+            .routes
+            .iter()
+            .filter(|(p, r)| {
+                base.routes.get(*p).is_none_or(|b| {
+                    b.staleness != r.staleness
+                        || (!Arc::ptr_eq(&b.route, &r.route) && b.route != r.route)
+                })
+            })
+            .map(|(p, r)| (p, &r.route, r.staleness))
+            .collect();
+        let gone = base.routes.keys().filter(|p| !self.routes.contains_key(*p)).copied().collect();
+        InChanges { changed, gone }
+    }
+
+    /// Removes prefixes (a successor applying what a predecessor withdrew).
+    pub fn forget(&mut self, prefixes: &[Prefix]) -> usize {
+        prefixes.iter().filter(|p| self.routes.remove(*p).is_some()).count()
     }
 
     /// Routes kept only because their peer is restarting.

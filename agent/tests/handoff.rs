@@ -275,9 +275,12 @@ kill_matrix! {
     kill_successor_after_commit: "new:commit",
 }
 
-/// A successor that stops answering: the predecessor rolls back when its
-/// pause budget (a third of the hold time) runs out, as if nothing happened;
-/// the successor, woken up, exits non-zero saying so.
+/// A successor that stops answering: the predecessor rolls back as if
+/// nothing happened, the successor, woken up, exits non-zero saying so.
+/// Stopped while the tables are copied (nothing paused yet), the
+/// predecessor gives up after 10 s without a READY; stopped once every
+/// session is frozen, when its pause budget (a third of the hold time) runs
+/// out without a COMMIT.
 #[test]
 fn a_frozen_successor_is_rolled_back() {
     let link = Link::new("ho-sigstop");
@@ -288,29 +291,38 @@ fn a_frozen_successor_is_rolled_back() {
     wait_small_table(&router);
     router.watch();
     let session = router.session().unwrap();
-    let mut new = Agent::successor(
-        &link.a,
-        &link.dir,
-        &yaml,
-        &[("NONSTOP_TEST_HANDOFF_STOP_AT", "new:welcome")],
-        "agent-new.log",
-    );
-    let report = eventually(Duration::from_secs(20), "the predecessor to roll back", || {
-        let h = old.status()?["last_handoff"].clone();
-        if h["result"] == "rolled-back" { Ok(h) } else { Err(h.to_string()) }
-    });
-    assert!(report["reason"].as_str().unwrap().contains("COMMIT"), "{report}");
-    assert!(new.daemon.is_stopped());
-    new.daemon.signal("CONT");
-    let status = new.daemon.wait_exit(Duration::from_secs(10));
-    assert!(!status.success());
-    let log = new.daemon.log_text();
-    assert!(log.contains("handoff failed, the running agent keeps serving"), "{log}");
-    let peer = old.wait_established(&link.b_v4);
-    assert_eq!(peer["established_transitions"], 1);
-    assert_eq!(router.session().unwrap(), session);
-    assert_eq!(router.withdrawals(), 0);
-    assert_eq!(ours(&router).unwrap().len(), SMALL as usize);
+    for (i, (stop_at, reason)) in
+        [("new:welcome", "READY"), ("new:listeners", "COMMIT")].into_iter().enumerate()
+    {
+        let mut new = Agent::successor(
+            &link.a,
+            &link.dir,
+            &yaml,
+            &[("NONSTOP_TEST_HANDOFF_STOP_AT", stop_at)],
+            &format!("agent-new-{i}.log"),
+        );
+        let pid = new.daemon.child.id();
+        let report = eventually(Duration::from_secs(20), "the predecessor to roll back", || {
+            let h = old.status()?["last_handoff"].clone();
+            if h["result"] == "rolled-back" && h["other"]["pid"] == pid {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
+        });
+        assert!(report["reason"].as_str().unwrap().contains(reason), "{stop_at}: {report}");
+        assert!(new.daemon.is_stopped());
+        new.daemon.signal("CONT");
+        let status = new.daemon.wait_exit(Duration::from_secs(10));
+        assert!(!status.success());
+        let log = new.daemon.log_text();
+        assert!(log.contains("handoff failed, the running agent keeps serving"), "{log}");
+        let peer = old.wait_established(&link.b_v4);
+        assert_eq!(peer["established_transitions"], 1);
+        assert_eq!(router.session().unwrap(), session);
+        assert_eq!(router.withdrawals(), 0);
+        assert_eq!(ours(&router).unwrap().len(), SMALL as usize);
+    }
 }
 
 /// Successors that cannot carry on are refused at HELLO: nothing moves.

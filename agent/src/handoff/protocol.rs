@@ -4,14 +4,21 @@
 //!
 //! ```text
 //!  successor (new)                         predecessor (old)
-//!   HELLO {versions, token, can carry} ──▶  admit? ──▶ WELCOME | ABORT(reason)
+//!   HELLO {versions, token, can carry} ──▶  admit? ──▶ WELCOME {peers} | ABORT(reason)
+//!                                     ◀──  RIB {peer, part, UPDATE bytes} …   snapshot, live
+//!                                     ◀──  COPIED
+//!   READY (all of it applied) ────────▶
+//!                                          ── every session frozen: the pause starts ──
 //!                                     ◀──  LISTENERS            + 2 fds
 //!                                     ◀──  SESSIONS [≤253]      + their fds
-//!                                     ◀──  RIB {session, part, UPDATE bytes} …
+//!                                     ◀──  RIB {peer, part, …} …   what changed since the snapshot
 //!                                     ◀──  DONE {sessions}
 //!   COMMIT ───────────────────────────▶    (not timed out?) RETIRE | ABORT
 //!   resumes every session only after RETIRE: at most one writer, always
 //! ```
+//!
+//! The full tables cross while the sessions still run (the successor decodes
+//! them as they come); the pause only carries what changed meanwhile.
 //!
 //! Wire form: one kind byte, then the body — JSON for the small control
 //! messages, raw BGP UPDATE messages (our own codec) for routing state.
@@ -21,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 /// Version of this message set; both sides must speak the same.
-pub const PROTOCOL: u16 = 1;
+pub const PROTOCOL: u16 = 2;
 /// Version of the session state layout a predecessor writes.
 pub const STATE_SCHEMA: u16 = 1;
 /// Most descriptors one packet may carry (the kernel's SCM_MAX_FD).
@@ -76,7 +83,8 @@ pub struct Hello {
 pub struct Welcome {
     pub agent_version: String,
     pub pid: u32,
-    pub sessions: u32,
+    /// Every configured peer; RIB messages name a peer by its index here.
+    pub peers: Vec<IpAddr>,
 }
 
 /// One Established session, frozen at a message boundary.
@@ -117,16 +125,22 @@ pub enum RibPart {
     /// Bytes queued for the socket but not yet written; the successor writes
     /// them first, before its KEEPALIVE (raw bytes).
     Unwritten,
+    /// Prefixes gone from the Adj-RIB-In since the snapshot (withdrawals).
+    InGone,
+    /// Prefixes gone from the Adj-RIB-Out since the snapshot (withdrawals).
+    OutGone,
 }
 
 impl RibPart {
-    const ALL: [RibPart; 6] = [
+    const ALL: [RibPart; 8] = [
         RibPart::In,
         RibPart::InStale,
         RibPart::InLongLived,
         RibPart::Out,
         RibPart::Unread,
         RibPart::Unwritten,
+        RibPart::InGone,
+        RibPart::OutGone,
     ];
 
     /// Whether the part is a stream of UPDATE messages (cut at message
@@ -146,8 +160,8 @@ pub enum Message {
     Listeners,
     /// Comes with one descriptor per session, in order.
     Sessions(Vec<SessionState>),
-    /// BGP UPDATE messages (4-octet AS, extended length) for one session,
-    /// index into the order of all `Sessions` messages.
+    /// BGP UPDATE messages (4-octet AS, extended length) for one peer,
+    /// by its index in WELCOME's `peers`; applied in the order they come.
     Rib {
         session: u32,
         part: RibPart,
@@ -158,6 +172,11 @@ pub enum Message {
     },
     Commit,
     Retire,
+    /// The first pass (every table as it stood, sessions running) is sent.
+    Copied,
+    /// The successor has applied all of the first pass: freeze now, so that
+    /// none of it is left to do in the pause.
+    Ready,
 }
 
 /// A handoff message that cannot be used, said so that a person can act.
@@ -174,6 +193,8 @@ const RIB: u8 = 6;
 const DONE: u8 = 7;
 const COMMIT: u8 = 8;
 const RETIRE: u8 = 9;
+const COPIED: u8 = 10;
+const READY: u8 = 11;
 
 fn json<T: Serialize>(kind: u8, value: &T) -> Vec<u8> {
     let mut out = vec![kind];
@@ -197,6 +218,8 @@ impl Message {
             Message::Done { .. } => "DONE",
             Message::Commit => "COMMIT",
             Message::Retire => "RETIRE",
+            Message::Copied => "COPIED",
+            Message::Ready => "READY",
         }
     }
 
@@ -219,6 +242,8 @@ impl Message {
             Message::Done { sessions } => json(DONE, sessions),
             Message::Commit => vec![COMMIT],
             Message::Retire => vec![RETIRE],
+            Message::Copied => vec![COPIED],
+            Message::Ready => vec![READY],
         }
     }
 
@@ -255,6 +280,8 @@ impl Message {
             DONE => parse("DONE", body).map(|sessions| Message::Done { sessions }),
             COMMIT => bare(Message::Commit),
             RETIRE => bare(Message::Retire),
+            COPIED => bare(Message::Copied),
+            READY => bare(Message::Ready),
             other => Err(BadMessage(format!("message kind {other} is not known"))),
         }
     }

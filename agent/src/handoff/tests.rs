@@ -35,7 +35,11 @@ fn every_message_round_trips() {
     };
     let messages = [
         Message::Hello(hello(&Feature::ALL)),
-        Message::Welcome(Welcome { agent_version: "0.1.0".into(), pid: 7, sessions: 300 }),
+        Message::Welcome(Welcome {
+            agent_version: "0.1.0".into(),
+            pid: 7,
+            peers: vec!["192.0.2.1".parse().unwrap()],
+        }),
         Message::Abort("the successor cannot carry TcpMd5".into()),
         Message::Listeners,
         Message::Sessions(vec![session.clone(), session]),
@@ -44,6 +48,8 @@ fn every_message_round_trips() {
         Message::Done { sessions: 300 },
         Message::Commit,
         Message::Retire,
+        Message::Copied,
+        Message::Ready,
     ];
     for m in messages {
         assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.name());
@@ -84,7 +90,11 @@ fn the_predecessor_admits_only_a_successor_that_can_carry_every_session() {
     let cases = [
         ("everything", hello(&Feature::ALL), Ok(())),
         ("a newer state schema", old_schema, Err(Refusal::StateSchema { ours: 1, theirs: 2 })),
-        ("another protocol", new_protocol, Err(Refusal::Protocol { ours: 1, theirs: 2 })),
+        (
+            "another protocol",
+            new_protocol,
+            Err(Refusal::Protocol { ours: PROTOCOL, theirs: PROTOCOL + 1 }),
+        ),
         ("a wrong token", wrong_token, Err(Refusal::Token)),
         (
             "no LLGR while a session uses it",

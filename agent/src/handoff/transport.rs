@@ -289,7 +289,7 @@ mod tests {
         });
         let old = Channel::accept(&listener).unwrap();
         let welcome =
-            Message::Welcome(Welcome { agent_version: "0.1.0".into(), pid: 1, sessions: 0 });
+            Message::Welcome(Welcome { agent_version: "0.1.0".into(), pid: 1, peers: vec![] });
         old.send(&welcome, &[]).unwrap();
         assert_eq!(successor.join().unwrap(), welcome);
         std::fs::remove_dir_all(dir).unwrap();

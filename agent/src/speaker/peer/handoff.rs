@@ -23,11 +23,19 @@ use crate::session::Negotiated;
 #[derive(Debug)]
 pub struct FrozenPeer {
     pub state: SessionState,
-    /// The RIBs as UPDATE streams, and the unread and unwritten bytes.
+    /// The RIBs as UPDATE streams (what changed since the snapshot, or
+    /// all), and the unread and unwritten bytes.
     pub parts: Vec<(RibPart, Vec<u8>)>,
     /// A second descriptor for the session's socket, to pass along;
     /// dropping it closes nothing.
     pub socket: OwnedFd,
+}
+
+/// Both RIBs of a running session, as the handoff's first pass sends them.
+#[derive(Debug)]
+pub struct RibSnapshot {
+    pub rib_in: AdjRibIn,
+    pub sent: AdjRibOut,
 }
 
 /// How a paused peer task goes on.
@@ -65,13 +73,22 @@ impl PeerTask {
         Some(features(n, self.password.is_some()))
     }
 
+    /// Copies both RIBs (sharing every route's attributes) for the handoff's
+    /// first pass.
+    pub(super) fn snapshot(&self) -> Option<Arc<RibSnapshot>> {
+        self.handoff_features()?;
+        Some(Arc::new(RibSnapshot { rib_in: self.rib_in.clone(), sent: self.sent.clone() }))
+    }
+
     /// Pauses the task until the speaker decides how the handoff ended.
     pub(super) async fn freeze(
         &mut self,
         reply: oneshot::Sender<Option<FrozenPeer>>,
         thaw: oneshot::Receiver<Thaw>,
+        base: Option<Arc<RibSnapshot>>,
     ) {
-        let frozen = self.frozen();
+        // The snapshot goes only after the pause: freeing a table takes time.
+        let frozen = self.frozen(base.as_deref());
         let passed = frozen.is_some();
         if reply.send(frozen).is_err() {
             return;
@@ -86,7 +103,7 @@ impl PeerTask {
         }
     }
 
-    fn frozen(&self) -> Option<FrozenPeer> {
+    fn frozen(&self, base: Option<&RibSnapshot>) -> Option<FrozenPeer> {
         let features = self.handoff_features()?;
         let n = self.main.session.negotiated()?;
         let conn = self.main.conn.as_ref()?;
@@ -120,9 +137,8 @@ impl PeerTask {
                 frozen_at_ns: monotonic_ns(),
             },
         );
-        let mut parts = rib_state::encode_in(&self.rib_in);
-        let out = rib_state::encode(self.sent.routes.iter());
-        parts.push((RibPart::Out, out));
+        let mut parts = rib_state::encode_in_since(&self.rib_in, base.map(|b| &b.rib_in));
+        parts.extend(rib_state::encode_out_since(&self.sent, base.map(|b| &b.sent)));
         parts.push((RibPart::Unread, conn.rbuf.clone()));
         parts.push((RibPart::Unwritten, conn.unwritten().to_vec()));
         parts.retain(|(_, bytes)| !bytes.is_empty());

@@ -18,7 +18,7 @@ mod connections;
 mod handoff;
 mod report;
 
-pub use handoff::{Adopted, FrozenPeer, Thaw};
+pub use handoff::{Adopted, FrozenPeer, RibSnapshot, Thaw};
 
 use std::collections::HashMap;
 use std::io;
@@ -67,11 +67,16 @@ pub enum PeerCommand {
     /// What the Established session negotiated that a successor must be
     /// able to carry (None: no Established session to hand off).
     Features(tokio::sync::oneshot::Sender<Option<std::collections::BTreeSet<Feature>>>),
+    /// A copy of both RIBs for a handoff to send while the session runs
+    /// (None: no Established session to hand off).
+    Snapshot(tokio::sync::oneshot::Sender<Option<Arc<RibSnapshot>>>),
     /// Pause for a handoff: reply with the frozen session (None when not
-    /// Established), then wait for how the handoff ended.
+    /// Established) and its routing state as changed since `base` (all of
+    /// it without one), then wait for how the handoff ended.
     Freeze {
         reply: tokio::sync::oneshot::Sender<Option<FrozenPeer>>,
         thaw: tokio::sync::oneshot::Receiver<Thaw>,
+        base: Option<Arc<RibSnapshot>>,
     },
 }
 
@@ -376,7 +381,10 @@ impl PeerTask {
             PeerCommand::Features(reply) => {
                 let _ = reply.send(self.handoff_features());
             }
-            PeerCommand::Freeze { reply, thaw } => self.freeze(reply, thaw).await,
+            PeerCommand::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            PeerCommand::Freeze { reply, thaw, base } => self.freeze(reply, thaw, base).await,
             PeerCommand::Vanish => self.vanish(),
             PeerCommand::Decommission { drain, message } => {
                 let n = self.main.session.negotiated().cloned();

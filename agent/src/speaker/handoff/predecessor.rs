@@ -1,0 +1,284 @@
+//! The running agent's side of a handoff, from a successor's knock to
+//! retirement or rollback.
+//!
+//! ```text
+//!  admit ─▶ WELCOME ─▶ snapshot each session's RIBs and send them (live)
+//!        ─▶ COPIED ─▶ READY (the successor caught up) ─▶ freeze every peer task ─▶ LISTENERS, SESSIONS…, RIB changes…, DONE
+//!        ─▶ COMMIT within the budget? ─▶ RETIRE, let go │ else ABORT, resume
+//! ```
+//!
+//! The snapshot pass is what keeps a full table out of the pause: a peer
+//! task copies its RIBs in tens of milliseconds (routes share their
+//! attributes with the copy) and goes on; the copy is encoded and sent
+//! while the session runs. Frozen, the task sends only what changed since.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::super::peer::{FrozenPeer, PeerCommand, RibSnapshot, Thaw};
+use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
+use super::{Knock, read_token, report, step};
+use crate::handoff::protocol::{MAX_FDS, Message, RibPart, SessionState, Welcome};
+use crate::handoff::transport::{self, Channel, MAX_PACKET, TransportError};
+use crate::handoff::{admit, rib_state};
+
+/// Longest a successor may take to read one packet of the first pass, or to
+/// finish applying it.
+const SNAPSHOT_STEP: Duration = Duration::from_secs(10);
+
+/// One peer task as the handoff sees it: address, commands, hold time.
+pub type PeerHandle = (IpAddr, mpsc::Sender<PeerCommand>, Option<u16>);
+
+/// The predecessor's side, from a knock to its end. `peers` are the
+/// command channels of every peer task; `listeners` the BGP then the admin
+/// listener. Returns the report; `Completed` means retired.
+pub async fn hand_over(
+    dir: &Path,
+    (channel, hello): Knock,
+    peers: &[PeerHandle],
+    listeners: [BorrowedFd<'_>; 2],
+    retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
+) -> HandoffReport {
+    let other = AgentRef { pid: hello.pid, version: hello.agent_version.clone() };
+    let mut sessions = Vec::new();
+    for (address, commands, _) in peers {
+        let (tx, rx) = oneshot::channel();
+        if commands.send(PeerCommand::Features(tx)).await.is_ok()
+            && let Ok(Some(features)) = rx.await
+        {
+            sessions.push((*address, features));
+        }
+    }
+    if let Err(refusal) = admit(&hello, &read_token(dir), &sessions) {
+        warn!(successor = hello.pid, version = hello.agent_version, "handoff refused: {refusal}");
+        let _ = channel.send(&Message::Abort(refusal.to_string()), &[]);
+        return report(
+            HandoffRole::Predecessor,
+            HandoffResult::Refused,
+            Some(refusal.to_string()),
+            other,
+        );
+    }
+    // The whole pause must fit well inside every peer's hold time.
+    let smallest_hold = peers.iter().filter_map(|(_, _, hold)| *hold).filter(|h| *h > 0).min();
+    let budget = smallest_hold.map_or(Duration::from_secs(10), |h| {
+        (Duration::from_secs(u64::from(h)) / 3)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30))
+    });
+    info!(
+        successor = hello.pid,
+        version = hello.agent_version,
+        sessions = sessions.len(),
+        ?budget,
+        "handing over"
+    );
+    let mut r = report(HandoffRole::Predecessor, HandoffResult::RolledBack, None, other);
+
+    // First pass, live: every table as it stands.
+    let snapshots = match snapshot(&channel, peers).await {
+        Ok((snapshots, bytes)) => {
+            r.state_bytes = bytes;
+            snapshots
+        }
+        Err(reason) => {
+            warn!(successor = hello.pid, "handoff given up before any pause: {reason}");
+            let _ = channel.set_send_timeout(Duration::from_millis(100));
+            let _ = channel.send(&Message::Abort(reason.clone()), &[]);
+            r.reason = Some(reason);
+            return r;
+        }
+    };
+
+    // Freeze every task at once, then collect.
+    let started = Instant::now();
+    let mut thaws = Vec::new();
+    let mut replies = Vec::new();
+    for ((i, (_, commands, _)), base) in peers.iter().enumerate().zip(snapshots) {
+        let (reply, reply_rx) = oneshot::channel();
+        let (thaw_tx, thaw) = oneshot::channel();
+        if commands.send(PeerCommand::Freeze { reply, thaw, base }).await.is_ok() {
+            thaws.push(thaw_tx);
+            replies.push((i as u32, reply_rx));
+        }
+    }
+    let mut frozen = Vec::new();
+    for (i, r) in replies {
+        if let Ok(Some(f)) = r.await {
+            frozen.push((i, f));
+        }
+    }
+    let deadline = started + budget;
+    let froze = started.elapsed();
+    let conversation = tokio::task::block_in_place(|| pass(&channel, &frozen, listeners, deadline));
+    info!(?froze, total = ?started.elapsed(), "handoff: frozen, then passed");
+    r.sessions = frozen.len();
+    r.listeners = 2;
+    let outcome = conversation.and_then(|bytes| {
+        r.state_bytes += bytes;
+        // Out of the successor's way first: the control socket's path.
+        let restore =
+            retire_control().map_err(|e| format!("cannot move the control socket aside: {e}"))?;
+        match channel.send(&Message::Retire, &[]) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                restore();
+                Err(format!("sending RETIRE: {e}"))
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => {
+            step("old:retire");
+            for t in thaws {
+                let _ = t.send(Thaw::Retire);
+            }
+            r.result = HandoffResult::Completed;
+            info!(
+                successor = hello.pid,
+                sessions = r.sessions,
+                bytes = r.state_bytes,
+                "handed over: retired"
+            );
+        }
+        Err(reason) => {
+            warn!(successor = hello.pid, "handoff rolled back, carrying on: {reason}");
+            let _ = channel.set_send_timeout(Duration::from_millis(100));
+            let _ = channel.send(&Message::Abort(reason.clone()), &[]);
+            for t in thaws {
+                let _ = t.send(Thaw::Resume);
+            }
+            r.reason = Some(reason);
+        }
+    }
+    r
+}
+
+/// WELCOME and the first pass: each Established session's RIBs as they
+/// stand, while the sessions run. Returns the snapshots, in `peers` order,
+/// for the freeze to send only what changed since; and the bytes sent.
+async fn snapshot(
+    channel: &Channel,
+    peers: &[PeerHandle],
+) -> Result<(Vec<Option<Arc<RibSnapshot>>>, usize), String> {
+    let send = |m: &Message| channel.send(m, &[]).map_err(|e| format!("sending {}: {e}", m.name()));
+    // Nothing is paused yet; a successor that stops reading is given up on.
+    channel.set_send_timeout(SNAPSHOT_STEP).map_err(|e| e.to_string())?;
+    let welcome = Welcome {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        peers: peers.iter().map(|(address, _, _)| *address).collect(),
+    };
+    send(&Message::Welcome(welcome))?;
+    step("old:welcome");
+    let mut snapshots = Vec::new();
+    let mut bytes = 0;
+    for (i, (_, commands, _)) in peers.iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        let snap = match commands.send(PeerCommand::Snapshot(tx)).await {
+            Ok(()) => rx.await.ok().flatten(),
+            Err(_) => None,
+        };
+        if let Some(snap) = &snap {
+            let parts = tokio::task::block_in_place(|| {
+                let mut parts = rib_state::encode_in_since(&snap.rib_in, None);
+                parts.extend(rib_state::encode_out_since(&snap.sent, None));
+                parts
+            });
+            bytes += send_parts(i as u32, &parts, |m| send(m))?;
+        }
+        snapshots.push(snap);
+    }
+    send(&Message::Copied)?;
+    match channel.recv(SNAPSHOT_STEP) {
+        Ok((Message::Ready, _)) => Ok((snapshots, bytes)),
+        Ok((Message::Abort(why), _)) => Err(format!("the successor gave up: {why}")),
+        Ok((m, _)) => Err(format!("expected READY, got {}", m.name())),
+        Err(e) => Err(format!("waiting for READY: {e}")),
+    }
+}
+
+/// One peer's RIB parts as RIB messages of at most a packet each, cut at
+/// message boundaries; the bytes of state sent.
+fn send_parts(
+    peer: u32,
+    parts: &[(RibPart, Vec<u8>)],
+    mut send: impl FnMut(&Message) -> Result<(), String>,
+) -> Result<usize, String> {
+    let mut bytes = 0;
+    for (part, stream) in parts {
+        let room = MAX_PACKET - 16;
+        let pieces: Vec<&[u8]> = if part.is_updates() {
+            transport::chunks(stream, room)
+        } else {
+            stream.chunks(room).collect()
+        };
+        for piece in pieces {
+            bytes += piece.len();
+            send(&Message::Rib { session: peer, part: *part, updates: piece.to_vec() })?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// LISTENERS to COMMIT, frozen; the bytes of state sent, or why it failed.
+/// `frozen` pairs each session with its peer's index in WELCOME.
+fn pass(
+    channel: &Channel,
+    frozen: &[(u32, FrozenPeer)],
+    listeners: [BorrowedFd<'_>; 2],
+    deadline: Instant,
+) -> Result<usize, String> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let send = |m: &Message, fds: &[BorrowedFd<'_>]| -> Result<(), String> {
+        if left().is_zero() {
+            return Err(format!("the pause the hold times allow ran out before {}", m.name()));
+        }
+        channel.set_send_timeout(left()).map_err(|e| e.to_string())?;
+        channel.send(m, fds).map_err(|e| format!("sending {}: {e}", m.name()))
+    };
+    send(&Message::Listeners, &listeners)?;
+    step("old:listeners");
+    let mut bytes = 0;
+    let mut rest = frozen;
+    while !rest.is_empty() {
+        // As many as fit in one packet, at most MAX_FDS.
+        let mut n = rest.len().min(MAX_FDS);
+        let batch = loop {
+            let states: Vec<SessionState> = rest[..n].iter().map(|f| f.1.state.clone()).collect();
+            let m = Message::Sessions(states);
+            if m.encode().len() <= MAX_PACKET || n == 1 {
+                break m;
+            }
+            n = n.div_ceil(2);
+        };
+        let fds: Vec<BorrowedFd<'_>> = rest[..n].iter().map(|f| f.1.socket.as_fd()).collect();
+        bytes += batch.encode().len();
+        send(&batch, &fds)?;
+        rest = &rest[n..];
+    }
+    step("old:sessions");
+    for (i, f) in frozen {
+        bytes += send_parts(*i, &f.parts, |m| send(m, &[]))?;
+    }
+    send(&Message::Done { sessions: frozen.len() as u32 }, &[])?;
+    step("old:done");
+    match channel.recv(left()) {
+        Ok((Message::Commit, _)) if !left().is_zero() => {
+            step("old:commit");
+            Ok(bytes)
+        }
+        Ok((Message::Commit, _)) => Err("COMMIT came after the pause the hold times allow".into()),
+        Ok((Message::Abort(why), _)) => Err(format!("the successor gave up: {why}")),
+        Ok((m, _)) => Err(format!("expected COMMIT, got {}", m.name())),
+        Err(TransportError::Timeout(_)) => {
+            Err("no COMMIT within the pause the hold times allow".into())
+        }
+        Err(e) => Err(format!("waiting for COMMIT: {e}")),
+    }
+}

@@ -1,0 +1,294 @@
+//! The new agent's side of a handoff: knock, collect, check, commit.
+//!
+//! ```text
+//!  connect ─▶ HELLO ─▶ WELCOME {peers} ─▶ apply each RIB part as it comes
+//!          ─▶ COPIED: READY ─▶ LISTENERS, SESSIONS, RIB changes, DONE ─▶ thaw and check
+//!          ─▶ COMMIT ─▶ RETIRE ─▶ lock ─▶ the adopted sessions start
+//! ```
+//!
+//! Everything is checked before COMMIT, so that any fault rolls back; a
+//! predecessor that dies mid-way (closed channel, lock free) leaves us what
+//! arrived, and the rest falls back to Graceful Restart.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::super::peer::Adopted;
+use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
+use super::{
+    ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step, try_lock,
+};
+use crate::handoff::protocol::{Message, RibPart, SessionState};
+use crate::handoff::rib_state;
+use crate::handoff::session_state::{monotonic_ns, thaw};
+use crate::handoff::transport::{Channel, TransportError};
+use crate::rib::{AdjRibIn, AdjRibOut};
+
+/// What a successor took over.
+#[derive(Debug)]
+pub struct Takeover {
+    pub predecessor: AgentRef,
+    /// The BGP listener and the admin listener (None: the predecessor died
+    /// before passing them; bind anew).
+    pub listeners: Option<(OwnedFd, OwnedFd)>,
+    pub sessions: Vec<Adopted>,
+    pub report: HandoffReport,
+    /// When the first session was last read by the predecessor.
+    pub frozen_at_ns: Option<u64>,
+}
+
+/// One peer's state as it arrives: both RIBs applied part by part.
+#[derive(Default)]
+struct Table {
+    rib_in: AdjRibIn,
+    sent: AdjRibOut,
+    unread: Vec<u8>,
+    unwritten: Vec<u8>,
+}
+
+impl Table {
+    fn apply(&mut self, part: RibPart, bytes: &[u8]) -> Result<(), String> {
+        match part {
+            RibPart::Unread => self.unread.extend_from_slice(bytes),
+            RibPart::Unwritten => self.unwritten.extend_from_slice(bytes),
+            part => {
+                rib_state::apply(&mut self.rib_in, &mut self.sent, part, bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Collected {
+    peers: Vec<IpAddr>,
+    tables: Vec<Table>,
+    listeners: Option<(OwnedFd, OwnedFd)>,
+    states: Vec<(SessionState, OwnedFd)>,
+    bytes: usize,
+    done: bool,
+}
+
+/// The successor's side. None: no agent answers (start cold). An error:
+/// the handoff did not happen and the predecessor keeps serving.
+pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
+    let path: PathBuf = dir.join(SOCKET);
+    let channel = match Channel::connect(&path) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot reach the running agent at {}: {e}", path.display())),
+    };
+    channel.set_send_timeout(STEP).map_err(|e| e.to_string())?;
+    channel.send(&Message::Hello(our_hello(dir)), &[]).map_err(|e| format!("saying HELLO: {e}"))?;
+    let welcome = match channel.recv(STEP) {
+        Ok((Message::Welcome(w), _)) => w,
+        Ok((Message::Abort(why), _)) => {
+            // A retired agent still answers on its old socket; when no agent
+            // holds the lock, nobody is active and we start cold.
+            return match try_lock(dir) {
+                Ok(Some(_)) => {
+                    info!(
+                        "the agent at {} refused ({why}) and none is active: starting cold",
+                        path.display()
+                    );
+                    Ok(None)
+                }
+                _ => Err(format!("the running agent refused the handoff: {why}")),
+            };
+        }
+        Ok((m, _)) => return Err(format!("the running agent answered HELLO with {}", m.name())),
+        Err(e) => return Err(format!("waiting for the running agent's WELCOME: {e}")),
+    };
+    let predecessor = AgentRef { pid: welcome.pid, version: welcome.agent_version.clone() };
+    info!(
+        predecessor = welcome.pid,
+        version = welcome.agent_version,
+        peers = welcome.peers.len(),
+        "taking over"
+    );
+    step("new:welcome");
+    let abort = |why: String| {
+        let _ = channel.send(&Message::Abort(why.clone()), &[]);
+        why
+    };
+    let mut got = Collected {
+        tables: welcome.peers.iter().map(|_| Table::default()).collect(),
+        peers: welcome.peers,
+        listeners: None,
+        states: Vec::new(),
+        bytes: 0,
+        done: false,
+    };
+    let gone = loop {
+        match channel.recv(STEP) {
+            Ok((Message::Listeners, fds)) => {
+                let [bgp, admin]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+                    abort(format!("LISTENERS came with {} descriptors, not 2", fds.len()))
+                })?;
+                got.listeners = Some((bgp, admin));
+                step("new:listeners");
+            }
+            Ok((Message::Sessions(states), fds)) => {
+                got.bytes += Message::Sessions(states.clone()).encode().len();
+                if states.len() != fds.len() {
+                    return Err(abort(format!(
+                        "SESSIONS of {} came with {} descriptors",
+                        states.len(),
+                        fds.len()
+                    )));
+                }
+                for s in &states {
+                    if !got.peers.contains(&s.peer) {
+                        return Err(abort(format!(
+                            "a session with {}, not a peer in WELCOME",
+                            s.peer
+                        )));
+                    }
+                    if got.states.iter().any(|(t, _)| t.peer == s.peer) {
+                        return Err(abort(format!("two sessions with {}", s.peer)));
+                    }
+                }
+                got.states.extend(states.into_iter().zip(fds));
+                step("new:sessions");
+            }
+            Ok((Message::Rib { session, part, updates }, _)) => {
+                let Some(table) = got.tables.get_mut(session as usize) else {
+                    return Err(abort(format!(
+                        "RIB for peer {session}; WELCOME named {}",
+                        got.peers.len()
+                    )));
+                };
+                got.bytes += updates.len();
+                let peer = got.peers[session as usize];
+                table.apply(part, &updates).map_err(|e| abort(format!("peer {peer}: {e}")))?;
+            }
+            Ok((Message::Copied, _)) => {
+                channel.send(&Message::Ready, &[]).map_err(|e| format!("sending READY: {e}"))?;
+            }
+            Ok((Message::Done { sessions }, _)) => {
+                if sessions as usize != got.states.len() {
+                    return Err(abort(format!(
+                        "DONE says {sessions} sessions; {} arrived",
+                        got.states.len()
+                    )));
+                }
+                got.done = true;
+                break None;
+            }
+            Ok((Message::Abort(why), _)) => {
+                return Err(format!("the running agent gave up: {why}"));
+            }
+            Ok((m, _)) => return Err(abort(format!("{} out of order", m.name()))),
+            Err(TransportError::Closed) => match lock_after_close(dir) {
+                Ok(Some(lock)) => break Some(lock),
+                _ => return Err("the running agent closed the handoff and keeps serving".into()),
+            },
+            Err(e) => return Err(abort(format!("waiting for the running agent's state: {e}"))),
+        }
+    };
+    // Everything is checked before COMMIT, so that any fault rolls back.
+    let collected = monotonic_ns();
+    let complete = got.done;
+    let frozen_at_ns = got.states.iter().map(|(s, _)| s.frozen_at_ns).min();
+    let mut sessions = Vec::new();
+    for (state, fd) in got.states {
+        let i = got.peers.iter().position(|p| *p == state.peer).expect("checked on arrival");
+        let table = std::mem::take(&mut got.tables[i]);
+        match adopted(state, fd, table, complete) {
+            Ok(a) => sessions.push(a),
+            Err(e) if complete => return Err(abort(e)),
+            Err(e) => warn!("cannot keep a session the dead predecessor passed: {e}"),
+        }
+    }
+    let decoded = monotonic_ns();
+    let mut r = report(HandoffRole::Successor, HandoffResult::Completed, None, predecessor.clone());
+    r.sessions = sessions.len();
+    r.state_bytes = got.bytes;
+    r.listeners = if got.listeners.is_some() { 2 } else { 0 };
+    let lock =
+        match gone {
+            Some(lock) => {
+                r.result = HandoffResult::Partial;
+                r.reason = Some(format!(
+                    "agent {} died mid-way; the rest falls back to Graceful Restart",
+                    predecessor.pid
+                ));
+                warn!("{}", r.reason.as_deref().unwrap_or_default());
+                lock
+            }
+            None => {
+                channel.send(&Message::Commit, &[]).map_err(|e| format!("sending COMMIT: {e}"))?;
+                step("new:commit");
+                match channel.recv(STEP) {
+                    Ok((Message::Retire, _)) => lock_waiting(dir, Some(STEP))?,
+                    Ok((Message::Abort(why), _)) => {
+                        return Err(format!("the running agent rolled back: {why}"));
+                    }
+                    Ok((m, _)) => return Err(format!("expected RETIRE, got {}", m.name())),
+                    Err(TransportError::Closed) => match lock_after_close(dir) {
+                        Ok(Some(lock)) => lock,
+                        _ => return Err(
+                            "the running agent closed the handoff after COMMIT and keeps serving"
+                                .into(),
+                        ),
+                    },
+                    Err(e) => return Err(format!("waiting for RETIRE: {e}")),
+                }
+            }
+        };
+    let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+    let at = frozen_at_ns.unwrap_or(collected);
+    info!(
+        collected_ms = ms(at, collected),
+        decoded_ms = ms(collected, decoded),
+        retired_ms = ms(decoded, monotonic_ns()),
+        "handoff: from the first freeze"
+    );
+    let takeover =
+        Takeover { predecessor, listeners: got.listeners, sessions, report: r, frozen_at_ns };
+    Ok(Some((takeover, lock)))
+}
+
+fn adopted(
+    state: SessionState,
+    fd: OwnedFd,
+    table: Table,
+    complete: bool,
+) -> Result<Adopted, String> {
+    let negotiated = thaw(&state).map_err(|e| format!("session with {}: {e}", state.peer))?;
+    let Table { rib_in, sent, unread, unwritten } = table;
+    let stream = std::net::TcpStream::from(fd);
+    Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
+}
+
+/// The pause the successor saw, from the predecessor's last read.
+pub fn pause_ms(frozen_at_ns: Option<u64>) -> Option<f64> {
+    frozen_at_ns.map(|at| monotonic_ns().saturating_sub(at) as f64 / 1e6)
+}
+
+/// Closes an adopted session we have no peer config for: Cease, Peer
+/// De-configured (RFC 4486), after whatever the predecessor had queued.
+pub fn let_go(a: Adopted, message: &str) {
+    let cease = crate::wire::Notification::cease_with_message(
+        crate::wire::subcode::PEER_DECONFIGURED,
+        message,
+    );
+    let mut bytes = a.unwritten;
+    bytes.extend(crate::wire::Message::Notification(cease).to_bytes(&a.negotiated.wire));
+    let mut stream = a.stream;
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
