@@ -109,10 +109,15 @@ impl Channel {
     }
 
     pub fn send(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
+        self.send_encoded(&message.encode(), fds)
+    }
+
+    /// Sends a message already encoded (`Message::encode`), e.g. one whose
+    /// size was checked first.
+    pub fn send_encoded(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
         if fds.len() > MAX_FDS {
             return Err(TransportError::TooManyFds(fds.len()));
         }
-        let bytes = message.encode();
         if bytes.len() > MAX_PACKET {
             return Err(TransportError::TooLarge(bytes.len()));
         }
@@ -123,7 +128,7 @@ impl Channel {
         }
         let sent = rustix::net::sendmsg(
             &self.fd,
-            &[IoSlice::new(&bytes)],
+            &[IoSlice::new(bytes)],
             &mut control,
             SendFlags::NOSIGNAL,
         )
@@ -158,6 +163,14 @@ impl Channel {
 
     /// The next message and its descriptors, waiting at most `deadline`.
     pub fn recv(&self, deadline: Duration) -> Result<(Message, Vec<OwnedFd>), TransportError> {
+        self.recv_sized(deadline).map(|(m, fds, _)| (m, fds))
+    }
+
+    /// As `recv`, with the packet's size.
+    pub fn recv_sized(
+        &self,
+        deadline: Duration,
+    ) -> Result<(Message, Vec<OwnedFd>, usize), TransportError> {
         rustix::net::sockopt::set_socket_timeout(
             &self.fd,
             rustix::net::sockopt::Timeout::Recv,
@@ -190,7 +203,7 @@ impl Channel {
         if received.bytes == 0 {
             return Err(TransportError::Closed);
         }
-        Ok((Message::decode(&bytes[..received.bytes])?, fds))
+        Ok((Message::decode(&bytes[..received.bytes])?, fds, received.bytes))
     }
 
     pub fn as_fd(&self) -> BorrowedFd<'_> {

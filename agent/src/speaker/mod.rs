@@ -225,10 +225,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .as_mut()
         .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
         .unwrap_or_default();
+    let starting = std::time::Instant::now();
     for p in speaker.config.peers.clone() {
         let a = adopted.remove(&p.address);
         speaker.start_peer(p, a);
     }
+    info!(elapsed = ?starting.elapsed(), "peer tasks started");
     for (address, a) in adopted {
         handoff::let_go(a, "nonstop: peer removed");
         info!(peer = %address, "adopted a session with a peer no longer configured: closed");

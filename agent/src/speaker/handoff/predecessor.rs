@@ -249,17 +249,21 @@ fn pass(
     while !rest.is_empty() {
         // As many as fit in one packet, at most MAX_FDS.
         let mut n = rest.len().min(MAX_FDS);
-        let batch = loop {
+        let packet = loop {
             let states: Vec<SessionState> = rest[..n].iter().map(|f| f.1.state.clone()).collect();
-            let m = Message::Sessions(states);
-            if m.encode().len() <= MAX_PACKET || n == 1 {
-                break m;
+            let packet = Message::Sessions(states).encode();
+            if packet.len() <= MAX_PACKET || n == 1 {
+                break packet;
             }
             n = n.div_ceil(2);
         };
         let fds: Vec<BorrowedFd<'_>> = rest[..n].iter().map(|f| f.1.socket.as_fd()).collect();
-        bytes += batch.encode().len();
-        send(&batch, &fds)?;
+        bytes += packet.len();
+        if left().is_zero() {
+            return Err("the pause the hold times allow ran out before SESSIONS".into());
+        }
+        channel.set_send_timeout(left()).map_err(|e| e.to_string())?;
+        channel.send_encoded(&packet, &fds).map_err(|e| format!("sending SESSIONS: {e}"))?;
         rest = &rest[n..];
     }
     step("old:sessions");

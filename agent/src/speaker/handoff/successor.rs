@@ -132,7 +132,13 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
         done: false,
     };
     let gone = loop {
-        match channel.recv(STEP) {
+        let received = channel.recv_sized(STEP).map(|(m, fds, size)| {
+            if matches!(m, Message::Sessions(_)) {
+                got.bytes += size;
+            }
+            (m, fds)
+        });
+        match received {
             Ok((Message::Listeners, fds)) => {
                 let [bgp, admin]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
                     abort(format!("LISTENERS came with {} descriptors, not 2", fds.len()))
@@ -141,7 +147,6 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
                 step("new:listeners");
             }
             Ok((Message::Sessions(states), fds)) => {
-                got.bytes += Message::Sessions(states.clone()).encode().len();
                 if states.len() != fds.len() {
                     return Err(abort(format!(
                         "SESSIONS of {} came with {} descriptors",
