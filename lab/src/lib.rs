@@ -6,15 +6,22 @@
 //! ```text
 //!  root namespace: etcd 127.0.0.1:2379 · apiserver 10.98.0.1:6443 on bridge nslab0
 //!  node-1..N:      veth into nslab0 (10.98.1.i) for the API; veth to the router
-//!  lab-router:     gobgpd | bird | frr peering with every node (GR helper)
+//!                  (10.99.i.2 ↔ 10.99.0.1); pods run here as processes
+//!  lab-router:     gobgpd | bird | frr, AS 65000 at 10.99.0.1, peering with
+//!                  every node (AS 65001), Graceful Restart helper
 //! ```
 //!
-//! `controlplane` owns the processes and their PKI; the state lives in the
-//! lab dir (`NONSTOP_LAB_DIR`, default `/tmp/nonstop-lab`), the built
-//! binaries in `~/.cache/nonstop/k8s-1.20.2`.
+//! `controlplane` owns the API's processes and their PKI, `network` the
+//! namespaces and links, `router` the BGP daemon in front and what it sees,
+//! `kubelet` the nodes and their pods. The state lives in the lab dir
+//! (`NONSTOP_LAB_DIR`, default `/tmp/nonstop-lab`), the built binaries in
+//! `~/.cache/nonstop/k8s-1.20.2-nonstop1`.
 
 pub mod controlplane;
+pub mod kubelet;
+pub mod network;
 pub mod process;
+pub mod router;
 
 use std::path::PathBuf;
 
@@ -48,4 +55,23 @@ pub type Result<T> = std::result::Result<T, LabError>;
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     let what = what.into();
     move |source| LabError::Io { what, source }
+}
+
+/// What `lab up` was asked for, so later commands and a second `lab up`
+/// know the shape of the lab.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shape {
+    pub nodes: usize,
+    pub router: network::RouterKind,
+}
+
+impl Shape {
+    pub fn read(dir: &std::path::Path) -> Option<Shape> {
+        serde_json::from_slice(&std::fs::read(dir.join("lab.json")).ok()?).ok()
+    }
+
+    pub fn write(&self, dir: &std::path::Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).expect("serialises");
+        std::fs::write(dir.join("lab.json"), text).map_err(io("writing lab.json"))
+    }
 }

@@ -15,7 +15,7 @@ pub fn start(dir: &Path, name: &str, mut command: Command) -> Result<u32> {
     }
     let logs = dir.join("logs");
     fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-    let log_path = logs.join(format!("{name}.log"));
+    let log_path = log_path(dir, name);
     let log =
         fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
     let err = log.try_clone().map_err(io("log file"))?;
@@ -34,6 +34,11 @@ pub fn start(dir: &Path, name: &str, mut command: Command) -> Result<u32> {
     // The lab command exits; the daemon is adopted by init.
     std::mem::forget(child);
     Ok(pid)
+}
+
+/// Where daemon `name` writes its output.
+pub fn log_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join("logs").join(format!("{name}.log"))
 }
 
 fn pid_file(dir: &Path, name: &str) -> std::path::PathBuf {
@@ -115,6 +120,20 @@ pub fn strays(needle: &str) -> Vec<u32> {
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
         })
         .collect()
+}
+
+/// Every process in network namespace `ns`.
+pub fn in_netns(ns: &str) -> Vec<u32> {
+    Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// SIGKILL to each of `pids`.

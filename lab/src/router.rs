@@ -1,0 +1,510 @@
+//! The lab router: gobgpd, bird or frr in the `lab-router` namespace, and
+//! what it sees, as data: its sessions, its routes, and the route events
+//! (announcements, withdrawals, session changes) in the order it saw them.
+//!
+//! Events come from the daemon's own record: `gobgp monitor` streams for
+//! gobgpd, the trace log (`debug { states, routes }`) for BIRD, the update
+//! and neighbour-change log for FRR.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::network::{ROUTER_NS, RouterKind, router_config, write};
+use crate::process::{self, wait_for};
+use crate::{LabError, Result};
+
+/// What the router remembers of the lab: which daemon runs.
+pub fn kind_file(dir: &Path) -> PathBuf {
+    dir.join("router/kind")
+}
+
+pub fn router_dir(dir: &Path) -> PathBuf {
+    dir.join("router")
+}
+
+fn in_router(args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ROUTER_NS]).args(args);
+    c
+}
+
+/// The lab daemons each kind of router runs.
+pub fn daemons(kind: RouterKind) -> &'static [&'static str] {
+    match kind {
+        RouterKind::Gobgpd => &["router-gobgpd", "router-monitor-rib", "router-monitor-peers"],
+        RouterKind::Bird => &["router-bird"],
+        RouterKind::Frr => &["router-zebra", "router-bgpd"],
+    }
+}
+
+/// Starts the router for `nodes` nodes, unless it runs.
+pub fn start(dir: &Path, kind: RouterKind, nodes: usize) -> Result<()> {
+    let rdir = router_dir(dir);
+    fs::create_dir_all(&rdir).map_err(crate::io("creating the router dir"))?;
+    write(&kind_file(dir), kind.name())?;
+    let conf = router_config(kind, nodes, &rdir);
+    let s = |p: PathBuf| p.display().to_string();
+    match kind {
+        RouterKind::Gobgpd => {
+            let path = rdir.join("gobgpd.toml");
+            write(&path, &conf)?;
+            process::start(
+                dir,
+                "router-gobgpd",
+                in_router(&[
+                    "gobgpd",
+                    "-f",
+                    &s(path),
+                    "--log-plain",
+                    "--api-hosts",
+                    "127.0.0.1:50051",
+                ]),
+            )?;
+            wait_for("gobgpd's API", Duration::from_secs(20), || gobgp(&["global"]).map(drop))?;
+            process::start(
+                dir,
+                "router-monitor-rib",
+                in_router(&["gobgp", "-j", "monitor", "global", "rib"]),
+            )?;
+            process::start(
+                dir,
+                "router-monitor-peers",
+                in_router(&["gobgp", "-j", "monitor", "neighbor"]),
+            )?;
+        }
+        RouterKind::Bird => {
+            let path = rdir.join("bird.conf");
+            write(&path, &conf)?;
+            let ctl = s(rdir.join("bird.ctl"));
+            process::start(
+                dir,
+                "router-bird",
+                in_router(&["bird", "-f", "-c", &s(path), "-s", &ctl]),
+            )?;
+            wait_for("bird's control socket", Duration::from_secs(20), || {
+                birdc(dir, "show status").map(drop)
+            })?;
+        }
+        RouterKind::Frr => {
+            let path = rdir.join("frr.conf");
+            write(&path, &conf)?;
+            let _ = Command::new("chown").args(["-R", "frr:frr", &s(rdir.clone())]).status();
+            let common = |pid: &str| -> Vec<String> {
+                vec![
+                    "-z".into(),
+                    s(rdir.join("zserv.api")),
+                    "--vty_socket".into(),
+                    s(rdir.clone()),
+                    "-i".into(),
+                    s(rdir.join(pid)),
+                    "-f".into(),
+                    s(path.clone()),
+                    "-u".into(),
+                    "frr".into(),
+                    "-g".into(),
+                    "frr".into(),
+                ]
+            };
+            let zebra = common("zebra.pid");
+            let mut cmd = in_router(&["/usr/lib/frr/zebra"]);
+            cmd.args(&zebra);
+            process::start(dir, "router-zebra", cmd)?;
+            wait_for("zebra", Duration::from_secs(20), || {
+                if rdir.join("zserv.api").exists() {
+                    Ok(())
+                } else {
+                    Err("no zserv.api yet".into())
+                }
+            })?;
+            let mut cmd = in_router(&["/usr/lib/frr/bgpd"]);
+            cmd.args(common("bgpd.pid")).args(["-p", "179"]);
+            process::start(dir, "router-bgpd", cmd)?;
+            wait_for("bgpd", Duration::from_secs(20), || vtysh(dir, "show bgp summary").map(drop))?;
+        }
+    }
+    Ok(())
+}
+
+/// The kind of router the lab runs.
+pub fn kind(dir: &Path) -> Result<RouterKind> {
+    let text = fs::read_to_string(kind_file(dir))
+        .map_err(|_| LabError::Failed("the lab runs no router: lab up first".into()))?;
+    match text.trim() {
+        "gobgpd" => Ok(RouterKind::Gobgpd),
+        "bird" => Ok(RouterKind::Bird),
+        "frr" => Ok(RouterKind::Frr),
+        other => Err(LabError::Failed(format!("unknown router kind {other:?}"))),
+    }
+}
+
+pub fn stop(dir: &Path) {
+    for kind in [RouterKind::Gobgpd, RouterKind::Bird, RouterKind::Frr] {
+        for d in daemons(kind).iter().rev() {
+            process::stop(dir, d, Duration::from_secs(5));
+        }
+    }
+}
+
+fn output(what: &str, mut cmd: Command) -> std::result::Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    }
+}
+
+fn gobgp(args: &[&str]) -> std::result::Result<String, String> {
+    let mut full = vec!["gobgp"];
+    full.extend_from_slice(args);
+    output("gobgp", in_router(&full))
+}
+
+fn birdc(dir: &Path, command: &str) -> std::result::Result<String, String> {
+    let ctl = router_dir(dir).join("bird.ctl").display().to_string();
+    let mut c = Command::new("birdc");
+    c.args(["-s", &ctl, command]);
+    output("birdc", c)
+}
+
+fn vtysh(dir: &Path, command: &str) -> std::result::Result<String, String> {
+    let mut c = in_router(&["vtysh", "--vty_socket", &router_dir(dir).display().to_string()]);
+    c.args(["-c", command]);
+    output("vtysh", c)
+}
+
+/// One BGP session as the router sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub neighbor: String,
+    pub established: bool,
+}
+
+/// One route in the router's table: the prefix and the next hop of each
+/// path, sorted.
+pub type Routes = BTreeMap<String, Vec<String>>;
+
+/// Something the router saw happen, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEvent {
+    Announced { prefix: String, neighbor: String },
+    Withdrawn { prefix: String, neighbor: String },
+    SessionUp { neighbor: String },
+    SessionDown { neighbor: String },
+}
+
+/// The lab router, read through its own tools.
+#[derive(Debug, Clone)]
+pub struct Router {
+    pub kind: RouterKind,
+    dir: PathBuf,
+}
+
+impl Router {
+    /// The router of the lab in `dir`.
+    pub fn of(dir: &Path) -> Result<Router> {
+        Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf() })
+    }
+
+    /// Every configured session and whether it is Established.
+    pub fn sessions(&self) -> std::result::Result<Vec<Session>, String> {
+        match self.kind {
+            RouterKind::Gobgpd => {
+                let v: Value = serde_json::from_str(&gobgp(&["-j", "neighbor"])?)
+                    .map_err(|e| e.to_string())?;
+                Ok(v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| Session {
+                        neighbor: n["conf"]["neighbor_address"].as_str().unwrap_or("").into(),
+                        established: n["state"]["session_state"] == 6,
+                    })
+                    .collect())
+            }
+            RouterKind::Bird => {
+                let text = birdc(&self.dir, "show protocols all")?;
+                let mut out = Vec::new();
+                let mut established = false;
+                for line in text.lines() {
+                    let t = line.trim();
+                    if let Some(state) = t.strip_prefix("BGP state:") {
+                        established = state.trim() == "Established";
+                    }
+                    if let Some(addr) = t.strip_prefix("Neighbor address:") {
+                        out.push(Session { neighbor: addr.trim().into(), established });
+                    }
+                }
+                Ok(out)
+            }
+            RouterKind::Frr => {
+                let v: Value = serde_json::from_str(&vtysh(&self.dir, "show bgp neighbors json")?)
+                    .map_err(|e| e.to_string())?;
+                Ok(v.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(addr, n)| Session {
+                        neighbor: addr.clone(),
+                        established: n["bgpState"] == "Established",
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The IPv4 unicast table.
+    pub fn routes(&self) -> std::result::Result<Routes, String> {
+        let mut routes = Routes::new();
+        match self.kind {
+            RouterKind::Gobgpd => {
+                let v: Value = serde_json::from_str(&gobgp(&["-j", "global", "rib"])?)
+                    .map_err(|e| e.to_string())?;
+                for (prefix, paths) in v.as_object().into_iter().flatten() {
+                    for p in paths.as_array().into_iter().flatten() {
+                        let nh = p["attrs"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find_map(|a| a["nexthop"].as_str())
+                            .unwrap_or("");
+                        routes.entry(prefix.clone()).or_default().push(nh.into());
+                    }
+                }
+            }
+            RouterKind::Bird => {
+                let text = birdc(&self.dir, "show route all")?;
+                let mut prefix = String::new();
+                for line in text.lines() {
+                    if let Some(first) = line.split_whitespace().next()
+                        && !line.starts_with(char::is_whitespace)
+                        && first.contains('/')
+                    {
+                        prefix = first.to_string();
+                    }
+                    if let Some(nh) = line.trim().strip_prefix("BGP.next_hop:") {
+                        routes.entry(prefix.clone()).or_default().push(nh.trim().into());
+                    }
+                }
+            }
+            RouterKind::Frr => {
+                let v: Value =
+                    serde_json::from_str(&vtysh(&self.dir, "show bgp ipv4 unicast json")?)
+                        .map_err(|e| e.to_string())?;
+                for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
+                    for p in paths.as_array().into_iter().flatten() {
+                        let nh = p["nexthops"][0]["ip"].as_str().unwrap_or("");
+                        routes.entry(prefix.clone()).or_default().push(nh.into());
+                    }
+                }
+            }
+        }
+        for hops in routes.values_mut() {
+            hops.sort();
+        }
+        Ok(routes)
+    }
+
+    /// Everything the router saw happen since it started, in order.
+    pub fn events(&self) -> Vec<RouteEvent> {
+        let read = |name: &str| {
+            String::from_utf8_lossy(
+                &fs::read(crate::process::log_path(&self.dir, name)).unwrap_or_default(),
+            )
+            .into_owned()
+        };
+        match self.kind {
+            RouterKind::Gobgpd => {
+                let mut events = Vec::new();
+                for line in read("router-monitor-peers").lines() {
+                    let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+                    let neighbor = v["conf"]["neighbor_address"].as_str().unwrap_or("").to_string();
+                    match v["state"]["session_state"].as_u64() {
+                        Some(6) => events.push(RouteEvent::SessionUp { neighbor }),
+                        Some(_) => events.push(RouteEvent::SessionDown { neighbor }),
+                        None => {}
+                    }
+                }
+                // The two streams interleave only loosely; session changes
+                // are listed first, then routes, each in its own order.
+                for line in read("router-monitor-rib").lines() {
+                    let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(line) else {
+                        continue;
+                    };
+                    for p in paths {
+                        let prefix = p["nlri"]["prefix"].as_str().unwrap_or("").to_string();
+                        let neighbor = p["neighbor-ip"].as_str().unwrap_or("").to_string();
+                        events.push(if p["withdrawal"] == true {
+                            RouteEvent::Withdrawn { prefix, neighbor }
+                        } else {
+                            RouteEvent::Announced { prefix, neighbor }
+                        });
+                    }
+                }
+                events
+            }
+            RouterKind::Bird => {
+                let text = fs::read_to_string(router_dir(&self.dir).join("router-events.log"))
+                    .unwrap_or_default();
+                bird_events(&text, &self.sessions().unwrap_or_default())
+            }
+            RouterKind::Frr => {
+                let text = fs::read_to_string(router_dir(&self.dir).join("router-events.log"))
+                    .unwrap_or_default();
+                frr_events(&text)
+            }
+        }
+    }
+
+    /// Withdrawals seen so far.
+    pub fn withdrawals(&self) -> usize {
+        self.events().iter().filter(|e| matches!(e, RouteEvent::Withdrawn { .. })).count()
+    }
+}
+
+fn first_prefix(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| {
+            w.contains('/')
+                && w.split('/').next().is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+        })
+        .map(String::from)
+}
+
+/// BIRD's trace: `node1 > added [best] 203.0.113.0/24 unicast`,
+/// `node1 > removed …`, `node1: State changed to up|down|…`. Protocol
+/// `node<i>` is the session with node i.
+fn bird_events(text: &str, sessions: &[Session]) -> Vec<RouteEvent> {
+    let neighbor_of = |proto: &str| -> String {
+        proto
+            .strip_prefix("node")
+            .and_then(|i| i.parse::<usize>().ok())
+            .map(crate::network::uplink_ip)
+            .filter(|ip| sessions.is_empty() || sessions.iter().any(|s| &s.neighbor == ip))
+            .unwrap_or_else(|| proto.to_string())
+    };
+    let mut events = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.split("<TRACE> ").nth(1) else { continue };
+        let proto = rest.split([' ', ':']).next().unwrap_or("");
+        if !proto.starts_with("node") {
+            continue;
+        }
+        let neighbor = neighbor_of(proto);
+        if rest.contains(" > added") || rest.contains(" > updated") {
+            if let Some(prefix) = first_prefix(rest) {
+                events.push(RouteEvent::Announced { prefix, neighbor });
+            }
+        } else if rest.contains(" > removed") {
+            if let Some(prefix) = first_prefix(rest) {
+                events.push(RouteEvent::Withdrawn { prefix, neighbor });
+            }
+        } else if rest.contains("State changed to up") {
+            events.push(RouteEvent::SessionUp { neighbor });
+        } else if rest.contains("State changed to") && !rest.contains("State changed to start") {
+            events.push(RouteEvent::SessionDown { neighbor });
+        }
+    }
+    events
+}
+
+/// FRR's log: `10.99.1.2(…) rcvd 203.0.113.0/24 IPv4 unicast`, `… rcvd
+/// UPDATE about 203.0.113.0/24 IPv4 unicast -- withdrawn`, `%ADJCHANGE:
+/// neighbor 10.99.1.2(…) in vrf default Up|Down`.
+fn frr_events(text: &str) -> Vec<RouteEvent> {
+    let mut events = Vec::new();
+    for line in text.lines() {
+        let addr = |after: &str| -> String {
+            line.split(after)
+                .nth(1)
+                .and_then(|r| r.split(['(', ' ']).find(|w| !w.is_empty()))
+                .unwrap_or("")
+                .to_string()
+        };
+        if line.contains("%ADJCHANGE") {
+            let neighbor = addr("neighbor ");
+            if line.trim_end().ends_with(" Up") {
+                events.push(RouteEvent::SessionUp { neighbor });
+            } else {
+                events.push(RouteEvent::SessionDown { neighbor });
+            }
+            continue;
+        }
+        let Some(idx) = line.find(" rcvd ") else { continue };
+        let neighbor = line[..idx]
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let Some(prefix) = first_prefix(&line[idx..]) else { continue };
+        if line.contains("-- withdrawn") {
+            events.push(RouteEvent::Withdrawn { prefix, neighbor });
+        } else if !line.contains("DENIED") && !line.contains("rcvd UPDATE w/") {
+            events.push(RouteEvent::Announced { prefix, neighbor });
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bird_traces_become_events() {
+        let text = "2026-11-21 10:00:00.001 <TRACE> node1: State changed to up\n\
+            2026-11-21 10:00:00.002 <TRACE> node1 > added [best] 203.0.113.0/24 unicast\n\
+            2026-11-21 10:00:00.003 <TRACE> node2 > removed [sole] 203.0.113.0/24 unicast\n\
+            2026-11-21 10:00:00.004 <TRACE> node2: State changed to stop\n\
+            2026-11-21 10:00:00.005 <TRACE> device1: Scanning interfaces\n";
+        assert_eq!(
+            bird_events(text, &[]),
+            [
+                RouteEvent::SessionUp { neighbor: "10.99.1.2".into() },
+                RouteEvent::Announced {
+                    prefix: "203.0.113.0/24".into(),
+                    neighbor: "10.99.1.2".into()
+                },
+                RouteEvent::Withdrawn {
+                    prefix: "203.0.113.0/24".into(),
+                    neighbor: "10.99.2.2".into()
+                },
+                RouteEvent::SessionDown { neighbor: "10.99.2.2".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn frr_logs_become_events() {
+        let text = "2026/11/21 10:00:00.001 BGP: [M59KS-A3ZXZ] %ADJCHANGE: neighbor 10.99.1.2(Unknown) in vrf default Up\n\
+            2026/11/21 10:00:00.002 BGP: [ZX1-Q] 10.99.1.2(Unknown) rcvd UPDATE w/ attr: nexthop 10.99.1.2\n\
+            2026/11/21 10:00:00.003 BGP: [P8-X] 10.99.1.2(Unknown) rcvd 203.0.113.0/24 IPv4 unicast\n\
+            2026/11/21 10:00:00.004 BGP: [P8-Y] 10.99.1.2(Unknown) rcvd UPDATE about 203.0.113.0/24 IPv4 unicast -- withdrawn\n\
+            2026/11/21 10:00:00.005 BGP: [M59KS-A3ZXZ] %ADJCHANGE: neighbor 10.99.1.2(Unknown) in vrf default Down Peer closed the session\n";
+        assert_eq!(
+            frr_events(text),
+            [
+                RouteEvent::SessionUp { neighbor: "10.99.1.2".into() },
+                RouteEvent::Announced {
+                    prefix: "203.0.113.0/24".into(),
+                    neighbor: "10.99.1.2".into()
+                },
+                RouteEvent::Withdrawn {
+                    prefix: "203.0.113.0/24".into(),
+                    neighbor: "10.99.1.2".into()
+                },
+                RouteEvent::SessionDown { neighbor: "10.99.1.2".into() },
+            ]
+        );
+    }
+}
