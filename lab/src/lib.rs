@@ -22,6 +22,7 @@ pub mod kubelet;
 pub mod network;
 pub mod process;
 pub mod router;
+pub mod testing;
 
 use std::path::PathBuf;
 

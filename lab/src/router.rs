@@ -2,8 +2,8 @@
 //! what it sees, as data: its sessions, its routes, and the route events
 //! (announcements, withdrawals, session changes) in the order it saw them.
 //!
-//! Events come from the daemon's own record: `gobgp monitor` streams for
-//! gobgpd, the trace log (`debug { states, routes }`) for BIRD, the update
+//! Events come from the daemon's own record: gobgpd's log (Peer Up/Down)
+//! and its `gobgp monitor global rib` stream, the trace log (`debug { states, routes }`) for BIRD, the update
 //! and neighbour-change log for FRR.
 
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ fn in_router(args: &[&str]) -> Command {
 /// The lab daemons each kind of router runs.
 pub fn daemons(kind: RouterKind) -> &'static [&'static str] {
     match kind {
-        RouterKind::Gobgpd => &["router-gobgpd", "router-monitor-rib", "router-monitor-peers"],
+        RouterKind::Gobgpd => &["router-gobgpd", "router-monitor-rib"],
         RouterKind::Bird => &["router-bird"],
         RouterKind::Frr => &["router-zebra", "router-bgpd"],
     }
@@ -70,11 +70,6 @@ pub fn start(dir: &Path, kind: RouterKind, nodes: usize) -> Result<()> {
                 dir,
                 "router-monitor-rib",
                 in_router(&["gobgp", "-j", "monitor", "global", "rib"]),
-            )?;
-            process::start(
-                dir,
-                "router-monitor-peers",
-                in_router(&["gobgp", "-j", "monitor", "neighbor"]),
             )?;
         }
         RouterKind::Bird => {
@@ -323,13 +318,18 @@ impl Router {
         match self.kind {
             RouterKind::Gobgpd => {
                 let mut events = Vec::new();
-                for line in read("router-monitor-peers").lines() {
-                    let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-                    let neighbor = v["conf"]["neighbor_address"].as_str().unwrap_or("").to_string();
-                    match v["state"]["session_state"].as_u64() {
-                        Some(6) => events.push(RouteEvent::SessionUp { neighbor }),
-                        Some(_) => events.push(RouteEvent::SessionDown { neighbor }),
-                        None => {}
+                for line in read("router-gobgpd").lines() {
+                    let neighbor = || {
+                        line.split("Key=")
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    if line.contains("msg=\"Peer Up\"") {
+                        events.push(RouteEvent::SessionUp { neighbor: neighbor() });
+                    } else if line.contains("msg=\"Peer Down\"") {
+                        events.push(RouteEvent::SessionDown { neighbor: neighbor() });
                     }
                 }
                 // The two streams interleave only loosely; session changes

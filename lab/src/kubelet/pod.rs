@@ -234,6 +234,9 @@ impl Worker {
                 };
                 let reason = if code == 0 { "Completed" } else { "Error" };
                 info!(container = r.spec.name, code, "container exited");
+                // The container ends with its main process, as a runtime
+                // ends its cgroup: nothing it started lives on.
+                signal(r.pid, rustix::process::Signal::KILL);
                 r.state =
                     State::Terminated { code, reason: reason.into(), started, finished: now() };
                 r.child = None;

@@ -1,0 +1,121 @@
+"""`lab helm`: Helm's own engine (helm-python-sdk wraps Helm's Go SDK) with a
+helm-like command line, for the lab cluster (KUBECONFIG is set by `lab`).
+
+  lab helm install NAME CHART [-n NS] [-f values.yaml]... [--set a.b=c]...
+  lab helm upgrade NAME CHART [-n NS] [-f ...] [--set ...] [--reuse-values]
+  lab helm uninstall NAME [-n NS]
+  lab helm template NAME CHART [-n NS] [-f ...] [--set ...]
+  lab helm lint CHART [-f ...] [--set ...]
+  lab helm list [-n NS]
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from helm_python import Chart, Config
+from helm_python.chart import lint, values_from_yaml
+
+
+def set_value(values, assignment):
+    """`a.b=c` as Helm's --set does for plain keys: true/false/null and
+    integers become those types, everything else a string."""
+    if "=" not in assignment:
+        sys.exit(f"--set {assignment}: expected key=value")
+    key, raw = assignment.split("=", 1)
+    if raw in ("true", "false"):
+        value = raw == "true"
+    elif raw == "null":
+        value = None
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = raw
+    node = values
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            sys.exit(f"--set {assignment}: {p} is not a map")
+    node[parts[-1]] = value
+
+
+def merge(into, extra):
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def values_of(args):
+    values = {}
+    for path in args.values or []:
+        with open(path, encoding="utf-8") as f:
+            merge(values, values_from_yaml(f.read()) or {})
+    for assignment in args.set or []:
+        set_value(values, assignment)
+    return values
+
+
+def main():
+    p = argparse.ArgumentParser(prog="lab helm")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, chart=True, name=True):
+        if name:
+            sp.add_argument("name")
+        if chart:
+            sp.add_argument("chart")
+            sp.add_argument("-f", "--values", action="append")
+            sp.add_argument("--set", action="append")
+        sp.add_argument("-n", "--namespace", default="default")
+
+    common(sub.add_parser("install"))
+    up = sub.add_parser("upgrade")
+    common(up)
+    up.add_argument("--reuse-values", action="store_true")
+    up.add_argument("--install", action="store_true")
+    common(sub.add_parser("uninstall"), chart=False)
+    common(sub.add_parser("template"))
+    common(sub.add_parser("lint"), name=False)
+    common(sub.add_parser("list"), chart=False, name=False)
+    args = p.parse_args()
+
+    config = lambda: Config(
+        kubeconfig_path=os.environ["KUBECONFIG"], namespace=args.namespace
+    )
+    try:
+        if args.command == "template":
+            chart = Chart.load(args.chart)
+            rendered = chart.render(values_of(args), name=args.name, namespace=args.namespace, is_install=True)
+            for path in sorted(rendered):
+                text = rendered[path].strip()
+                if text:
+                    print(f"---\n# Source: {path}\n{text}")
+        elif args.command == "lint":
+            result = lint(args.chart, values_of(args))
+            print(json.dumps(result, indent=2, default=str))
+        elif args.command == "install":
+            r = config().install(Chart.load(args.chart), args.name, values_of(args), namespace=args.namespace)
+            print(f"installed {args.name} in {args.namespace}: {r}")
+        elif args.command == "upgrade":
+            c = config()
+            r = c.upgrade(
+                Chart.load(args.chart), args.name, values_of(args),
+                namespace=args.namespace, reuse_values=args.reuse_values,
+            )
+            print(f"upgraded {args.name} in {args.namespace}: {r}")
+        elif args.command == "uninstall":
+            config().uninstall(args.name)
+            print(f"uninstalled {args.name} from {args.namespace}")
+        elif args.command == "list":
+            print(json.dumps(config().list(), indent=2, default=str))
+    except Exception as e:  # the SDK's errors say what is wrong; keep them whole
+        sys.exit(f"helm {args.command}: {type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    main()

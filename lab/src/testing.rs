@@ -1,0 +1,155 @@
+//! For end-to-end tests: attach to the lab (bringing it up if it is not),
+//! a namespace per test, `eventually`, kubectl as the user would run it,
+//! and the lab router's view as data (`router::Router`).
+//!
+//! ```no_run
+//! // In an integration test of this crate: env!("CARGO_BIN_EXE_lab").
+//! let lab = nonstop_lab::testing::Lab::attach("target/debug/lab");
+//! let ns = lab.namespace("my-test");
+//! ns.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::router::Router;
+use crate::{Shape, controlplane, lab_dir};
+
+/// Waits for `check` to pass, at most `limit`; panics with what it waited
+/// for and the last answer.
+pub fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() >= limit => panic!("{what}: not after {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The running lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub binary: PathBuf,
+}
+
+impl Lab {
+    /// The lab in `NONSTOP_LAB_DIR`, brought up with 3 nodes if it is not up.
+    pub fn attach(binary: &str) -> Lab {
+        let lab = Lab { dir: lab_dir(), binary: PathBuf::from(binary) };
+        let up = controlplane::ready(&lab.dir).is_ok() && Shape::read(&lab.dir).is_some();
+        if !up {
+            let status = Command::new(&lab.binary)
+                .args(["up", "--nodes", "3"])
+                .status()
+                .expect("running lab up");
+            assert!(status.success(), "lab up failed");
+        }
+        lab
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        controlplane::kubeconfig(&self.dir)
+    }
+
+    /// kubectl with the lab's kubeconfig: stdout, or stderr as the error.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_in(args, None)
+    }
+
+    /// kubectl with `input` on stdin.
+    pub fn kubectl_in(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(text) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(text.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The `lab` command itself.
+    pub fn lab(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.binary)
+            .args(args)
+            .env("NONSTOP_LAB_DIR", &self.dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A fresh namespace, deleted when the value is dropped.
+    pub fn namespace(&self, prefix: &str) -> Namespace {
+        let name = format!("{prefix}-{}", std::process::id());
+        let _ = self.kubectl(&["delete", "namespace", &name, "--wait=true"]);
+        self.kubectl(&["create", "namespace", &name]).expect("creating the test namespace");
+        Namespace { lab: self.clone(), name }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::of(&self.dir).expect("the lab's router")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A test's own namespace.
+#[derive(Debug)]
+pub struct Namespace {
+    pub lab: Lab,
+    pub name: String,
+}
+
+impl Namespace {
+    /// `kubectl -n NS ARGS…`
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        self.lab.kubectl(&full)
+    }
+
+    /// `kubectl apply` of a YAML document into this namespace.
+    pub fn apply(&self, yaml: &str) -> Result<String, String> {
+        self.lab.kubectl_in(&["-n", &self.name, "apply", "-f", "-"], Some(yaml))
+    }
+
+    /// A JSONPath of one object, e.g. `get("pod/x", "{.status.phase}")`.
+    pub fn get(&self, object: &str, jsonpath: &str) -> Result<String, String> {
+        self.kubectl(&["get", object, "-o", &format!("jsonpath={jsonpath}")])
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.lab.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
