@@ -266,3 +266,56 @@ fn helm_installs_upgrades_and_uninstalls_a_chart() {
     let err = ns.kubectl(&["get", "configmap", "t-hello"]).unwrap_err();
     assert!(err.contains("NotFound"), "{err}");
 }
+
+/// In-cluster access as in a real cluster: from a pod in a node namespace,
+/// kubectl finds the API through KUBERNETES_SERVICE_HOST/PORT and the
+/// ServiceAccount token, CA and namespace mounted where client libraries
+/// look; RBAC decides what the pod's ServiceAccount may do.
+#[test]
+fn pods_reach_the_api_as_their_service_account_under_rbac() {
+    let lab = lab();
+    let ns = lab.namespace("lab-rbac");
+    eventually(Duration::from_secs(30), "the default ServiceAccount's token", || {
+        let secrets = ns.get("serviceaccount/default", "{.secrets[0].name}")?;
+        if secrets.is_empty() { Err("no token yet".into()) } else { Ok(()) }
+    });
+    let pod = |name: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {{kubernetes.io/hostname: node-3}}
+  containers:
+  - name: main
+    image: lab/shell:1
+    command: ["sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; kubectl get configmaps -o name 2>&1; echo exit=$?"]
+"#
+        )
+    };
+    let output = |name: &str| {
+        eventually(Duration::from_secs(60), "the pod to finish", || {
+            let phase = ns.get(&format!("pod/{name}"), "{.status.phase}")?;
+            if phase == "Succeeded" || phase == "Failed" { Ok(()) } else { Err(phase) }
+        });
+        lab.lab(&["logs", name, "-n", &ns.name]).unwrap()
+    };
+    ns.apply(&pod("denied")).unwrap();
+    let denied = output("denied");
+    assert!(denied.starts_with(&ns.name), "the namespace file: {denied}");
+    assert!(
+        denied.contains(&format!("system:serviceaccount:{}:default", ns.name))
+            && denied.contains("forbidden"),
+        "{denied}"
+    );
+    ns.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: read}\nrules:\n- {apiGroups: [\"\"], resources: [configmaps], verbs: [list]}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: read}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read}\n\
+         subjects: [{kind: ServiceAccount, name: default}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: visible}\n",
+    )
+    .unwrap();
+    ns.apply(&pod("allowed")).unwrap();
+    let allowed = output("allowed");
+    assert!(allowed.contains("configmap/visible") && allowed.contains("exit=0"), "{allowed}");
+}
