@@ -384,6 +384,9 @@ fn first_prefix(text: &str) -> Option<String> {
 fn bird_events(text: &str, sessions: &[Session]) -> Vec<RouteEvent> {
     let neighbor_of = |proto: &str| -> String {
         proto
+            .split('.')
+            .next()
+            .unwrap_or(proto)
             .strip_prefix("node")
             .and_then(|i| i.parse::<usize>().ok())
             .map(crate::network::uplink_ip)
@@ -463,7 +466,7 @@ mod tests {
     #[test]
     fn bird_traces_become_events() {
         let text = "2026-11-21 10:00:00.001 <TRACE> node1: State changed to up\n\
-            2026-11-21 10:00:00.002 <TRACE> node1 > added [best] 203.0.113.0/24 unicast\n\
+            2026-11-21 10:00:00.002 <TRACE> node1.ipv4 > added [best] 203.0.113.0/24 unicast\n\
             2026-11-21 10:00:00.003 <TRACE> node2 > removed [sole] 203.0.113.0/24 unicast\n\
             2026-11-21 10:00:00.004 <TRACE> node2: State changed to stop\n\
             2026-11-21 10:00:00.005 <TRACE> device1: Scanning interfaces\n";
