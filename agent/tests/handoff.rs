@@ -130,10 +130,24 @@ fn upgrade_under_load(
         }
     });
     router.watch();
-    let session =
-        eventually(Duration::from_secs(10), "the router's session view", || router.session());
+    // BIRD touches its "since" once more just after the session comes up
+    // (1 ms later, no transition): take the view once it holds still.
+    let session = eventually(Duration::from_secs(10), "a settled session view", || {
+        let first = router.session()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let second = router.session()?;
+        if first == second { Ok(second) } else { Err(format!("{first:?} then {second:?}")) }
+    });
     let transitions = agent.peer(&link.b_v4).unwrap()["established_transitions"].clone();
     let churning = AtomicBool::new(true);
+    // A failed assertion below must stop the churn too, or the scope would
+    // wait for it forever.
+    struct StopChurn<'a>(&'a AtomicBool);
+    impl Drop for StopChurn<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
     let mut pauses = Vec::new();
     std::thread::scope(|s| {
         let flaps = s.spawn(|| {
@@ -145,6 +159,7 @@ fn upgrade_under_load(
             }
             flaps
         });
+        let stop = StopChurn(&churning);
         for n in 0..UPGRADES {
             agent = hand_over(link, &mut agent, &yaml, n);
             let report = agent.status().unwrap()["last_handoff"].clone();
@@ -156,7 +171,7 @@ fn upgrade_under_load(
             assert_eq!(peer["state"], "Established");
             assert_eq!(peer["established_transitions"], transitions, "{peer}");
         }
-        churning.store(false, Ordering::Relaxed);
+        drop(stop);
         let flaps = flaps.join().unwrap();
         assert!(flaps > 0, "the router never flapped its routes during the upgrades");
         eprintln!(
