@@ -74,36 +74,45 @@ fn field(pod: &Pod, path: &str, node_ip: &str) -> Result<String, String> {
     })
 }
 
-async fn config_map(client: &Client, ns: &str, name: &str) -> Result<ConfigMap, String> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| format!("configmap \"{name}\" not found: {e}"))
+/// Where keyed data comes from: a ConfigMap or a Secret.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
 }
 
-async fn secret(client: &Client, ns: &str, name: &str) -> Result<Secret, String> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| format!("secret \"{name}\" not found: {e}"))
-}
-
-fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> =
-        s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
-    for (k, v) in s.string_data.iter().flatten() {
-        out.insert(k.clone(), v.clone().into_bytes());
+/// The keys of a ConfigMap or Secret (text and binary alike); `None` when it
+/// is missing but `optional`.
+async fn keyed(
+    client: &Client,
+    ns: &str,
+    source: Source,
+    name: &str,
+    optional: Option<bool>,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let (kind, found) = match source {
+        Source::ConfigMap => (
+            "configmap",
+            Api::<ConfigMap>::namespaced(client.clone(), ns).get(name).await.map(|c| {
+                let text = c.data.into_iter().flatten().map(|(k, v)| (k, v.into_bytes()));
+                text.chain(c.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0))).collect()
+            }),
+        ),
+        Source::Secret => (
+            "secret",
+            Api::<Secret>::namespaced(client.clone(), ns).get(name).await.map(|s| {
+                let binary = s.data.into_iter().flatten().map(|(k, v)| (k, v.0));
+                binary
+                    .chain(s.string_data.into_iter().flatten().map(|(k, v)| (k, v.into_bytes())))
+                    .collect()
+            }),
+        ),
+    };
+    match found {
+        Ok(data) => Ok(Some(data)),
+        Err(_) if optional == Some(true) => Ok(None),
+        Err(e) => Err(format!("{kind} \"{name}\" not found: {e}")),
     }
-    out
-}
-
-fn cm_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> =
-        c.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    for (k, v) in c.binary_data.iter().flatten() {
-        out.insert(k.clone(), v.0.clone());
-    }
-    out
 }
 
 /// Writes key → file, `items` choosing and renaming keys when given.
@@ -169,35 +178,21 @@ async fn volume(
         fs::create_dir_all(&path).map_err(|e| format!("emptyDir {}: {e}", v.name))?;
         return Ok(path);
     }
-    if let Some(c) = &v.config_map {
+    let keyed_volume = v
+        .config_map
+        .as_ref()
+        .map(|c| (Source::ConfigMap, c.name.clone(), c.items.as_ref(), c.default_mode, c.optional))
+        .or_else(|| {
+            v.secret.as_ref().map(|s| {
+                let name = s.secret_name.clone().unwrap_or_default();
+                (Source::Secret, name, s.items.as_ref(), s.default_mode, s.optional)
+            })
+        });
+    if let Some((source, name, items, mode, optional)) = keyed_volume {
         fresh()?;
-        let name = &c.name;
-        match config_map(client, ns, name).await {
-            Ok(cm) => write_keys(
-                &path,
-                &cm_data(&cm),
-                c.items.as_ref(),
-                c.default_mode.unwrap_or(0o644),
-                &format!("configmap \"{name}\""),
-            )?,
-            Err(_) if c.optional == Some(true) => {}
-            Err(e) => return Err(e),
-        }
-        return Ok(path);
-    }
-    if let Some(s) = &v.secret {
-        fresh()?;
-        let name = s.secret_name.clone().unwrap_or_default();
-        match secret(client, ns, &name).await {
-            Ok(sec) => write_keys(
-                &path,
-                &secret_data(&sec),
-                s.items.as_ref(),
-                s.default_mode.unwrap_or(0o644),
-                &format!("secret \"{name}\""),
-            )?,
-            Err(_) if s.optional == Some(true) => {}
-            Err(e) => return Err(e),
+        if let Some(data) = keyed(client, ns, source, &name, optional).await? {
+            let what = format!("{source:?} \"{name}\"");
+            write_keys(&path, &data, items, mode.unwrap_or(0o644), &what)?;
         }
         return Ok(path);
     }
@@ -224,11 +219,15 @@ async fn volume(
         for source in p.sources.iter().flatten() {
             let mode = p.default_mode.unwrap_or(0o644);
             if let Some(c) = &source.config_map {
-                let cm = config_map(client, ns, &c.name).await?;
-                write_keys(&path, &cm_data(&cm), c.items.as_ref(), mode, "configmap")?;
+                if let Some(data) =
+                    keyed(client, ns, Source::ConfigMap, &c.name, c.optional).await?
+                {
+                    write_keys(&path, &data, c.items.as_ref(), mode, "configmap")?;
+                }
             } else if let Some(s) = &source.secret {
-                let sec = secret(client, ns, &s.name).await?;
-                write_keys(&path, &secret_data(&sec), s.items.as_ref(), mode, "secret")?;
+                if let Some(data) = keyed(client, ns, Source::Secret, &s.name, s.optional).await? {
+                    write_keys(&path, &data, s.items.as_ref(), mode, "secret")?;
+                }
             } else if let Some(d) = &source.downward_api {
                 for item in d.items.iter().flatten() {
                     if let Some(f) = &item.field_ref {
@@ -315,32 +314,14 @@ pub async fn prepare(
     env.insert("KUBERNETES_PORT".into(), format!("tcp://{API_HOST}:{API_PORT}"));
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.config_map_ref {
-            match config_map(client, ns, &r.name).await {
-                Ok(cm) => {
-                    for (k, v) in cm_data(&cm) {
-                        env.insert(
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into_owned(),
-                        );
-                    }
-                }
-                Err(_) if r.optional == Some(true) => {}
-                Err(e) => return Err(config_err(e)),
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            match secret(client, ns, &r.name).await {
-                Ok(s) => {
-                    for (k, v) in secret_data(&s) {
-                        env.insert(
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into_owned(),
-                        );
-                    }
-                }
-                Err(_) if r.optional == Some(true) => {}
-                Err(e) => return Err(config_err(e)),
+        let refs = [
+            from.config_map_ref.as_ref().map(|r| (Source::ConfigMap, &r.name, r.optional)),
+            from.secret_ref.as_ref().map(|r| (Source::Secret, &r.name, r.optional)),
+        ];
+        for (source, name, optional) in refs.into_iter().flatten() {
+            let data = keyed(client, ns, source, name, optional).await.map_err(config_err)?;
+            for (k, v) in data.into_iter().flatten() {
+                env.insert(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
             }
         }
     }
@@ -350,27 +331,25 @@ pub async fn prepare(
         } else if let Some(from) = &e.value_from {
             if let Some(f) = &from.field_ref {
                 field(pod, &f.field_path, node_ip).map_err(config_err)?
-            } else if let Some(k) = &from.secret_key_ref {
-                let found = secret(client, ns, &k.name).await.and_then(|s| {
-                    secret_data(&s)
-                        .remove(&k.key)
-                        .ok_or_else(|| format!("secret \"{}\" has no key \"{}\"", k.name, k.key))
-                });
-                match found {
-                    Ok(v) => String::from_utf8_lossy(&v).into_owned(),
-                    Err(_) if k.optional == Some(true) => continue,
-                    Err(e) => return Err(config_err(e)),
-                }
-            } else if let Some(k) = &from.config_map_key_ref {
-                let found = config_map(client, ns, &k.name).await.and_then(|c| {
-                    cm_data(&c)
-                        .remove(&k.key)
-                        .ok_or_else(|| format!("configmap \"{}\" has no key \"{}\"", k.name, k.key))
-                });
-                match found {
-                    Ok(v) => String::from_utf8_lossy(&v).into_owned(),
-                    Err(_) if k.optional == Some(true) => continue,
-                    Err(e) => return Err(config_err(e)),
+            } else if let Some((source, k)) = from
+                .secret_key_ref
+                .as_ref()
+                .map(|k| (Source::Secret, (&k.name, &k.key, k.optional)))
+                .or_else(|| {
+                    let k = from.config_map_key_ref.as_ref()?;
+                    Some((Source::ConfigMap, (&k.name, &k.key, k.optional)))
+                })
+            {
+                let (name, key, optional) = k;
+                let data = keyed(client, ns, source, name, optional).await.map_err(config_err)?;
+                match data.map(|mut d| d.remove(key)) {
+                    Some(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+                    _ if optional == Some(true) => continue,
+                    _ => {
+                        return Err(config_err(format!(
+                            "{source:?} \"{name}\" has no key \"{key}\""
+                        )));
+                    }
                 }
             } else {
                 return Err(config_err(format!(
