@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::routers::{
-    AGENT_AS, Bird, Frr, Gobgp, GrSetup, ROUTER_AS, RouteView, Router, RouterSetup, gobgp_many,
-    gobgp_many_sessions,
+    AGENT_AS, Bird, Frr, Gobgp, GrSetup, ROUTER_AS, RouteView, Router, RouterSetup, SessionView,
+    gobgp_many, gobgp_many_sessions,
 };
 use support::{Agent, Link, eventually, v4_prefixes};
 
@@ -284,6 +284,19 @@ kill_matrix! {
     kill_successor_after_commit: "new:commit",
 }
 
+/// An agent serving the small table to gobgpd, the router watched from
+/// here on; and the router's view of the session.
+fn serving_small(link: &Link) -> (Gobgp<'_>, String, Agent, SessionView) {
+    let mut router = Gobgp::start(link, &setup(0, 0));
+    let yaml = config(link, SMALL);
+    let old = Agent::start(&link.a, &link.dir, &yaml);
+    old.wait_established(&link.b_v4);
+    wait_small_table(&router);
+    router.watch();
+    let session = router.session().unwrap();
+    (router, yaml, old, session)
+}
+
 /// A successor that stops answering: the predecessor rolls back as if
 /// nothing happened, the successor, woken up, exits non-zero saying so.
 /// Stopped while the tables are copied (nothing paused yet), the
@@ -293,13 +306,7 @@ kill_matrix! {
 #[test]
 fn a_frozen_successor_is_rolled_back() {
     let link = Link::new("ho-sigstop");
-    let mut router = Gobgp::start(&link, &setup(0, 0));
-    let yaml = config(&link, SMALL);
-    let old = Agent::start(&link.a, &link.dir, &yaml);
-    old.wait_established(&link.b_v4);
-    wait_small_table(&router);
-    router.watch();
-    let session = router.session().unwrap();
+    let (router, yaml, old, session) = serving_small(&link);
     for (i, (stop_at, reason)) in
         [("new:welcome", "READY"), ("new:listeners", "COMMIT")].into_iter().enumerate()
     {
@@ -338,13 +345,7 @@ fn a_frozen_successor_is_rolled_back() {
 #[test]
 fn incompatible_successors_are_refused() {
     let link = Link::new("ho-refused");
-    let mut router = Gobgp::start(&link, &setup(0, 0));
-    let yaml = config(&link, SMALL);
-    let old = Agent::start(&link.a, &link.dir, &yaml);
-    old.wait_established(&link.b_v4);
-    wait_small_table(&router);
-    router.watch();
-    let session = router.session().unwrap();
+    let (router, yaml, old, session) = serving_small(&link);
     let cases = [
         ("NONSTOP_TEST_STATE_SCHEMA", "2", "reads session state schema 2; this agent writes 1"),
         (
@@ -416,7 +417,6 @@ fn three_hundred_sessions_hand_off() {
 /// The tests' own yardstick: the same session, within BIRD's display jitter.
 #[test]
 fn a_session_is_the_same_within_a_few_milliseconds_only() {
-    use support::routers::SessionView;
     let v = |since: &str, updates| SessionView { since: since.into(), updates };
     let cases = [
         (v("23:27:53.751 Established", 10), v("23:27:53.752 Established", 10), true),
