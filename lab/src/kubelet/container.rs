@@ -300,6 +300,9 @@ pub async fn prepare(
         "PATH".into(),
         format!("{path_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     );
+    // What a container runtime sets for root: without it, tools write their
+    // dotfiles into the kubelet's working directory.
+    env.insert("HOME".into(), "/root".into());
     env.insert(
         "HOSTNAME".into(),
         if spec.host_network == Some(true) {
@@ -437,7 +440,8 @@ pub fn command(launch: &Launch, netns: &str) -> Command {
         "--",
     ]);
     cmd.args(&launch.argv);
-    cmd.env_clear().envs(&launch.env);
+    // A container starts in `/` unless its workingDir says otherwise.
+    cmd.env_clear().envs(&launch.env).current_dir("/");
     cmd
 }
 
