@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
-use nonstop_agent::speaker::{self, RunOptions};
+use nonstop_agent::speaker::status::{AgentStatus, Role};
+use nonstop_agent::speaker::{self, RunOptions, Takeover};
 
 /// The nonstop BGP gateway agent: speaks BGP to the routers in front of a node
 /// and hands its live sessions to its successor on upgrade.
@@ -38,6 +39,23 @@ enum Command {
         /// Where `passwordSecretRef {name, key}` is read from: DIR/<name>/<key>.
         #[arg(long, default_value = "/etc/nonstop/secrets")]
         secrets_dir: PathBuf,
+        /// The pod this agent runs in, shown in status (the operator sets it).
+        #[arg(long, env = "NONSTOP_POD")]
+        pod: Option<String>,
+        /// How to take over from an agent already running in the state dir:
+        /// handoff (live sessions, routers see nothing) or restart (it stops
+        /// without withdrawing; routers hold the routes stale meanwhile).
+        #[arg(long, value_enum, env = "NONSTOP_TAKEOVER", default_value = "handoff")]
+        takeover: TakeoverArg,
+    },
+    /// Exit 0 when the agent answering in the state dir is active (and, with
+    /// --pod, runs in that pod): a readiness probe for "this pod's agent is
+    /// the node's active speaker". Otherwise say why and exit 1.
+    Ready {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, env = "NONSTOP_POD")]
+        pod: Option<String>,
     },
     /// Print the running agent's status as JSON.
     Status {
@@ -60,6 +78,12 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TakeoverArg {
+    Handoff,
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StopArg {
     Restart,
     Decommission,
@@ -75,13 +99,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run { config, state_dir, router_id, secrets_dir } => {
+        Command::Run { config, state_dir, router_id, secrets_dir, pod, takeover } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
                 config,
                 state_dir,
                 router_id,
                 secrets_dir,
+                pod,
+                takeover: match takeover {
+                    TakeoverArg::Handoff => Takeover::Handoff,
+                    TakeoverArg::Restart => Takeover::Restart,
+                },
             }));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +135,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ready { state_dir, pod } => ready(&state_dir, pod.as_deref()),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -163,5 +193,37 @@ fn stop(state_dir: &std::path::Path, mode: StopArg, timeout: u64) -> ExitCode {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     println!("agent {pid} stopped");
+    ExitCode::SUCCESS
+}
+
+fn ready(state_dir: &std::path::Path, pod: Option<&str>) -> ExitCode {
+    let socket = state_dir.join(speaker::CONTROL_SOCKET);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let body = match runtime.expect("tokio runtime").block_on(speaker::get(&socket, "/status")) {
+        Ok(body) => body,
+        Err(e) => {
+            println!("not ready: no agent answers on {}: {e}", socket.display());
+            return ExitCode::from(1);
+        }
+    };
+    let status: AgentStatus = match serde_json::from_str(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("not ready: the agent's status does not parse: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if status.role != Role::Active {
+        println!("not ready: the agent answering is {:?}", status.role);
+        return ExitCode::from(1);
+    }
+    if let Some(pod) = pod
+        && status.pod.as_deref() != Some(pod)
+    {
+        let other = status.pod.as_deref().unwrap_or("no pod");
+        println!("not ready: the node's active agent runs in {other}, not {pod}");
+        return ExitCode::from(1);
+    }
+    println!("ready: active agent pid {} version {}", status.pid, status.version);
     ExitCode::SUCCESS
 }

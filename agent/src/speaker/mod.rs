@@ -55,6 +55,24 @@ pub struct RunOptions {
     /// Where `passwordSecretRef {name, key}` is read: `<dir>/<name>/<key>`,
     /// the layout of a Kubernetes Secret mounted per name.
     pub secrets_dir: PathBuf,
+    /// The pod this agent runs in, reported in status so the operator can
+    /// tell which pod is the node's active speaker.
+    pub pod: Option<String>,
+    /// How to take over from an agent already running in the state dir.
+    pub takeover: Takeover,
+}
+
+/// How a starting agent takes over from one already running in its state dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// Take its listener and live sessions (the routers see nothing); start
+    /// cold when there is none.
+    #[default]
+    Handoff,
+    /// Ask it to stop in restart mode (sessions closed without a withdrawal,
+    /// routers keep the routes stale), wait until it is gone, then start with
+    /// the Graceful Restart R-bit.
+    Restart,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +178,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     prepare_state_dir(&options.state_dir)?;
     let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
 
-    // A running agent in this state dir hands over; otherwise start cold.
+    if options.takeover == Takeover::Restart {
+        let control = options.state_dir.join(CONTROL_SOCKET);
+        if let Ok(answer) = request(&control, "POST", "/stop?mode=restart").await {
+            info!(answer = answer.trim(), "asked the running agent to stop in restart mode");
+        }
+    }
+    // A running agent in this state dir hands over; otherwise start cold
+    // (after the one told to restart lets go of the state dir).
     let dir = options.state_dir.clone();
-    let (mut takeover, lock) = match blocking(move || handoff::take_over(&dir)).await {
+    let handoff = options.takeover == Takeover::Handoff;
+    let found = if handoff { blocking(move || handoff::take_over(&dir)).await } else { Ok(None) };
+    let (mut takeover, lock) = match found {
         Ok(Some((t, lock))) => (Some(t), lock),
         Ok(None) => {
             let dir = options.state_dir.clone();
@@ -193,7 +220,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     metrics.register(&mut registry);
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
-    let render = renderer(&config, router_id, Arc::new(registry), views_rx, standing.clone());
+    let render = renderer(
+        &config,
+        router_id,
+        options.pod.clone(),
+        Arc::new(registry),
+        views_rx,
+        standing.clone(),
+    );
     let (stop_tx, mut stop_rx) = mpsc::channel(4);
     let admin_fd =
         rustix::io::dup(std::os::fd::AsFd::as_fd(&admin)).map_err(|e| RunError::Bind {
@@ -349,6 +383,7 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunErro
 fn renderer(
     config: &Config,
     router_id: Ipv4Addr,
+    pod: Option<String>,
     registry: Arc<Registry>,
     views: watch::Receiver<Vec<watch::Receiver<PeerStatus>>>,
     standing: Arc<std::sync::Mutex<Standing>>,
@@ -374,6 +409,7 @@ fn renderer(
             let status = AgentStatus {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
+                pod: pod.clone(),
                 asn,
                 router_id: router_id.to_string(),
                 listen: listen.to_string(),

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 pub struct AgentStatus {
     pub version: String,
     pub pid: u32,
+    /// The pod the agent runs in (`--pod`, `NONSTOP_POD`), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub asn: u32,
     pub router_id: String,
     pub listen: String,
