@@ -143,9 +143,17 @@ fn write_keys(
     Ok(())
 }
 
+/// Where node `node`'s own filesystem lives: each lab node is a machine of
+/// its own, so `hostPath: /var/run/x` on node-1 and on node-2 are two
+/// directories, as on two real nodes.
+pub fn node_root(lab: &Path, node: &str) -> PathBuf {
+    lab.join("nodes").join(node).join("root")
+}
+
 /// Makes one volume on the host; returns its path.
 async fn volume(
     client: &Client,
+    lab: &Path,
     pod: &Pod,
     v: &Volume,
     dir: &Path,
@@ -158,7 +166,8 @@ async fn volume(
         fs::create_dir_all(&path).map_err(|e| format!("volume {}: {e}", v.name))
     };
     if let Some(h) = &v.host_path {
-        let p = PathBuf::from(&h.path);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("unscheduled");
+        let p = node_root(lab, node).join(h.path.trim_start_matches('/'));
         match h.type_.as_deref().unwrap_or("") {
             "DirectoryOrCreate" => {
                 fs::create_dir_all(&p).map_err(|e| format!("hostPath {}: {e}", h.path))?
@@ -373,7 +382,7 @@ pub async fn prepare(
             spec.volumes.iter().flatten().find(|v| v.name == m.name).ok_or_else(|| {
                 config_err(format!("volumeMount {}: no volume of that name", m.name))
             })?;
-        let host = volume(client, pod, v, &dir, node_ip).await.map_err(config_err)?;
+        let host = volume(client, lab, pod, v, &dir, node_ip).await.map_err(config_err)?;
         let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) if sub.split('/').any(|c| c == "..") => {
                 return Err(config_err(format!(
