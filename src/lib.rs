@@ -3,10 +3,12 @@
 //!
 //! ```text
 //!   BgpGateway (api) ──▶ controller ──▶ rollout planner ──▶ pods per node
-//!                          (later issues: observe, plan, apply)
+//!                          (observe, plan, apply: [`operator`])
 //! ```
 //!
-//! Today the crate owns the API types ([`api`]) and the CRD they generate ([`crd`]).
+//! The API types ([`api`]), the CRD they generate ([`crd`]) and the
+//! controller ([`operator`]).
 
 pub mod api;
 pub mod crd;
+pub mod operator;

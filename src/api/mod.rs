@@ -83,6 +83,12 @@ pub struct BgpGatewaySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["prefix"]))]
     pub announce: Vec<Announcement>,
+    /// Port of each agent's `/status` and `/metrics` on its node (the pods
+    /// use the host network); the operator reads each node's active agent
+    /// there, and the handoff passes the port on, so it always reaches it.
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1))]
+    pub admin_port: u16,
     #[serde(default)]
     pub upgrade: Upgrade,
     #[serde(default)]
@@ -111,6 +117,10 @@ pub struct Upgrade {
     /// Stop between nodes until set back to false.
     #[serde(default)]
     pub paused: bool,
+}
+
+fn default_admin_port() -> u16 {
+    9179
 }
 
 fn one() -> u32 {
@@ -182,6 +192,11 @@ impl BgpGatewaySpec {
         }
         validate::peers(&self.peers, self.asn, "spec.", &mut problems);
         validate::announcements(&self.announce, "spec.", &mut problems);
+        match self.admin_port {
+            0 => problems.push("spec.adminPort", "must be a port number, 1 to 65535"),
+            179 => problems.push("spec.adminPort", "179 is the BGP port; pick another"),
+            _ => {}
+        }
         if self.upgrade.max_nodes_in_flight == 0 {
             problems.push("spec.upgrade.maxNodesInFlight", "must be at least 1");
         }

@@ -189,6 +189,7 @@ fn the_schema_refuses_bad_specs_naming_the_field() {
             example_with("/spec/upgrade/maxNodesInFlight", json!(0)),
             &["spec.upgrade.maxNodesInFlight"],
         ),
+        ("admin port 0", example_with("/spec/adminPort", json!(0)), &["spec.adminPort"]),
         (
             "hold time as a string",
             example_with("/spec/peers/0/holdTime", json!("90s")),
@@ -245,6 +246,11 @@ fn the_operator_refuses_what_the_schema_cannot_see() {
             "empty image",
             example_with("/spec/image", json!(" ")),
             "spec.image: must name the agent image",
+        ),
+        (
+            "admin port on the BGP port",
+            example_with("/spec/adminPort", json!(179)),
+            "spec.adminPort: 179 is the BGP port",
         ),
     ];
     for (name, object, needle) in cases {

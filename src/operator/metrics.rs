@@ -1,0 +1,109 @@
+//! The operator's Prometheus metrics and the small HTTP door that serves
+//! them (`/metrics`) with a liveness answer (`/healthz`).
+//!
+//! ```text
+//!   nonstop_operator_reconciles_total
+//!   nonstop_operator_reconcile_errors_total{kind}
+//!   nonstop_operator_rollout_steps_total{reason}
+//!   nonstop_operator_handoff_pause_seconds   (histogram, from agents' reports)
+//!   nonstop_operator_leader                  (1 on the replica that leads)
+//! ```
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::plan::Step;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub reconciles: Counter,
+    pub errors: Family<Kind, Counter>,
+    pub steps: Family<Reason, Counter>,
+    pub pause: Histogram,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            steps: Family::default(),
+            // 0.5 ms … ~4 s
+            pause: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let prefix = registry.sub_registry_with_prefix("nonstop_operator");
+        prefix.register("reconciles", "Reconciles of BgpGateways", self.reconciles.clone());
+        prefix.register("reconcile_errors", "Failed reconciles by kind", self.errors.clone());
+        prefix.register("rollout_steps", "Actions taken, by reason", self.steps.clone());
+        prefix.register(
+            "handoff_pause_seconds",
+            "Handoff pauses reported by agents after a node's upgrade",
+            self.pause.clone(),
+        );
+        prefix.register("leader", "1 on the replica holding the leader Lease", self.leader.clone());
+    }
+
+    pub fn step(&self, step: &Step) {
+        self.steps.get_or_create(&Reason { reason: step.reason.into() }).inc();
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.errors.get_or_create(&Kind { kind: kind.into() }).inc();
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the process ends.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut request = vec![0u8; 2048];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request));
+            let Ok(Ok(n)) = read.await else { return };
+            let line = String::from_utf8_lossy(&request[..n]);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match path {
+                "/metrics" => {
+                    let mut text = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                    ("200 OK", text)
+                }
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,178 @@
+//! Observing a gateway's world for the planner: nodes, the gateway's pods,
+//! missing Secrets (API server), and each node's active agent (`GET /status`
+//! on the node's admin port — the handoff passes that listener on, so it
+//! always reaches whichever agent is active).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use nonstop_agent::speaker::status::{AgentStatus, HandoffResult, HandoffRole, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
+use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
+use crate::api::BgpGateway;
+
+/// How long a node's agent has to answer; a slow one counts as silent.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn observe(client: &Client, gw: &BgpGateway, finalizer: &str) -> kube::Result<Observed> {
+    let namespace = gw.namespace().unwrap_or_default();
+    let name = gw.name_any();
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels(&format!("{GATEWAY_LABEL}={name}")))
+        .await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let mut missing_secrets = Vec::new();
+    for secret in render::secret_names(&gw.spec) {
+        if secrets.get_opt(&secret).await?.is_none() {
+            missing_secrets.push(secret);
+        }
+    }
+
+    let addresses: BTreeMap<String, IpAddr> =
+        nodes.items.iter().filter_map(|n| Some((n.name_any(), internal_ip(n)?))).collect();
+    let pods: Vec<PodView> = pods.items.iter().filter_map(pod_view).collect();
+    // Ask every node that has a pod of this gateway, all at once.
+    let asked: Vec<(String, IpAddr)> = addresses
+        .iter()
+        .filter(|(node, _)| pods.iter().any(|p| &p.node == *node))
+        .map(|(n, a)| (n.clone(), *a))
+        .collect();
+    let port = gw.spec.admin_port;
+    let answers = join_all(asked.iter().map(|(_, ip)| agent_status(*ip, port))).await;
+    let agents = asked
+        .into_iter()
+        .zip(answers)
+        .filter_map(|((node, _), answer)| Some((node, agent_view(&answer.ok()?))))
+        .collect();
+
+    Ok(Observed {
+        nodes: nodes.items.iter().map(node_view).collect(),
+        pods,
+        agents,
+        missing_secrets,
+        has_finalizer: gw.finalizers().iter().any(|f| f == finalizer),
+    })
+}
+
+fn internal_ip(node: &Node) -> Option<IpAddr> {
+    let addresses = node.status.as_ref()?.addresses.as_ref()?;
+    addresses.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()
+}
+
+fn node_view(node: &Node) -> NodeView {
+    NodeView {
+        name: node.name_any(),
+        labels: node.labels().clone(),
+        taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
+    }
+}
+
+/// A pod of the gateway; None for one without the labels the operator sets.
+pub fn pod_view(pod: &Pod) -> Option<PodView> {
+    let labels = pod.labels();
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .or_else(|| labels.get(NODE_LABEL).cloned())?;
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = match status.phase.as_deref() {
+        Some("Running") => Phase::Running,
+        Some("Succeeded") => Phase::Succeeded,
+        Some("Failed") => Phase::Failed,
+        _ => Phase::Pending,
+    };
+    let ready =
+        status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    Some(PodView {
+        name: pod.name_any(),
+        uid: pod.metadata.uid.clone(),
+        node,
+        revision: labels.get(REVISION_LABEL).cloned()?,
+        created: pod.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+        phase,
+        ready,
+        failure: failure(pod),
+    })
+}
+
+/// Why the agent container failed, in its own words where it left some.
+fn failure(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let agent = statuses.iter().find(|c| c.name == render::AGENT)?;
+    let said = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+        let words = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+        let last =
+            words.and_then(|m| m.lines().rev().find(|l| l.contains("error")).or(m.lines().last()));
+        format!(
+            "agent exited with code {}{}",
+            t.exit_code,
+            last.map(|l| format!(": {l}")).unwrap_or_default()
+        )
+    };
+    let state = agent.state.as_ref();
+    if let Some(t) = state.and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+        return Some(said(t));
+    }
+    if let Some(t) =
+        agent.last_state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0)
+    {
+        return Some(said(t));
+    }
+    let waiting = state.and_then(|s| s.waiting.as_ref())?;
+    let reason = waiting.reason.as_deref().unwrap_or("");
+    matches!(
+        reason,
+        "ErrImagePull" | "ImagePullBackOff" | "CreateContainerConfigError" | "InvalidImageName"
+    )
+    .then(|| format!("{reason}: {}", waiting.message.as_deref().unwrap_or("")))
+}
+
+pub fn agent_view(status: &AgentStatus) -> AgentView {
+    let up: Vec<_> = status.peers.iter().filter(|p| p.state == "Established").collect();
+    AgentView {
+        pod: status.pod.clone(),
+        version: status.version.clone(),
+        active: status.role == Role::Active,
+        established: up.len() as u32,
+        configured: status.peers.len() as u32,
+        advertised: up.iter().map(|p| p.routes_advertised as u64).sum(),
+        all_advertised: up
+            .iter()
+            .all(|p| p.routes_advertised + p.routes_skipped.len() >= status.routes_announced),
+        handoff_pause_ms: status
+            .last_handoff
+            .as_ref()
+            .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
+            .and_then(|h| h.pause_ms),
+    }
+}
+
+/// `GET /status` from the agent on `ip:port`.
+pub async fn agent_status(ip: IpAddr, port: u16) -> Result<AgentStatus, String> {
+    let ask = async {
+        let mut stream = TcpStream::connect((ip, port)).await.map_err(|e| e.to_string())?;
+        let request = format!("GET /status HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head.lines().next().unwrap_or("").to_string());
+        }
+        serde_json::from_str(body).map_err(|e| format!("status does not parse: {e}"))
+    };
+    tokio::time::timeout(AGENT_TIMEOUT, ask).await.map_err(|_| "no answer in time".to_string())?
+}

@@ -1,0 +1,400 @@
+//! The planner, situation by situation: what it does, and the one thing it
+//! must never do (delete the pod of a node's active agent outside a
+//! decommission).
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::api::{BgpGateway, BgpGatewaySpec, BgpGatewayStatus};
+
+const OLD: &str = "aaaaaaaaaa";
+const NEW: &str = "bbbbbbbbbb";
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + s)
+}
+
+fn gateway(strategy: &str, extra: &str) -> BgpGateway {
+    let yaml = format!(
+        "apiVersion: nonstop.dev/v1alpha1\nkind: BgpGateway\nmetadata: {{name: edge, namespace: ns, uid: u1, generation: 2}}\n\
+         spec:\n  image: nonstop-agent:v2\n  asn: 65001\n  nodeSelector: {{gw: edge}}\n  peers: [{{address: 10.99.0.1, asn: 65000}}]\n\
+         upgrade: {{strategy: {strategy}, handoffTimeoutSeconds: 60 {extra}}}\n"
+    )
+    .replace("upgrade:", "  upgrade:");
+    let gw: BgpGateway = serde_yaml_ng::from_str(&yaml).unwrap();
+    let _: &BgpGatewaySpec = &gw.spec;
+    gw
+}
+
+fn node(name: &str) -> NodeView {
+    NodeView {
+        name: name.into(),
+        labels: [("gw".to_string(), "edge".to_string())].into(),
+        taints: vec![],
+    }
+}
+
+fn pod(node: &str, revision: &str, created: i64) -> PodView {
+    PodView {
+        name: format!("edge-{node}-{revision}"),
+        uid: Some(format!("uid-{node}-{revision}")),
+        node: node.into(),
+        revision: revision.into(),
+        created: t(created),
+        deleting: false,
+        phase: Phase::Running,
+        ready: false,
+        failure: None,
+    }
+}
+
+fn agent(pod: &PodView) -> AgentView {
+    AgentView {
+        pod: Some(pod.name.clone()),
+        version: "0.1.0".into(),
+        active: true,
+        established: 1,
+        configured: 1,
+        advertised: 2,
+        all_advertised: true,
+        handoff_pause_ms: Some(3.4),
+    }
+}
+
+/// Three nodes serving at OLD, healthy.
+fn serving(nodes: &[&str]) -> Observed {
+    let pods: Vec<PodView> = nodes.iter().map(|n| pod(n, OLD, 0)).collect();
+    Observed {
+        nodes: nodes.iter().map(|n| node(n)).collect(),
+        agents: pods.iter().map(|p| (p.node.clone(), agent(p))).collect(),
+        pods,
+        missing_secrets: vec![],
+        has_finalizer: true,
+    }
+}
+
+fn run(gw: &BgpGateway, revision: &str, observed: &Observed, now: i64) -> Plan {
+    plan(&Input { gateway: gw, revision, observed, now: t(now) })
+}
+
+fn actions(plan: &Plan) -> Vec<Action> {
+    plan.steps.iter().map(|s| s.action.clone()).collect()
+}
+
+fn create(node: &str, revision: &str) -> Action {
+    Action::CreatePod { node: node.into(), revision: revision.into() }
+}
+
+fn delete(node: &str, revision: &str) -> Action {
+    Action::DeletePod { node: node.into(), pod: format!("edge-{node}-{revision}") }
+}
+
+fn condition(plan: &Plan, kind: &str) -> (String, String, String) {
+    let c = plan.status.conditions.iter().find(|c| c.type_ == kind).unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// The pod of each node's active agent is never deleted by a rollout step.
+fn assert_never_deletes_active(plan: &Plan, observed: &Observed) {
+    for step in &plan.steps {
+        if let Action::DeletePod { node, pod } = &step.action {
+            let active = observed.agents.get(node).and_then(|a| a.pod.as_ref());
+            assert!(
+                active != Some(pod)
+                    || step.reason == "Decommission"
+                    || step.message.contains("Recreate"),
+                "deleted the active pod {pod} ({}: {})",
+                step.reason,
+                step.message
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_gateway_gets_a_finalizer_and_one_pod_per_selected_node() {
+    let gw = gateway("Handoff", "");
+    let mut observed = Observed {
+        nodes: vec![
+            node("n1"),
+            node("n2"),
+            NodeView { name: "other".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let plan = run(&gw, NEW, &observed, 0);
+    assert_eq!(
+        actions(&plan),
+        [Action::AddFinalizer, create("n1", NEW), create("n2", NEW)],
+        "the unlabelled node gets nothing"
+    );
+    assert_eq!(plan.status.ready.as_deref(), Some("0/2"));
+    assert_eq!(plan.requeue, BUSY);
+
+    observed.has_finalizer = true;
+    observed.nodes.clear();
+    let plan = run(&gw, NEW, &observed, 0);
+    let (status, reason, message) = condition(&plan, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NoMatchingNodes"));
+    assert!(message.contains("spec.nodeSelector"), "{message}");
+    assert!(plan.notes.iter().any(|n| n.warning && n.reason == "NoMatchingNodes"));
+}
+
+#[test]
+fn taints_need_tolerations() {
+    let mut gw = gateway("Handoff", "");
+    let taint =
+        Taint { key: "edge".into(), effect: "NoSchedule".into(), value: None, time_added: None };
+    let tainted = NodeView { taints: vec![taint], ..node("n1") };
+    assert!(!selects(&gw, &tainted));
+    gw.spec.tolerations = vec![Toleration {
+        key: Some("edge".into()),
+        operator: Some("Exists".into()),
+        ..Default::default()
+    }];
+    assert!(selects(&gw, &tainted));
+    let prefer =
+        Taint { key: "x".into(), effect: "PreferNoSchedule".into(), value: None, time_added: None };
+    assert!(selects(&gateway("Handoff", ""), &NodeView { taints: vec![prefer], ..node("n1") }));
+}
+
+#[test]
+fn a_missing_secret_stops_new_pods_and_says_what_to_create() {
+    let gw = gateway("Handoff", "");
+    let observed = Observed {
+        nodes: vec![node("n1")],
+        missing_secrets: vec!["bgp-passwords".into()],
+        has_finalizer: true,
+        ..Default::default()
+    };
+    let plan = run(&gw, NEW, &observed, 0);
+    assert!(actions(&plan).is_empty());
+    let (_, reason, message) = condition(&plan, "Ready");
+    assert_eq!(reason, "SecretNotFound");
+    assert!(message.contains("bgp-passwords") && message.contains("namespace ns"), "{message}");
+}
+
+#[test]
+fn an_image_bump_hands_off_one_node_at_a_time() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2", "n3"]);
+    let plan = run(&gw, NEW, &observed, 100);
+    assert_eq!(actions(&plan), [create("n1", NEW)], "one node at a time, in name order");
+    assert_eq!(plan.status.rollout.as_deref(), Some("Progressing 0/3"));
+
+    // The new pod is there, its agent not yet active: wait.
+    observed.pods.push(pod("n1", NEW, 101));
+    let plan = run(&gw, NEW, &observed, 105);
+    assert!(actions(&plan).is_empty(), "{:?}", plan.steps);
+    assert_never_deletes_active(&plan, &observed);
+
+    // The handoff happened: the node's admin port answers from the new pod.
+    let new = observed.pods.last().unwrap().clone();
+    observed.agents.insert("n1".into(), agent(&new));
+    let plan = run(&gw, NEW, &observed, 106);
+    assert_eq!(actions(&plan), [delete("n1", OLD)], "the retired pod goes; n2 waits");
+    assert!(plan.steps[0].message.contains("pause 3.4 ms"), "{}", plan.steps[0].message);
+    let record = plan.status.nodes[0].last_upgrade.clone().unwrap();
+    assert_eq!((record.pause_ms, record.result), (Some(3), UpgradeResult::Succeeded));
+
+    // Old pod deleted and gone, n1 healthy at NEW: next node.
+    let mut gw = gw;
+    gw.status = Some(plan.status.clone());
+    observed.pods.retain(|p| p.name != "edge-n1-aaaaaaaaaa");
+    let plan = run(&gw, NEW, &observed, 107);
+    assert_eq!(actions(&plan), [create("n2", NEW)]);
+    assert_eq!(plan.status.rollout.as_deref(), Some("Progressing 1/3"));
+}
+
+#[test]
+fn max_nodes_in_flight_and_pause_between_nodes() {
+    let gw = gateway("Handoff", ", maxNodesInFlight: 2");
+    let observed = serving(&["n1", "n2", "n3"]);
+    assert_eq!(actions(&run(&gw, NEW, &observed, 0)), [create("n1", NEW), create("n2", NEW)]);
+
+    // n1 finished at t=100 with pauseSeconds 30: nothing new until t=130.
+    let mut gw = gateway("Handoff", ", pauseSeconds: 30");
+    let mut observed = serving(&["n1", "n2"]);
+    observed.pods[0] = pod("n1", NEW, 90);
+    observed.agents.insert("n1".into(), agent(&observed.pods[0]));
+    let mut status = BgpGatewayStatus::default();
+    status.nodes.push(crate::api::NodeStatus {
+        node: "n1".into(),
+        last_upgrade: Some(UpgradeRecord {
+            mode: Strategy::Handoff,
+            pause_ms: Some(2),
+            result: UpgradeResult::Succeeded,
+            time: Time(t(100)),
+        }),
+        ..Default::default()
+    });
+    gw.status = Some(status);
+    let plan = run(&gw, NEW, &observed, 110);
+    assert!(actions(&plan).is_empty());
+    assert_eq!(plan.requeue, Duration::from_secs(20), "looks again when the pause is over");
+    assert_eq!(actions(&run(&gw, NEW, &observed, 131)), [create("n2", NEW)]);
+
+    // paused: true stops between nodes.
+    let gw = gateway("Handoff", ", paused: true");
+    let plan = run(&gw, NEW, &serving(&["n1"]), 0);
+    assert!(actions(&plan).is_empty());
+    assert_eq!(plan.status.rollout.as_deref(), Some("Paused 0/1"));
+}
+
+#[test]
+fn a_failed_handoff_rolls_the_node_back_and_stops_the_rollout() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    let mut new = pod("n1", NEW, 100);
+    new.failure = Some(
+        "agent exited with code 2: error: handoff refused: cannot carry graceful-restart".into(),
+    );
+    observed.pods.push(new);
+    let plan = run(&gw, NEW, &observed, 101);
+    assert_eq!(actions(&plan), [delete("n1", NEW)], "the new pod goes, the old one stays");
+    assert_never_deletes_active(&plan, &observed);
+    let (status, reason, message) = condition(&plan, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "UpgradeFailed"));
+    assert!(
+        message.contains("node n1") && message.contains("cannot carry graceful-restart"),
+        "{message}"
+    );
+    assert!(plan.notes.iter().any(|n| n.warning && n.message.contains("handoff refused")));
+    assert_eq!(plan.status.rollout.as_deref(), Some("Degraded 0/2"));
+
+    // Next reconcile, same revision: stays stopped, n2 untouched.
+    let mut gw = gw;
+    gw.status = Some(plan.status.clone());
+    observed.pods.pop();
+    let plan = run(&gw, NEW, &observed, 102);
+    assert!(actions(&plan).is_empty(), "{:?}", plan.steps);
+    assert_eq!(condition(&plan, "Degraded").0, "True");
+    assert!(plan.notes.is_empty(), "the failure is told once: {:?}", plan.notes);
+
+    // A new spec (a fixed image) resumes.
+    let plan = run(&gw, "cccccccccc", &observed, 103);
+    assert_eq!(actions(&plan), [create("n1", "cccccccccc")]);
+    assert_eq!(condition(&plan, "Degraded").0, "False");
+}
+
+#[test]
+fn a_handoff_that_does_not_finish_in_time_is_rolled_back() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.pods.push(pod("n1", NEW, 100));
+    assert!(actions(&run(&gw, NEW, &observed, 159)).is_empty());
+    let plan = run(&gw, NEW, &observed, 161);
+    assert_eq!(actions(&plan), [delete("n1", NEW)]);
+    assert!(condition(&plan, "Degraded").2.contains("within handoffTimeoutSeconds (60 s)"));
+}
+
+#[test]
+fn an_unanswering_agent_means_the_ready_pod_is_the_active_one() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.agents.clear();
+    let mut new = pod("n1", NEW, 100);
+    new.ready = true; // its probe says it is the node's active agent
+    observed.pods.push(new);
+    let plan = run(&gw, NEW, &observed, 101);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+
+    // Neither answers nor is ready: never delete, even after the timeout
+    // the old pod stays.
+    observed.pods[1].ready = false;
+    let plan = run(&gw, NEW, &observed, 1000);
+    assert!(!actions(&plan).contains(&delete("n1", OLD)));
+}
+
+#[test]
+fn a_rollback_to_the_old_revision_mid_handoff_keeps_the_serving_pod() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.pods.push(pod("n1", NEW, 100));
+    // The spec went back to OLD while n1's NEW pod was starting.
+    let plan = run(&gw, OLD, &observed, 101);
+    assert_eq!(actions(&plan), [delete("n1", NEW)], "OLD is active and desired: NEW goes");
+}
+
+#[test]
+fn graceful_restart_and_recreate() {
+    // GracefulRestart: the new pod beside the old one (it stops the old
+    // agent in restart mode itself); then the ended old pod goes.
+    let gw = gateway("GracefulRestart", "");
+    let mut observed = serving(&["n1"]);
+    assert_eq!(actions(&run(&gw, NEW, &observed, 0)), [create("n1", NEW)]);
+    observed.pods[0].phase = Phase::Succeeded;
+    observed.pods.push(pod("n1", NEW, 1));
+    observed.agents.clear();
+    assert!(actions(&run(&gw, NEW, &observed, 2)).is_empty(), "waits for the new agent");
+    // A failing new agent after the old one stopped is not deleted: it is all there is.
+    observed.pods[1].failure = Some("agent exited with code 2".into());
+    let plan = run(&gw, NEW, &observed, 3);
+    assert!(!actions(&plan).contains(&delete("n1", NEW)));
+    observed.pods[1].failure = None;
+    let new = observed.pods[1].clone();
+    observed.agents.insert("n1".into(), agent(&new));
+    assert_eq!(actions(&run(&gw, NEW, &observed, 4)), [delete("n1", OLD)]);
+
+    // Recreate: decommission the old pod first, create when it is gone.
+    let gw = gateway("Recreate", "");
+    let mut observed = serving(&["n1", "n2"]);
+    let plan = run(&gw, NEW, &observed, 0);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    observed.pods[0].deleting = true;
+    assert!(actions(&run(&gw, NEW, &observed, 1)).is_empty(), "n1 is going; n2 waits");
+    observed.pods.remove(0);
+    observed.agents.remove("n1");
+    assert_eq!(actions(&run(&gw, NEW, &observed, 2)), [create("n1", NEW)]);
+}
+
+#[test]
+fn scale_in_and_deletion_decommission() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    observed.nodes[1].labels.clear();
+    let plan = run(&gw, OLD, &observed, 0);
+    assert_eq!(actions(&plan), [delete("n2", OLD)]);
+    assert_eq!(plan.steps[0].reason, "Decommission");
+    assert_eq!(plan.status.ready.as_deref(), Some("1/1"));
+
+    let mut gw = gw;
+    gw.metadata.deletion_timestamp = Some(Time(t(0)));
+    let observed = serving(&["n1", "n2"]);
+    let plan = run(&gw, OLD, &observed, 0);
+    assert_eq!(actions(&plan), [delete("n1", OLD), delete("n2", OLD)]);
+    let gone = Observed { has_finalizer: true, ..Default::default() };
+    assert_eq!(actions(&run(&gw, OLD, &gone, 1)), [Action::RemoveFinalizer]);
+}
+
+#[test]
+fn status_tells_the_state_at_a_glance() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    let plan = run(&gw, OLD, &observed, 0);
+    let s = &plan.status;
+    assert_eq!(
+        (s.ready.as_deref(), s.sessions.as_deref(), s.rollout.as_deref()),
+        (Some("2/2"), Some("2/2"), Some("Complete"))
+    );
+    assert_eq!(s.current_revision.as_deref(), Some(OLD));
+    assert_eq!(condition(&plan, "Ready").0, "True");
+    assert_eq!(plan.requeue, IDLE);
+
+    observed.agents.get_mut("n2").unwrap().established = 0;
+    let mut gw = gw;
+    gw.status = Some(plan.status.clone());
+    let plan = run(&gw, OLD, &observed, 5);
+    let (status, reason, message) = condition(&plan, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NodesNotReady"));
+    assert!(message.contains("n2: 0/1 sessions Established"), "{message}");
+    let before: &Condition =
+        gw.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+    let after = plan.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!(
+        before.last_transition_time, after.last_transition_time,
+        "unchanged conditions keep their time"
+    );
+}

@@ -1,0 +1,324 @@
+//! What a gateway turns into on the cluster: the revision, the agent config
+//! (an immutable ConfigMap per revision) and the agent pod for one node.
+//! Pure: the same spec always gives the same objects and the same names.
+//!
+//! ```text
+//!   spec ──revision()──▶ "7f3a9c2d1b"        (hash of what reaches the pod)
+//!        ──config_map()─▶ edge-7f3a9c2d1b    (agent.yaml, immutable)
+//!        ──pod(node)────▶ edge-node-1-7f3a9c2d1b (pinned to node-1)
+//! ```
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ExecAction, HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use nonstop_agent::config::Config;
+use serde_json::json;
+
+use crate::api::{BgpGateway, BgpGatewaySpec, Strategy};
+
+/// Labels every object of a gateway carries.
+pub const GATEWAY_LABEL: &str = "nonstop.dev/gateway";
+pub const REVISION_LABEL: &str = "nonstop.dev/revision";
+pub const NODE_LABEL: &str = "nonstop.dev/node";
+/// Where the agent finds things inside its pod.
+pub const CONFIG_DIR: &str = "/etc/nonstop";
+pub const STATE_DIR: &str = "/var/run/nonstop";
+pub const SECRETS_DIR: &str = "/etc/nonstop/secrets";
+/// The agent container's name.
+pub const AGENT: &str = "agent";
+/// Seconds the pod's grace period adds on top of handoff timeout + drain.
+const GRACE_MARGIN: u32 = 30;
+
+/// The hash of everything that reaches an agent pod, as 10 hex digits.
+/// A change of image, BGP config, tolerations, resources or admin port
+/// makes a new revision (and so a rollout); upgrade settings, the node
+/// selector and the status do not.
+pub fn revision(spec: &BgpGatewaySpec) -> String {
+    let inputs = json!({
+        "image": spec.image,
+        "config": agent_config(spec),
+        "tolerations": spec.tolerations,
+        "resources": spec.resources,
+    });
+    format!("{:016x}", fnv1a(inputs.to_string().as_bytes()))[..10].to_string()
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms, which a revision
+/// name must be (std's hasher is not), and enough for telling revisions apart.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The agent's config file: the spec's BGP part, listening for the
+/// operator on every address at `adminPort`. The router ID, unless the
+/// spec fixes one, comes from each node (`--router-id $(NODE_IP)`).
+pub fn agent_config(spec: &BgpGatewaySpec) -> Config {
+    Config {
+        asn: spec.asn,
+        router_id: spec.router_id,
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 179)),
+        admin: std::net::SocketAddr::from(([0, 0, 0, 0], spec.admin_port)),
+        peers: spec.peers.clone(),
+        announce: spec.announce.clone(),
+        shutdown: spec.shutdown.clone(),
+    }
+}
+
+fn owner(gw: &BgpGateway) -> OwnerReference {
+    gw.controller_owner_ref(&()).expect("a gateway read from the API server has a uid")
+}
+
+fn labels(gw: &BgpGateway, revision: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "nonstop-agent".into()),
+        ("app.kubernetes.io/managed-by".into(), "nonstop-operator".into()),
+        (GATEWAY_LABEL.into(), gw.metadata.name.clone().unwrap_or_default()),
+        (REVISION_LABEL.into(), revision.into()),
+    ])
+}
+
+/// `<gateway>-<revision>`: the revision's agent config.
+pub fn config_map_name(gateway: &str, revision: &str) -> String {
+    format!("{gateway}-{revision}")
+}
+
+pub fn config_map(gw: &BgpGateway, revision: &str) -> ConfigMap {
+    let name = gw.metadata.name.clone().unwrap_or_default();
+    let yaml = serde_yaml_ng::to_string(&agent_config(&gw.spec)).expect("config serialises");
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(&name, revision)),
+            namespace: gw.metadata.namespace.clone(),
+            labels: Some(labels(gw, revision)),
+            owner_references: Some(vec![owner(gw)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("agent.yaml".into(), yaml)])),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+/// `<gateway>-<node>-<revision>`, deterministic so that a restarted
+/// operator finds the pod it created instead of creating a second one.
+/// Node names too long for that are shortened with their hash.
+pub fn pod_name(gateway: &str, node: &str, revision: &str) -> String {
+    let name = format!("{gateway}-{node}-{revision}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let short = format!("{:016x}", fnv1a(node.as_bytes()));
+    format!("{gateway}-{short}-{revision}")
+}
+
+/// The state dir on the node, one per gateway: where a node's old and new
+/// agents meet for the handoff.
+pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
+    format!("/var/run/nonstop/{namespace}/{gateway}")
+}
+
+/// The agent pod for `node` at `revision`.
+pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
+    let name = gw.metadata.name.clone().unwrap_or_default();
+    let namespace = gw.metadata.namespace.clone().unwrap_or_default();
+    let pod_name = pod_name(&name, node, revision);
+    let spec = &gw.spec;
+    let mut labels = labels(gw, revision);
+    labels.insert(NODE_LABEL.into(), node.into());
+
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let takeover = match spec.upgrade.strategy {
+        Strategy::GracefulRestart => "restart",
+        Strategy::Handoff | Strategy::Recreate => "handoff",
+    };
+    let env = vec![
+        EnvVar {
+            name: "NONSTOP_POD".into(),
+            value_from: Some(field("metadata.name")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NODE_IP".into(),
+            value_from: Some(field("status.hostIP")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NONSTOP_TAKEOVER".into(),
+            value: Some(takeover.into()),
+            ..Default::default()
+        },
+    ];
+    let mut args: Vec<String> =
+        ["run", "--config", "/etc/nonstop/agent.yaml", "--state-dir", STATE_DIR]
+            .map(String::from)
+            .to_vec();
+    args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
+    if spec.router_id.is_none() {
+        args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
+    }
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&name, revision),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "state".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: state_dir_on_node(&namespace, &name),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount { name: "state".into(), mount_path: STATE_DIR.into(), ..Default::default() },
+    ];
+    // Each Secret a peer names, mounted where the agent reads
+    // `<secrets dir>/<name>/<key>`: the password never enters the ConfigMap.
+    for (i, secret) in secret_names(spec).into_iter().enumerate() {
+        let volume = format!("secret-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{SECRETS_DIR}/{secret}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.clone()),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(gw)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            affinity: Some(pinned_to(node)),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            host_network: Some(true),
+            dns_policy: Some("ClusterFirstWithHostNet".into()),
+            // A retired or decommissioned agent exits 0 and stays gone; a
+            // crashed one comes back (and starts with the Graceful Restart R-bit).
+            restart_policy: Some("OnFailure".into()),
+            termination_grace_period_seconds: Some(i64::from(grace)),
+            automount_service_account_token: Some(false),
+            containers: vec![Container {
+                name: AGENT.into(),
+                image: Some(spec.image.clone()),
+                command: Some(vec!["nonstop-agent".into()]),
+                args: Some(args),
+                env: Some(env),
+                ports: Some(vec![
+                    ContainerPort {
+                        name: Some("bgp".into()),
+                        container_port: 179,
+                        ..Default::default()
+                    },
+                    ContainerPort {
+                        name: Some("admin".into()),
+                        container_port: i32::from(spec.admin_port),
+                        ..Default::default()
+                    },
+                ]),
+                volume_mounts: Some(mounts),
+                resources: spec.resources.clone(),
+                readiness_probe: Some(Probe {
+                    exec: Some(ExecAction {
+                        command: Some(
+                            [
+                                "nonstop-agent",
+                                "ready",
+                                "--state-dir",
+                                STATE_DIR,
+                                "--pod",
+                                &pod_name,
+                            ]
+                            .map(String::from)
+                            .to_vec(),
+                        ),
+                    }),
+                    period_seconds: Some(2),
+                    timeout_seconds: Some(2),
+                    failure_threshold: Some(1),
+                    ..Default::default()
+                }),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+/// Every Secret the peers' `passwordSecretRef` names, once, sorted.
+pub fn secret_names(spec: &BgpGatewaySpec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .peers
+        .iter()
+        .filter_map(|p| p.password_secret_ref.as_ref().map(|r| r.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Required node affinity for one node by name: the scheduler still places
+/// the pod (and checks resources and taints), it just has one choice.
+fn pinned_to(node: &str) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "In".into(),
+                        values: Some(vec![node.into()]),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

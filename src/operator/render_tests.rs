@@ -1,0 +1,97 @@
+use super::*;
+use crate::api::BgpGateway;
+
+fn example() -> BgpGateway {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.yaml"))
+            .unwrap();
+    let mut gw: BgpGateway = serde_yaml_ng::from_str(&text).unwrap();
+    gw.metadata.uid = Some("u1".into());
+    gw
+}
+
+#[test]
+fn the_revision_changes_with_what_reaches_the_pod_only() {
+    let gw = example();
+    let base = revision(&gw.spec);
+    assert_eq!(base.len(), 10);
+    assert_eq!(base, revision(&example().spec), "stable");
+    let changed = |f: &dyn Fn(&mut BgpGateway)| {
+        let mut g = example();
+        f(&mut g);
+        revision(&g.spec) != base
+    };
+    assert!(changed(&|g| g.spec.image = "nonstop-agent:v2".into()));
+    assert!(changed(&|g| g.spec.peers[0].hold_time = 30));
+    assert!(changed(&|g| g.spec.announce.pop().map(drop).unwrap_or(())));
+    assert!(changed(&|g| g.spec.admin_port = 9180));
+    assert!(!changed(&|g| g.spec.upgrade.pause_seconds = 5), "upgrade settings do not roll");
+    assert!(!changed(&|g| g.spec.upgrade.paused = true));
+    assert!(!changed(&|g| {
+        g.spec.node_selector.clear();
+    }));
+}
+
+#[test]
+fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
+    let gw = example();
+    let rev = revision(&gw.spec);
+    let pod = pod(&gw, "node-2", &rev);
+    assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}").as_str()));
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.host_network, Some(true));
+    let terms = &spec.affinity.unwrap().node_affinity.unwrap();
+    let term = &terms
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()
+        .node_selector_terms[0];
+    let field = &term.match_fields.as_ref().unwrap()[0];
+    assert_eq!(
+        (field.key.as_str(), field.values.as_deref()),
+        ("metadata.name", Some(&["node-2".to_string()][..]))
+    );
+    assert!(spec.node_name.is_none(), "the scheduler places it");
+    // grace > handoff timeout + drain
+    assert!(spec.termination_grace_period_seconds.unwrap() > 60 + 10);
+    let volumes = spec.volumes.unwrap();
+    let state = volumes.iter().find(|v| v.name == "state").unwrap();
+    assert_eq!(state.host_path.as_ref().unwrap().path, "/var/run/nonstop/default/edge");
+    // The MD5 password is mounted from its Secret, never in the ConfigMap.
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref())
+                == Some("bgp-passwords"))
+    );
+    let container = &spec.containers[0];
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    assert!(mounts.iter().any(|m| m.mount_path == "/etc/nonstop/secrets/bgp-passwords"));
+    let args = container.args.clone().unwrap();
+    assert!(args.windows(2).any(|w| w == ["--router-id", "$(NODE_IP)"]), "{args:?}");
+    let probe = container.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
+    assert!(probe.command.as_ref().unwrap().contains(&format!("edge-node-2-{rev}")));
+    assert_eq!(pod.metadata.owner_references.unwrap()[0].controller, Some(true));
+
+    let cm = config_map(&gw, &rev);
+    assert_eq!(cm.immutable, Some(true));
+    let yaml = &cm.data.unwrap()["agent.yaml"];
+    assert!(
+        yaml.contains("passwordSecretRef") && yaml.contains("tor-a"),
+        "names the Secret: {yaml}"
+    );
+    assert!(yaml.contains("0.0.0.0:9179"), "{yaml}");
+    let back: nonstop_agent::config::Config = serde_yaml_ng::from_str(yaml).unwrap();
+    assert_eq!(back, agent_config(&gw.spec), "the agent reads what was rendered");
+}
+
+#[test]
+fn long_node_names_still_make_valid_pod_names() {
+    let node = "n".repeat(250);
+    let name = pod_name("edge", &node, "0123456789");
+    assert!(name.len() <= 253, "{}", name.len());
+    assert_ne!(
+        pod_name("edge", &node, "0123456789"),
+        pod_name("edge", &"m".repeat(250), "0123456789")
+    );
+}
