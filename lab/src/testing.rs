@@ -41,13 +41,13 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// The lab in `NONSTOP_LAB_DIR`, brought up with 3 nodes if it is not up.
+    /// The lab in `NONSTOP_LAB_DIR`, brought up with 4 nodes if it is not up.
     pub fn attach(binary: &str) -> Lab {
         let lab = Lab { dir: lab_dir(), binary: PathBuf::from(binary) };
         let up = controlplane::ready(&lab.dir).is_ok() && Shape::read(&lab.dir).is_some();
         if !up {
             let status = Command::new(&lab.binary)
-                .args(["up", "--nodes", "3"])
+                .args(["up", "--nodes", "4"])
                 .status()
                 .expect("running lab up");
             assert!(status.success(), "lab up failed");

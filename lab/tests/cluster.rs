@@ -2,7 +2,7 @@
 //! and running inside its namespace, probes, logs, graceful deletion,
 //! garbage collection, the CRDs and the API server's validation, the router
 //! peering with a speaker in a node, and Helm's engine. Needs root; brings
-//! the lab up (3 nodes, gobgpd) when it is not.
+//! the lab up (4 nodes, gobgpd) when it is not.
 
 use std::time::{Duration, Instant};
 
@@ -176,9 +176,10 @@ fn the_crds_apply_and_bad_specs_are_refused_by_name() {
     assert!(err.contains("spec.upgrade.strategy") && err.contains("Bogus"), "{err}");
 }
 
-/// A BGP speaker in a pod on node-1 (gobgpd, standing in for the agent)
+/// A BGP speaker in a pod on node-4 (gobgpd, standing in for the agent;
+/// the operator's end-to-end tests use nodes 1–3)
 /// peers with the lab router; the test library sees the session, the route
-/// with node-1 as next hop, and the events as data.
+/// with node-4 as next hop, and the events as data.
 #[test]
 fn the_router_peers_with_a_speaker_in_a_node() {
     let lab = lab();
@@ -193,7 +194,7 @@ data:
   gobgpd.toml: |
     [global.config]
       as = 65001
-      router-id = "10.99.1.2"
+      router-id = "10.99.4.2"
       port = -1
     [[neighbors]]
       [neighbors.config]
@@ -209,7 +210,7 @@ kind: Pod
 metadata: {{name: speaker}}
 spec:
   hostNetwork: true
-  nodeSelector: {{kubernetes.io/hostname: node-1}}
+  nodeSelector: {{kubernetes.io/hostname: node-4}}
   terminationGracePeriodSeconds: 5
   volumes: [{{name: config, configMap: {{name: speaker}}}}]
   containers:
@@ -223,16 +224,16 @@ spec:
     let router = lab.router();
     let routes = eventually(Duration::from_secs(60), "the route at the router", || {
         let routes = router.routes()?;
-        if routes.get(prefix).is_some_and(|hops| hops.contains(&"10.99.1.2".to_string())) {
+        if routes.get(prefix).is_some_and(|hops| hops.contains(&"10.99.4.2".to_string())) {
             Ok(routes)
         } else {
             Err(format!("{routes:?}; sessions {:?}", router.sessions()))
         }
     });
-    assert_eq!(routes[prefix], ["10.99.1.2"]);
+    assert_eq!(routes[prefix], ["10.99.4.2"]);
     let sessions = router.sessions().unwrap();
-    assert!(sessions.iter().any(|s| s.neighbor == "10.99.1.2" && s.established), "{sessions:?}");
-    let announced = RouteEvent::Announced { prefix: prefix.into(), neighbor: "10.99.1.2".into() };
+    assert!(sessions.iter().any(|s| s.neighbor == "10.99.4.2" && s.established), "{sessions:?}");
+    let announced = RouteEvent::Announced { prefix: prefix.into(), neighbor: "10.99.4.2".into() };
     eventually(Duration::from_secs(10), "the announcement among the events", || {
         let events = router.events();
         if events.contains(&announced) { Ok(()) } else { Err(format!("{events:?}")) }
@@ -241,7 +242,7 @@ spec:
     eventually(Duration::from_secs(30), "the session down and the route gone", || {
         let events = router.events();
         let down =
-            events.iter().any(|e| *e == RouteEvent::SessionDown { neighbor: "10.99.1.2".into() });
+            events.iter().any(|e| *e == RouteEvent::SessionDown { neighbor: "10.99.4.2".into() });
         let gone = !router.routes()?.contains_key(prefix);
         if down && gone { Ok(()) } else { Err(format!("{events:?}")) }
     });

@@ -156,6 +156,11 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
             .as_ref()
             .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
             .and_then(|h| h.pause_ms),
+        handoff_at_ms: status
+            .last_handoff
+            .as_ref()
+            .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
+            .map(|h| h.at_ms),
     }
 }
 

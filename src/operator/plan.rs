@@ -82,6 +82,8 @@ pub struct AgentView {
     pub all_advertised: bool,
     /// The pause of the handoff that made it active, if it took over.
     pub handoff_pause_ms: Option<f64>,
+    /// When that handoff happened (Unix ms).
+    pub handoff_at_ms: Option<u64>,
 }
 
 /// What was observed, all at once.
@@ -285,6 +287,11 @@ pub fn plan(input: &Input) -> Plan {
         .iter()
         .filter_map(|n| n.last_upgrade.clone().map(|u| (n.node.clone(), u)))
         .collect();
+    for slot in &slots {
+        if let Some(record) = handoff_record(slot) {
+            records.insert(slot.node.into(), record);
+        }
+    }
     let timeout = Duration::from_secs(u64::from(spec.upgrade.handoff_timeout_seconds));
     let age = |pod: &PodView| {
         Duration::from_millis(now.duration_since(pod.created).as_millis().max(0) as u64)
@@ -484,6 +491,19 @@ fn delete(pod: &PodView, reason: &'static str, message: String) -> Step {
     }
 }
 
+/// A node's last upgrade as its active agent tells it: the handoff that
+/// made it active. Read fresh each time, so no status write can lose it.
+fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
+    let agent = slot.agent?;
+    let at = Timestamp::from_millisecond(i64::try_from(agent.handoff_at_ms?).ok()?).ok()?;
+    Some(UpgradeRecord {
+        mode: Strategy::Handoff,
+        pause_ms: agent.handoff_pause_ms.map(|p| p.round() as u64),
+        result: UpgradeResult::Succeeded,
+        time: Time(at),
+    })
+}
+
 /// Why a node is not healthy, for people.
 fn health(slot: &Slot) -> String {
     match slot.agent {
@@ -536,7 +556,7 @@ fn status(
                     configured: agent.map_or(gw.spec.peers.len() as u32, |a| a.configured),
                 },
                 routes_advertised: agent.map_or(0, |a| a.advertised),
-                last_upgrade: records.get(s.node).cloned(),
+                last_upgrade: handoff_record(s).or_else(|| records.get(s.node).cloned()),
             }
         })
         .collect();
@@ -621,7 +641,9 @@ fn status(
     );
     let (deg_on, deg_reason, deg_message) = match &degraded {
         Some((r, m)) => (true, r.clone(), m.clone()),
-        None => (false, "AsExpected".to_string(), String::new()),
+        None => {
+            (false, "AsExpected".to_string(), "no rollout has failed at this revision".to_string())
+        }
     };
     set(ConditionType::Degraded, deg_on, &deg_reason, deg_message);
     if complete

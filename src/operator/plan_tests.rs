@@ -60,6 +60,7 @@ fn agent(pod: &PodView) -> AgentView {
         advertised: 2,
         all_advertised: true,
         handoff_pause_ms: Some(3.4),
+        handoff_at_ms: None,
     }
 }
 
@@ -396,5 +397,22 @@ fn status_tells_the_state_at_a_glance() {
     assert_eq!(
         before.last_transition_time, after.last_transition_time,
         "unchanged conditions keep their time"
+    );
+}
+
+#[test]
+fn a_nodes_last_handoff_comes_from_its_agent_so_no_status_write_loses_it() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.pods[0] = pod("n1", NEW, 100);
+    let mut a = agent(&observed.pods[0]);
+    a.handoff_at_ms = Some(t(101).as_millisecond() as u64);
+    observed.agents.insert("n1".into(), a);
+    // The gateway's status says nothing about n1 (a lost write, a new leader).
+    let plan = run(&gw, NEW, &observed, 200);
+    let record = plan.status.nodes[0].last_upgrade.clone().expect("from the agent");
+    assert_eq!(
+        (record.mode, record.pause_ms, record.time),
+        (Strategy::Handoff, Some(3), Time(t(101)))
     );
 }

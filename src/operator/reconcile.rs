@@ -57,11 +57,15 @@ impl Error {
     }
 }
 
-pub async fn reconcile(gw: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
-    let namespace = gw.namespace().unwrap_or_default();
-    let name = gw.name_any();
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let gateways: Api<BgpGateway> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The status carries the rollout's memory (Degraded, each node's last
+    // upgrade): plan from the object as stored now, not from the watch
+    // cache, which may not have seen our last status write yet.
+    let Some(gw) = gateways.get_opt(&name).await? else { return Ok(Requeue::await_change()) };
     let reference = gw.object_ref(&());
 
     // A spec the API server let through (old servers skip CEL) but the

@@ -11,10 +11,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    ExecAction, HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, Volume,
-    VolumeMount,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ExecAction,
+    HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -28,7 +27,7 @@ pub const GATEWAY_LABEL: &str = "nonstop.dev/gateway";
 pub const REVISION_LABEL: &str = "nonstop.dev/revision";
 pub const NODE_LABEL: &str = "nonstop.dev/node";
 /// Where the agent finds things inside its pod.
-pub const CONFIG_DIR: &str = "/etc/nonstop";
+pub const CONFIG_DIR: &str = "/etc/nonstop/config";
 pub const STATE_DIR: &str = "/var/run/nonstop";
 pub const SECRETS_DIR: &str = "/etc/nonstop/secrets";
 /// The agent container's name.
@@ -161,7 +160,7 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
         },
     ];
     let mut args: Vec<String> =
-        ["run", "--config", "/etc/nonstop/agent.yaml", "--state-dir", STATE_DIR]
+        ["run", "--config", "/etc/nonstop/config/agent.yaml", "--state-dir", STATE_DIR]
             .map(String::from)
             .to_vec();
     args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
@@ -242,18 +241,9 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
                 command: Some(vec!["nonstop-agent".into()]),
                 args: Some(args),
                 env: Some(env),
-                ports: Some(vec![
-                    ContainerPort {
-                        name: Some("bgp".into()),
-                        container_port: 179,
-                        ..Default::default()
-                    },
-                    ContainerPort {
-                        name: Some("admin".into()),
-                        container_port: i32::from(spec.admin_port),
-                        ..Default::default()
-                    },
-                ]),
+                // No `ports`: on the host network they count as host ports,
+                // and the scheduler would never put the new pod beside the
+                // old one (both "use" 179). The agent binds them itself.
                 volume_mounts: Some(mounts),
                 resources: spec.resources.clone(),
                 readiness_probe: Some(Probe {

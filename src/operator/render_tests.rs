@@ -65,6 +65,7 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
                 == Some("bgp-passwords"))
     );
     let container = &spec.containers[0];
+    assert!(container.ports.is_none(), "host ports would keep the new pod off the old one's node");
     let mounts = container.volume_mounts.as_ref().unwrap();
     assert!(mounts.iter().any(|m| m.mount_path == "/etc/nonstop/secrets/bgp-passwords"));
     let args = container.args.clone().unwrap();

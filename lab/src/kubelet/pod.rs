@@ -31,7 +31,7 @@ pub enum Update {
 enum State {
     Waiting { reason: String, message: String },
     Running { started: String },
-    Terminated { code: i32, reason: String, started: String, finished: String },
+    Terminated { code: i32, reason: String, message: String, started: String, finished: String },
 }
 
 #[derive(Debug)]
@@ -223,7 +223,8 @@ impl Worker {
 
     /// Notes containers that ended.
     fn reap(&mut self) {
-        for r in self.runs.iter_mut() {
+        let logs: Vec<PathBuf> = self.runs.iter().map(|r| self.log_path(&r.spec.name)).collect();
+        for (r, log) in self.runs.iter_mut().zip(logs) {
             let Some(child) = r.child.as_mut() else { continue };
             if let Ok(Some(status)) = child.try_wait() {
                 use std::os::unix::process::ExitStatusExt;
@@ -233,12 +234,22 @@ impl Worker {
                     _ => now(),
                 };
                 let reason = if code == 0 { "Completed" } else { "Error" };
+                // terminationMessagePolicy FallbackToLogsOnError: a failed
+                // container's last words (the kubelet's 80 lines / 2 KiB).
+                let fallback =
+                    r.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+                let message = if code != 0 && fallback { log_tail(&log) } else { String::new() };
                 info!(container = r.spec.name, code, "container exited");
                 // The container ends with its main process, as a runtime
                 // ends its cgroup: nothing it started lives on.
                 signal(r.pid, rustix::process::Signal::KILL);
-                r.state =
-                    State::Terminated { code, reason: reason.into(), started, finished: now() };
+                r.state = State::Terminated {
+                    code,
+                    reason: reason.into(),
+                    message,
+                    started,
+                    finished: now(),
+                };
                 r.child = None;
                 r.pid = None;
                 r.ready = false;
@@ -409,8 +420,11 @@ impl Worker {
                 json!({"waiting": {"reason": reason, "message": message}})
             }
             State::Running { started } => json!({"running": {"startedAt": started}}),
-            State::Terminated { code, reason, started, finished } => json!({"terminated": {
-                "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}}),
+            State::Terminated { code, reason, message, started, finished } => {
+                json!({"terminated": {
+                "exitCode": code, "reason": reason, "message": message,
+                "startedAt": started, "finishedAt": finished}})
+            }
         };
         let statuses = |init: bool| -> Vec<Value> {
             self.runs
@@ -515,4 +529,16 @@ fn signal(pid: Option<u32>, sig: rustix::process::Signal) {
             rustix::process::kill_process(pid, sig)
         };
     }
+}
+
+/// The end of a container's log, as the kubelet keeps it for a termination
+/// message: the last 80 lines, at most 2048 bytes.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let cut = tail.len().saturating_sub(2048);
+    let start = (cut..=tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(tail.len());
+    tail[start..].to_string()
 }

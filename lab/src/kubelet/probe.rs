@@ -76,7 +76,18 @@ pub fn run(
         if argv.is_empty() {
             return Err("exec probe without a command".into());
         }
+        // With the container's environment (its PATH finds the image's
+        // binaries), as a runtime's exec does: read from its main process.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = environ.split(|b| *b == 0).filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        });
         let mut child = std::process::Command::new("nsenter")
+            .env_clear()
+            .envs(env)
+            .current_dir("/")
             .args(["-t", &pid.to_string(), "-m", "-n", "--"])
             .args(&argv)
             .stdin(std::process::Stdio::null())

@@ -1,0 +1,506 @@
+//! The operator end to end, in the lab cluster: the operator runs as its
+//! Deployment (2 replicas, its own ServiceAccount and ClusterRole from
+//! `deploy/operator.yaml`), the agents as the pods it makes, facing the lab
+//! router (gobgpd, AS 65000). What is checked is what a network engineer
+//! would look at: the router's table, its session and route events, and
+//! `kubectl get bgpgw`.
+//!
+//! The tests share the lab's nodes 1–3 and its router, so they run one at
+//! a time (`.config/nextest.toml`, group `lab-nodes`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nonstop_lab::router::{RouteEvent, Router};
+use nonstop_lab::testing::{Lab, Namespace, eventually};
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+const PREFIXES: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
+const OPERATOR_NS: &str = "nonstop-system";
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_nonstop-operator")).parent().unwrap().to_path_buf()
+}
+
+fn uplink(node: &str) -> String {
+    format!("10.99.{}.2", node.trim_start_matches("node-"))
+}
+
+/// The lab with the CRDs, the images and the operator deployed, and a
+/// namespace whose name labels nodes 1–3 for this test's gateway.
+struct Setup {
+    lab: Lab,
+    ns: Namespace,
+    router: Router,
+}
+
+impl Setup {
+    fn new(prefix: &str) -> Setup {
+        let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
+        let agent = bin_dir().join("nonstop-agent");
+        assert!(agent.exists(), "{} is not built (cargo build --workspace)", agent.display());
+        for tag in ["v1", "v2"] {
+            lab.lab(&["image", "add", &format!("nonstop-agent:{tag}"), agent.to_str().unwrap()])
+                .unwrap();
+        }
+        // v3: an agent whose state schema this one cannot read, so the
+        // running agent refuses to hand over to it.
+        let v3 = lab.dir().join("images/v3/nonstop-agent");
+        std::fs::create_dir_all(v3.parent().unwrap()).unwrap();
+        std::fs::write(
+            &v3,
+            format!("#!/bin/sh\nNONSTOP_TEST_STATE_SCHEMA=99 exec {} \"$@\"\n", agent.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&v3, std::fs::Permissions::from_mode(0o755)).unwrap();
+        lab.lab(&["image", "add", "nonstop-agent:v3", v3.to_str().unwrap()]).unwrap();
+        let operator = bin_dir().join("nonstop-operator");
+        lab.lab(&["image", "add", "nonstop-operator:dev", operator.to_str().unwrap()]).unwrap();
+
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        lab.kubectl(&["apply", "--validate=false", "-f", root.join("crds").to_str().unwrap()])
+            .unwrap();
+        lab.kubectl(&["apply", "-f", root.join("deploy/operator.yaml").to_str().unwrap()]).unwrap();
+        eventually(Duration::from_secs(90), "an operator replica to lead", || leader(&lab));
+
+        let ns = lab.namespace(prefix);
+        for node in NODES {
+            lab.kubectl(&[
+                "label",
+                "node",
+                node,
+                &format!("nonstop.dev/e2e={}", ns.name),
+                "--overwrite",
+            ])
+            .unwrap();
+        }
+        Setup { router: lab.router(), lab, ns }
+    }
+
+    fn gateway(&self, image: &str, strategy: &str) -> String {
+        format!(
+            r#"apiVersion: nonstop.dev/v1alpha1
+kind: BgpGateway
+metadata: {{name: edge}}
+spec:
+  image: {image}
+  nodeSelector: {{nonstop.dev/e2e: {ns}}}
+  asn: 65001
+  peers:
+  - address: 10.99.0.1
+    asn: 65000
+    holdTime: 9
+    connectRetryTime: 1
+    families: [ipv4-unicast]
+    gracefulRestart: {{restartTime: 30}}
+  announce: [{{prefix: "{p0}"}}, {{prefix: "{p1}"}}]
+  upgrade: {{strategy: {strategy}, handoffTimeoutSeconds: 30}}
+  shutdown: {{drainSeconds: 2}}
+"#,
+            ns = self.ns.name,
+            p0 = PREFIXES[0],
+            p1 = PREFIXES[1],
+        )
+    }
+
+    fn status(&self) -> Value {
+        let text = self.ns.kubectl(&["get", "bgpgw", "edge", "-o", "json"]).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).map(|v| v["status"].clone()).unwrap_or(Value::Null)
+    }
+
+    /// Waits until every node runs `image`, the rollout is Complete and all
+    /// 3 nodes are ready; returns the status.
+    fn wait_complete(&self, image: &str, limit: Duration) -> Value {
+        eventually(limit, &format!("every node on {image}, rollout Complete"), || {
+            let status = self.status();
+            let images = self.pod_images()?;
+            let done = status["rollout"] == "Complete"
+                && status["ready"] == "3/3"
+                && images.len() == 3
+                && images.iter().all(|(_, i)| i == image);
+            if done { Ok(status) } else { Err(format!("{status}; pods {images:?}")) }
+        })
+    }
+
+    /// (pod, image) of every pod of the gateway not being deleted.
+    fn pod_images(&self) -> Result<Vec<(String, String)>, String> {
+        let text =
+            self.ns.kubectl(&["get", "pods", "-l", "nonstop.dev/gateway=edge", "-o", "json"])?;
+        let pods: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                (name, p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+            })
+            .collect())
+    }
+
+    fn set_image(&self, image: &str) {
+        let patch = format!(r#"{{"spec":{{"image":"{image}"}}}}"#);
+        self.ns.kubectl(&["patch", "bgpgw", "edge", "--type=merge", "-p", &patch]).unwrap();
+    }
+
+    /// The router has every prefix from exactly `nodes`.
+    fn wait_routes_from(&self, nodes: &[&str], limit: Duration) {
+        let want: Vec<String> = nodes.iter().map(|n| uplink(n)).collect();
+        eventually(limit, &format!("the router's routes via {want:?}"), || {
+            let routes = self.router.routes()?;
+            let ok = PREFIXES.iter().all(|p| routes.get(*p).is_some_and(|hops| *hops == want));
+            if ok { Ok(()) } else { Err(format!("{routes:?}")) }
+        });
+    }
+
+    fn events(&self) -> Value {
+        let text = self.ns.kubectl(&["get", "events", "-o", "json"]).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.ns.kubectl(&["delete", "bgpgw", "--all", "--wait=true", "--timeout=60s"]);
+        for node in NODES {
+            let _ = self.lab.kubectl(&["label", "node", node, "nonstop.dev/e2e-"]);
+        }
+    }
+}
+
+/// The replica holding the leader Lease.
+fn leader(lab: &Lab) -> Result<String, String> {
+    let holder = lab.kubectl(&[
+        "-n",
+        OPERATOR_NS,
+        "get",
+        "lease",
+        "nonstop-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    if holder.is_empty() { Err("no holder".into()) } else { Ok(holder) }
+}
+
+/// Watches the router while a rollout runs: every 200 ms each prefix must
+/// have a path from each of `nodes`. Returns the polls that did not.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(router: Router, nodes: &[&str]) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let want: BTreeSet<String> = nodes.iter().map(|n| uplink(n)).collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut misses = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(routes) = router.routes() {
+                    for p in PREFIXES {
+                        let have: BTreeSet<String> =
+                            routes.get(p).cloned().unwrap_or_default().into_iter().collect();
+                        if !want.is_subset(&have) {
+                            misses.push(format!("{p} via {have:?}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            misses
+        });
+        Watch { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Session downs and withdrawals of our nodes seen by the router so far,
+/// each list in its own order. gobgpd's session and route events come from
+/// two logs, so only each kind on its own grows at the end: compare the
+/// lists, not positions in the merged stream.
+#[derive(Debug, Clone, PartialEq)]
+struct Tally {
+    downs: Vec<RouteEvent>,
+    withdrawals: Vec<RouteEvent>,
+}
+
+impl Tally {
+    fn of(router: &Router, nodes: &[&str]) -> Tally {
+        let ours: Vec<String> = nodes.iter().map(|n| uplink(n)).collect();
+        let events = router.events();
+        let pick = |down: bool| {
+            events
+                .iter()
+                .filter(|e| match e {
+                    RouteEvent::SessionDown { neighbor } => down && ours.contains(neighbor),
+                    RouteEvent::Withdrawn { neighbor, .. } => !down && ours.contains(neighbor),
+                    _ => false,
+                })
+                .cloned()
+                .collect()
+        };
+        Tally { downs: pick(true), withdrawals: pick(false) }
+    }
+
+    /// What was added since `before`.
+    fn since(&self, before: &Tally) -> Tally {
+        Tally {
+            downs: self.downs[before.downs.len().min(self.downs.len())..].to_vec(),
+            withdrawals: self.withdrawals[before.withdrawals.len().min(self.withdrawals.len())..]
+                .to_vec(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.downs.is_empty() && self.withdrawals.is_empty()
+    }
+}
+
+/// Rolls the image and checks the router saw nothing: no session down, no
+/// withdrawal, every prefix via every node at every poll.
+fn hitless_roll(s: &Setup, image: &str) -> Value {
+    let started = std::time::Instant::now();
+    let before = Tally::of(&s.router, &NODES);
+    let watch = Watch::start(s.router.clone(), &NODES);
+    s.set_image(image);
+    let status = s.wait_complete(image, Duration::from_secs(120));
+    let misses = watch.finish();
+    assert!(
+        misses.is_empty(),
+        "routes missing at the router during the rollout to {image}: {misses:?}"
+    );
+    let seen = Tally::of(&s.router, &NODES).since(&before);
+    assert!(seen.is_empty(), "the router saw during the rollout to {image}: {seen:?}");
+    let pauses: Vec<String> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| format!("{} {} ms", n["node"].as_str().unwrap_or(""), n["lastUpgrade"]["pauseMs"]))
+        .collect();
+    eprintln!(
+        "rolled to {image} in {:.1} s; handoff pauses: {}",
+        started.elapsed().as_secs_f64(),
+        pauses.join(", ")
+    );
+    status
+}
+
+#[test]
+fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
+    let s = Setup::new("e2e-roll");
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    let line = s.ns.kubectl(&["get", "bgpgw", "edge", "--no-headers"]).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&words[..3], ["edge", "65001", "3/3"], "{line}");
+    assert!(words.contains(&"Complete"), "{line}");
+    let first = status["currentRevision"].as_str().unwrap().to_string();
+
+    // v1 → v2 → v1, each node handing over in place.
+    let status = hitless_roll(&s, "nonstop-agent:v2");
+    assert_ne!(status["currentRevision"], first.as_str());
+    for node in status["nodes"].as_array().unwrap() {
+        let record = &node["lastUpgrade"];
+        assert_eq!(record["result"], "Succeeded", "{node}");
+        assert!(record["pauseMs"].as_u64().is_some(), "each node's handoff pause: {node}");
+    }
+    let status = hitless_roll(&s, "nonstop-agent:v1");
+    assert_eq!(status["currentRevision"], first.as_str(), "back to the first revision");
+
+    // v3 is refused by the running agent: the first node rolls back, the
+    // rollout stops as Degraded, nothing moves at the router.
+    let before = Tally::of(&s.router, &NODES);
+    s.set_image("nonstop-agent:v3");
+    let status = eventually(Duration::from_secs(90), "Degraded", || {
+        let status = s.status();
+        let degraded = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Degraded" && c["status"] == "True");
+        if degraded { Ok(status) } else { Err(status.to_string()) }
+    });
+    let degraded =
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
+    let message = degraded["message"].as_str().unwrap();
+    assert!(message.contains("node-1") && message.contains("refused"), "{message}");
+    let events = s.events();
+    let warned = events["items"].as_array().into_iter().flatten().any(|e| {
+        e["reason"] == "UpgradeFailed"
+            && e["note"].as_str().or(e["message"].as_str()).is_some_and(|m| m.contains("refused"))
+    });
+    assert!(warned, "an UpgradeFailed Event naming the reason: {events}");
+    eventually(Duration::from_secs(30), "the v3 pod gone, v1 everywhere", || {
+        let images = s.pod_images()?;
+        let v1 = images.len() == 3 && images.iter().all(|(_, i)| i == "nonstop-agent:v1");
+        if v1 { Ok(()) } else { Err(format!("{images:?}")) }
+    });
+    assert!(s.status()["rollout"].as_str().unwrap().starts_with("Degraded"));
+    let seen = Tally::of(&s.router, &NODES).since(&before);
+    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    s.wait_routes_from(&NODES, Duration::from_secs(5));
+
+    // A fixed image resumes the rollout.
+    hitless_roll(&s, "nonstop-agent:v2");
+}
+
+#[test]
+fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
+    let s = Setup::new("e2e-leader");
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+
+    let before = Tally::of(&s.router, &NODES);
+    let watch = Watch::start(s.router.clone(), &NODES);
+    s.set_image("nonstop-agent:v2");
+    // Mid-rollout: once the first node is on v2.
+    eventually(Duration::from_secs(60), "the first node on v2", || {
+        let images = s.pod_images()?;
+        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
+        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
+    });
+    let killed = leader(&s.lab).unwrap();
+    let pid = operator_pid(&killed).expect("the leader's process");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // The pod goes too, or the kubelet would restart the process in it
+    // under the same name.
+    s.lab
+        .kubectl(&["-n", OPERATOR_NS, "delete", "pod", &killed, "--grace-period=0", "--force"])
+        .unwrap();
+    eventually(Duration::from_secs(60), "another replica to lead", || {
+        let now = leader(&s.lab)?;
+        if now != killed { Ok(now) } else { Err(now) }
+    });
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "a node was without routes: {misses:?}");
+    let seen = Tally::of(&s.router, &NODES).since(&before);
+    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    let pods = s.pod_images().unwrap();
+    assert_eq!(pods.len(), 3, "no duplicate pods: {pods:?}");
+}
+
+/// The pid of the operator process whose POD_NAME is `pod`.
+fn operator_pid(pod: &str) -> Option<i32> {
+    let want = format!("POD_NAME={pod}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        if !String::from_utf8_lossy(&cmdline).starts_with("nonstop-operator") {
+            let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+            if !exe.ends_with("nonstop-operator") {
+                return None;
+            }
+        }
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        environ.split(|b| *b == 0).any(|v| v == want.as_bytes()).then_some(pid)
+    })
+}
+
+#[test]
+fn unlabelling_a_node_and_deleting_the_gateway_withdraw_gracefully() {
+    let s = Setup::new("e2e-scale");
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+
+    s.lab.kubectl(&["label", "node", "node-3", "nonstop.dev/e2e-"]).unwrap();
+    s.wait_routes_from(&NODES[..2], Duration::from_secs(30));
+    eventually(Duration::from_secs(30), "node-3's pod gone", || {
+        let pods = s.pod_images()?;
+        if pods.len() == 2 { Ok(()) } else { Err(format!("{pods:?}")) }
+    });
+    assert_eq!(s.status()["ready"], "2/2");
+
+    s.ns.kubectl(&["delete", "bgpgw", "edge", "--wait=false"]).unwrap();
+    eventually(Duration::from_secs(60), "every route withdrawn and the gateway gone", || {
+        let routes = s.router.routes()?;
+        let left: Vec<_> = PREFIXES.iter().filter(|p| routes.contains_key(**p)).collect();
+        let gone = s.ns.kubectl(&["get", "bgpgw", "-o", "name"])?.trim().is_empty();
+        let pods = s.pod_images()?;
+        if left.is_empty() && gone && pods.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?} {pods:?}"))
+        }
+    });
+}
+
+#[test]
+fn graceful_restart_strategy_keeps_the_routes_at_the_router() {
+    let s = Setup::new("e2e-gr");
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "GracefulRestart")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    let before = Tally::of(&s.router, &NODES);
+    let watch = Watch::start(s.router.clone(), &NODES);
+    s.set_image("nonstop-agent:v2");
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "routes left the router: {misses:?}");
+    let seen = Tally::of(&s.router, &NODES).since(&before);
+    assert!(seen.withdrawals.is_empty(), "{seen:?}");
+    // The sessions did go down (that is the strategy) and came back.
+    assert_eq!(seen.downs.len(), 3, "one restart per node: {seen:?}");
+}
+
+#[test]
+fn unsatisfiable_specs_say_what_to_fix() {
+    let s = Setup::new("e2e-unsat");
+    let gateway = s
+        .gateway("nonstop-agent:v1", "Handoff")
+        .replace("nodeSelector: {nonstop.dev/e2e:", "nodeSelector: {nonstop.dev/nowhere:");
+    s.ns.apply(&gateway).unwrap();
+    let reason = |want: &str| {
+        eventually(Duration::from_secs(30), want, || {
+            let status = s.status();
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .cloned();
+            match ready {
+                Some(c) if c["reason"] == want => {
+                    Ok(c["message"].as_str().unwrap_or("").to_string())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+    };
+    let message = reason("NoMatchingNodes");
+    assert!(message.contains("spec.nodeSelector"), "{message}");
+
+    let with_secret = s.gateway("nonstop-agent:v1", "Handoff").replace(
+        "    families: [ipv4-unicast]\n",
+        "    families: [ipv4-unicast]\n    passwordSecretRef: {name: bgp-passwords, key: router}\n",
+    );
+    s.ns.apply(&with_secret).unwrap();
+    let message = reason("SecretNotFound");
+    assert!(message.contains("bgp-passwords"), "{message}");
+    assert!(s.pod_images().unwrap().is_empty(), "no pod before the Secret exists");
+}
