@@ -119,10 +119,14 @@ spec:
         eventually(limit, &format!("every node on {image}, rollout Complete"), || {
             let status = self.status();
             let images = self.pod_images()?;
+            // Strict: the status names the revision every pod carries.
+            let revisions = self.pod_revisions()?;
             let done = status["rollout"] == "Complete"
                 && status["ready"] == "3/3"
+                && status["currentRevision"] == status["updateRevision"]
                 && images.len() == 3
-                && images.iter().all(|(_, i)| i == image);
+                && images.iter().all(|(_, i)| i == image)
+                && revisions.iter().all(|r| status["currentRevision"] == r.as_str());
             if done { Ok(status) } else { Err(format!("{status}; pods {images:?}")) }
         })
     }
@@ -142,6 +146,19 @@ spec:
                 (name, p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
             })
             .collect())
+    }
+
+    fn pod_revisions(&self) -> Result<Vec<String>, String> {
+        let jsonpath = r#"{range .items[*]}{.metadata.labels.nonstop\.dev/revision}{"\n"}{end}"#;
+        let text = self.ns.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "nonstop.dev/gateway=edge",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])?;
+        Ok(text.lines().map(String::from).collect())
     }
 
     fn set_image(&self, image: &str) {
@@ -323,6 +340,18 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
         assert_eq!(record["result"], "Succeeded", "{node}");
         assert!(record["pauseMs"].as_u64().is_some(), "each node's handoff pause: {node}");
     }
+    // The leader's metrics saw the three handoffs (pauses from the agents' reports).
+    let metrics = leader_metrics(&s.lab);
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nonstop_operator_handoff_pause_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(count >= 3, "handoff pauses in the leader's metrics: {metrics}");
+    assert!(
+        metrics.contains("nonstop_operator_rollout_steps_total{reason=\"Retire\"}"),
+        "{metrics}"
+    );
     let status = hitless_roll(&s, "nonstop-agent:v1");
     assert_eq!(status["currentRevision"], first.as_str(), "back to the first revision");
 
@@ -402,6 +431,21 @@ fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     let pods = s.pod_images().unwrap();
     assert_eq!(pods.len(), 3, "no duplicate pods: {pods:?}");
+}
+
+/// `GET /metrics` from the leading replica (pods run on their node's address).
+fn leader_metrics(lab: &Lab) -> String {
+    let pod = leader(lab).unwrap();
+    let ip = lab
+        .kubectl(&["-n", OPERATOR_NS, "get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])
+        .unwrap();
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect((ip.as_str(), 9180)).expect("the operator's metrics port");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// The pid of the operator process whose POD_NAME is `pod`.

@@ -23,7 +23,7 @@ enum Cmd {
     /// and make the nodes and the router. Idempotent.
     Up {
         /// Nodes (network namespaces node-1..N).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         nodes: usize,
         /// The BGP daemon in front of the nodes.
         #[arg(long, value_enum, default_value_t = RouterKind::Gobgpd)]
