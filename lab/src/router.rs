@@ -3,7 +3,10 @@
 //! (announcements, withdrawals, session changes) in the order it saw them.
 //!
 //! Events come from the daemon's own record: gobgpd's log (Peer Up/Down)
-//! and its `gobgp monitor global rib` stream, the trace log (`debug { states, routes }`) for BIRD, the update
+//! and its `gobgp monitor adj-in` stream (every path each neighbour sends,
+//! best or not: with several nodes announcing one prefix, the global RIB's
+//! stream shows only best-path changes), the trace log
+//! (`debug { states, routes }`) for BIRD, the update
 //! and neighbour-change log for FRR.
 
 use std::collections::BTreeMap;
@@ -69,7 +72,7 @@ pub fn start(dir: &Path, kind: RouterKind, nodes: usize) -> Result<()> {
             process::start(
                 dir,
                 "router-monitor-rib",
-                in_router(&["gobgp", "-j", "monitor", "global", "rib"]),
+                in_router(&["gobgp", "-j", "monitor", "adj-in"]),
             )?;
         }
         RouterKind::Bird => {

@@ -69,8 +69,11 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
     let reference = gw.object_ref(&());
 
     // A spec the API server let through (old servers skip CEL) but the
-    // operator's own rules refuse: say so, touch nothing.
-    if let Err(problems) = gw.spec.validate() {
+    // operator's own rules refuse: say so, touch nothing. Unless it is being
+    // deleted: its nodes decommission whatever the spec says.
+    if gw.metadata.deletion_timestamp.is_none()
+        && let Err(problems) = gw.spec.validate()
+    {
         let message = format!("the spec breaks these rules, fix them: {problems}");
         write_invalid(&gateways, &gw, &message).await?;
         return Err(Error::Spec(message));
