@@ -1,8 +1,13 @@
 """`lab helm`: Helm's own engine (helm-python-sdk wraps Helm's Go SDK) with a
 helm-like command line, for the lab cluster (KUBECONFIG is set by `lab`).
 
-  lab helm install NAME CHART [-n NS] [-f values.yaml]... [--set a.b=c]...
+  lab helm install NAME CHART [-n NS] [-f values.yaml]... [--set a.b=c]... [--skip-crds]
   lab helm upgrade NAME CHART [-n NS] [-f ...] [--set ...] [--reuse-values]
+
+--skip-crds installs the chart without its crds/ (as Helm's flag does): the
+lab's 1.20 API server refuses CRDs that carry CEL rules through server-side
+apply, which the SDK uses for CRDs; apply them with
+`kubectl apply --validate=false -f crds/` first.
   lab helm uninstall NAME [-n NS]
   lab helm template NAME CHART [-n NS] [-f ...] [--set ...]
   lab helm lint CHART [-f ...] [--set ...]
@@ -12,7 +17,9 @@ helm-like command line, for the lab cluster (KUBECONFIG is set by `lab`).
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 from helm_python import Chart, Config
 from helm_python.chart import lint, values_from_yaml
@@ -73,7 +80,9 @@ def main():
             sp.add_argument("--set", action="append")
         sp.add_argument("-n", "--namespace", default="default")
 
-    common(sub.add_parser("install"))
+    install = sub.add_parser("install")
+    common(install)
+    install.add_argument("--skip-crds", action="store_true")
     up = sub.add_parser("upgrade")
     common(up)
     up.add_argument("--reuse-values", action="store_true")
@@ -99,7 +108,13 @@ def main():
             result = lint(args.chart, values_of(args))
             print(json.dumps(result, indent=2, default=str))
         elif args.command == "install":
-            r = config().install(Chart.load(args.chart), args.name, values_of(args), namespace=args.namespace)
+            chart_dir = args.chart
+            if args.skip_crds:
+                chart_dir = os.path.join(tempfile.mkdtemp(prefix="lab-helm-"), "chart")
+                shutil.copytree(args.chart, chart_dir, ignore=shutil.ignore_patterns("crds"))
+            r = config().install(Chart.load(chart_dir), args.name, values_of(args), namespace=args.namespace)
+            if args.skip_crds:
+                shutil.rmtree(os.path.dirname(chart_dir), ignore_errors=True)
             print(f"installed {args.name} in {args.namespace}: {r}")
         elif args.command == "upgrade":
             c = config()

@@ -1,6 +1,6 @@
-//! The operator end to end, in the lab cluster: the operator runs as its
-//! Deployment (2 replicas, its own ServiceAccount and ClusterRole from
-//! `deploy/operator.yaml`), the agents as the pods it makes, facing the lab
+//! The operator end to end, in the lab cluster: the operator installed by
+//! the Helm chart (2 replicas, its own ServiceAccount and ClusterRole, the
+//! chart's image pointing at this build), the agents as the pods it makes, facing the lab
 //! router (gobgpd, AS 65000). What is checked is what a network engineer
 //! would look at: the router's table, its session and route events, and
 //! `kubectl get bgpgw`.
@@ -60,12 +60,25 @@ impl Setup {
         std::fs::set_permissions(&v3, std::fs::Permissions::from_mode(0o755)).unwrap();
         lab.lab(&["image", "add", "nonstop-agent:v3", v3.to_str().unwrap()]).unwrap();
         let operator = bin_dir().join("nonstop-operator");
-        lab.lab(&["image", "add", "nonstop-operator:dev", operator.to_str().unwrap()]).unwrap();
+        // The chart's image, at tag `dev`: this build (both binaries are in
+        // its directory, as in the real image).
+        lab.lab(&["image", "add", "ghcr.io/nonstop-dev/nonstop:dev", operator.to_str().unwrap()])
+            .unwrap();
 
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         lab.kubectl(&["apply", "--validate=false", "-f", root.join("crds").to_str().unwrap()])
             .unwrap();
-        lab.kubectl(&["apply", "-f", root.join("deploy/operator.yaml").to_str().unwrap()]).unwrap();
+        let _ = lab.kubectl(&["create", "namespace", OPERATOR_NS]);
+        let releases = lab.lab(&["helm", "list", "-n", OPERATOR_NS]).unwrap_or_default();
+        if !releases.contains("\"nonstop\"") {
+            let chart = root.join("charts/nonstop");
+            let install =
+                ["helm", "install", "nonstop", chart.to_str().unwrap(), "-n", OPERATOR_NS];
+            // The CRDs are applied above: this API server (1.20) cannot take
+            // them through Helm's server-side apply (CEL fields unknown).
+            let set = ["--set", "image.tag=dev", "--set", "image.pullPolicy=Never", "--skip-crds"];
+            lab.lab(&[&install[..], &set[..]].concat()).unwrap();
+        }
         eventually(Duration::from_secs(90), "an operator replica to lead", || leader(&lab));
 
         let ns = lab.namespace(prefix);

@@ -1,0 +1,118 @@
+//! The Helm chart as Helm's own engine renders it (`lab helm`): defaults,
+//! every value set, wrong types refused by name, and RBAC kept equal to
+//! `deploy/operator.yaml`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_nonstop-operator")).parent().unwrap().join("lab")
+}
+
+/// `lab helm ARGS…`: stdout, or stderr as the error.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(lab()).arg("helm").args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Every rendered object (NOTES.txt is not one).
+fn render(extra: &[&str]) -> Vec<Value> {
+    let chart = root().join("charts/nonstop");
+    let mut args = vec!["template", "nonstop", chart.to_str().unwrap(), "-n", "nonstop-system"];
+    args.extend_from_slice(extra);
+    let text = helm(&args).unwrap();
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml_ng::from_str::<Value>(doc).ok())
+        .filter(|v| v.get("kind").is_some())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"] == kind)
+}
+
+#[test]
+fn the_chart_renders_its_defaults() {
+    let objects = render(&[]);
+    let deployment = find(&objects, "Deployment").expect("a Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "nonstop-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/nonstop-dev/nonstop:0.1.0");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert!(pod["affinity"]["podAntiAffinity"].is_object(), "one replica per node");
+    assert!(find(&objects, "Service").is_some(), "metrics Service on by default");
+    assert!(find(&objects, "ServiceMonitor").is_none(), "ServiceMonitor off by default");
+    let lint = helm(&["lint", root().join("charts/nonstop").to_str().unwrap()]).unwrap();
+    assert!(lint.contains("\"errors\": []"), "{lint}");
+}
+
+#[test]
+fn every_value_reaches_the_objects() {
+    let file = root().join("charts/nonstop/ci/every-value.yaml");
+    let objects = render(&["-f", file.to_str().unwrap()]);
+    let deployment = find(&objects, "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/nonstop:9.9.9");
+    assert_eq!(container["imagePullPolicy"], "Always");
+    let args: Vec<&str> =
+        container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(
+        args.contains(&"--metrics=0.0.0.0:9999") && args.contains(&"--lease-seconds=20"),
+        "{args:?}"
+    );
+    assert_eq!(container["env"][2]["value"], "nonstop=debug,info");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "registry-login");
+    assert_eq!(pod["tolerations"][0]["key"], "node-role.kubernetes.io/control-plane");
+    assert!(
+        pod["affinity"]["nodeAffinity"].is_object() && pod["affinity"]["podAntiAffinity"].is_null()
+    );
+    assert_eq!(container["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(pod["securityContext"]["runAsUser"], 1000);
+    assert!(find(&objects, "Service").is_none());
+    let monitor = find(&objects, "ServiceMonitor").expect("ServiceMonitor when enabled");
+    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+}
+
+#[test]
+fn wrong_values_are_refused_by_name() {
+    let chart = root().join("charts/nonstop");
+    let cases = [
+        ("replicas=two", "/replicas", "want integer"),
+        ("metrics.port=70000", "/metrics/port", "maximum"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy", ""),
+        ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval", ""),
+        ("replica=2", "replica", "additional"),
+    ];
+    for (set, path, why) in cases {
+        let err = helm(&["template", "t", chart.to_str().unwrap(), "--set", set]).unwrap_err();
+        assert!(err.contains(path) && err.contains(why), "--set {set}: {err}");
+    }
+}
+
+#[test]
+fn the_charts_rbac_is_the_plain_manifests_rbac() {
+    let rules = |objects: &[Value]| find(objects, "ClusterRole").unwrap()["rules"].clone();
+    let text = std::fs::read_to_string(root().join("deploy/operator.yaml")).unwrap();
+    let plain: Vec<Value> =
+        text.split("\n---").filter_map(|d| serde_yaml_ng::from_str(d).ok()).collect();
+    assert_eq!(rules(&render(&[])), rules(&plain));
+    let lease = |objects: &[Value]| find(objects, "Role").unwrap()["rules"].clone();
+    assert_eq!(lease(&render(&[])), lease(&plain));
+}
