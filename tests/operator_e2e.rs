@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nonstop_lab::router::{RouteEvent, Router};
+use nonstop_lab::router::{RouteEvent, Router, Tally};
 use nonstop_lab::testing::{Lab, Namespace, eventually};
 use serde_json::Value;
 
@@ -28,6 +28,10 @@ fn bin_dir() -> PathBuf {
 
 fn uplink(node: &str) -> String {
     format!("10.99.{}.2", node.trim_start_matches("node-"))
+}
+
+fn uplinks() -> Vec<String> {
+    NODES.iter().map(|n| uplink(n)).collect()
 }
 
 /// The lab with the CRDs, the images and the operator deployed, and a
@@ -263,65 +267,12 @@ impl Drop for Watch {
     }
 }
 
-/// Session downs and withdrawals of our nodes seen by the router so far,
-/// each list in its own order. gobgpd's session and route events come from
-/// two logs, so only each kind on its own grows at the end: compare the
-/// lists, not positions in the merged stream.
-#[derive(Debug, Clone, PartialEq)]
-struct Tally {
-    downs: Vec<RouteEvent>,
-    withdrawals: Vec<RouteEvent>,
-    /// Every UPDATE announcing a path (a re-announcement too).
-    announcements: Vec<RouteEvent>,
-}
-
-impl Tally {
-    fn of(router: &Router, nodes: &[&str]) -> Tally {
-        let ours: Vec<String> = nodes.iter().map(|n| uplink(n)).collect();
-        let events = router.events();
-        let pick = |kind: fn(&RouteEvent) -> Option<&String>| {
-            events.iter().filter(|e| kind(e).is_some_and(|n| ours.contains(n))).cloned().collect()
-        };
-        Tally {
-            downs: pick(|e| match e {
-                RouteEvent::SessionDown { neighbor } => Some(neighbor),
-                _ => None,
-            }),
-            withdrawals: pick(|e| match e {
-                RouteEvent::Withdrawn { neighbor, .. } => Some(neighbor),
-                _ => None,
-            }),
-            announcements: pick(|e| match e {
-                RouteEvent::Announced { neighbor, .. } => Some(neighbor),
-                _ => None,
-            }),
-        }
-    }
-
-    /// What was added since `before`.
-    fn since(&self, before: &Tally) -> Tally {
-        Tally {
-            downs: self.downs[before.downs.len().min(self.downs.len())..].to_vec(),
-            withdrawals: self.withdrawals[before.withdrawals.len().min(self.withdrawals.len())..]
-                .to_vec(),
-            announcements: self.announcements
-                [before.announcements.len().min(self.announcements.len())..]
-                .to_vec(),
-        }
-    }
-
-    /// The router saw nothing at all: no session down, no UPDATE.
-    fn is_empty(&self) -> bool {
-        self.downs.is_empty() && self.withdrawals.is_empty() && self.announcements.is_empty()
-    }
-}
-
 /// Rolls the image and checks the router saw nothing: no session down, no
 /// UPDATE (announcement or withdrawal) from our nodes, every prefix via
 /// every node at every poll.
 fn hitless_roll(s: &Setup, image: &str) -> Value {
     let started = std::time::Instant::now();
-    let before = Tally::of(&s.router, &NODES);
+    let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
     s.set_image(image);
     let status = s.wait_complete(image, Duration::from_secs(120));
@@ -330,7 +281,7 @@ fn hitless_roll(s: &Setup, image: &str) -> Value {
         misses.is_empty(),
         "routes missing at the router during the rollout to {image}: {misses:?}"
     );
-    let seen = Tally::of(&s.router, &NODES).since(&before);
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw during the rollout to {image}: {seen:?}");
     let pauses: Vec<String> = status["nodes"]
         .as_array()
@@ -384,7 +335,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
 
     // v3 is refused by the running agent: the first node rolls back, the
     // rollout stops as Degraded, nothing moves at the router.
-    let before = Tally::of(&s.router, &NODES);
+    let before = Tally::of(&s.router, &uplinks());
     s.set_image("nonstop-agent:v3");
     let status = eventually(Duration::from_secs(90), "Degraded", || {
         let status = s.status();
@@ -411,7 +362,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
         if v1 { Ok(()) } else { Err(format!("{images:?}")) }
     });
     assert!(s.status()["rollout"].as_str().unwrap().starts_with("Degraded"));
-    let seen = Tally::of(&s.router, &NODES).since(&before);
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     s.wait_routes_from(&NODES, Duration::from_secs(5));
 
@@ -426,7 +377,7 @@ fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
     s.wait_routes_from(&NODES, Duration::from_secs(30));
 
-    let before = Tally::of(&s.router, &NODES);
+    let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
     s.set_image("nonstop-agent:v2");
     // Mid-rollout: once the first node is on v2.
@@ -454,7 +405,7 @@ fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     let misses = watch.finish();
     assert!(misses.is_empty(), "a node was without routes: {misses:?}");
-    let seen = Tally::of(&s.router, &NODES).since(&before);
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     let pods = s.pod_images().unwrap();
     assert_eq!(pods.len(), 3, "no duplicate pods: {pods:?}");
@@ -527,13 +478,13 @@ fn graceful_restart_strategy_keeps_the_routes_at_the_router() {
     s.ns.apply(&s.gateway("nonstop-agent:v1", "GracefulRestart")).unwrap();
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
     s.wait_routes_from(&NODES, Duration::from_secs(30));
-    let before = Tally::of(&s.router, &NODES);
+    let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     let misses = watch.finish();
     assert!(misses.is_empty(), "routes left the router: {misses:?}");
-    let seen = Tally::of(&s.router, &NODES).since(&before);
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.withdrawals.is_empty(), "{seen:?}");
     // The sessions did go down (that is the strategy) and came back.
     assert_eq!(seen.downs.len(), 3, "one restart per node: {seen:?}");
@@ -594,7 +545,7 @@ fn recreate_strategy_takes_one_node_out_at_a_time() {
     s.ns.apply(&s.gateway("nonstop-agent:v1", "Recreate")).unwrap();
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
     s.wait_routes_from(&NODES, Duration::from_secs(30));
-    let before = Tally::of(&s.router, &NODES);
+    let before = Tally::of(&s.router, &uplinks());
     // Never more than one node (maxNodesInFlight 1) without its routes.
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len() - 1);
     s.set_image("nonstop-agent:v2");
@@ -604,7 +555,7 @@ fn recreate_strategy_takes_one_node_out_at_a_time() {
     assert!(misses.is_empty(), "two nodes out at once: {misses:?}");
     // Each node's old agent decommissioned (GRACEFUL_SHUTDOWN re-announced,
     // drain, Cease: its session went down) before its new one started.
-    let seen = Tally::of(&s.router, &NODES).since(&before);
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
     for node in NODES {
         let down = seen.downs.contains(&RouteEvent::SessionDown { neighbor: uplink(node) });
         assert!(down, "{node} was taken out: {seen:?}");

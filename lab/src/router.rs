@@ -462,6 +462,60 @@ fn frr_events(text: &str) -> Vec<RouteEvent> {
     events
 }
 
+/// What the router has seen from some neighbours so far: session downs,
+/// withdrawals and announcements, each list in its own order. gobgpd's session and route events come from
+/// two logs, so only each kind on its own grows at the end: compare the
+/// lists, not positions in the merged stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally {
+    pub downs: Vec<RouteEvent>,
+    pub withdrawals: Vec<RouteEvent>,
+    /// Every UPDATE announcing a path (a re-announcement too).
+    pub announcements: Vec<RouteEvent>,
+}
+
+impl Tally {
+    /// What the router has seen from `neighbors` so far.
+    pub fn of(router: &Router, neighbors: &[String]) -> Tally {
+        let ours = neighbors;
+        let events = router.events();
+        let pick = |kind: fn(&RouteEvent) -> Option<&String>| {
+            events.iter().filter(|e| kind(e).is_some_and(|n| ours.contains(n))).cloned().collect()
+        };
+        Tally {
+            downs: pick(|e| match e {
+                RouteEvent::SessionDown { neighbor } => Some(neighbor),
+                _ => None,
+            }),
+            withdrawals: pick(|e| match e {
+                RouteEvent::Withdrawn { neighbor, .. } => Some(neighbor),
+                _ => None,
+            }),
+            announcements: pick(|e| match e {
+                RouteEvent::Announced { neighbor, .. } => Some(neighbor),
+                _ => None,
+            }),
+        }
+    }
+
+    /// What was added since `before`.
+    pub fn since(&self, before: &Tally) -> Tally {
+        Tally {
+            downs: self.downs[before.downs.len().min(self.downs.len())..].to_vec(),
+            withdrawals: self.withdrawals[before.withdrawals.len().min(self.withdrawals.len())..]
+                .to_vec(),
+            announcements: self.announcements
+                [before.announcements.len().min(self.announcements.len())..]
+                .to_vec(),
+        }
+    }
+
+    /// The router saw nothing at all: no session down, no UPDATE.
+    pub fn is_empty(&self) -> bool {
+        self.downs.is_empty() && self.withdrawals.is_empty() && self.announcements.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
