@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -563,4 +564,48 @@ fn recreate_strategy_takes_one_node_out_at_a_time() {
     // The router's UPDATE stream is seen (the hitless tests' "no UPDATE at
     // all" rests on it): the re-announcements and the new sessions' routes.
     assert!(seen.announcements.len() >= 2 * NODES.len(), "{seen:?}");
+}
+
+/// The README's first command, as a user runs it: the report says the
+/// router saw nothing.
+#[test]
+fn the_demo_reports_a_hitless_upgrade() {
+    struct Cleanup(Lab);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = self.0.kubectl(&[
+                "-n",
+                "nonstop-demo",
+                "delete",
+                "bgpgw",
+                "--all",
+                "--timeout=60s",
+            ]);
+            for node in NODES {
+                let _ = self.0.kubectl(&["label", "node", node, "nonstop.dev/demo-"]);
+            }
+        }
+    }
+    let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
+    let _cleanup = Cleanup(lab.clone());
+    let out = Command::new(bin_dir().join("nonstop-demo"))
+        .args(["--lab", bin_dir().join("lab").to_str().unwrap()])
+        .args(["--agent", bin_dir().join("nonstop-agent").to_str().unwrap()])
+        .args(["--operator", bin_dir().join("nonstop-operator").to_str().unwrap()])
+        .args(["--repo", env!("CARGO_MANIFEST_DIR")])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "session resets:  0",
+        "withdrawals:     0",
+        "UPDATEs from the gateway during the upgrade: 0",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    for node in NODES {
+        let row = report.lines().find(|l| l.trim_start().starts_with(node)).unwrap_or("");
+        assert!(row.ends_with(" ms"), "{node}'s handoff pause: {report}");
+    }
 }
