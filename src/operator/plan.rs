@@ -172,10 +172,13 @@ struct Slot<'a> {
     agent: Option<&'a AgentView>,
     /// The pod whose agent is the node's active speaker.
     active: Option<&'a str>,
+    /// Sessions the spec configures: what Established must reach. Not the
+    /// agent's own count, which is 0 for a moment after it starts.
+    want: u32,
 }
 
 impl<'a> Slot<'a> {
-    fn of(node: &'a str, observed: &'a Observed) -> Slot<'a> {
+    fn of(node: &'a str, observed: &'a Observed, want: u32) -> Slot<'a> {
         let mine: Vec<&PodView> = observed.pods.iter().filter(|p| p.node == node).collect();
         let ended = |p: &&PodView| matches!(p.phase, Phase::Succeeded | Phase::Failed);
         let agent = observed.agents.get(node).filter(|a| a.active);
@@ -190,6 +193,7 @@ impl<'a> Slot<'a> {
             going: mine.iter().copied().filter(|p| p.deleting).collect(),
             agent,
             active,
+            want,
         }
     }
 
@@ -202,12 +206,12 @@ impl<'a> Slot<'a> {
     fn healthy_at(&self, revision: &str) -> bool {
         let (Some(pod), Some(agent)) = (self.desired(revision), self.agent) else { return false };
         self.active == Some(pod.name.as_str())
-            && agent.established == agent.configured
+            && agent.established >= self.want
             && agent.all_advertised
     }
 
     fn healthy(&self) -> bool {
-        self.agent.is_some_and(|a| a.established == a.configured && a.all_advertised)
+        self.agent.is_some_and(|a| a.established >= self.want && a.all_advertised)
             && self.active.is_some()
     }
 }
@@ -274,7 +278,8 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
 
-    let slots: Vec<Slot> = selected.iter().map(|n| Slot::of(&n.name, observed)).collect();
+    let want = spec.peers.len() as u32;
+    let slots: Vec<Slot> = selected.iter().map(|n| Slot::of(&n.name, observed, want)).collect();
     let rollback_of_degraded = before.update_revision.as_deref() == Some(revision);
     let mut degraded: Option<(String, String)> = before
         .conditions
@@ -508,8 +513,8 @@ fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
 fn health(slot: &Slot) -> String {
     match slot.agent {
         None => "no agent answers on the node's admin port".into(),
-        Some(a) if a.established < a.configured => {
-            format!("{}/{} sessions Established", a.established, a.configured)
+        Some(a) if a.established < slot.want => {
+            format!("{}/{} sessions Established", a.established, slot.want)
         }
         Some(a) if !a.all_advertised => {
             format!("{} prefixes advertised, not all announced ones", a.advertised)
@@ -544,7 +549,7 @@ fn status(
         .map(|s| {
             let agent = s.agent;
             established += agent.map_or(0, |a| a.established);
-            configured += agent.map_or(gw.spec.peers.len() as u32, |a| a.configured);
+            configured += gw.spec.peers.len() as u32;
             let pod = s.active.and_then(|a| s.live.iter().find(|p| p.name == a));
             NodeStatus {
                 node: s.node.into(),
@@ -553,7 +558,7 @@ fn status(
                 active_agent: agent.map(|a| a.version.clone()),
                 sessions: SessionCounts {
                     established: agent.map_or(0, |a| a.established),
-                    configured: agent.map_or(gw.spec.peers.len() as u32, |a| a.configured),
+                    configured: gw.spec.peers.len() as u32,
                 },
                 routes_advertised: agent.map_or(0, |a| a.advertised),
                 last_upgrade: handoff_record(s).or_else(|| records.get(s.node).cloned()),

@@ -416,3 +416,19 @@ fn a_nodes_last_handoff_comes_from_its_agent_so_no_status_write_loses_it() {
         (Strategy::Handoff, Some(3), Time(t(101)))
     );
 }
+
+#[test]
+fn an_agent_that_just_started_is_not_healthy_before_its_sessions_are() {
+    // Recreate: n1 came back at NEW, its agent answering but with no
+    // peer in its status yet (0 of 0). n2 must wait.
+    let gw = gateway("Recreate", "");
+    let mut observed = serving(&["n1", "n2"]);
+    observed.pods[0] = pod("n1", NEW, 100);
+    let mut fresh = agent(&observed.pods[0]);
+    (fresh.established, fresh.configured, fresh.advertised) = (0, 0, 0);
+    observed.agents.insert("n1".into(), fresh);
+    let plan = run(&gw, NEW, &observed, 101);
+    assert!(actions(&plan).is_empty(), "n2 waits for n1's session: {:?}", plan.steps);
+    assert_eq!(plan.status.nodes[0].sessions.configured, 1, "configured is what the spec says");
+    assert!(condition(&plan, "Ready").2.contains("n1: 0/1 sessions Established"));
+}
