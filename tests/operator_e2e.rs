@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nonstop_lab::router::{RouteEvent, Router, Tally};
-use nonstop_lab::testing::{Lab, Namespace, eventually};
+use nonstop_lab::testing::{Lab, Namespace, OPERATOR_NS, eventually};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const PREFIXES: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
-const OPERATOR_NS: &str = "nonstop-system";
 
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_nonstop-operator")).parent().unwrap().to_path_buf()
@@ -64,27 +63,11 @@ impl Setup {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&v3, std::fs::Permissions::from_mode(0o755)).unwrap();
         lab.lab(&["image", "add", "nonstop-agent:v3", v3.to_str().unwrap()]).unwrap();
-        let operator = bin_dir().join("nonstop-operator");
-        // The chart's image, at tag `dev`: this build (both binaries are in
-        // its directory, as in the real image).
-        lab.lab(&["image", "add", "ghcr.io/nonstop-dev/nonstop:dev", operator.to_str().unwrap()])
-            .unwrap();
-
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        lab.kubectl(&["apply", "--validate=false", "-f", root.join("crds").to_str().unwrap()])
-            .unwrap();
-        let _ = lab.kubectl(&["create", "namespace", OPERATOR_NS]);
-        let releases = lab.lab(&["helm", "list", "-n", OPERATOR_NS]).unwrap_or_default();
-        if !releases.contains("\"nonstop\"") {
-            let chart = root.join("charts/nonstop");
-            let install =
-                ["helm", "install", "nonstop", chart.to_str().unwrap(), "-n", OPERATOR_NS];
-            // The CRDs are applied above: this API server (1.20) cannot take
-            // them through Helm's server-side apply (CEL fields unknown).
-            let set = ["--set", "image.tag=dev", "--set", "image.pullPolicy=Never", "--skip-crds"];
-            lab.lab(&[&install[..], &set[..]].concat()).unwrap();
-        }
-        eventually(Duration::from_secs(90), "an operator replica to lead", || leader(&lab));
+        lab.install_nonstop(root, &bin_dir().join("nonstop-operator")).unwrap();
+        // Nodes 1–3 hold one speaker each: no gateway left from elsewhere
+        // (a `script/demo` run leaves its own up to look at).
+        lab.kubectl(&["delete", "bgpgw", "--all", "-A", "--wait=true", "--timeout=90s"]).unwrap();
 
         let ns = lab.namespace(prefix);
         for node in NODES {
@@ -211,16 +194,7 @@ impl Drop for Setup {
 
 /// The replica holding the leader Lease.
 fn leader(lab: &Lab) -> Result<String, String> {
-    let holder = lab.kubectl(&[
-        "-n",
-        OPERATOR_NS,
-        "get",
-        "lease",
-        "nonstop-operator",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])?;
-    if holder.is_empty() { Err("no holder".into()) } else { Ok(holder) }
+    lab.operator_leader()
 }
 
 /// Watches the router while a rollout runs: every 200 ms each prefix must

@@ -3,13 +3,15 @@
 //! ```text
 //!            config file (same fields as the BgpGateway spec)
 //!                 │
-//!   routers ◀──▶ session FSMs (sans-IO) ◀──▶ RIBs     ← later issues
+//!   routers ◀──▶ session FSMs (sans-IO) ◀──▶ RIBs
 //!                 │
-//!      successor agent ◀── handoff socket (same node) ← later issues
+//!      successor agent ◀── handoff socket (same node)
 //! ```
 //!
-//! Today the crate owns the configuration ([`config`]) and the route value
-//! types shared by the config, the CRD and the wire ([`route`]).
+//! Sans-IO cores: the wire codec ([`wire`]), the session FSM ([`session`]),
+//! the RIBs ([`rib`]), Graceful Restart decisions ([`graceful`]) and the
+//! handoff protocol ([`handoff`]); the I/O edge is [`speaker`]. [`config`]
+//! and [`route`] are shared with the operator's CRD.
 
 pub mod config;
 pub mod graceful;
@@ -20,3 +22,16 @@ pub mod route;
 pub mod session;
 pub mod speaker;
 pub mod wire;
+
+/// Logs to stderr, filtered by `NONSTOP_LOG` (default `info`), coloured only
+/// on a terminal: the agent's and the operator's binaries both start here.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NONSTOP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

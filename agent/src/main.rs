@@ -90,14 +90,7 @@ enum StopArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NONSTOP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    nonstop_agent::init_logging();
     match Cli::parse().command {
         Command::Run { config, state_dir, router_id, secrets_dir, pod, takeover } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::router::Router;
 use crate::{Shape, controlplane, lab_dir};
 
+/// Where `install_nonstop` puts the operator.
+pub const OPERATOR_NS: &str = "nonstop-system";
+
 /// Waits for `check` to pass, at most `limit`; panics with what it waited
 /// for and the last answer.
 pub fn eventually<T>(
@@ -111,6 +114,48 @@ impl Lab {
         let _ = self.kubectl(&["delete", "namespace", &name, "--wait=true"]);
         self.kubectl(&["create", "namespace", &name]).expect("creating the test namespace");
         Namespace { lab: self.clone(), name }
+    }
+
+    /// nonstop installed the way a user would: the CRDs, then `helm install`
+    /// of the chart into `nonstop-system`, its image (`…/nonstop:dev`) running
+    /// `operator` (this build; the agent binary sits beside it, as in the
+    /// real image). Idempotent. Waits until a replica leads; returns it.
+    pub fn install_nonstop(&self, repo: &Path, operator: &Path) -> Result<String, String> {
+        let operator = operator.display().to_string();
+        self.lab(&["image", "add", "ghcr.io/nonstop-dev/nonstop:dev", &operator])?;
+        self.kubectl(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            &repo.join("crds").display().to_string(),
+        ])?;
+        let _ = self.kubectl(&["create", "namespace", OPERATOR_NS]);
+        if !self.lab(&["helm", "list", "-n", OPERATOR_NS])?.contains("\"nonstop\"") {
+            let chart = repo.join("charts/nonstop").display().to_string();
+            // --skip-crds: applied above; this API server (1.20) cannot take
+            // CEL fields through Helm's server-side apply.
+            let args = ["helm", "install", "nonstop", &chart, "-n", OPERATOR_NS];
+            let set = ["--set", "image.tag=dev", "--set", "image.pullPolicy=Never", "--skip-crds"];
+            self.lab(&[&args[..], &set[..]].concat())?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.operator_leader() {
+                Ok(leader) => return Ok(leader),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("no operator replica leads after 90 s: {e}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// The operator replica holding the leader Lease.
+    pub fn operator_leader(&self) -> Result<String, String> {
+        let path = "jsonpath={.spec.holderIdentity}";
+        let holder =
+            self.kubectl(&["-n", OPERATOR_NS, "get", "lease", "nonstop-operator", "-o", path])?;
+        if holder.is_empty() { Err("the lease has no holder".into()) } else { Ok(holder) }
     }
 
     pub fn router(&self) -> Router {

@@ -44,14 +44,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { lease_namespace, lease_name, identity, lease_seconds, metrics } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("NONSTOP_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            nonstop_agent::init_logging();
             let identity = identity.unwrap_or_else(|| {
                 format!(
                     "{}-{}",

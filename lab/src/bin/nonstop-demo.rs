@@ -36,7 +36,6 @@ struct Cli {
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const PREFIXES: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
 const NS: &str = "nonstop-demo";
-const OPERATOR_NS: &str = "nonstop-system";
 
 fn say(started: Instant, what: &str) {
     println!("==> [{:5.1}s] {what}", started.elapsed().as_secs_f64());
@@ -180,54 +179,20 @@ fn demo(cli: &Cli) -> Result<(), String> {
         return Err("lab up failed".into());
     }
 
-    say(started, "images: nonstop-agent:v1 and :v2 (this build), the chart's image (this build)");
+    say(started, "images: nonstop-agent:v1 and :v2 (this build)");
     let path = |p: &Path| {
         std::fs::canonicalize(p)
             .map(|p| p.display().to_string())
             .map_err(|e| format!("{}: {e}", p.display()))
     };
     let (agent, operator) = (path(&cli.agent)?, path(&cli.operator)?);
-    for (image, binary) in [
-        ("nonstop-agent:v1", &agent),
-        ("nonstop-agent:v2", &agent),
-        ("ghcr.io/nonstop-dev/nonstop:dev", &operator),
-    ] {
+    for (image, binary) in [("nonstop-agent:v1", &agent), ("nonstop-agent:v2", &agent)] {
         lab.lab(&["image", "add", image, binary])?;
     }
 
     say(started, "helm install nonstop charts/nonstop -n nonstop-system (2 operator replicas)");
-    let crds = repo.join("crds");
-    lab.kubectl(&["apply", "--validate=false", "-f", &crds.display().to_string()])?;
-    let _ = lab.kubectl(&["create", "namespace", OPERATOR_NS]);
+    lab.install_nonstop(&repo, Path::new(&operator))?;
     let _ = lab.kubectl(&["create", "namespace", NS]);
-    if !lab.lab(&["helm", "list", "-n", OPERATOR_NS])?.contains("\"nonstop\"") {
-        let chart = repo.join("charts/nonstop").display().to_string();
-        // --skip-crds: applied above; the lab's 1.20 server cannot take
-        // CEL rules through Helm's server-side apply.
-        lab.lab(&[
-            "helm",
-            "install",
-            "nonstop",
-            &chart,
-            "-n",
-            OPERATOR_NS,
-            "--set",
-            "image.tag=dev",
-            "--skip-crds",
-        ])?;
-    }
-    wait(Duration::from_secs(90), "an operator replica to lead", || {
-        let holder = lab.kubectl(&[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "lease",
-            "nonstop-operator",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])?;
-        if holder.is_empty() { Err("no leader yet".into()) } else { Ok(holder) }
-    })?;
 
     // Start from v1 (a rerun rolls it back there first, the same way).
     say(started, "kubectl apply: a BgpGateway on node-1..3, announcing 2 prefixes, image v1");
