@@ -109,6 +109,15 @@ spec:
         )
     }
 
+    /// Applies the gateway at v1 with `strategy` and waits until all 3
+    /// nodes serve it and the router has every prefix via each; the status.
+    fn serving_v1(&self, strategy: &str) -> Value {
+        self.ns.apply(&self.gateway("nonstop-agent:v1", strategy)).unwrap();
+        let status = self.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+        self.wait_routes_from(&NODES, Duration::from_secs(30));
+        status
+    }
+
     fn status(&self) -> Value {
         let text = self.ns.kubectl(&["get", "bgpgw", "edge", "-o", "json"]).unwrap_or_default();
         serde_json::from_str::<Value>(&text).map(|v| v["status"].clone()).unwrap_or(Value::Null)
@@ -275,9 +284,7 @@ fn hitless_roll(s: &Setup, image: &str) -> Value {
 #[test]
 fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     let s = Setup::new("e2e-roll");
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
-    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    let status = s.serving_v1("Handoff");
     assert_eq!(status["sessions"], "3/3", "{status}");
     let line = s.ns.kubectl(&["get", "bgpgw", "edge", "--no-headers"]).unwrap();
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -348,9 +355,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
 #[test]
 fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     let s = Setup::new("e2e-leader");
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
-    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    s.serving_v1("Handoff");
 
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
@@ -421,9 +426,7 @@ fn operator_pid(pod: &str) -> Option<i32> {
 #[test]
 fn unlabelling_a_node_and_deleting_the_gateway_withdraw_gracefully() {
     let s = Setup::new("e2e-scale");
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
-    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    s.serving_v1("Handoff");
 
     s.lab.kubectl(&["label", "node", "node-3", "nonstop.dev/e2e-"]).unwrap();
     s.wait_routes_from(&NODES[..2], Duration::from_secs(30));
@@ -450,9 +453,7 @@ fn unlabelling_a_node_and_deleting_the_gateway_withdraw_gracefully() {
 #[test]
 fn graceful_restart_strategy_keeps_the_routes_at_the_router() {
     let s = Setup::new("e2e-gr");
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "GracefulRestart")).unwrap();
-    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    s.serving_v1("GracefulRestart");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
     s.set_image("nonstop-agent:v2");
@@ -517,9 +518,7 @@ fn unsatisfiable_specs_say_what_to_fix() {
 #[test]
 fn recreate_strategy_takes_one_node_out_at_a_time() {
     let s = Setup::new("e2e-recreate");
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "Recreate")).unwrap();
-    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    s.serving_v1("Recreate");
     let before = Tally::of(&s.router, &uplinks());
     // Never more than one node (maxNodesInFlight 1) without its routes.
     let watch = Watch::start(s.router.clone(), &NODES, NODES.len() - 1);

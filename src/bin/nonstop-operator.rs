@@ -32,7 +32,7 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         lease_seconds: u64,
         /// Where /metrics and /healthz are served.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        #[arg(long, default_value = "0.0.0.0:9180")]
         metrics: std::net::SocketAddr,
     },
 }
