@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ExecAction,
-    HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    ExecAction, HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -235,6 +236,13 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
             restart_policy: Some("OnFailure".into()),
             termination_grace_period_seconds: Some(i64::from(grace)),
             automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             containers: vec![Container {
                 name: AGENT.into(),
                 image: Some(spec.image.clone()),
@@ -267,12 +275,32 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
                     ..Default::default()
                 }),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(agent_security()),
                 ..Default::default()
             }],
             volumes: Some(volumes),
             ..Default::default()
         }),
         ..Pod::default()
+    }
+}
+
+/// The agent runs as root with one capability left: NET_BIND_SERVICE, for
+/// port 179 (Kubernetes gives a non-root user no capabilities, and the
+/// hostPath state dir is root's). TCP MD5 and GTSM are plain socket options
+/// and need nothing more — agent/tests/capabilities.rs runs MD5, GTSM and a
+/// handoff confined like this.
+fn agent_security() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_non_root: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: Some(vec!["NET_BIND_SERVICE".into()]),
+        }),
+        ..Default::default()
     }
 }
 

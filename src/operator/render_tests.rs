@@ -72,6 +72,16 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     assert!(args.windows(2).any(|w| w == ["--router-id", "$(NODE_IP)"]), "{args:?}");
     let probe = container.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
     assert!(probe.command.as_ref().unwrap().contains(&format!("edge-node-2-{rev}")));
+    // One capability, even with MD5 and GTSM peers (this example has both).
+    assert!(gw.spec.peers.iter().any(|p| p.ttl_security && p.password_secret_ref.is_some()));
+    let security = container.security_context.as_ref().unwrap();
+    let caps = security.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_string()][..]));
+    assert_eq!(
+        (security.read_only_root_filesystem, security.allow_privilege_escalation),
+        (Some(true), Some(false))
+    );
     assert_eq!(pod.metadata.owner_references.unwrap()[0].controller, Some(true));
 
     let cm = config_map(&gw, &rev);

@@ -85,10 +85,19 @@ pub enum RunError {
     Secret(String),
     #[error("state dir {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    #[error("cannot listen for {what} on {addr}: {source}{}", bind_hint(source))]
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("handoff failed, the running agent keeps serving: {0}")]
     Handoff(String),
+}
+
+/// The one capability the agent needs, named where its absence shows.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: run as root, or add that capability)"
+    } else {
+        ""
+    }
 }
 
 /// What the agent is, as the status tells it.

@@ -224,10 +224,25 @@ impl Agent {
         env: &[(&str, &str)],
         log: &str,
     ) -> Self {
+        Self::launch_under(&[], ns, dir, config_yaml, flags, env, log)
+    }
+
+    /// Starts an agent under `wrapper` (e.g. `setpriv …`), as a Kubernetes
+    /// security context would confine it.
+    pub fn launch_under(
+        wrapper: &[&str],
+        ns: &Netns,
+        dir: &Path,
+        config_yaml: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Self {
         let config = dir.join("agent.yaml");
         fs::write(&config, config_yaml).unwrap();
         let state_dir = dir.join("agent-state");
-        let mut cmd = ns.exec(&[
+        let mut cmd = ns.exec(wrapper);
+        cmd.args([
             AGENT,
             "run",
             "--config",

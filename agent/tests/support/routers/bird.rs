@@ -74,6 +74,8 @@ impl<'a> Bird<'a> {
                 (Some(p), "agent4") => format!("password \"{p}\";\n  "),
                 _ => String::new(),
             };
+            let password =
+                if setup.ttl_security { password + "ttl security on;\n  " } else { password };
             conf += &format!(
                 "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {neighbor} as {AGENT_AS};\n  \
                  hold time {}; keepalive time {}; connect retry time 1;\n  {gr}{password}debug {{ states, routes, events }};\n  \

@@ -102,6 +102,8 @@ pub struct RouterSetup {
     pub ipv4_only: bool,
     /// TCP MD5 password on the IPv4 session (BIRD and FRR).
     pub password: Option<String>,
+    /// GTSM (RFC 5082) on the sessions (BIRD only).
+    pub ttl_security: bool,
     /// Prefixes announced at start and flapped by [`Router::churn`].
     pub churn_v4: Vec<String>,
 }
