@@ -41,6 +41,20 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Option<&'a Value> {
     objects.iter().find(|o| o["kind"] == kind)
 }
 
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// The value of a container's environment variable.
+fn env<'a>(container: &'a Value, name: &str) -> &'a Value {
+    let vars = container["env"].as_array().expect("an env list");
+    &vars.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no {name}"))["value"]
+}
+
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default()
+}
+
 #[test]
 fn the_chart_renders_its_defaults() {
     let objects = render(&[]);
@@ -51,11 +65,24 @@ fn the_chart_renders_its_defaults() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "ghcr.io/nonstop-dev/nonstop:0.1.0");
+    // Gateways without spec.image run the same image (it holds both binaries).
+    assert_eq!(env(container, "NONSTOP_AGENT_IMAGE"), "ghcr.io/nonstop-dev/nonstop:0.1.0");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert!(pod["affinity"]["podAntiAffinity"].is_object(), "one replica per node");
     assert!(find(&objects, "Service").is_some(), "metrics Service on by default");
     assert!(find(&objects, "ServiceMonitor").is_none(), "ServiceMonitor off by default");
+    // The leader Lease belongs to the release, so uninstall removes it.
+    assert!(named(&objects, "Lease", "nonstop-operator").is_some());
+    // helm uninstall first takes every gateway down, with its own rights.
+    let job = named(&objects, "Job", "nonstop-uninstall").expect("the uninstall hook");
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    let hook = &job["spec"]["template"]["spec"];
+    assert_eq!(hook["serviceAccountName"], "nonstop-uninstall");
+    assert_eq!(strings(&hook["containers"][0]["args"]), ["uninstall", "--timeout-seconds=240"]);
+    let role = named(&objects, "ClusterRole", "nonstop-nonstop-uninstall").unwrap();
+    assert_eq!(role["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    assert_eq!(strings(&role["rules"][0]["verbs"]), ["list", "delete"]);
     let lint = helm(&["lint", root().join("charts/nonstop").to_str().unwrap()]).unwrap();
     assert!(lint.contains("\"errors\": []"), "{lint}");
 }
@@ -70,13 +97,18 @@ fn every_value_reaches_the_objects() {
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "registry.example/nonstop:9.9.9");
     assert_eq!(container["imagePullPolicy"], "Always");
-    let args: Vec<&str> =
-        container["args"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    let args = strings(&container["args"]);
     assert!(
         args.contains(&"--metrics=0.0.0.0:9999") && args.contains(&"--lease-seconds=20"),
         "{args:?}"
     );
-    assert_eq!(container["env"][2]["value"], "nonstop=debug,info");
+    assert_eq!(env(container, "NONSTOP_LOG"), "nonstop=debug,info");
+    assert_eq!(env(container, "NONSTOP_AGENT_IMAGE"), "registry.example/nonstop-agent:9.9.8");
+    let job = named(&objects, "Job", "nonstop-uninstall").unwrap();
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 630);
+    let hook = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(strings(&hook["args"]), ["uninstall", "--timeout-seconds=600"]);
+    assert_eq!(hook["image"], "registry.example/nonstop:9.9.9");
     assert_eq!(pod["imagePullSecrets"][0]["name"], "registry-login");
     assert_eq!(pod["tolerations"][0]["key"], "node-role.kubernetes.io/control-plane");
     assert!(
@@ -99,6 +131,8 @@ fn wrong_values_are_refused_by_name() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy", ""),
         ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval", ""),
         ("replica=2", "replica", "additional"),
+        ("uninstall.timeoutSeconds=soon", "/uninstall/timeoutSeconds", "want integer"),
+        ("agent.image.tag=2", "/agent/image/tag", "want string"),
     ];
     for (set, path, why) in cases {
         let err = helm(&["template", "t", chart.to_str().unwrap(), "--set", set]).unwrap_err();
@@ -108,11 +142,23 @@ fn wrong_values_are_refused_by_name() {
 
 #[test]
 fn the_charts_rbac_is_the_plain_manifests_rbac() {
-    let rules = |objects: &[Value]| find(objects, "ClusterRole").unwrap()["rules"].clone();
+    let rules = |objects: &[Value]| {
+        named(objects, "ClusterRole", "nonstop-nonstop-operator")
+            .or_else(|| named(objects, "ClusterRole", "nonstop-operator"))
+            .unwrap()["rules"]
+            .clone()
+    };
     let text = std::fs::read_to_string(root().join("deploy/operator.yaml")).unwrap();
     let plain: Vec<Value> =
         text.split("\n---").filter_map(|d| serde_yaml_ng::from_str(d).ok()).collect();
     assert_eq!(rules(&render(&[])), rules(&plain));
     let lease = |objects: &[Value]| find(objects, "Role").unwrap()["rules"].clone();
     assert_eq!(lease(&render(&[])), lease(&plain));
+}
+
+#[test]
+fn uninstall_can_leave_the_gateways() {
+    let objects = render(&["--set", "uninstall.removeGateways=false"]);
+    assert!(find(&objects, "Job").is_none());
+    assert!(named(&objects, "ClusterRole", "nonstop-nonstop-uninstall").is_none());
 }

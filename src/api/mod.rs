@@ -51,7 +51,10 @@ pub use status::{
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BgpGatewaySpec {
-    /// The agent image. Changing it rolls every node to the new image.
+    /// The agent image. Left out: the operator's agent image (the Helm
+    /// chart's `agent.image`, by default the operator's own image, which
+    /// holds both binaries). Changing either rolls every node to the new image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Nodes that run an agent of this gateway (all nodes when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -178,8 +181,8 @@ impl BgpGatewaySpec {
     /// rules, so servers older than 1.25 (which ignore CEL) are covered too.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::default();
-        if self.image.trim().is_empty() {
-            problems.push("spec.image", "must name the agent image");
+        if !self.image.is_empty() && self.image.trim().is_empty() {
+            problems.push("spec.image", "must name the agent image, or be left out");
         }
         validate::asn(self.asn, "spec.asn", &mut problems);
         if let Some(id) = self.router_id

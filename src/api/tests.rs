@@ -245,7 +245,7 @@ fn the_operator_refuses_what_the_schema_cannot_see() {
         (
             "empty image",
             example_with("/spec/image", json!(" ")),
-            "spec.image: must name the agent image",
+            "spec.image: must name the agent image, or be left out",
         ),
         (
             "admin port on the BGP port",

@@ -18,6 +18,14 @@ struct Cli {
 enum Command {
     /// Print the BgpGateway CustomResourceDefinition (for `kubectl apply -f -`).
     Crd,
+    /// Delete every BgpGateway and wait until the operator has taken each
+    /// down gracefully (drain, withdraw). The chart runs this before
+    /// `helm uninstall` removes the operator.
+    Uninstall {
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 240)]
+        timeout_seconds: u64,
+    },
     /// Run the controller (one replica leads, the others wait on the Lease).
     Run {
         /// Namespace of the leader Lease: the operator's own.
@@ -34,6 +42,9 @@ enum Command {
         /// Where /metrics and /healthz are served.
         #[arg(long, default_value = "0.0.0.0:9180")]
         metrics: std::net::SocketAddr,
+        /// The agent image of gateways that leave `spec.image` out.
+        #[arg(long, env = "NONSTOP_AGENT_IMAGE")]
+        agent_image: Option<String>,
     },
 }
 
@@ -43,7 +54,25 @@ fn main() -> ExitCode {
             print!("{}", nonstop::crd::yaml());
             ExitCode::SUCCESS
         }
-        Command::Run { lease_namespace, lease_name, identity, lease_seconds, metrics } => {
+        Command::Uninstall { timeout_seconds } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let run = nonstop::operator::uninstall::run(Duration::from_secs(timeout_seconds));
+            match runtime.expect("tokio runtime").block_on(run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Run {
+            lease_namespace,
+            lease_name,
+            identity,
+            lease_seconds,
+            metrics,
+            agent_image,
+        } => {
             nonstop_agent::init_logging();
             let identity = identity.unwrap_or_else(|| {
                 format!(
@@ -58,6 +87,7 @@ fn main() -> ExitCode {
                 identity,
                 lease_duration: Duration::from_secs(lease_seconds.max(2)),
                 metrics,
+                agent_image: agent_image.filter(|i| !i.trim().is_empty()),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime.expect("tokio runtime").block_on(nonstop::operator::run(options)) {

@@ -16,6 +16,7 @@ pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
+pub mod uninstall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Where `/metrics` and `/healthz` are served.
     pub metrics: SocketAddr,
+    /// The image of gateways that leave `spec.image` out.
+    pub agent_image: Option<String>,
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
@@ -84,6 +87,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        agent_image: options.agent_image.clone(),
     });
     let gateways = Api::<BgpGateway>::all(client.clone());
     let controller = Controller::new(gateways, watcher::Config::default());

@@ -32,6 +32,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The image of gateways that leave `spec.image` out (`--agent-image`).
+    pub agent_image: Option<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -65,8 +67,22 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
     // The status carries the rollout's memory (Degraded, each node's last
     // upgrade): plan from the object as stored now, not from the watch
     // cache, which may not have seen our last status write yet.
-    let Some(gw) = gateways.get_opt(&name).await? else { return Ok(Requeue::await_change()) };
+    let Some(mut gw) = gateways.get_opt(&name).await? else { return Ok(Requeue::await_change()) };
     let reference = gw.object_ref(&());
+    // A gateway without an image runs the operator's agent image, so a
+    // `helm upgrade --set agent.image.tag=…` rolls it like an edit would.
+    if gw.spec.image.is_empty() {
+        match &ctx.agent_image {
+            Some(image) => gw.spec.image = image.clone(),
+            None if gw.metadata.deletion_timestamp.is_none() => {
+                let message = "spec.image is left out and the operator has no default agent \
+                               image (--agent-image, the chart's agent.image): set one of them";
+                write_invalid(&gateways, &gw, message).await?;
+                return Err(Error::Spec(message.into()));
+            }
+            None => {}
+        }
+    }
 
     // A spec the API server let through (old servers skip CEL) but the
     // operator's own rules refuse: say so, touch nothing. Unless it is being

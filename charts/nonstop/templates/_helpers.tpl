@@ -16,3 +16,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nonstop.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{- define "nonstop.agentImage" -}}
+{{ .Values.agent.image.repository | default .Values.image.repository }}:{{ .Values.agent.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
