@@ -71,8 +71,20 @@ enum ImageCmd {
     List,
 }
 
+/// The nonstop checkout (for lab/build-control-plane and lab/helm.py):
+/// `NONSTOP_REPO`, else the checkout the current directory is in, else the
+/// one this binary was built from. Not only the last: one build directory
+/// serves every clone, and a binary may outlive the clone that built it.
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let is_repo = |dir: &std::path::Path| dir.join("lab/helm.py").is_file();
+    if let Some(dir) = std::env::var_os("NONSTOP_REPO") {
+        return PathBuf::from(dir);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors()
+        .find(|d| is_repo(d))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 fn packages() -> nonstop_lab::Result<()> {
