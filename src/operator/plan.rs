@@ -117,12 +117,41 @@ pub struct Step {
     pub message: String,
 }
 
+impl Step {
+    /// The object the step is about, for its Event: the pod.
+    pub fn related(&self, gateway: &str) -> Option<Related> {
+        match &self.action {
+            Action::CreatePod { node, revision } => {
+                Some(Related::pod(super::render::pod_name(gateway, node, revision)))
+            }
+            Action::DeletePod { pod, .. } => Some(Related::pod(pod.clone())),
+            Action::AddFinalizer | Action::RemoveFinalizer => None,
+        }
+    }
+}
+
 /// A Kubernetes Event with nothing to do (a failure, a finished rollout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    pub related: Option<Related>,
+}
+
+/// A second object an Event names (its `related`). Events with the same
+/// reason about the same objects are counted as one series, so this is what
+/// keeps "node-2 upgraded" from being folded into "node-1 upgraded".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl Related {
+    fn pod(name: String) -> Related {
+        Related { kind: "Pod", name }
+    }
 }
 
 /// What to do, what to report, and when to look again.
@@ -425,7 +454,7 @@ pub fn plan(input: &Input) -> Plan {
                             notes.push(Note { warning: true, reason: "UpgradeFailed", message: format!(
                                 "node {node}: {} failed: {why}; rollout stopped (change the spec to resume)",
                                 new.name
-                            ) });
+                            ), related: Some(Related::pod(new.name.clone())) });
                         }
                     }
                 }
@@ -629,12 +658,22 @@ fn status(
     };
     if set(ConditionType::Ready, ready, ready_reason, ready_message.clone()) && !ready && total == 0
     {
-        notes.push(Note { warning: true, reason: ready_reason, message: ready_message.clone() });
+        notes.push(Note {
+            warning: true,
+            reason: ready_reason,
+            message: ready_message.clone(),
+            related: None,
+        });
     }
     if !observed.missing_secrets.is_empty() {
         let was = before.conditions.iter().any(|c| c.reason == "SecretNotFound");
         if !was {
-            notes.push(Note { warning: true, reason: "SecretNotFound", message: ready_message });
+            notes.push(Note {
+                warning: true,
+                reason: "SecretNotFound",
+                message: ready_message,
+                related: None,
+            });
         }
     }
     let progressing = !complete;
@@ -659,6 +698,10 @@ fn status(
             warning: false,
             reason: "RolloutComplete",
             message: format!("every node runs revision {revision}"),
+            related: Some(Related {
+                kind: "ConfigMap",
+                name: super::render::config_map_name(&kube::ResourceExt::name_any(gw), revision),
+            }),
         });
     }
 
@@ -671,6 +714,7 @@ fn status(
             before.current_revision.clone()
         },
         update_revision: Some(revision.to_string()),
+        image: Some(gw.spec.image.clone()).filter(|i| !i.is_empty()),
         ready: Some(format!("{healthy}/{total}")),
         sessions: Some(format!("{established}/{configured}")),
         rollout: Some(rollout),

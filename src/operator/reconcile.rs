@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::metrics::Metrics;
 use super::observe::observe;
-use super::plan::{Action, Input, Step, plan};
+use super::plan::{Action, Input, Related, Step, plan};
 use super::render;
 use crate::api::BgpGateway;
 
@@ -111,13 +111,16 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
         info!(gateway = %name, namespace = %namespace, reason = step.reason, "{}", step.message);
         apply(&ctx, &gw, &observed.pods, step).await?;
         ctx.metrics.step(step);
-        publish(&ctx.recorder, &reference, false, step.reason, &step.message).await;
+        let related = step.related(&name);
+        publish(&ctx.recorder, &reference, related.as_ref(), false, step.reason, &step.message)
+            .await;
     }
     for note in &plan.notes {
         if note.warning {
             warn!(gateway = %name, namespace = %namespace, reason = note.reason, "{}", note.message);
         }
-        publish(&ctx.recorder, &reference, note.warning, note.reason, &note.message).await;
+        let related = note.related.as_ref();
+        publish(&ctx.recorder, &reference, related, note.warning, note.reason, &note.message).await;
     }
     if gw.metadata.deletion_timestamp.is_none() {
         for node in &plan.status.nodes {
@@ -241,6 +244,7 @@ async fn write_invalid(
 async fn publish(
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
+    related: Option<&Related>,
     warning: bool,
     reason: &str,
     message: &str,
@@ -250,7 +254,13 @@ async fn publish(
         reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related.map(|r| k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some(r.kind.into()),
+            name: Some(r.name.clone()),
+            namespace: reference.namespace.clone(),
+            ..Default::default()
+        }),
     };
     if let Err(e) = recorder.publish(&event, reference).await {
         warn!("could not publish an Event: {e}");
