@@ -8,15 +8,12 @@
 //! The tests share the lab's nodes 1–3 and its router, so they run one at
 //! a time (`.config/nextest.toml`, group `lab-nodes`).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nonstop_lab::router::{RouteEvent, Router, Tally};
-use nonstop_lab::testing::{Lab, Namespace, OPERATOR_NS, eventually};
+use nonstop_lab::testing::{Lab, Namespace, OPERATOR_NS, Watch, eventually};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
@@ -206,58 +203,13 @@ fn leader(lab: &Lab) -> Result<String, String> {
     lab.operator_leader()
 }
 
-/// Watches the router while a rollout runs: every 200 ms each prefix must
-/// have a path from each of `nodes`. Returns the polls that did not.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Watch {
-    /// A miss is a poll where a prefix has a path from fewer than
-    /// `at_least` of `nodes`.
-    fn start(router: Router, nodes: &[&str], at_least: usize) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let want: BTreeSet<String> = nodes.iter().map(|n| uplink(n)).collect();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut misses = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok(routes) = router.routes() {
-                    for p in PREFIXES {
-                        let have: BTreeSet<String> =
-                            routes.get(p).cloned().unwrap_or_default().into_iter().collect();
-                        if want.intersection(&have).count() < at_least {
-                            misses.push(format!("{p} via {have:?}"));
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            misses
-        });
-        Watch { stop, thread: Some(thread) }
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Rolls the image and checks the router saw nothing: no session down, no
 /// UPDATE (announcement or withdrawal) from our nodes, every prefix via
 /// every node at every poll.
 fn hitless_roll(s: &Setup, image: &str) -> Value {
     let started = std::time::Instant::now();
     let before = Tally::of(&s.router, &uplinks());
-    let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image(image);
     let status = s.wait_complete(image, Duration::from_secs(120));
     let misses = watch.finish();
@@ -289,7 +241,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     let line = s.ns.kubectl(&["get", "bgpgw", "edge", "--no-headers"]).unwrap();
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&words[..3], ["edge", "65001", "3/3"], "{line}");
-    assert!(words.contains(&"Complete"), "{line}");
+    assert!(words.contains(&"Complete") && words.contains(&"nonstop-agent:v1"), "{line}");
     let first = status["currentRevision"].as_str().unwrap().to_string();
 
     // v1 → v2 → v1, each node handing over in place.
@@ -358,7 +310,7 @@ fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     s.serving_v1("Handoff");
 
     let before = Tally::of(&s.router, &uplinks());
-    let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image("nonstop-agent:v2");
     // Mid-rollout: once the first node is on v2.
     eventually(Duration::from_secs(60), "the first node on v2", || {
@@ -455,7 +407,7 @@ fn graceful_restart_strategy_keeps_the_routes_at_the_router() {
     let s = Setup::new("e2e-gr");
     s.serving_v1("GracefulRestart");
     let before = Tally::of(&s.router, &uplinks());
-    let watch = Watch::start(s.router.clone(), &NODES, NODES.len());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     let misses = watch.finish();
@@ -521,7 +473,7 @@ fn recreate_strategy_takes_one_node_out_at_a_time() {
     s.serving_v1("Recreate");
     let before = Tally::of(&s.router, &uplinks());
     // Never more than one node (maxNodesInFlight 1) without its routes.
-    let watch = Watch::start(s.router.clone(), &NODES, NODES.len() - 1);
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len() - 1);
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     s.wait_routes_from(&NODES, Duration::from_secs(30));

@@ -43,8 +43,9 @@ pub use status::{
     printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"nodes whose agent is active with every session Established / selected nodes"}"#,
     printcolumn = r#"{"name":"Sessions","type":"string","jsonPath":".status.sessions","description":"Established / configured BGP sessions over all nodes"}"#,
-    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.image","description":"the agent image being rolled to"}"#,
     printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout","description":"Complete, Progressing n/m, Paused or Degraded"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A BGP gateway: one active agent per selected node, upgraded without withdrawing a route.",
     validation = "!has(self.spec.peers) || self.spec.peers.all(p, !has(p.ebgpMultihop) || p.asn != self.spec.asn)"

@@ -26,6 +26,10 @@ pub struct BgpGatewayStatus {
     /// The revision the spec asks for; differs from `currentRevision` while rolling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_revision: Option<String>,
+    /// The agent image of `updateRevision`: `spec.image`, or the operator's
+    /// agent image when the spec leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// "ready/selected" nodes, e.g. "3/3".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,

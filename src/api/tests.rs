@@ -317,8 +317,9 @@ fn kubectl_get_shows_the_state_at_a_glance() {
             ("ASN", ".spec.asn"),
             ("Ready", ".status.ready"),
             ("Sessions", ".status.sessions"),
-            ("Revision", ".status.currentRevision"),
+            ("Image", ".status.image"),
             ("Rollout", ".status.rollout"),
+            ("Revision", ".status.currentRevision"), // -o wide
             ("Age", ".metadata.creationTimestamp"),
         ]
     );
