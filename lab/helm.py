@@ -2,13 +2,14 @@
 helm-like command line, for the lab cluster (KUBECONFIG is set by `lab`).
 
   lab helm install NAME CHART [-n NS] [-f values.yaml]... [--set a.b=c]... [--skip-crds]
-  lab helm upgrade NAME CHART [-n NS] [-f ...] [--set ...] [--reuse-values]
+                    [--create-namespace] [--wait] [--timeout SECONDS]
+  lab helm upgrade NAME CHART [-n NS] [-f ...] [--set ...] [--reuse-values] [--wait]
 
 --skip-crds installs the chart without its crds/ (as Helm's flag does): the
 lab's 1.20 API server refuses CRDs that carry CEL rules through server-side
 apply, which the SDK uses for CRDs; apply them with
 `kubectl apply --validate=false -f crds/` first.
-  lab helm uninstall NAME [-n NS]
+  lab helm uninstall NAME [-n NS] [--timeout SECONDS]   (hooks run, as with helm)
   lab helm template NAME CHART [-n NS] [-f ...] [--set ...]
   lab helm lint CHART [-f ...] [--set ...]
   lab helm list [-n NS]
@@ -67,6 +68,15 @@ def values_of(args):
     return values
 
 
+def report(r):
+    """What helm prints after install/upgrade: the release, then its NOTES."""
+    get = (lambda k: r.get(k)) if isinstance(r, dict) else (lambda k: getattr(r, k, None))
+    print(f"NAME: {get('name')}\nNAMESPACE: {get('namespace')}\nSTATUS: {get('status')}\n"
+          f"REVISION: {get('revision')}")
+    if get("notes"):
+        print(f"NOTES:\n{get('notes')}")
+
+
 def main():
     p = argparse.ArgumentParser(prog="lab helm")
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,14 +90,24 @@ def main():
             sp.add_argument("--set", action="append")
         sp.add_argument("-n", "--namespace", default="default")
 
+    def waits(sp):
+        # --wait: until the release's objects are ready (Helm's watcher).
+        sp.add_argument("--wait", action="store_const", const="watcher")
+        sp.add_argument("--timeout", type=int, default=300, help="seconds (helm: 5m)")
+
     install = sub.add_parser("install")
     common(install)
+    waits(install)
     install.add_argument("--skip-crds", action="store_true")
+    install.add_argument("--create-namespace", action="store_true")
     up = sub.add_parser("upgrade")
     common(up)
+    waits(up)
     up.add_argument("--reuse-values", action="store_true")
     up.add_argument("--install", action="store_true")
-    common(sub.add_parser("uninstall"), chart=False)
+    uninstall = sub.add_parser("uninstall")
+    common(uninstall, chart=False)
+    uninstall.add_argument("--timeout", type=int, default=300, help="seconds (helm: 5m)")
     common(sub.add_parser("template"))
     common(sub.add_parser("lint"), name=False)
     common(sub.add_parser("list"), chart=False, name=False)
@@ -112,19 +132,23 @@ def main():
             if args.skip_crds:
                 chart_dir = os.path.join(tempfile.mkdtemp(prefix="lab-helm-"), "chart")
                 shutil.copytree(args.chart, chart_dir, ignore=shutil.ignore_patterns("crds"))
-            r = config().install(Chart.load(chart_dir), args.name, values_of(args), namespace=args.namespace)
+            r = config().install(
+                Chart.load(chart_dir), args.name, values_of(args), namespace=args.namespace,
+                create_namespace=args.create_namespace, wait=args.wait, timeout=args.timeout,
+            )
             if args.skip_crds:
                 shutil.rmtree(os.path.dirname(chart_dir), ignore_errors=True)
-            print(f"installed {args.name} in {args.namespace}: {r}")
+            report(r)
         elif args.command == "upgrade":
             c = config()
             r = c.upgrade(
                 Chart.load(args.chart), args.name, values_of(args),
                 namespace=args.namespace, reuse_values=args.reuse_values,
+                wait=args.wait, timeout=args.timeout,
             )
-            print(f"upgraded {args.name} in {args.namespace}: {r}")
+            report(r)
         elif args.command == "uninstall":
-            config().uninstall(args.name)
+            config().uninstall(args.name, timeout=args.timeout)
             print(f"uninstalled {args.name} from {args.namespace}")
         elif args.command == "list":
             print(json.dumps(config().list(), indent=2, default=str))

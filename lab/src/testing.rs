@@ -9,8 +9,11 @@
 //! ns.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::router::Router;
@@ -196,5 +199,56 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = self.lab.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Watches the router while something runs: every 200 ms each prefix must
+/// have a path via at least `at_least` of `next_hops`. [`Watch::finish`]
+/// returns the polls where one did not.
+#[derive(Debug)]
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Watch {
+    pub fn start(
+        router: Router,
+        prefixes: &[&str],
+        next_hops: &[String],
+        at_least: usize,
+    ) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let want: BTreeSet<String> = next_hops.iter().cloned().collect();
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut misses = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(routes) = router.routes() {
+                    for p in &prefixes {
+                        let have: BTreeSet<String> =
+                            routes.get(p).cloned().unwrap_or_default().into_iter().collect();
+                        if want.intersection(&have).count() < at_least {
+                            misses.push(format!("{p} via {have:?}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            misses
+        });
+        Watch { stop, thread: Some(thread) }
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().expect("finished once").join().expect("the watch thread")
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
