@@ -4,7 +4,11 @@
 //! and reports what the router saw: per node the handoff pause, and at the
 //! router the session resets, withdrawals and UPDATEs during the upgrade.
 //!
+//! `--quick` runs only the agent-level upgrade, without Kubernetes (`quick`).
+//!
 //! `script/demo` builds the binaries and runs this with their paths.
+
+mod quick;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -19,15 +23,18 @@ use serde_json::Value;
 #[derive(Debug, Parser)]
 #[command(name = "nonstop-demo", about)]
 struct Cli {
-    /// The `lab` binary.
+    /// Only the agent-level upgrade: two agents and gobgpd, no Kubernetes.
     #[arg(long)]
-    lab: PathBuf,
+    quick: bool,
+    /// The `lab` binary.
+    #[arg(long, required_unless_present = "quick")]
+    lab: Option<PathBuf>,
     /// The nonstop-agent binary (the gateway's image, v1 and v2).
     #[arg(long)]
     agent: PathBuf,
     /// The nonstop-operator binary (the chart's image).
-    #[arg(long)]
-    operator: PathBuf,
+    #[arg(long, required_unless_present = "quick")]
+    operator: Option<PathBuf>,
     /// The repository (chart, CRDs).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
@@ -43,7 +50,8 @@ fn say(started: Instant, what: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match demo(&cli) {
+    let result = if cli.quick { quick::demo(&cli.agent) } else { demo(&cli) };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -169,12 +177,14 @@ fn demo(cli: &Cli) -> Result<(), String> {
     let started = Instant::now();
     let repo =
         std::fs::canonicalize(&cli.repo).map_err(|e| format!("{}: {e}", cli.repo.display()))?;
-    let lab = Lab { dir: nonstop_lab::lab_dir(), binary: cli.lab.clone() };
+    let given = |p: &Option<PathBuf>, what: &str| p.clone().ok_or(format!("--{what} is needed"));
+    let (lab_binary, operator) = (given(&cli.lab, "lab")?, given(&cli.operator, "operator")?);
+    let lab = Lab { dir: nonstop_lab::lab_dir(), binary: lab_binary.clone() };
     say(
         started,
         "the lab: a real control plane, 4 nodes, gobgpd as the router in front (AS 65000)",
     );
-    let status = Command::new(&cli.lab).args(["up"]).stdout(Stdio::inherit()).status();
+    let status = Command::new(&lab_binary).args(["up"]).stdout(Stdio::inherit()).status();
     if !status.map_err(|e| e.to_string())?.success() {
         return Err("lab up failed".into());
     }
@@ -185,7 +195,7 @@ fn demo(cli: &Cli) -> Result<(), String> {
             .map(|p| p.display().to_string())
             .map_err(|e| format!("{}: {e}", p.display()))
     };
-    let (agent, operator) = (path(&cli.agent)?, path(&cli.operator)?);
+    let (agent, operator) = (path(&cli.agent)?, path(&operator)?);
     for (image, binary) in [("nonstop-agent:v1", &agent), ("nonstop-agent:v2", &agent)] {
         lab.lab(&["image", "add", image, binary])?;
     }
