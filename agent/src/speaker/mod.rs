@@ -15,6 +15,7 @@
 
 mod admin;
 mod conn;
+mod descriptors;
 mod handoff;
 pub mod peer;
 mod sockopt;
@@ -32,7 +33,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use admin::{StopMode, get, request};
 use peer::{Local, PeerCommand, PeerOptions, PeerTask, canonical};
@@ -185,6 +186,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = Config::load(&options.config)?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
+    match descriptors::raise_limit() {
+        Ok(limit) => debug!(?limit, "open files limit"),
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
     let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
 
     if options.takeover == Takeover::Restart {

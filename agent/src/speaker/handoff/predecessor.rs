@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use super::super::descriptors;
 use super::super::peer::{FrozenPeer, PeerCommand, RibSnapshot, Thaw};
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::{Knock, read_token, report, step};
@@ -79,6 +80,10 @@ pub async fn hand_over(
         "handing over"
     );
     let mut r = report(HandoffRole::Predecessor, HandoffResult::RolledBack, None, other);
+    // The freeze duplicates every session's socket: room for them now.
+    if let Err(e) = descriptors::reserve(channel.as_fd(), peers.len() + 16) {
+        warn!("cannot make room for {} sessions' sockets ahead: {e}", peers.len());
+    }
 
     // First pass, live: every table as it stands.
     let snapshots = match snapshot(&channel, peers).await {

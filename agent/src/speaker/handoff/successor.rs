@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::super::descriptors;
 use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::{
@@ -119,6 +120,10 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
         "taking over"
     );
     step("new:welcome");
+    // Room for every session's socket now, not while the sessions wait.
+    if let Err(e) = descriptors::reserve(channel.as_fd(), welcome.peers.len() + 64) {
+        warn!("cannot make room for {} sessions' sockets ahead: {e}", welcome.peers.len());
+    }
     let abort = |why: String| {
         let _ = channel.send(&Message::Abort(why.clone()), &[]);
         why
