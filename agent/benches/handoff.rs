@@ -76,9 +76,11 @@ fn run(case: &Case, handoffs: u32) -> Vec<(f64, u64)> {
     out
 }
 
-/// One bird2 with `n` passive sessions, each between its own pair of
-/// addresses; the first sends `routes` prefixes (attribute sets of 4).
-/// Returns it and the agent's `peers:` entries.
+/// One bird2 with `n` sessions, each between its own pair of addresses;
+/// the first sends `routes` prefixes (attribute sets of 4). Returns it and
+/// the agent's `peers:` entries. bird dials and the agent listens: bird
+/// listens with a backlog of 8, so 1,000 agents' dials would mostly lose
+/// their SYNs and take minutes of SYN back-off to come up.
 fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
     let mut conf = format!(
         "router id {};\nprotocol device {{}}\nprotocol static originated {{ ipv4;\n",
@@ -94,12 +96,13 @@ fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
         let export = if k == 0 { "all" } else { "none" };
         writeln!(
             conf,
-            "protocol bgp r{k} {{ local {theirs} as {ROUTER_AS}; neighbor {ours} as {AGENT_AS}; passive on; multihop; \
+            "protocol bgp r{k} {{ local {theirs} as {ROUTER_AS}; neighbor {ours} as {AGENT_AS}; multihop; \
+             connect delay time 1; connect retry time 2; error wait time 1, 5; \
              hold time 90; ipv4 {{ import none; export {export}; next hop self; }}; }}"
         )
         .unwrap();
         peers += &format!(
-            "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, connectRetryTime: 5, families: [ipv4-unicast] }}\n"
+            "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, passive: true, families: [ipv4-unicast] }}\n"
         );
     }
     let (bird, _ctl) = spawn_bird(&link.b, &link.dir, "routers", &conf);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
@@ -120,6 +120,14 @@ struct PeerHandle {
     commands: mpsc::Sender<PeerCommand>,
     status: watch::Receiver<PeerStatus>,
     task: JoinHandle<()>,
+}
+
+/// A peer task built and not yet spawned.
+struct PreparedPeer {
+    config: Peer,
+    task: PeerTask,
+    commands: mpsc::Sender<PeerCommand>,
+    status: watch::Receiver<PeerStatus>,
 }
 
 struct Speaker {
@@ -249,8 +257,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             addr: config.admin.to_string(),
             source: e.into(),
         })?;
-    let admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
-    tokio::spawn(admin::serve_unix(control, render, stop_tx));
     let previous = restart::read(&options.state_dir);
 
     let local = Local { asn: config.asn, router_id };
@@ -273,19 +279,35 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .as_mut()
         .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
         .unwrap_or_default();
+    // Every task is built, its adopted socket registered, before any runs:
+    // the last adopted session waits for no other session's first moves.
     let starting = std::time::Instant::now();
+    let mut resumed = Vec::new();
+    let mut prepared = Vec::new();
     for p in speaker.config.peers.clone() {
-        let a = adopted.remove(&p.address);
-        speaker.start_peer(p, a);
+        let a = adopted.remove(&p.address).map(|a| {
+            let (tx, rx) = oneshot::channel();
+            resumed.push(rx);
+            (a, tx)
+        });
+        prepared.push(speaker.prepare_peer(p, a));
     }
-    info!(elapsed = ?starting.elapsed(), "peer tasks started");
+    let built = starting.elapsed();
+    for p in prepared {
+        speaker.spawn_peer(p);
+    }
+    info!(?built, elapsed = ?starting.elapsed(), "peer tasks started");
     for (address, a) in adopted {
         handoff::let_go(a, "nonstop: peer removed");
         info!(peer = %address, "adopted a session with a peer no longer configured: closed");
     }
     if let Some(t) = takeover {
-        speaker.took_over(t);
+        speaker.took_over(t, resumed).await;
     }
+    // Status is served once it is whole: a successor's last_handoff, pause
+    // included, is there from the first answer (the operator reads it once).
+    let admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
+    tokio::spawn(admin::serve_unix(control, render, stop_tx));
     // Later peers (added by a reload) are new to their routers: no R-bit.
     speaker.previous = None;
     speaker.heartbeat(Ended::Running);
@@ -445,7 +467,18 @@ fn renderer(
 }
 
 impl Speaker {
-    fn start_peer(&mut self, config: Peer, adopted: Option<peer::Adopted>) {
+    fn start_peer(&mut self, config: Peer) {
+        let prepared = self.prepare_peer(config, None);
+        self.spawn_peer(prepared);
+    }
+
+    /// A peer's task, built but not yet running; an adopted session comes
+    /// with where to report the moment the task takes it up.
+    fn prepare_peer(
+        &self,
+        config: Peer,
+        adopted: Option<(peer::Adopted, oneshot::Sender<Duration>)>,
+    ) -> PreparedPeer {
         let restart_time = Duration::from_secs(u64::from(config.graceful_restart.restart_time));
         let restarting = adopted.is_none()
             && config.graceful_restart.enabled
@@ -475,14 +508,18 @@ impl Speaker {
             self.metrics.clone(),
             PeerOptions { restarting, password },
         );
-        if let Some(a) = adopted
-            && let Err(e) = task.adopt(a)
+        if let Some((a, resumed)) = adopted
+            && let Err(e) = task.adopt(a, resumed)
         {
             warn!(peer = %config.address, "cannot resume the adopted session, starting anew: {e}");
         }
-        let task = tokio::spawn(task.run());
-        self.peers
-            .insert(config.address, PeerHandle { config, commands: tx, status: status_rx, task });
+        PreparedPeer { config, task, commands: tx, status: status_rx }
+    }
+
+    fn spawn_peer(&mut self, p: PreparedPeer) {
+        let task = tokio::spawn(p.task.run());
+        let handle = PeerHandle { config: p.config, commands: p.commands, status: p.status, task };
+        self.peers.insert(handle.config.address, handle);
     }
 
     fn publish_views(&self) {
@@ -567,11 +604,11 @@ impl Speaker {
                         "nonstop: peer settings changed",
                     );
                     self.stop_peer(address, n).await;
-                    self.start_peer(p, None);
+                    self.start_peer(p);
                 }
                 None => {
                     info!(peer = %address, "peer added");
-                    self.start_peer(p, None);
+                    self.start_peer(p);
                 }
             }
         }

@@ -67,8 +67,9 @@ pub struct HandoffReport {
     pub listeners: usize,
     /// Bytes of session and routing state that crossed.
     pub state_bytes: usize,
-    /// From the predecessor's last read of a session to the successor's
-    /// first (successor side only).
+    /// The longest any session went untended: from the predecessor's last
+    /// read of it to the moment the successor's task took it up (successor
+    /// side only; none when no session was adopted).
     pub pause_ms: Option<f64>,
     /// Unix time (ms) it ended.
     pub at_ms: u64,

@@ -30,14 +30,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use crate::handoff::protocol::{Feature, Hello, Message, PROTOCOL, STATE_SCHEMA};
 use crate::handoff::transport::{self, Channel};
 pub use predecessor::hand_over;
-pub use successor::{Takeover, let_go, pause_ms, take_over};
+pub use successor::{Takeover, let_go, take_over};
 
 pub const SOCKET: &str = "handoff.sock";
 pub const TOKEN: &str = "handoff.token";
@@ -307,10 +307,24 @@ impl super::Speaker {
         done
     }
 
-    /// Records a takeover once the adopted sessions run.
-    pub(super) fn took_over(&mut self, t: Takeover) {
+    /// Records a takeover once every adopted session has been taken up
+    /// (`resumed`, one per adopted session, says how long each went
+    /// untended). The pause reported is the longest of them.
+    pub(super) async fn took_over(
+        &mut self,
+        t: Takeover,
+        resumed: Vec<oneshot::Receiver<Duration>>,
+    ) {
         let mut report = t.report;
-        report.pause_ms = pause_ms(t.frozen_at_ns);
+        let deadline = tokio::time::Instant::now() + STEP;
+        let mut longest: Option<Duration> = None;
+        for r in resumed {
+            // A session that could not be resumed starts anew: no pause.
+            if let Ok(Ok(pause)) = tokio::time::timeout_at(deadline, r).await {
+                longest = longest.max(Some(pause));
+            }
+        }
+        report.pause_ms = longest.map(|p| p.as_secs_f64() * 1e3);
         info!(
             predecessor = t.predecessor.pid,
             version = t.predecessor.version,

@@ -39,8 +39,6 @@ pub struct Takeover {
     pub listeners: Option<(OwnedFd, OwnedFd)>,
     pub sessions: Vec<Adopted>,
     pub report: HandoffReport,
-    /// When the first session was last read by the predecessor.
-    pub frozen_at_ns: Option<u64>,
 }
 
 /// One peer's state as it arrives: both RIBs applied part by part.
@@ -266,8 +264,7 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
         retired_ms = ms(decoded, monotonic_ns()),
         "handoff: from the first freeze"
     );
-    let takeover =
-        Takeover { predecessor, listeners: got.listeners, sessions, report: r, frozen_at_ns };
+    let takeover = Takeover { predecessor, listeners: got.listeners, sessions, report: r };
     Ok(Some((takeover, lock)))
 }
 
@@ -281,11 +278,6 @@ fn adopted(
     let Table { rib_in, sent, unread, unwritten } = table;
     let stream = std::net::TcpStream::from(fd);
     Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
-}
-
-/// The pause the successor saw, from the predecessor's last read.
-pub fn pause_ms(frozen_at_ns: Option<u64>) -> Option<f64> {
-    frozen_at_ns.map(|at| monotonic_ns().saturating_sub(at) as f64 / 1e6)
 }
 
 /// Closes an adopted session we have no peer config for: Cease, Peer

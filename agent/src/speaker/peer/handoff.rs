@@ -47,6 +47,17 @@ pub enum Thaw {
     Retire,
 }
 
+/// An adopted session the task has not yet taken up: its first outputs,
+/// whether all of its state arrived, and where its pause is reported.
+#[derive(Debug)]
+pub struct Adoption {
+    outputs: Vec<Output>,
+    complete: bool,
+    /// CLOCK_MONOTONIC of the predecessor's last read.
+    frozen_at_ns: u64,
+    resumed: oneshot::Sender<Duration>,
+}
+
 /// A session taken over from the predecessor, checked and decoded.
 #[derive(Debug)]
 pub struct Adopted {
@@ -167,8 +178,14 @@ impl PeerTask {
         debug!(peer = %self.peer.address, passed, "retired");
     }
 
-    /// Builds the task around a session adopted from the predecessor.
-    pub fn adopt(&mut self, adopted: Adopted) -> io::Result<()> {
+    /// Builds the task around a session adopted from the predecessor;
+    /// `resumed` hears how long the session went untended, once the task
+    /// takes it up.
+    pub fn adopt(
+        &mut self,
+        adopted: Adopted,
+        resumed: oneshot::Sender<Duration>,
+    ) -> io::Result<()> {
         let Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete } =
             adopted;
         stream.set_nonblocking(true)?;
@@ -192,13 +209,18 @@ impl PeerTask {
         self.last_negotiated = Some(negotiated);
         self.rib_in = rib_in;
         self.sent = sent;
-        self.adoption = Some((outputs, complete));
+        let frozen_at_ns = state.frozen_at_ns;
+        self.adoption = Some(Adoption { outputs, complete, frozen_at_ns, resumed });
         Ok(())
     }
 
     /// The first moves of an adopted session: whatever was unwritten, then
     /// KEEPALIVE, the timers, and only what changed in our announcements.
-    pub(super) async fn resume_adopted(&mut self, outputs: Vec<Output>, complete: bool) {
+    pub(super) async fn resume_adopted(&mut self, adoption: Adoption) {
+        let Adoption { outputs, complete, frozen_at_ns, resumed } = adoption;
+        // The pause this session saw: from the predecessor's last read of it
+        // to now, as its KEEPALIVE goes out and reading starts again.
+        let _ = resumed.send(Duration::from_nanos(monotonic_ns().saturating_sub(frozen_at_ns)));
         for output in outputs {
             if let Some(input) = self.execute(Which::Main, output).await {
                 self.feed(Which::Main, input).await;

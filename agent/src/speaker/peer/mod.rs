@@ -156,9 +156,8 @@ pub struct PeerTask {
     messages_sent: u64,
     last_error: Option<String>,
     stopping: bool,
-    /// A session adopted from a predecessor: its first outputs, and whether
-    /// all of its state arrived.
-    adoption: Option<(Vec<Output>, bool)>,
+    /// A session adopted from a predecessor, not yet taken up.
+    adoption: Option<handoff::Adoption>,
 }
 
 /// The capabilities we offer a peer, from its config.
@@ -273,7 +272,7 @@ impl PeerTask {
 
     pub async fn run(mut self) {
         match self.adoption.take() {
-            Some((outputs, complete)) => self.resume_adopted(outputs, complete).await,
+            Some(adoption) => self.resume_adopted(adoption).await,
             None => self.feed(Which::Main, Input::Start).await,
         }
         self.publish();
