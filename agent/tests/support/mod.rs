@@ -99,6 +99,18 @@ pub struct Link {
     pub b_dev: String,
 }
 
+impl Drop for Link {
+    /// The scratch directory goes with a passing test; a failing one keeps
+    /// it (daemons' logs and configs) to look at.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for the failure's logs", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Link {
     /// A fresh pair of hosts and a scratch directory, named after the test.
     pub fn new(test: &str) -> Self {
