@@ -26,7 +26,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BgpGatewayStatus, ConditionType, NodeStatus, SessionCounts, UpgradeRecord, UpgradeResult,
+    BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, SessionCounts, UpgradeRecord,
+    UpgradeResult,
 };
 
 /// A BGP gateway: one active agent on each selected node, announcing the same

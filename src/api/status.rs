@@ -86,6 +86,23 @@ pub struct NodeStatus {
     pub routes_advertised: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_upgrade: Option<UpgradeRecord>,
+    /// Set while the node is in maintenance: what that means for its routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// A node's maintenance state, as the gateway treats it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Maintenance {
+    /// Cordoned, its agent still serving: nothing changes at the routers;
+    /// a drain (eviction of the agent) would withdraw its routes.
+    Cordoned,
+    /// Cordoned and its agent gone (drained): its routes are withdrawn and
+    /// no agent starts until the node is uncordoned.
+    Drained,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`:
+    /// its routes are withdrawn until the label is removed.
+    Excluded,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -105,6 +122,9 @@ pub struct UpgradeRecord {
     pub pause_ms: Option<u64>,
     pub result: UpgradeResult,
     pub time: Time,
+    /// Why it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -112,5 +132,7 @@ pub enum UpgradeResult {
     Succeeded,
     /// The new agent failed or timed out; the old one kept serving.
     RolledBack,
+    /// The new agent failed after the old one had retired: the kubelet
+    /// restarts it in place and Graceful Restart keeps the routes meanwhile.
     Failed,
 }

@@ -107,7 +107,9 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
                 time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     "2026-11-21T18:00:00Z".parse().unwrap(),
                 ),
+                reason: None,
             }),
+            maintenance: None,
         }],
         ..Default::default()
     });

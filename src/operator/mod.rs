@@ -12,6 +12,7 @@
 
 pub mod leader;
 pub mod metrics;
+pub mod nodes;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;

@@ -74,6 +74,7 @@ fn node_view(node: &Node) -> NodeView {
         name: node.name_any(),
         labels: node.labels().clone(),
         taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
+        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
     }
 }
 

@@ -228,7 +228,10 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
         },
         spec: Some(PodSpec {
             affinity: Some(pinned_to(node)),
-            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            // The gateway's tolerations and, as a DaemonSet pod has, the
+            // taints Kubernetes adds itself: a cordoned, not-ready or
+            // unreachable node keeps its agent (and its routes).
+            tolerations: Some(super::nodes::pod_tolerations(gw)),
             host_network: Some(true),
             dns_policy: Some("ClusterFirstWithHostNet".into()),
             // A retired or decommissioned agent exits 0 and stays gone; a

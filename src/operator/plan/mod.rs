@@ -9,9 +9,15 @@
 //!     old pod only ──(rollout allows)───▶ CreatePod(R) beside it   Handoff, GracefulRestart
 //!                                     └─▶ DeletePod(old)            Recreate (decommission first)
 //!     old + new ──new is active─────────▶ DeletePod(old)            it retired: exits at once
-//!               ──new failed/timed out──▶ DeletePod(new), Degraded  old keeps serving
-//!   node no longer selected ────────────▶ DeletePod                 agent decommissions
+//!               ──new failed/timed out──▶ DeletePod(new), Degraded  only while old serves
+//!               ──new failed, old retired─▶ keep new, Failed, Degraded  kubelet restarts it
+//!   node cordoned, agent running ───────▶ nothing; upgraded in place  routes stay
+//!   node cordoned, no agent (drained) ──▶ nothing until uncordoned    routes stay withdrawn
+//!   node excluded, or no longer selected ▶ DeletePod                 agent decommissions
 //! ```
+//!
+//! Which nodes count, and how cordon and the exclude label read, is
+//! [`super::nodes`]; the status the plan reports is [`report`].
 //!
 //! One rule above all: the pod whose agent is a node's active speaker is
 //! deleted only to decommission that node (scale-in, gateway deleted,
@@ -22,13 +28,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+mod report;
+use report::{health, status};
+
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::nodes::{EXCLUDE_LABEL, Fit, fit};
 use crate::api::{
-    BgpGateway, BgpGatewayStatus, ConditionType, NodeStatus, SessionCounts, Strategy,
-    UpgradeRecord, UpgradeResult,
+    BgpGateway, BgpGatewayStatus, ConditionType, Maintenance, Strategy, UpgradeRecord,
+    UpgradeResult,
 };
 
 /// A node as the planner needs it.
@@ -37,6 +47,8 @@ pub struct NodeView {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
+    /// Cordoned (`spec.unschedulable`).
+    pub unschedulable: bool,
 }
 
 /// Where a pod's life stands.
@@ -167,28 +179,6 @@ pub struct Plan {
 pub const BUSY: Duration = Duration::from_secs(2);
 pub const IDLE: Duration = Duration::from_secs(30);
 
-/// Whether a node runs an agent of `gw`: its labels match the node
-/// selector and the pod tolerates its NoSchedule/NoExecute taints.
-pub fn selects(gw: &BgpGateway, node: &NodeView) -> bool {
-    let labels = gw.spec.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
-    let taints = node
-        .taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| gw.spec.tolerations.iter().any(|tol| tolerates(tol, t)));
-    labels && taints
-}
-
-fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    let effect = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = tol.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key);
-    let value = match tol.operator.as_deref() {
-        Some("Exists") => true,
-        _ => tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    };
-    effect && key && value
-}
-
 /// The node slot, as the planner sees it.
 struct Slot<'a> {
     node: &'a str,
@@ -204,10 +194,12 @@ struct Slot<'a> {
     /// Sessions the spec configures: what Established must reach. Not the
     /// agent's own count, which is 0 for a moment after it starts.
     want: u32,
+    /// The node is cordoned: no agent starts here from nothing.
+    cordoned: bool,
 }
 
 impl<'a> Slot<'a> {
-    fn of(node: &'a str, observed: &'a Observed, want: u32) -> Slot<'a> {
+    fn of(node: &'a str, observed: &'a Observed, want: u32, cordoned: bool) -> Slot<'a> {
         let mine: Vec<&PodView> = observed.pods.iter().filter(|p| p.node == node).collect();
         let ended = |p: &&PodView| matches!(p.phase, Phase::Succeeded | Phase::Failed);
         let agent = observed.agents.get(node).filter(|a| a.active);
@@ -223,6 +215,21 @@ impl<'a> Slot<'a> {
             agent,
             active,
             want,
+            cordoned,
+        }
+    }
+
+    /// Cordoned with no agent left (a drain evicted it): out of service
+    /// until uncordoned, and not counted as a node the gateway waits for.
+    fn drained(&self) -> bool {
+        self.cordoned && self.live.is_empty() && self.going.is_empty()
+    }
+
+    fn maintenance(&self) -> Option<Maintenance> {
+        match (self.cordoned, self.drained()) {
+            (_, true) => Some(Maintenance::Drained),
+            (true, false) => Some(Maintenance::Cordoned),
+            (false, _) => None,
         }
     }
 
@@ -293,22 +300,41 @@ pub fn plan(input: &Input) -> Plan {
         });
     }
 
-    let selected: Vec<&NodeView> = observed.nodes.iter().filter(|n| selects(gw, n)).collect();
-    let selected_names: Vec<&str> = selected.iter().map(|n| n.name.as_str()).collect();
+    let fits: Vec<(&str, Fit)> =
+        observed.nodes.iter().map(|n| (n.name.as_str(), fit(gw, n))).collect();
+    let fit_of = |node: &str| fits.iter().find(|(n, _)| *n == node).map(|(_, f)| *f);
+    let excluded: Vec<&str> =
+        fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| *n).collect();
 
-    // Scale-in: a node that no longer matches decommissions.
+    // Scale-in and exclusion: the node's agent decommissions.
     for pod in observed.pods.iter().filter(|p| !p.deleting) {
-        if !selected_names.contains(&pod.node.as_str()) {
-            steps.push(delete(pod, "Decommission", format!(
-                "node {} no longer matches the gateway's nodeSelector/tolerations: it withdraws its routes (drain {} s)",
-                pod.node, spec.shutdown.drain_seconds
-            )));
-            busy = true;
-        }
+        let node = &pod.node;
+        let drain = spec.shutdown.drain_seconds;
+        let (reason, message) = match fit_of(node) {
+            Some(Fit::Serve | Fit::Cordoned) => continue,
+            Some(Fit::Excluded) => (
+                "Exclude",
+                format!(
+                    "node {node} is labelled {EXCLUDE_LABEL}: it withdraws its routes (graceful shutdown, drain {drain} s) until the label is removed"
+                ),
+            ),
+            Some(Fit::NotSelected) | None => (
+                "Decommission",
+                format!(
+                    "node {node} no longer matches the gateway's nodeSelector/tolerations: it withdraws its routes (drain {drain} s)"
+                ),
+            ),
+        };
+        steps.push(delete(pod, reason, message));
+        busy = true;
     }
 
     let want = spec.peers.len() as u32;
-    let slots: Vec<Slot> = selected.iter().map(|n| Slot::of(&n.name, observed, want)).collect();
+    let slots: Vec<Slot> = fits
+        .iter()
+        .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
+        .map(|(n, f)| Slot::of(n, observed, want, *f == Fit::Cordoned))
+        .collect();
     let rollback_of_degraded = before.update_revision.as_deref() == Some(revision);
     let mut degraded: Option<(String, String)> = before
         .conditions
@@ -322,7 +348,11 @@ pub fn plan(input: &Input) -> Plan {
         .filter_map(|n| n.last_upgrade.clone().map(|u| (n.node.clone(), u)))
         .collect();
     for slot in &slots {
-        if let Some(record) = handoff_record(slot) {
+        // The agent's own report of its handoff, unless something newer
+        // (a failure after it) is on record.
+        if let Some(record) = handoff_record(slot)
+            && records.get(slot.node).is_none_or(|r| r.time.0 <= record.time.0)
+        {
             records.insert(slot.node.into(), record);
         }
     }
@@ -355,6 +385,8 @@ pub fn plan(input: &Input) -> Plan {
                     // Recreate, or a decommission: wait until it is gone.
                     busy = true;
                     in_flight += 1;
+                } else if slot.cordoned {
+                    // Drained: its routes stay withdrawn until it is uncordoned.
                 } else if observed.missing_secrets.is_empty() {
                     in_flight += 1;
                     steps.push(Step {
@@ -367,6 +399,8 @@ pub fn plan(input: &Input) -> Plan {
                     busy = true;
                 }
             }
+            // Recreate would start a speaker from nothing: not on a cordoned node.
+            (None, false) if slot.cordoned && spec.upgrade.strategy == Strategy::Recreate => {}
             (None, false) => waiting_to_upgrade.push(slot),
             (Some(new), true) => {
                 if !slot.healthy_at(revision) {
@@ -413,6 +447,7 @@ pub fn plan(input: &Input) -> Plan {
                                 pause_ms: pause.map(|p| p.round() as u64),
                                 result: UpgradeResult::Succeeded,
                                 time: Time(now),
+                                reason: None,
                             },
                         );
                     }
@@ -424,28 +459,29 @@ pub fn plan(input: &Input) -> Plan {
                             timeout.as_secs()
                         ))
                     });
-                    if let Some(why) = failed {
-                        // Only while the old agent still serves: after a
-                        // GracefulRestart stop the new one is all there is.
-                        if old_serving || spec.upgrade.strategy == Strategy::Handoff {
-                            steps.push(delete(
-                                new,
-                                "RollBack",
-                                format!(
-                                    "node {node}: {} failed: {why}; the old agent keeps serving",
-                                    new.name
-                                ),
-                            ));
-                            records.insert(
-                                node.into(),
-                                UpgradeRecord {
-                                    mode: spec.upgrade.strategy,
-                                    pause_ms: None,
-                                    result: UpgradeResult::RolledBack,
-                                    time: Time(now),
-                                },
-                            );
-                        }
+                    // Only while an old agent still serves is the new pod
+                    // deleted. Once the old one retired (or stopped for a
+                    // GracefulRestart), the new one is all there is: the
+                    // kubelet restarts it and Graceful Restart covers the gap.
+                    if let Some(why) = failed.filter(|_| old_serving) {
+                        steps.push(delete(
+                            new,
+                            "RollBack",
+                            format!(
+                                "node {node}: {} failed: {why}; the old agent keeps serving",
+                                new.name
+                            ),
+                        ));
+                        records.insert(
+                            node.into(),
+                            UpgradeRecord {
+                                mode: spec.upgrade.strategy,
+                                pause_ms: None,
+                                result: UpgradeResult::RolledBack,
+                                time: Time(now),
+                                reason: Some(why.clone()),
+                            },
+                        );
                         if degraded.is_none() {
                             degraded = Some((
                                 "UpgradeFailed".into(),
@@ -459,6 +495,46 @@ pub fn plan(input: &Input) -> Plan {
                     }
                 }
             }
+        }
+        // A new agent that failed after the old one had let go: the node's
+        // upgrade failed, though the node stays served (restarted in place).
+        if let Some(new) = desired.filter(|n| n.failure.is_some())
+            && !slot
+                .live
+                .iter()
+                .any(|p| p.revision != revision && slot.active == Some(p.name.as_str()))
+            && records.get(node).is_none_or(|r| r.result == UpgradeResult::Succeeded)
+            && (upgrading(&records, node, new)
+                || slot.live.iter().chain(&slot.ended).any(|p| p.revision != revision))
+        {
+            let why = new.failure.clone().unwrap_or_default();
+            records.insert(
+                node.into(),
+                UpgradeRecord {
+                    mode: spec.upgrade.strategy,
+                    pause_ms: None,
+                    result: UpgradeResult::Failed,
+                    time: Time(now),
+                    reason: Some(format!(
+                        "{why}, after the old agent had retired: restarted in place, Graceful Restart keeps the routes"
+                    )),
+                },
+            );
+            if degraded.is_none() {
+                degraded = Some((
+                    "UpgradeFailed".into(),
+                    format!("node {node}: {} failed after taking over: {why}", new.name),
+                ));
+            }
+            notes.push(Note {
+                warning: true,
+                reason: "UpgradeFailed",
+                message: format!(
+                    "node {node}: {} failed after the old agent had retired ({why}); the kubelet restarts it in place and Graceful Restart keeps the routes; rollout stopped (change the spec to resume)",
+                    new.name
+                ),
+                related: Some(Related::pod(new.name.clone())),
+            });
         }
     }
 
@@ -507,7 +583,7 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
 
-    let status = status(input, &slots, &records, degraded.clone(), &before, &mut notes);
+    let status = status(input, &slots, &excluded, &records, degraded.clone(), &before, &mut notes);
     Plan { steps, notes, status, requeue }
 }
 
@@ -535,193 +611,9 @@ fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
         pause_ms: agent.handoff_pause_ms.map(|p| p.round() as u64),
         result: UpgradeResult::Succeeded,
         time: Time(at),
+        reason: None,
     })
 }
 
-/// Why a node is not healthy, for people.
-fn health(slot: &Slot) -> String {
-    match slot.agent {
-        None => "no agent answers on the node's admin port".into(),
-        Some(a) if a.established < slot.want => {
-            format!("{}/{} sessions Established", a.established, slot.want)
-        }
-        Some(a) if !a.all_advertised => {
-            format!("{} prefixes advertised, not all announced ones", a.advertised)
-        }
-        Some(_) => "its agent is not the node's active speaker".into(),
-    }
-}
-
-fn status(
-    input: &Input,
-    slots: &[Slot],
-    records: &BTreeMap<String, UpgradeRecord>,
-    degraded: Option<(String, String)>,
-    before: &BgpGatewayStatus,
-    notes: &mut Vec<Note>,
-) -> BgpGatewayStatus {
-    let Input { gateway: gw, revision, observed, now } = *input;
-    let total = slots.len();
-    let healthy = slots.iter().filter(|s| s.healthy()).count();
-    // Rolled: the node's only pod is at the revision and its agent is the
-    // active one (session health is the Ready condition's business).
-    let at_revision = slots
-        .iter()
-        .filter(|s| {
-            s.live.len() == 1
-                && s.desired(revision).is_some_and(|p| s.active == Some(p.name.as_str()))
-        })
-        .count();
-    let (mut established, mut configured) = (0, 0);
-    let nodes: Vec<NodeStatus> = slots
-        .iter()
-        .map(|s| {
-            let agent = s.agent;
-            established += agent.map_or(0, |a| a.established);
-            configured += gw.spec.peers.len() as u32;
-            let pod = s.active.and_then(|a| s.live.iter().find(|p| p.name == a));
-            NodeStatus {
-                node: s.node.into(),
-                pod: s.active.map(String::from),
-                revision: pod.map(|p| p.revision.clone()),
-                active_agent: agent.map(|a| a.version.clone()),
-                sessions: SessionCounts {
-                    established: agent.map_or(0, |a| a.established),
-                    configured: gw.spec.peers.len() as u32,
-                },
-                routes_advertised: agent.map_or(0, |a| a.advertised),
-                last_upgrade: handoff_record(s).or_else(|| records.get(s.node).cloned()),
-            }
-        })
-        .collect();
-    let complete = total > 0 && at_revision == total;
-    let rollout = if complete {
-        "Complete".to_string()
-    } else if degraded.is_some() {
-        format!("Degraded {at_revision}/{total}")
-    } else if gw.spec.upgrade.paused {
-        format!("Paused {at_revision}/{total}")
-    } else {
-        format!("Progressing {at_revision}/{total}")
-    };
-
-    let (ready, ready_reason, ready_message) = if total == 0 {
-        (
-            false,
-            "NoMatchingNodes",
-            format!(
-                "no node matches nodeSelector {:?} with the given tolerations: label nodes or change spec.nodeSelector",
-                gw.spec.node_selector
-            ),
-        )
-    } else if !observed.missing_secrets.is_empty() {
-        (
-            false,
-            "SecretNotFound",
-            format!(
-                "Secret(s) {} named by spec.peers[].passwordSecretRef not found in namespace {}: create them",
-                observed.missing_secrets.join(", "),
-                gw.metadata.namespace.as_deref().unwrap_or("")
-            ),
-        )
-    } else if healthy < total {
-        let waiting: Vec<String> = slots
-            .iter()
-            .filter(|s| !s.healthy())
-            .map(|s| format!("{}: {}", s.node, health(s)))
-            .collect();
-        (false, "NodesNotReady", format!("{healthy}/{total} nodes ready; {}", waiting.join("; ")))
-    } else {
-        (
-            true,
-            "AllNodesReady",
-            format!("{total}/{total} nodes have an active agent with every session Established"),
-        )
-    };
-    let generation = gw.metadata.generation;
-    let mut conditions = Vec::new();
-    let mut set = |kind: ConditionType, on: bool, reason: &str, message: String| {
-        let old = before.conditions.iter().find(|c| c.type_ == kind.as_str());
-        let status = if on { "True" } else { "False" };
-        let since = old
-            .filter(|c| c.status == status)
-            .map_or(Time(now), |c| c.last_transition_time.clone());
-        conditions.push(Condition {
-            type_: kind.as_str().into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time: since,
-        });
-        old.is_none_or(|c| c.status != status)
-    };
-    if set(ConditionType::Ready, ready, ready_reason, ready_message.clone()) && !ready && total == 0
-    {
-        notes.push(Note {
-            warning: true,
-            reason: ready_reason,
-            message: ready_message.clone(),
-            related: None,
-        });
-    }
-    if !observed.missing_secrets.is_empty() {
-        let was = before.conditions.iter().any(|c| c.reason == "SecretNotFound");
-        if !was {
-            notes.push(Note {
-                warning: true,
-                reason: "SecretNotFound",
-                message: ready_message,
-                related: None,
-            });
-        }
-    }
-    let progressing = !complete;
-    set(
-        ConditionType::Progressing,
-        progressing,
-        if complete { "RolloutComplete" } else { "Rolling" },
-        format!("{at_revision}/{total} nodes at revision {revision}"),
-    );
-    let (deg_on, deg_reason, deg_message) = match &degraded {
-        Some((r, m)) => (true, r.clone(), m.clone()),
-        None => {
-            (false, "AsExpected".to_string(), "no rollout has failed at this revision".to_string())
-        }
-    };
-    set(ConditionType::Degraded, deg_on, &deg_reason, deg_message);
-    if complete
-        && before.current_revision.as_deref() != Some(revision)
-        && before.update_revision.is_some()
-    {
-        notes.push(Note {
-            warning: false,
-            reason: "RolloutComplete",
-            message: format!("every node runs revision {revision}"),
-            related: Some(Related {
-                kind: "ConfigMap",
-                name: super::render::config_map_name(&kube::ResourceExt::name_any(gw), revision),
-            }),
-        });
-    }
-
-    BgpGatewayStatus {
-        observed_generation: generation,
-        conditions,
-        current_revision: if complete {
-            Some(revision.to_string())
-        } else {
-            before.current_revision.clone()
-        },
-        update_revision: Some(revision.to_string()),
-        image: Some(gw.spec.image.clone()).filter(|i| !i.is_empty()),
-        ready: Some(format!("{healthy}/{total}")),
-        sessions: Some(format!("{established}/{configured}")),
-        rollout: Some(rollout),
-        nodes,
-    }
-}
-
 #[cfg(test)]
-#[path = "plan_tests.rs"]
 mod tests;

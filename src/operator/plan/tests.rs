@@ -2,7 +2,7 @@
 //! must never do (delete the pod of a node's active agent outside a
 //! decommission).
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -33,6 +33,7 @@ fn node(name: &str) -> NodeView {
         name: name.into(),
         labels: [("gw".to_string(), "edge".to_string())].into(),
         taints: vec![],
+        unschedulable: false,
     }
 }
 
@@ -144,24 +145,6 @@ fn a_new_gateway_gets_a_finalizer_and_one_pod_per_selected_node() {
 }
 
 #[test]
-fn taints_need_tolerations() {
-    let mut gw = gateway("Handoff", "");
-    let taint =
-        Taint { key: "edge".into(), effect: "NoSchedule".into(), value: None, time_added: None };
-    let tainted = NodeView { taints: vec![taint], ..node("n1") };
-    assert!(!selects(&gw, &tainted));
-    gw.spec.tolerations = vec![Toleration {
-        key: Some("edge".into()),
-        operator: Some("Exists".into()),
-        ..Default::default()
-    }];
-    assert!(selects(&gw, &tainted));
-    let prefer =
-        Taint { key: "x".into(), effect: "PreferNoSchedule".into(), value: None, time_added: None };
-    assert!(selects(&gateway("Handoff", ""), &NodeView { taints: vec![prefer], ..node("n1") }));
-}
-
-#[test]
 fn a_missing_secret_stops_new_pods_and_says_what_to_create() {
     let gw = gateway("Handoff", "");
     let observed = Observed {
@@ -232,6 +215,7 @@ fn max_nodes_in_flight_and_pause_between_nodes() {
             pause_ms: Some(2),
             result: UpgradeResult::Succeeded,
             time: Time(t(100)),
+            reason: None,
         }),
         ..Default::default()
     });
@@ -436,4 +420,187 @@ fn an_agent_that_just_started_is_not_healthy_before_its_sessions_are() {
     assert!(actions(&plan).is_empty(), "n2 waits for n1's session: {:?}", plan.steps);
     assert_eq!(plan.status.nodes[0].sessions.configured, 1, "configured is what the spec says");
     assert!(condition(&plan, "Ready").2.contains("n1: 0/1 sessions Established"));
+}
+
+fn taint(key: &str, effect: &str) -> Taint {
+    Taint { key: key.into(), effect: effect.into(), value: None, time_added: None }
+}
+
+#[test]
+fn taints_kubernetes_adds_by_itself_never_take_a_node_out() {
+    let gw = gateway("Handoff", "");
+    for (key, effect) in crate::operator::nodes::SYSTEM_TAINTS {
+        let mut observed = serving(&["n1", "n2"]);
+        observed.nodes[0].taints = vec![taint(key, effect)];
+        observed.nodes[0].unschedulable = key.ends_with("unschedulable");
+        let plan = run(&gw, OLD, &observed, 0);
+        assert!(actions(&plan).is_empty(), "{key}: {:?}", plan.steps);
+        assert_eq!(plan.status.ready.as_deref(), Some("2/2"), "{key}");
+    }
+    // A taint of the user's own that the gateway does not tolerate does.
+    let mut observed = serving(&["n1", "n2"]);
+    observed.nodes[0].taints = vec![taint("edge", "NoSchedule")];
+    let plan = run(&gw, OLD, &observed, 0);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    assert_eq!(plan.steps[0].reason, "Decommission");
+}
+
+#[test]
+fn a_cordoned_node_keeps_its_agent_and_is_upgraded_in_place() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    observed.nodes[0].unschedulable = true;
+    let plan = run(&gw, OLD, &observed, 0);
+    assert!(actions(&plan).is_empty(), "cordon changes nothing: {:?}", plan.steps);
+    assert_eq!(plan.status.nodes[0].maintenance, Some(Maintenance::Cordoned));
+    assert_eq!(plan.status.ready.as_deref(), Some("2/2"));
+    assert_eq!(condition(&plan, "Ready").0, "True");
+    // An image bump hands off on the cordoned node like anywhere else.
+    assert_eq!(actions(&run(&gw, NEW, &observed, 1)), [create("n1", NEW)]);
+    // Recreate would start a speaker from nothing there: that node waits.
+    let gw = gateway("Recreate", "");
+    assert_eq!(actions(&run(&gw, NEW, &observed, 1)), [delete("n2", OLD)]);
+}
+
+#[test]
+fn a_drained_node_stays_withdrawn_until_uncordoned() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    // kubectl drain: cordon, then evict the agent pod (it decommissions).
+    observed.nodes[0].unschedulable = true;
+    observed.pods[0].deleting = true;
+    observed.agents.remove("n1");
+    let plan = run(&gw, OLD, &observed, 0);
+    assert!(actions(&plan).is_empty(), "{:?}", plan.steps);
+    // Gone: no new agent, the node is out of service, the rest is Ready.
+    observed.pods.remove(0);
+    for now in [1, 60, 600] {
+        let plan = run(&gw, OLD, &observed, now);
+        assert!(actions(&plan).is_empty(), "no recreate while drained: {:?}", plan.steps);
+        assert_eq!(plan.status.nodes[0].maintenance, Some(Maintenance::Drained));
+        assert_eq!(plan.status.ready.as_deref(), Some("1/1"));
+        assert_eq!(plan.status.rollout.as_deref(), Some("Complete"));
+        let (ready, _, message) = condition(&plan, "Ready");
+        assert_eq!(ready, "True");
+        assert!(message.contains("n1 drained"), "{message}");
+    }
+    // An image bump meanwhile rolls the serving node only.
+    assert_eq!(actions(&run(&gw, NEW, &observed, 700)), [create("n2", NEW)]);
+    // Every node drained: not Ready, and it says why.
+    let mut all = observed.clone();
+    all.nodes[1].unschedulable = true;
+    all.pods.clear();
+    let (ready, reason, message) = condition(&run(&gw, OLD, &all, 800), "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "AllNodesInMaintenance"));
+    assert!(message.contains("uncordon"), "{message}");
+    // Uncordoned: it gets its agent back.
+    observed.nodes[0].unschedulable = false;
+    assert_eq!(actions(&run(&gw, OLD, &observed, 900)), [create("n1", OLD)]);
+}
+
+#[test]
+fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    let label = crate::operator::nodes::EXCLUDE_LABEL;
+    observed.nodes[0].labels.insert(label.into(), "true".into());
+    let plan = run(&gw, OLD, &observed, 0);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    assert_eq!(plan.steps[0].reason, "Exclude");
+    assert!(plan.steps[0].message.contains("graceful shutdown"), "{}", plan.steps[0].message);
+    observed.pods.remove(0);
+    observed.agents.remove("n1");
+    let plan = run(&gw, OLD, &observed, 5);
+    assert!(actions(&plan).is_empty(), "{:?}", plan.steps);
+    assert_eq!(plan.status.nodes[0].maintenance, Some(Maintenance::Excluded));
+    assert_eq!(plan.status.ready.as_deref(), Some("1/1"));
+    observed.nodes[0].labels.remove(label);
+    assert_eq!(actions(&run(&gw, OLD, &observed, 10)), [create("n1", OLD)]);
+}
+
+#[test]
+fn a_successor_that_fails_after_the_old_agent_retired_is_kept_and_recorded() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    // n1 handed over to NEW, whose agent then died (exit 137) before the
+    // operator saw it active: nobody answers, the old pod retired.
+    let mut new = pod("n1", NEW, 100);
+    new.failure = Some("agent exited with code 137".into());
+    observed.pods.push(new);
+    observed.agents.remove("n1");
+    let plan = run(&gw, NEW, &observed, 101);
+    assert!(
+        !actions(&plan).contains(&delete("n1", NEW)),
+        "the only agent that can serve n1 stays: {:?}",
+        plan.steps
+    );
+    assert!(!actions(&plan).contains(&delete("n1", OLD)), "{:?}", plan.steps);
+    let record = plan.status.nodes[0].last_upgrade.clone().unwrap();
+    assert_eq!(record.result, UpgradeResult::Failed);
+    assert!(record.reason.as_deref().unwrap().contains("code 137"), "{record:?}");
+    let (on, reason, message) = condition(&plan, "Degraded");
+    assert_eq!((on.as_str(), reason.as_str()), ("True", "UpgradeFailed"));
+    assert!(message.contains("node n1") && message.contains("137"), "{message}");
+    assert_eq!(plan.notes.iter().filter(|n| n.reason == "UpgradeFailed").count(), 1);
+
+    // The kubelet restarted it; its agent is active (Graceful Restart):
+    // the retired pod goes, the record stays Failed, n2 is not touched.
+    let mut gw = gw;
+    gw.status = Some(plan.status.clone());
+    let new = observed.pods[2].clone();
+    observed.agents.insert("n1".into(), agent(&new));
+    let plan = run(&gw, NEW, &observed, 110);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    assert_eq!(plan.status.nodes[0].last_upgrade.as_ref().unwrap().result, UpgradeResult::Failed);
+    assert!(plan.notes.iter().all(|n| n.reason != "UpgradeFailed"), "told once: {:?}", plan.notes);
+    gw.status = Some(plan.status.clone());
+    observed.pods.remove(0);
+    let plan = run(&gw, NEW, &observed, 120);
+    assert!(actions(&plan).is_empty(), "the rollout stays stopped: {:?}", plan.steps);
+    assert!(plan.status.rollout.as_deref().unwrap().starts_with("Degraded"));
+}
+
+#[test]
+fn a_crash_after_the_retired_pod_was_deleted_still_fails_the_upgrade() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2"]);
+    observed.pods.push(pod("n1", NEW, 100));
+    observed.agents.insert("n1".into(), agent(&observed.pods[2]));
+    let plan = run(&gw, NEW, &observed, 101);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    assert_eq!(
+        plan.status.nodes[0].last_upgrade.as_ref().unwrap().result,
+        UpgradeResult::Succeeded
+    );
+    let mut gw = gw;
+    gw.status = Some(plan.status.clone());
+    observed.pods.remove(0);
+    // Then it crashed once; the kubelet restarted it.
+    let new = observed.pods.iter_mut().find(|p| p.revision == NEW).unwrap();
+    new.failure = Some("agent exited with code 137".into());
+    let plan = run(&gw, NEW, &observed, 102);
+    assert!(actions(&plan).is_empty(), "{:?}", plan.steps);
+    assert_eq!(plan.status.nodes[0].last_upgrade.as_ref().unwrap().result, UpgradeResult::Failed);
+    assert_eq!(condition(&plan, "Degraded").0, "True");
+}
+
+#[test]
+fn a_failed_successor_is_rolled_back_only_while_the_old_agent_serves() {
+    // The refused-handoff case (old active) rolls back; the same failure
+    // with the old agent gone does not, under every strategy.
+    for strategy in ["Handoff", "GracefulRestart"] {
+        let gw = gateway(strategy, "");
+        let mut observed = serving(&["n1"]);
+        let mut new = pod("n1", NEW, 100);
+        new.failure = Some("agent exited with code 2".into());
+        observed.pods.push(new);
+        assert_eq!(actions(&run(&gw, NEW, &observed, 101)), [delete("n1", NEW)], "{strategy}");
+        observed.agents.clear();
+        let plan = run(&gw, NEW, &observed, 102);
+        assert!(actions(&plan).is_empty(), "{strategy}: {:?}", plan.steps);
+        // Timed out with nobody serving: still never deleted.
+        observed.pods[1].failure = None;
+        let plan = run(&gw, NEW, &observed, 1000);
+        assert!(actions(&plan).is_empty(), "{strategy}: {:?}", plan.steps);
+    }
 }

@@ -1,0 +1,233 @@
+//! The status a plan reports: each node slot (with its maintenance
+//! state), the summary strings `kubectl get` prints, and the Ready,
+//! Progressing and Degraded conditions, with an Event the first time a
+//! condition turns bad.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::{Input, Note, Related, Slot};
+use crate::api::{
+    BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, SessionCounts, UpgradeRecord,
+};
+use crate::operator::nodes::EXCLUDE_LABEL;
+
+/// Why a node is not healthy, for people.
+pub(super) fn health(slot: &Slot) -> String {
+    match slot.agent {
+        None => "no agent answers on the node's admin port".into(),
+        Some(a) if a.established < slot.want => {
+            format!("{}/{} sessions Established", a.established, slot.want)
+        }
+        Some(a) if !a.all_advertised => {
+            format!("{} prefixes advertised, not all announced ones", a.advertised)
+        }
+        Some(_) => "its agent is not the node's active speaker".into(),
+    }
+}
+
+pub(super) fn status(
+    input: &Input,
+    all_slots: &[Slot],
+    excluded: &[&str],
+    records: &BTreeMap<String, UpgradeRecord>,
+    degraded: Option<(String, String)>,
+    before: &BgpGatewayStatus,
+    notes: &mut Vec<Note>,
+) -> BgpGatewayStatus {
+    let Input { gateway: gw, revision, observed, now } = *input;
+    // Drained nodes are out of service: the gateway waits for none of them.
+    let slots: Vec<&Slot> = all_slots.iter().filter(|s| !s.drained()).collect();
+    let total = slots.len();
+    let healthy = slots.iter().filter(|s| s.healthy()).count();
+    // Rolled: the node's only pod is at the revision and its agent is the
+    // active one (session health is the Ready condition's business).
+    let at_revision = slots
+        .iter()
+        .filter(|s| {
+            s.live.len() == 1
+                && s.desired(revision).is_some_and(|p| s.active == Some(p.name.as_str()))
+        })
+        .count();
+    let (mut established, mut configured) = (0, 0);
+    let mut nodes: Vec<NodeStatus> = all_slots
+        .iter()
+        .map(|s| {
+            let agent = s.agent;
+            established += agent.map_or(0, |a| a.established);
+            configured += gw.spec.peers.len() as u32;
+            let pod = s.active.and_then(|a| s.live.iter().find(|p| p.name == a));
+            NodeStatus {
+                node: s.node.into(),
+                pod: s.active.map(String::from),
+                revision: pod.map(|p| p.revision.clone()),
+                active_agent: agent.map(|a| a.version.clone()),
+                sessions: SessionCounts {
+                    established: agent.map_or(0, |a| a.established),
+                    configured: gw.spec.peers.len() as u32,
+                },
+                routes_advertised: agent.map_or(0, |a| a.advertised),
+                last_upgrade: records.get(s.node).cloned(),
+                maintenance: s.maintenance(),
+            }
+        })
+        .collect();
+    nodes.extend(excluded.iter().map(|node| NodeStatus {
+        node: (*node).into(),
+        sessions: SessionCounts { established: 0, configured: gw.spec.peers.len() as u32 },
+        last_upgrade: records.get(*node).cloned(),
+        maintenance: Some(Maintenance::Excluded),
+        ..Default::default()
+    }));
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let out_of_service: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| match n.maintenance? {
+            Maintenance::Drained => Some(format!("{} drained (cordoned, no agent)", n.node)),
+            Maintenance::Excluded => Some(format!("{} excluded ({EXCLUDE_LABEL})", n.node)),
+            Maintenance::Cordoned => None,
+        })
+        .collect();
+    let complete = total > 0 && at_revision == total;
+    let rollout = if complete {
+        "Complete".to_string()
+    } else if degraded.is_some() {
+        format!("Degraded {at_revision}/{total}")
+    } else if gw.spec.upgrade.paused {
+        format!("Paused {at_revision}/{total}")
+    } else {
+        format!("Progressing {at_revision}/{total}")
+    };
+
+    let (ready, ready_reason, mut ready_message) = if total == 0 && !out_of_service.is_empty() {
+        (
+            false,
+            "AllNodesInMaintenance",
+            format!(
+                "every selected node is out of service: {}; uncordon a node or remove the label to bring it back",
+                out_of_service.join(", ")
+            ),
+        )
+    } else if total == 0 {
+        (
+            false,
+            "NoMatchingNodes",
+            format!(
+                "no node matches nodeSelector {:?} with the given tolerations: label nodes or change spec.nodeSelector",
+                gw.spec.node_selector
+            ),
+        )
+    } else if !observed.missing_secrets.is_empty() {
+        (
+            false,
+            "SecretNotFound",
+            format!(
+                "Secret(s) {} named by spec.peers[].passwordSecretRef not found in namespace {}: create them",
+                observed.missing_secrets.join(", "),
+                gw.metadata.namespace.as_deref().unwrap_or("")
+            ),
+        )
+    } else if healthy < total {
+        let waiting: Vec<String> = slots
+            .iter()
+            .filter(|s| !s.healthy())
+            .map(|s| format!("{}: {}", s.node, health(s)))
+            .collect();
+        (false, "NodesNotReady", format!("{healthy}/{total} nodes ready; {}", waiting.join("; ")))
+    } else {
+        (
+            true,
+            "AllNodesReady",
+            format!("{total}/{total} nodes have an active agent with every session Established"),
+        )
+    };
+    if total > 0 && !out_of_service.is_empty() {
+        ready_message += &format!("; out of service: {}", out_of_service.join(", "));
+    }
+    let generation = gw.metadata.generation;
+    let mut conditions = Vec::new();
+    let mut set = |kind: ConditionType, on: bool, reason: &str, message: String| {
+        let old = before.conditions.iter().find(|c| c.type_ == kind.as_str());
+        let status = if on { "True" } else { "False" };
+        let since = old
+            .filter(|c| c.status == status)
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        conditions.push(Condition {
+            type_: kind.as_str().into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: since,
+        });
+        old.is_none_or(|c| c.status != status)
+    };
+    if set(ConditionType::Ready, ready, ready_reason, ready_message.clone()) && !ready && total == 0
+    {
+        notes.push(Note {
+            warning: true,
+            reason: ready_reason,
+            message: ready_message.clone(),
+            related: None,
+        });
+    }
+    if !observed.missing_secrets.is_empty() {
+        let was = before.conditions.iter().any(|c| c.reason == "SecretNotFound");
+        if !was {
+            notes.push(Note {
+                warning: true,
+                reason: "SecretNotFound",
+                message: ready_message,
+                related: None,
+            });
+        }
+    }
+    let progressing = !complete;
+    set(
+        ConditionType::Progressing,
+        progressing,
+        if complete { "RolloutComplete" } else { "Rolling" },
+        format!("{at_revision}/{total} nodes at revision {revision}"),
+    );
+    let (deg_on, deg_reason, deg_message) = match &degraded {
+        Some((r, m)) => (true, r.clone(), m.clone()),
+        None => {
+            (false, "AsExpected".to_string(), "no rollout has failed at this revision".to_string())
+        }
+    };
+    set(ConditionType::Degraded, deg_on, &deg_reason, deg_message);
+    if complete
+        && before.current_revision.as_deref() != Some(revision)
+        && before.update_revision.is_some()
+    {
+        notes.push(Note {
+            warning: false,
+            reason: "RolloutComplete",
+            message: format!("every node runs revision {revision}"),
+            related: Some(Related {
+                kind: "ConfigMap",
+                name: crate::operator::render::config_map_name(
+                    &kube::ResourceExt::name_any(gw),
+                    revision,
+                ),
+            }),
+        });
+    }
+
+    BgpGatewayStatus {
+        observed_generation: generation,
+        conditions,
+        current_revision: if complete {
+            Some(revision.to_string())
+        } else {
+            before.current_revision.clone()
+        },
+        update_revision: Some(revision.to_string()),
+        image: Some(gw.spec.image.clone()).filter(|i| !i.is_empty()),
+        ready: Some(format!("{healthy}/{total}")),
+        sessions: Some(format!("{established}/{configured}")),
+        rollout: Some(rollout),
+        nodes,
+    }
+}
