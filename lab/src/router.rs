@@ -200,6 +200,18 @@ pub enum RouteEvent {
     SessionDown { neighbor: String },
 }
 
+/// One path as the router received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub prefix: String,
+    pub neighbor: String,
+    pub withdrawal: bool,
+    /// Standard communities as "asn:value" (GRACEFUL_SHUTDOWN is "65535:0").
+    pub communities: Vec<String>,
+    /// When the router received it (Unix seconds), where it says.
+    pub age: Option<u64>,
+}
+
 /// The lab router, read through its own tools.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -364,6 +376,40 @@ impl Router {
                 frr_events(&text)
             }
         }
+    }
+
+    /// Every path the router received (gobgpd's adj-in stream), in order,
+    /// with its communities: what a drain test reads GRACEFUL_SHUTDOWN from.
+    /// gobgpd only; the other routers' traces do not carry attributes.
+    pub fn received(&self) -> std::result::Result<Vec<Received>, String> {
+        if self.kind != RouterKind::Gobgpd {
+            return Err(format!("the {:?} router's log carries no path attributes", self.kind));
+        }
+        let text = fs::read(crate::process::log_path(&self.dir, "router-monitor-rib"))
+            .map_err(|e| format!("the router's adj-in stream: {e}"))?;
+        let mut out = Vec::new();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(line) else { continue };
+            for p in paths {
+                let communities = p["attrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["communities"].as_array())
+                    .flatten()
+                    .filter_map(Value::as_u64)
+                    .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                    .collect();
+                out.push(Received {
+                    prefix: p["nlri"]["prefix"].as_str().unwrap_or("").into(),
+                    neighbor: p["neighbor-ip"].as_str().unwrap_or("").into(),
+                    withdrawal: p["withdrawal"] == true,
+                    communities,
+                    age: p["age"].as_u64(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Withdrawals seen so far.

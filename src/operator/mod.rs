@@ -89,6 +89,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         agent_image: options.agent_image.clone(),
+        leadership: elector.leadership(),
     });
     let gateways = Api::<BgpGateway>::all(client.clone());
     let controller = Controller::new(gateways, watcher::Config::default());

@@ -19,6 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::observe::observe;
 use super::plan::{Action, Input, Related, Step, plan};
@@ -34,6 +35,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The image of gateways that leave `spec.image` out (`--agent-image`).
     pub agent_image: Option<String>,
+    /// Asked before every write: a replica that lost the lead writes nothing.
+    pub leadership: Leadership,
 }
 
 impl std::fmt::Debug for Context {
@@ -48,6 +51,8 @@ pub enum Error {
     Api(#[from] kube::Error),
     #[error("the gateway's spec: {0}")]
     Spec(String),
+    #[error("not the leader (the lease was not renewed in time): writing nothing")]
+    NotLeader,
 }
 
 impl Error {
@@ -55,7 +60,15 @@ impl Error {
         match self {
             Error::Api(_) => "api",
             Error::Spec(_) => "spec",
+            Error::NotLeader => "not_leader",
         }
+    }
+}
+
+impl Context {
+    /// Before each write: only a leader within its renew deadline writes.
+    fn may_write(&self) -> Result<(), Error> {
+        if self.leadership.held() { Ok(()) } else { Err(Error::NotLeader) }
     }
 }
 
@@ -77,6 +90,7 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
             None if gw.metadata.deletion_timestamp.is_none() => {
                 let message = "spec.image is left out and the operator has no default agent \
                                image (--agent-image, the chart's agent.image): set one of them";
+                ctx.may_write()?;
                 write_invalid(&gateways, &gw, message).await?;
                 return Err(Error::Spec(message.into()));
             }
@@ -91,12 +105,14 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
         && let Err(problems) = gw.spec.validate()
     {
         let message = format!("the spec breaks these rules, fix them: {problems}");
+        ctx.may_write()?;
         write_invalid(&gateways, &gw, &message).await?;
         return Err(Error::Spec(message));
     }
 
     let revision = render::revision(&gw.spec);
     if gw.metadata.deletion_timestamp.is_none() {
+        ctx.may_write()?;
         ensure_config_map(&ctx.client, &gw, &revision).await?;
     }
     let observed = observe(&ctx.client, &gw, FINALIZER).await?;
@@ -108,6 +124,7 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
     });
 
     for step in &plan.steps {
+        ctx.may_write()?;
         info!(gateway = %name, namespace = %namespace, reason = step.reason, "{}", step.message);
         apply(&ctx, &gw, &observed.pods, step).await?;
         ctx.metrics.step(step);
@@ -120,6 +137,7 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
             warn!(gateway = %name, namespace = %namespace, reason = note.reason, "{}", note.message);
         }
         let related = note.related.as_ref();
+        ctx.may_write()?;
         publish(&ctx.recorder, &reference, related, note.warning, note.reason, &note.message).await;
     }
     if gw.metadata.deletion_timestamp.is_none() {
@@ -134,6 +152,7 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
             }
         }
         if gw.status.as_ref() != Some(&plan.status) {
+            ctx.may_write()?;
             gateways
                 .patch_status(
                     &name,
@@ -151,7 +170,7 @@ pub fn error_policy(gw: Arc<BgpGateway>, error: &Error, ctx: Arc<Context>) -> Re
     warn!(gateway = %gw.name_any(), "reconcile failed: {error}");
     Requeue::requeue(match error {
         Error::Spec(_) => Duration::from_secs(60),
-        Error::Api(_) => Duration::from_secs(5),
+        Error::Api(_) | Error::NotLeader => Duration::from_secs(5),
     })
 }
 

@@ -191,6 +191,13 @@ pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    // Signal handlers before anything else: a SIGTERM that arrives while
+    // the agent is still starting (taking over, binding) waits here and is
+    // answered by the stop its role calls for once it runs, instead of
+    // killing it half way (or, as PID 1 of a container, being ignored).
+    let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
     let config = Config::load(&options.config)?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
@@ -314,9 +321,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     speaker.publish_views();
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
 
-    let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
-    let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     let exit = loop {
         tokio::select! {

@@ -1,0 +1,320 @@
+//! Day-2 life of a gateway in the lab, with the operator in the loop and
+//! the router watched: cordon, drain, the exclude label, and a successor
+//! that crashes right after it took over. The promise under test: routes
+//! leave a node only when someone asks, and then gracefully.
+//!
+//! These share the lab's nodes 1–3 with the other end-to-end tests, so
+//! they run one at a time (`.config/nextest.toml`, group `lab-nodes`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nonstop_lab::router::{Received, Tally};
+use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually};
+use serde_json::Value;
+use support::{NODES, PREFIXES, Setup, hitless_roll, leader, operator_pid, uplink, uplinks};
+
+const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+const GRACEFUL_SHUTDOWN: &str = "65535:0";
+
+/// Puts a node back however the test ends: uncordoned, not excluded.
+struct Restore(Lab, &'static str);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&["uncordon", self.1]);
+        let _ = self.0.kubectl(&["label", "node", self.1, &format!("{EXCLUDE}-")]);
+    }
+}
+
+fn node_status(s: &Setup, node: &str) -> Value {
+    let status = s.status();
+    status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["node"] == node)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until the gateway's status gives `node` this maintenance state.
+fn wait_maintenance(s: &Setup, node: &str, want: Option<&str>) {
+    eventually(Duration::from_secs(30), &format!("{node}'s maintenance {want:?}"), || {
+        let n = node_status(s, node);
+        if n["maintenance"].as_str() == want { Ok(()) } else { Err(n.to_string()) }
+    });
+}
+
+fn pods_on(s: &Setup, node: &str) -> Result<Vec<String>, String> {
+    let text = s.ns.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("nonstop.dev/gateway=edge,nonstop.dev/node={node}"),
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ])?;
+    Ok(text.lines().map(String::from).collect())
+}
+
+/// The router's view of taking `node` out: for each prefix, a
+/// re-announcement carrying GRACEFUL_SHUTDOWN, then the withdrawal, at
+/// least `drain` seconds apart (the router stamps paths in whole seconds).
+fn assert_withdrawn_gracefully(received: &[Received], node: &str, drain: u64) -> usize {
+    let from = uplink(node);
+    let mut last = 0;
+    for prefix in PREFIXES {
+        let ours = |r: &&Received| r.neighbor == from && r.prefix == prefix;
+        let shut = received
+            .iter()
+            .position(|r| {
+                ours(&r) && !r.withdrawal && r.communities.iter().any(|c| c == GRACEFUL_SHUTDOWN)
+            })
+            .unwrap_or_else(|| {
+                panic!("{prefix} from {node}: no GRACEFUL_SHUTDOWN re-announcement in {received:?}")
+            });
+        let gone = received
+            .iter()
+            .skip(shut)
+            .position(|r| ours(&r) && r.withdrawal)
+            .map(|i| i + shut)
+            .unwrap_or_else(|| {
+                panic!("{prefix} from {node}: no withdrawal after the drain in {received:?}")
+            });
+        if let (Some(a), Some(b)) = (received[shut].age, received[gone].age) {
+            assert!(b + 1 >= a + drain, "{prefix}: withdrawn {}s after the drain began", b - a);
+        }
+        last = last.max(gone);
+    }
+    last
+}
+
+#[test]
+fn cordon_changes_nothing_at_the_router_and_a_cordoned_node_still_upgrades() {
+    let s = Setup::new("e2e-cordon");
+    s.serving_v1("Handoff");
+    let _restore = Restore(s.lab.clone(), "node-2");
+    let before = Tally::of(&s.router, &uplinks());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+
+    s.lab.kubectl(&["cordon", "node-2"]).unwrap();
+    wait_maintenance(&s, "node-2", Some("Cordoned"));
+    assert_eq!(s.status()["ready"], "3/3");
+    // An upgrade meanwhile hands off on the cordoned node too.
+    hitless_roll(&s, "nonstop-agent:v2");
+    s.lab.kubectl(&["uncordon", "node-2"]).unwrap();
+    wait_maintenance(&s, "node-2", None);
+
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "routes missing at the router: {misses:?}");
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.is_empty(), "the router saw across cordon, upgrade, uncordon: {seen:?}");
+}
+
+#[test]
+fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
+    let s = Setup::new("e2e-drain");
+    s.serving_v1("Handoff");
+    let _restore = Restore(s.lab.clone(), "node-3");
+    let others = vec![uplink("node-1"), uplink("node-2")];
+    let before_others = Tally::of(&s.router, &others);
+    let before = s.router.received().unwrap().len();
+
+    // The maintenance recipe from the README. The pod selector keeps the
+    // drain to this test's gateway (other lab pods may live on node-3).
+    let started = Instant::now();
+    s.lab
+        .kubectl(&[
+            "drain",
+            "node-3",
+            "--ignore-daemonsets",
+            "--pod-selector=nonstop.dev/gateway=edge",
+            "--timeout=120s",
+        ])
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "the drain waited for the agent's drain: {took:?}");
+    s.wait_routes_from(&NODES[..2], Duration::from_secs(30));
+    let received = s.router.received().unwrap()[before..].to_vec();
+    let withdrawn = assert_withdrawn_gracefully(&received, "node-3", 2);
+    wait_maintenance(&s, "node-3", Some("Drained"));
+    assert_eq!(s.status()["ready"], "2/2");
+
+    // Stays withdrawn: no new agent, no announcement, for a minute.
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(60) {
+        let pods = pods_on(&s, "node-3").unwrap();
+        assert!(pods.is_empty(), "an agent came back on the drained node: {pods:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let after = s.router.received().unwrap()[before..].to_vec();
+    let flaps: Vec<_> =
+        after[withdrawn + 1..].iter().filter(|r| r.neighbor == uplink("node-3")).collect();
+    assert!(flaps.is_empty(), "node-3 flapped while drained: {flaps:?}");
+
+    s.lab.kubectl(&["uncordon", "node-3"]).unwrap();
+    s.wait_routes_from(&NODES, Duration::from_secs(60));
+    wait_maintenance(&s, "node-3", None);
+    let seen = Tally::of(&s.router, &others).since(&before_others);
+    assert!(seen.is_empty(), "the other nodes were touched: {seen:?}");
+}
+
+#[test]
+fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
+    let s = Setup::new("e2e-exclude");
+    s.serving_v1("Handoff");
+    let _restore = Restore(s.lab.clone(), "node-3");
+    let before = s.router.received().unwrap().len();
+
+    s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}=true")]).unwrap();
+    s.wait_routes_from(&NODES[..2], Duration::from_secs(30));
+    let received = s.router.received().unwrap()[before..].to_vec();
+    assert_withdrawn_gracefully(&received, "node-3", 2);
+    wait_maintenance(&s, "node-3", Some("Excluded"));
+    eventually(Duration::from_secs(30), "node-3's pod gone", || {
+        let pods = pods_on(&s, "node-3")?;
+        if pods.is_empty() { Ok(()) } else { Err(format!("{pods:?}")) }
+    });
+    let events = s.events();
+    let told = events["items"].as_array().into_iter().flatten().any(|e| {
+        e["reason"] == "Exclude" && e["note"].as_str().is_some_and(|m| m.contains("node-3"))
+    });
+    assert!(told, "an Exclude Event naming node-3: {events}");
+
+    s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}-")]).unwrap();
+    s.wait_routes_from(&NODES, Duration::from_secs(60));
+    wait_maintenance(&s, "node-3", None);
+}
+
+/// An agent image that, the first time it runs as `run` on a node, takes
+/// over, serves 0.3 s, then dies by SIGKILL (exit 137); afterwards it is
+/// the plain agent.
+fn crash_once_image(s: &Setup) -> &'static str {
+    let agent = support::bin_dir().join("nonstop-agent");
+    let script = s.lab.dir().join("images/crash-once/nonstop-agent");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+agent={agent}
+marker=/var/run/nonstop/crashed-once-$NONSTOP_POD
+if [ "$1" != run ] || [ -e "$marker" ]; then exec "$agent" "$@"; fi
+touch "$marker"
+"$agent" "$@" &
+child=$!
+until "$agent" ready --state-dir /var/run/nonstop --pod "$NONSTOP_POD" >/dev/null 2>&1; do
+  kill -0 $child 2>/dev/null || exit 3
+  sleep 0.05
+done
+sleep 0.3
+kill -9 $child
+exit 137
+"#,
+            agent = agent.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = "nonstop-agent:crash-once";
+    s.lab.lab(&["image", "add", image, script.to_str().unwrap()]).unwrap();
+    image
+}
+
+#[test]
+fn a_successor_that_crashes_after_taking_over_is_restarted_in_place() {
+    let s = Setup::new("e2e-crash");
+    s.serving_v1("Handoff");
+    let image = crash_once_image(&s);
+    let before = Tally::of(&s.router, &uplinks());
+    // Graceful Restart keeps every path at the router through the crash.
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    s.set_image(image);
+
+    let record = eventually(Duration::from_secs(90), "node-1's upgrade recorded as Failed", || {
+        let n = node_status(&s, "node-1");
+        if n["lastUpgrade"]["result"] == "Failed" { Ok(n) } else { Err(n.to_string()) }
+    });
+    let reason = record["lastUpgrade"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("137"), "the failure's reason: {record}");
+    // node-1 is served by the restarted new agent; the rollout stopped there.
+    eventually(Duration::from_secs(60), "node-1 served by its restarted agent", || {
+        let n = node_status(&s, "node-1");
+        let pods = pods_on(&s, "node-1")?;
+        let ok = pods.len() == 1
+            && n["pod"].as_str() == Some(pods[0].as_str())
+            && n["sessions"]["established"] == 1;
+        if ok { Ok(()) } else { Err(format!("{n} pods {pods:?}")) }
+    });
+    let status = s.status();
+    assert!(status["rollout"].as_str().unwrap_or("").starts_with("Degraded"), "{status}");
+    let images = s.pod_images().unwrap();
+    assert_eq!(images.len(), 3, "one pod per node: {images:?}");
+    for (pod, image) in &images {
+        let want =
+            if pod.contains("node-1") { "nonstop-agent:crash-once" } else { "nonstop-agent:v1" };
+        assert_eq!(image, want, "{pod}");
+    }
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "routes left the router: {misses:?}");
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.withdrawals.is_empty(), "the router withdrew: {seen:?}");
+
+    // Fixing the image resumes the rollout, hitlessly.
+    hitless_roll(&s, "nonstop-agent:v2");
+}
+
+/// The operator's log lines that record a step it took (a write).
+fn steps_logged(lab: &Lab, pod: &str) -> Vec<String> {
+    let log = lab.lab(&["logs", pod, "-n", OPERATOR_NS]).unwrap_or_default();
+    log.lines().filter(|l| l.contains(" reason=")).map(String::from).collect()
+}
+
+#[test]
+fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
+    let s = Setup::new("e2e-frozen");
+    s.serving_v1("Handoff");
+    let before = Tally::of(&s.router, &uplinks());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    s.set_image("nonstop-agent:v2");
+    eventually(Duration::from_secs(60), "the first node on v2", || {
+        let images = s.pod_images()?;
+        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
+        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
+    });
+    let frozen = leader(&s.lab).unwrap();
+    let pid = rustix::process::Pid::from_raw(operator_pid(&frozen).expect("the leader")).unwrap();
+    struct Thaw(rustix::process::Pid);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+        }
+    }
+    let thaw = Thaw(pid);
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    // The chart's lease is 15 s: the other replica leads once it lapses.
+    let now = eventually(Duration::from_secs(60), "another replica to lead", || {
+        let now = leader(&s.lab)?;
+        if now != frozen { Ok(now) } else { Err(now) }
+    });
+    let written = steps_logged(&s.lab, &frozen);
+    drop(thaw);
+    // Awake, it finds its lead gone, stops acting and exits (the kubelet
+    // restarts it as a follower) without writing anything more.
+    eventually(Duration::from_secs(30), "the thawed replica to give up", || {
+        let log = s.lab.lab(&["logs", &frozen, "-n", OPERATOR_NS])?;
+        if log.contains("no longer the leader") { Ok(()) } else { Err("still acting".into()) }
+    });
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let after = steps_logged(&s.lab, &frozen);
+    assert_eq!(after, written, "the replica that lost its lead wrote after waking");
+    assert_eq!(leader(&s.lab).unwrap(), now, "the new leader keeps the lead");
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "a node was without routes: {misses:?}");
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
+}
