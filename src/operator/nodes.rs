@@ -131,6 +131,7 @@ mod tests {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             taints,
             unschedulable,
+            ready: true,
         }
     }
 

@@ -75,6 +75,13 @@ fn node_view(node: &Node) -> NodeView {
         labels: node.labels().clone(),
         taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
         unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        ready: node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct NodeView {
     pub taints: Vec<Taint>,
     /// Cordoned (`spec.unschedulable`).
     pub unschedulable: bool,
+    /// Its Ready condition is True: its kubelet reports in.
+    pub ready: bool,
 }
 
 /// Where a pod's life stands.
@@ -196,10 +198,15 @@ struct Slot<'a> {
     want: u32,
     /// The node is cordoned: no agent starts here from nothing.
     cordoned: bool,
+    /// The node's kubelet reports in. Without it nothing started or
+    /// deleted there happens: its upgrade waits, and the rollout goes on
+    /// with the other nodes.
+    node_ready: bool,
 }
 
 impl<'a> Slot<'a> {
-    fn of(node: &'a str, observed: &'a Observed, want: u32, cordoned: bool) -> Slot<'a> {
+    fn of(node: &'a NodeView, observed: &'a Observed, want: u32, cordoned: bool) -> Slot<'a> {
+        let (node_ready, node) = (node.ready, node.name.as_str());
         let mine: Vec<&PodView> = observed.pods.iter().filter(|p| p.node == node).collect();
         let ended = |p: &&PodView| matches!(p.phase, Phase::Succeeded | Phase::Failed);
         let agent = observed.agents.get(node).filter(|a| a.active);
@@ -216,6 +223,7 @@ impl<'a> Slot<'a> {
             active,
             want,
             cordoned,
+            node_ready,
         }
     }
 
@@ -300,11 +308,10 @@ pub fn plan(input: &Input) -> Plan {
         });
     }
 
-    let fits: Vec<(&str, Fit)> =
-        observed.nodes.iter().map(|n| (n.name.as_str(), fit(gw, n))).collect();
-    let fit_of = |node: &str| fits.iter().find(|(n, _)| *n == node).map(|(_, f)| *f);
+    let fits: Vec<(&NodeView, Fit)> = observed.nodes.iter().map(|n| (n, fit(gw, n))).collect();
+    let fit_of = |node: &str| fits.iter().find(|(n, _)| n.name == node).map(|(_, f)| *f);
     let excluded: Vec<&str> =
-        fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| *n).collect();
+        fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| n.name.as_str()).collect();
 
     // Scale-in and exclusion: the node's agent decommissions.
     for pod in observed.pods.iter().filter(|p| !p.deleting) {
@@ -401,7 +408,14 @@ pub fn plan(input: &Input) -> Plan {
             }
             // Recreate would start a speaker from nothing: not on a cordoned node.
             (None, false) if slot.cordoned && spec.upgrade.strategy == Strategy::Recreate => {}
+            // A node whose kubelet is away is not started on.
+            (None, false) if !slot.node_ready => {}
             (None, false) => waiting_to_upgrade.push(slot),
+            // Mid-upgrade on a node whose kubelet went away: nothing there
+            // can start or stop, so no timeout runs out; the other nodes go on.
+            (Some(new), _) if !slot.node_ready && slot.active != Some(new.name.as_str()) => {
+                busy = true;
+            }
             (Some(new), true) => {
                 if !slot.healthy_at(revision) {
                     // Not verified yet: no other node starts meanwhile.

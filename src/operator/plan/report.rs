@@ -188,7 +188,24 @@ pub(super) fn status(
         ConditionType::Progressing,
         progressing,
         if complete { "RolloutComplete" } else { "Rolling" },
-        format!("{at_revision}/{total} nodes at revision {revision}"),
+        {
+            let away: Vec<&str> = slots
+                .iter()
+                .filter(|s| {
+                    !s.node_ready
+                        && !s.desired(revision).is_some_and(|p| s.active == Some(p.name.as_str()))
+                })
+                .map(|s| s.node)
+                .collect();
+            let mut message = format!("{at_revision}/{total} nodes at revision {revision}");
+            if !away.is_empty() {
+                message += &format!(
+                    "; waiting for {}: not Ready (its kubelet does not report), its upgrade resumes when it is",
+                    away.join(", ")
+                );
+            }
+            message
+        },
     );
     let (deg_on, deg_reason, deg_message) = match &degraded {
         Some((r, m)) => (true, r.clone(), m.clone()),

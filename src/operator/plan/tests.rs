@@ -34,6 +34,7 @@ fn node(name: &str) -> NodeView {
         labels: [("gw".to_string(), "edge".to_string())].into(),
         taints: vec![],
         unschedulable: false,
+        ready: true,
     }
 }
 
@@ -603,4 +604,32 @@ fn a_failed_successor_is_rolled_back_only_while_the_old_agent_serves() {
         let plan = run(&gw, NEW, &observed, 1000);
         assert!(actions(&plan).is_empty(), "{strategy}: {:?}", plan.steps);
     }
+}
+
+#[test]
+fn a_node_whose_kubelet_is_away_is_skipped_and_waited_for() {
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1", "n2", "n3"]);
+    // n1's kubelet stopped before the rollout: n2 goes first.
+    observed.nodes[0].ready = false;
+    let plan = run(&gw, NEW, &observed, 0);
+    assert_eq!(actions(&plan), [create("n2", NEW)]);
+    let (_, _, message) = condition(&plan, "Progressing");
+    assert!(message.contains("waiting for n1: not Ready"), "{message}");
+
+    // n2's kubelet stops mid-upgrade: its new pod never starts. No
+    // timeout deletes anything there and n3 goes on.
+    observed.nodes[0].ready = true;
+    observed.nodes[1].ready = false;
+    observed.pods.push(pod("n2", NEW, 1));
+    let plan = run(&gw, NEW, &observed, 1000);
+    assert_eq!(actions(&plan), [create("n1", NEW)], "{:?}", plan.steps);
+    assert_eq!(condition(&plan, "Degraded").0, "False");
+    assert_never_deletes_active(&plan, &observed);
+    // Its kubelet is back and the new agent took over: it converges.
+    observed.nodes[1].ready = true;
+    let new = observed.pods.last().unwrap().clone();
+    observed.agents.insert("n2".into(), agent(&new));
+    let plan = run(&gw, NEW, &observed, 1001);
+    assert!(actions(&plan).contains(&delete("n2", OLD)), "{:?}", plan.steps);
 }
