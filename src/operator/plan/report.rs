@@ -193,7 +193,7 @@ pub(super) fn status(
                 .iter()
                 .filter(|s| {
                     !s.node_ready
-                        && !s.desired(revision).is_some_and(|p| s.active == Some(p.name.as_str()))
+                        && s.desired(revision).is_none_or(|p| s.active != Some(p.name.as_str()))
                 })
                 .map(|s| s.node)
                 .collect();
