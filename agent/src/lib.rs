@@ -11,11 +11,13 @@
 //! Sans-IO cores: the wire codec ([`wire`]), the session FSM ([`session`]),
 //! the RIBs ([`rib`]), Graceful Restart decisions ([`graceful`]) and the
 //! handoff protocol ([`handoff`]); the I/O edge is [`speaker`]. [`config`]
-//! and [`route`] are shared with the operator's CRD.
+//! and [`route`] are shared with the operator's CRD, [`http`] (the bounded
+//! HTTP doors) with its binary.
 
 pub mod config;
 pub mod graceful;
 pub mod handoff;
+pub mod http;
 pub mod restart;
 pub mod rib;
 pub mod route;

@@ -47,6 +47,10 @@ enum Command {
         /// without withdrawing; routers hold the routes stale meanwhile).
         #[arg(long, value_enum, env = "NONSTOP_TAKEOVER", default_value = "handoff")]
         takeover: TakeoverArg,
+        /// Listen for /status and /metrics on this address only, overriding
+        /// the address of `admin` in the config (its port stays).
+        #[arg(long)]
+        admin_ip: Option<std::net::IpAddr>,
     },
     /// Exit 0 when the agent answering in the state dir is active (and, with
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
@@ -92,7 +96,7 @@ enum StopArg {
 fn main() -> ExitCode {
     nonstop_agent::init_logging();
     match Cli::parse().command {
-        Command::Run { config, state_dir, router_id, secrets_dir, pod, takeover } => {
+        Command::Run { config, state_dir, router_id, secrets_dir, pod, takeover, admin_ip } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
                 config,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
                     TakeoverArg::Handoff => Takeover::Handoff,
                     TakeoverArg::Restart => Takeover::Restart,
                 },
+                admin_ip,
             }));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

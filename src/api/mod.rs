@@ -94,6 +94,12 @@ pub struct BgpGatewaySpec {
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1))]
     pub admin_port: u16,
+    /// Where each agent listens on `adminPort`: every address of its node
+    /// (`All`, the default) or only the node's InternalIP (`Node`), which is
+    /// where the operator reads it; the status stays off other networks of
+    /// the node (loopback included: on the node, use `nonstop-agent status`).
+    #[serde(default, skip_serializing_if = "AdminBind::is_all")]
+    pub admin_bind: AdminBind,
     #[serde(default)]
     pub upgrade: Upgrade,
     #[serde(default)]
@@ -148,7 +154,7 @@ impl Default for Upgrade {
     }
 }
 
-/// The three ways to replace a node's agent (see DESIGN.md).
+/// The three ways to replace a node's agent (the README's table of strategies says when to pick each).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum Strategy {
     /// The new agent takes the live sessions over from the old one on the same
@@ -161,6 +167,22 @@ pub enum Strategy {
     /// The old agent withdraws (RFC 8326 graceful shutdown), then the new one
     /// starts: traffic moves to other gateways meanwhile.
     Recreate,
+}
+
+/// Which of a node's addresses the agent's admin port listens on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AdminBind {
+    /// 0.0.0.0: every address of the node.
+    #[default]
+    All,
+    /// The node's InternalIP only (the pod's `status.hostIP`).
+    Node,
+}
+
+impl AdminBind {
+    fn is_all(&self) -> bool {
+        *self == AdminBind::All
+    }
 }
 
 impl BgpGateway {

@@ -11,13 +11,14 @@
 
 use std::sync::Arc;
 
+use nonstop_agent::http::hyper::{Method, StatusCode};
+use nonstop_agent::http::{self, Answer, Limits};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::plan::Step;
@@ -79,31 +80,14 @@ impl Metrics {
 
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut request = vec![0u8; 2048];
-            let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request));
-            let Ok(Ok(n)) = read.await else { return };
-            let line = String::from_utf8_lossy(&request[..n]);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match path {
-                "/metrics" => {
-                    let mut text = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                    ("200 OK", text)
-                }
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
-    }
+    let handler = Arc::new(move |_: &Method, path: &str| match path {
+        "/metrics" => {
+            let mut text = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+            Answer::ok("text/plain; version=0.0.4", text)
+        }
+        "/healthz" => Answer::ok("text/plain", "ok\n".into()),
+        _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
+    });
+    http::serve(listener, Limits::default(), handler).await;
 }

@@ -13,8 +13,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use nonstop_agent::speaker::status::{AgentStatus, HandoffResult, HandoffRole, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
@@ -174,18 +172,8 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
 
 /// `GET /status` from the agent on `ip:port`.
 pub async fn agent_status(ip: IpAddr, port: u16) -> Result<AgentStatus, String> {
-    let ask = async {
-        let mut stream = TcpStream::connect((ip, port)).await.map_err(|e| e.to_string())?;
-        let request = format!("GET /status HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&answer);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return Err(head.lines().next().unwrap_or("").to_string());
-        }
-        serde_json::from_str(body).map_err(|e| format!("status does not parse: {e}"))
-    };
-    tokio::time::timeout(AGENT_TIMEOUT, ask).await.map_err(|_| "no answer in time".to_string())?
+    let body = nonstop_agent::http::get_tcp((ip, port).into(), "/status", AGENT_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&body).map_err(|e| format!("status does not parse: {e}"))
 }

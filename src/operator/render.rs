@@ -21,7 +21,7 @@ use kube::Resource;
 use nonstop_agent::config::Config;
 use serde_json::json;
 
-use crate::api::{BgpGateway, BgpGatewaySpec, Strategy};
+use crate::api::{AdminBind, BgpGateway, BgpGatewaySpec, Strategy};
 
 /// Labels every object of a gateway carries.
 pub const GATEWAY_LABEL: &str = "nonstop.dev/gateway";
@@ -41,12 +41,16 @@ const GRACE_MARGIN: u32 = 30;
 /// makes a new revision (and so a rollout); upgrade settings, the node
 /// selector and the status do not.
 pub fn revision(spec: &BgpGatewaySpec) -> String {
-    let inputs = json!({
+    let mut inputs = json!({
         "image": spec.image,
         "config": agent_config(spec),
         "tolerations": spec.tolerations,
         "resources": spec.resources,
     });
+    // Only when set, so that gateways without it keep their revision.
+    if spec.admin_bind != AdminBind::All {
+        inputs["adminBind"] = json!(spec.admin_bind);
+    }
     format!("{:016x}", fnv1a(inputs.to_string().as_bytes()))[..10].to_string()
 }
 
@@ -167,6 +171,9 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
     args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
     if spec.router_id.is_none() {
         args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
+    }
+    if spec.admin_bind == AdminBind::Node {
+        args.extend(["--admin-ip".into(), "$(NODE_IP)".into()]);
     }
 
     let mut volumes = vec![

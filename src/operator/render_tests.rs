@@ -25,6 +25,7 @@ fn the_revision_changes_with_what_reaches_the_pod_only() {
     assert!(changed(&|g| g.spec.peers[0].hold_time = 30));
     assert!(changed(&|g| g.spec.announce.pop().map(drop).unwrap_or(())));
     assert!(changed(&|g| g.spec.admin_port = 9180));
+    assert!(changed(&|g| g.spec.admin_bind = crate::api::AdminBind::Node));
     assert!(!changed(&|g| g.spec.upgrade.pause_seconds = 5), "upgrade settings do not roll");
     assert!(!changed(&|g| g.spec.upgrade.paused = true));
     assert!(!changed(&|g| {
@@ -105,4 +106,31 @@ fn long_node_names_still_make_valid_pod_names() {
         pod_name("edge", &node, "0123456789"),
         pod_name("edge", &"m".repeat(250), "0123456789")
     );
+}
+
+#[test]
+fn the_admin_port_can_be_kept_to_the_node_address() {
+    let args = |gw: &BgpGateway| {
+        let pod = pod(gw, "node-1", &revision(&gw.spec));
+        pod.spec.unwrap().containers[0].args.clone().unwrap().join(" ")
+    };
+    let mut gw = example();
+    assert!(!args(&gw).contains("--admin-ip"), "every address by default");
+    gw.spec.admin_bind = crate::api::AdminBind::Node;
+    assert!(args(&gw).contains("--admin-ip $(NODE_IP)"), "{}", args(&gw));
+}
+
+#[test]
+fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
+    let gw = example();
+    let pod = pod(&gw, "node-1", &revision(&gw.spec));
+    let tolerations = pod.spec.unwrap().tolerations.unwrap();
+    for key in [
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let t = tolerations.iter().find(|t| t.key.as_deref() == Some(key)).expect(key);
+        assert_eq!(t.toleration_seconds, None, "{key}: never evicted for it");
+    }
 }

@@ -8,14 +8,18 @@
 //!   POST /stop?mode=restart|decommission   (control socket only)
 //! ```
 //!
-//! Two routes and no bodies do not need an HTTP framework.
+//! Both doors are [`crate::http`] servers, bounded in connections, request
+//! size and time: the admin port is reachable from the network.
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use hyper::{Method, StatusCode};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
+
+use crate::http::{self, Answer, Limits};
 
 /// Renders the current answer for a path; None is 404.
 pub type Render = std::sync::Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
@@ -30,72 +34,46 @@ pub enum StopMode {
 }
 
 pub async fn serve_tcp(listener: TcpListener, render: Render) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let render = render.clone();
-        tokio::spawn(async move { answer(stream, &render, None).await });
-    }
+    let handler = Arc::new(move |method: &Method, path: &str| answer(method, path, &render, None));
+    http::serve(listener, Limits::default(), handler).await;
 }
 
 /// The control socket: the same GETs, plus POST /stop (owner-only socket).
 pub async fn serve_unix(listener: UnixListener, render: Render, stop: mpsc::Sender<StopMode>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let render = render.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { answer(stream, &render, Some(&stop)).await });
-    }
+    let handler =
+        Arc::new(move |method: &Method, path: &str| answer(method, path, &render, Some(&stop)));
+    http::serve(listener, Limits::default(), handler).await;
 }
 
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+fn answer(
+    method: &Method,
+    path: &str,
     render: &Render,
     stop: Option<&mpsc::Sender<StopMode>>,
-) {
-    let mut request = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk)).await
-        {
-            Ok(Ok(n)) if n > 0 => request.extend_from_slice(&chunk[..n]),
-            _ => return,
-        }
-    }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+) -> Answer {
     let mode = match path {
         "/stop?mode=restart" => Some(StopMode::Restart),
         "/stop?mode=decommission" => Some(StopMode::Decommission),
         _ => None,
     };
-    let (status, content_type, body) = match (method, stop, mode) {
-        ("POST", Some(stop), Some(mode)) => {
-            let _ = stop.send(mode).await;
-            (
-                "202 Accepted",
-                "text/plain",
+    match (method, stop, mode) {
+        (&Method::POST, Some(stop), Some(mode)) => match stop.try_send(mode) {
+            Ok(()) => Answer::text(
+                StatusCode::ACCEPTED,
                 format!("stopping ({mode:?}), pid {}\n", std::process::id()),
-            )
-        }
-        ("POST", Some(_), None) => (
-            "400 Bad Request",
-            "text/plain",
-            "POST /stop?mode=restart or /stop?mode=decommission\n".to_string(),
-        ),
-        ("GET", _, _) => match render(path) {
-            Some((content_type, body)) => ("200 OK", content_type, body),
-            None => ("404 Not Found", "text/plain", format!("no such path: {path}\n")),
+            ),
+            Err(_) => Answer::text(StatusCode::CONFLICT, "already stopping\n"),
         },
-        _ => ("405 Method Not Allowed", "text/plain", "only GET here\n".to_string()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
+        (&Method::POST, Some(_), None) => Answer::text(
+            StatusCode::BAD_REQUEST,
+            "POST /stop?mode=restart or /stop?mode=decommission\n",
+        ),
+        (&Method::GET, _, _) => match render(path) {
+            Some((content_type, body)) => Answer::ok(content_type, body),
+            None => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}\n")),
+        },
+        _ => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n"),
+    }
 }
 
 /// GET `path` over the control socket; the body, or why it failed.
@@ -105,15 +83,10 @@ pub async fn get(socket: &Path, path: &str) -> io::Result<String> {
 
 /// A request over the control socket; the body of a 2xx answer, or why not.
 pub async fn request(socket: &Path, method: &str, path: &str) -> io::Result<String> {
-    let mut stream = UnixStream::connect(socket).await?;
-    stream.write_all(format!("{method} {path} HTTP/1.1\r\nhost: agent\r\n\r\n").as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 2") {
-        return Err(io::Error::other(head.lines().next().unwrap_or("").to_string()));
-    }
-    Ok(body.to_string())
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    http::request_unix(socket, method, path).await.map_err(|e| match e {
+        http::ClientError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    })
 }

@@ -61,6 +61,19 @@ pub struct RunOptions {
     pub pod: Option<String>,
     /// How to take over from an agent already running in the state dir.
     pub takeover: Takeover,
+    /// Overrides the address of `admin` in the config (the operator passes
+    /// the node's IP when the gateway keeps the admin port to the node).
+    pub admin_ip: Option<IpAddr>,
+}
+
+impl RunOptions {
+    /// The config file's settings with this run's overrides.
+    fn effective(&self, mut config: Config) -> Config {
+        if let Some(ip) = self.admin_ip {
+            config.admin.set_ip(ip);
+        }
+        config
+    }
 }
 
 /// How a starting agent takes over from one already running in its state dir.
@@ -198,7 +211,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
     let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
-    let config = Config::load(&options.config)?;
+    let config = options.effective(Config::load(&options.config)?);
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -555,7 +568,7 @@ impl Speaker {
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
         let new = match Config::load(&self.options.config) {
-            Ok(c) => c,
+            Ok(c) => self.options.effective(c),
             Err(e) => {
                 error!("reload refused, keeping the running config: {e}");
                 return;
