@@ -28,11 +28,14 @@ from helm_python.chart import lint, values_from_yaml
 
 def set_value(values, assignment):
     """`a.b=c` as Helm's --set does for plain keys: true/false/null and
-    integers become those types, everything else a string."""
+    integers become those types, `{x,y}` a list of strings, everything else
+    a string."""
     if "=" not in assignment:
         sys.exit(f"--set {assignment}: expected key=value")
     key, raw = assignment.split("=", 1)
-    if raw in ("true", "false"):
+    if raw.startswith("{") and raw.endswith("}"):
+        value = [v for v in raw[1:-1].split(",") if v]
+    elif raw in ("true", "false"):
         value = raw == "true"
     elif raw == "null":
         value = None

@@ -72,6 +72,8 @@ fn the_chart_renders_its_defaults() {
     assert!(pod["affinity"]["podAntiAffinity"].is_object(), "one replica per node");
     assert!(find(&objects, "Service").is_some(), "metrics Service on by default");
     assert!(find(&objects, "ServiceMonitor").is_none(), "ServiceMonitor off by default");
+    let args = strings(&container["args"]);
+    assert!(!args.iter().any(|a| a.starts_with("--allowed-")), "no policy by default: {args:?}");
     // The leader Lease belongs to the release, so uninstall removes it.
     assert!(named(&objects, "Lease", "nonstop-operator").is_some());
     // helm uninstall first takes every gateway down, with its own rights.
@@ -102,6 +104,13 @@ fn every_value_reaches_the_objects() {
         args.contains(&"--metrics=0.0.0.0:9999") && args.contains(&"--lease-seconds=20"),
         "{args:?}"
     );
+    for policy in [
+        "--allowed-namespaces=edge,infra",
+        "--allowed-images=registry.example/",
+        "--allowed-prefixes=203.0.113.0/24,2001:db8::/32",
+    ] {
+        assert!(args.contains(&policy), "{policy}: {args:?}");
+    }
     assert_eq!(env(container, "NONSTOP_LOG"), "nonstop=debug,info");
     assert_eq!(env(container, "NONSTOP_AGENT_IMAGE"), "registry.example/nonstop-agent:9.9.8");
     let job = named(&objects, "Job", "nonstop-uninstall").unwrap();
@@ -133,6 +142,7 @@ fn wrong_values_are_refused_by_name() {
         ("replica=2", "replica", "additional"),
         ("uninstall.timeoutSeconds=soon", "/uninstall/timeoutSeconds", "want integer"),
         ("agent.image.tag=2", "/agent/image/tag", "want string"),
+        ("policy.prefixes={203.0.113.0}", "/policy/prefixes/0", ""),
     ];
     for (set, path, why) in cases {
         let err = helm(&["template", "t", chart.to_str().unwrap(), "--set", set]).unwrap_err();

@@ -318,3 +318,51 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
 }
+
+#[test]
+fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
+    // The lab installs the operator with a policy: the lab's images, and
+    // the two documentation prefixes the tests announce.
+    let s = Setup::new("e2e-policy");
+    let ready = |want: &str| {
+        eventually(Duration::from_secs(30), want, || {
+            let status = s.status();
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .cloned();
+            match ready {
+                Some(c) if c["reason"] == want => {
+                    Ok(c["message"].as_str().unwrap_or("").to_string())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+    };
+    let foreign = s.gateway("registry.example/agent:v1", "Handoff");
+    s.ns.apply(&foreign).unwrap();
+    let message = ready("PolicyViolation");
+    assert!(message.contains("image registry.example/agent:v1 is not allowed"), "{message}");
+    assert!(message.contains("--allowed-images"), "{message}");
+    assert!(s.pod_images().unwrap().is_empty(), "no agent for a refused gateway");
+
+    let wider =
+        s.gateway("nonstop-agent:v1", "Handoff").replace("198.51.100.0/24", "198.51.0.0/16");
+    s.ns.apply(&wider).unwrap();
+    let message = ready("PolicyViolation");
+    assert!(message.contains("spec.announce[0].prefix 198.51.0.0/16 is outside"), "{message}");
+    assert!(s.pod_images().unwrap().is_empty());
+
+    // Within the policy it runs; a later change outside it touches nothing.
+    s.serving_v1("Handoff");
+    let before = Tally::of(&s.router, &uplinks());
+    s.set_image("registry.example/agent:v2");
+    ready("PolicyViolation");
+    let images = s.pod_images().unwrap();
+    assert!(images.iter().all(|(_, i)| i == "nonstop-agent:v1"), "{images:?}");
+    s.wait_routes_from(&NODES, Duration::from_secs(5));
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.is_empty(), "the router saw: {seen:?}");
+}

@@ -21,6 +21,9 @@ use crate::{Shape, controlplane, lab_dir};
 
 /// Where `install_nonstop` puts the operator.
 pub const OPERATOR_NS: &str = "nonstop-system";
+/// The policy `install_nonstop` gives the operator (chart values).
+pub const LAB_POLICY_IMAGES: &str = "policy.images={nonstop-agent:,ghcr.io/nonstop-dev/}";
+pub const LAB_POLICY_PREFIXES: &str = "policy.prefixes={198.51.100.0/24,203.0.113.0/24}";
 
 /// Waits for `check` to pass, at most `limit`; panics with what it waited
 /// for and the last answer.
@@ -133,13 +136,32 @@ impl Lab {
             &repo.join("crds").display().to_string(),
         ])?;
         let _ = self.kubectl(&["create", "namespace", OPERATOR_NS]);
+        let chart = repo.join("charts/nonstop").display().to_string();
+        // A policy as a cluster admin would set one: the lab's images and
+        // the documentation prefixes the demo and the tests announce.
+        let values = [
+            "--set",
+            "image.tag=dev",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            LAB_POLICY_IMAGES,
+            "--set",
+            LAB_POLICY_PREFIXES,
+        ];
         if !self.lab(&["helm", "list", "-n", OPERATOR_NS])?.contains("\"nonstop\"") {
-            let chart = repo.join("charts/nonstop").display().to_string();
             // --skip-crds: applied above; this API server (1.20) cannot take
             // CEL fields through Helm's server-side apply.
-            let args = ["helm", "install", "nonstop", &chart, "-n", OPERATOR_NS];
-            let set = ["--set", "image.tag=dev", "--set", "image.pullPolicy=Never", "--skip-crds"];
-            self.lab(&[&args[..], &set[..]].concat())?;
+            let args = ["helm", "install", "nonstop", &chart, "-n", OPERATOR_NS, "--skip-crds"];
+            self.lab(&[&args[..], &values[..]].concat())?;
+        } else if !self
+            .kubectl(&["-n", OPERATOR_NS, "get", "deployment", "-o", "jsonpath={..args}"])?
+            .contains("--allowed-images")
+        {
+            // Installed otherwise (the README journey's own release): the same
+            // values, so every test runs under the same policy.
+            let args = ["helm", "upgrade", "nonstop", &chart, "-n", OPERATOR_NS];
+            self.lab(&[&args[..], &values[..]].concat())?;
         }
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {

@@ -45,6 +45,17 @@ enum Command {
         /// The agent image of gateways that leave `spec.image` out.
         #[arg(long, env = "NONSTOP_AGENT_IMAGE")]
         agent_image: Option<String>,
+        /// Namespaces that may hold gateways (comma-separated; all when empty).
+        #[arg(long, value_delimiter = ',')]
+        allowed_namespaces: Vec<String>,
+        /// Image reference prefixes a gateway's agent image must start with
+        /// (comma-separated; any image when empty).
+        #[arg(long, value_delimiter = ',')]
+        allowed_images: Vec<String>,
+        /// Prefixes every announced prefix must lie within (comma-separated
+        /// CIDRs; any prefix when empty).
+        #[arg(long, value_delimiter = ',')]
+        allowed_prefixes: Vec<String>,
     },
 }
 
@@ -72,8 +83,22 @@ fn main() -> ExitCode {
             lease_seconds,
             metrics,
             agent_image,
+            allowed_namespaces,
+            allowed_images,
+            allowed_prefixes,
         } => {
             nonstop_agent::init_logging();
+            let policy = match nonstop::operator::policy::Policy::new(
+                &allowed_namespaces,
+                &allowed_images,
+                &allowed_prefixes,
+            ) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let identity = identity.unwrap_or_else(|| {
                 format!(
                     "{}-{}",
@@ -88,6 +113,7 @@ fn main() -> ExitCode {
                 lease_duration: Duration::from_secs(lease_seconds.max(2)),
                 metrics,
                 agent_image: agent_image.filter(|i| !i.trim().is_empty()),
+                policy,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime.expect("tokio runtime").block_on(nonstop::operator::run(options)) {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod uninstall;
@@ -51,6 +52,8 @@ pub struct Options {
     pub metrics: SocketAddr,
     /// The image of gateways that leave `spec.image` out.
     pub agent_image: Option<String>,
+    /// What cluster admins allow a gateway to be.
+    pub policy: policy::Policy,
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
@@ -90,6 +93,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         metrics,
         agent_image: options.agent_image.clone(),
         leadership: elector.leadership(),
+        policy: options.policy.clone(),
     });
     let gateways = Api::<BgpGateway>::all(client.clone());
     let controller = Controller::new(gateways, watcher::Config::default());

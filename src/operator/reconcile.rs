@@ -23,6 +23,7 @@ use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::observe::observe;
 use super::plan::{Action, Input, Related, Step, plan};
+use super::policy::Policy;
 use super::render;
 use crate::api::BgpGateway;
 
@@ -37,6 +38,8 @@ pub struct Context {
     pub agent_image: Option<String>,
     /// Asked before every write: a replica that lost the lead writes nothing.
     pub leadership: Leadership,
+    /// What cluster admins allow (the operator's --allowed-* flags).
+    pub policy: Policy,
 }
 
 impl std::fmt::Debug for Context {
@@ -51,6 +54,8 @@ pub enum Error {
     Api(#[from] kube::Error),
     #[error("the gateway's spec: {0}")]
     Spec(String),
+    #[error("the cluster's policy: {0}")]
+    Policy(String),
     #[error("not the leader (the lease was not renewed in time): writing nothing")]
     NotLeader,
 }
@@ -60,6 +65,7 @@ impl Error {
         match self {
             Error::Api(_) => "api",
             Error::Spec(_) => "spec",
+            Error::Policy(_) => "policy",
             Error::NotLeader => "not_leader",
         }
     }
@@ -91,7 +97,7 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
                 let message = "spec.image is left out and the operator has no default agent \
                                image (--agent-image, the chart's agent.image): set one of them";
                 ctx.may_write()?;
-                write_invalid(&gateways, &gw, message).await?;
+                write_invalid(&gateways, &gw, "InvalidSpec", message).await?;
                 return Err(Error::Spec(message.into()));
             }
             None => {}
@@ -106,8 +112,19 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
     {
         let message = format!("the spec breaks these rules, fix them: {problems}");
         ctx.may_write()?;
-        write_invalid(&gateways, &gw, &message).await?;
+        write_invalid(&gateways, &gw, "InvalidSpec", &message).await?;
         return Err(Error::Spec(message));
+    }
+    // Outside what the cluster admins allow: refused the same way.
+    let broken = ctx.policy.check(&namespace, &gw.spec.image, &gw.spec);
+    if gw.metadata.deletion_timestamp.is_none() && !broken.is_empty() {
+        let message = format!(
+            "refused by the operator's policy, nothing on the nodes changes: {}",
+            broken.join("; ")
+        );
+        ctx.may_write()?;
+        write_invalid(&gateways, &gw, "PolicyViolation", &message).await?;
+        return Err(Error::Policy(message));
     }
 
     let revision = render::revision(&gw.spec);
@@ -169,7 +186,7 @@ pub fn error_policy(gw: Arc<BgpGateway>, error: &Error, ctx: Arc<Context>) -> Re
     ctx.metrics.error(error.kind());
     warn!(gateway = %gw.name_any(), "reconcile failed: {error}");
     Requeue::requeue(match error {
-        Error::Spec(_) => Duration::from_secs(60),
+        Error::Spec(_) | Error::Policy(_) => Duration::from_secs(60),
         Error::Api(_) | Error::NotLeader => Duration::from_secs(5),
     })
 }
@@ -230,14 +247,15 @@ async fn ensure_config_map(client: &Client, gw: &BgpGateway, revision: &str) -> 
     }
 }
 
+/// Ready False with `reason` and `message`; nothing else is touched.
 async fn write_invalid(
     gateways: &Api<BgpGateway>,
     gw: &BgpGateway,
+    reason: &str,
     message: &str,
 ) -> Result<(), Error> {
     let mut status = gw.status.clone().unwrap_or_default();
-    let already =
-        status.conditions.iter().any(|c| c.reason == "InvalidSpec" && c.message == message);
+    let already = status.conditions.iter().any(|c| c.reason == reason && c.message == message);
     if already {
         return Ok(());
     }
@@ -245,7 +263,7 @@ async fn write_invalid(
     status.conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         type_: "Ready".into(),
         status: "False".into(),
-        reason: "InvalidSpec".into(),
+        reason: reason.into(),
         message: message.into(),
         observed_generation: gw.metadata.generation,
         last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
