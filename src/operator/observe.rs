@@ -31,7 +31,9 @@ pub async fn observe(client: &Client, gw: &BgpGateway, finalizer: &str) -> kube:
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     let mut missing_secrets = Vec::new();
     for secret in render::secret_names(&gw.spec) {
-        if secrets.get_opt(&secret).await?.is_none() {
+        // Metadata only: the password never reaches the operator (the
+        // API server sends a PartialObjectMetadata, no data).
+        if secrets.get_metadata_opt(&secret).await?.is_none() {
             missing_secrets.push(secret);
         }
     }
