@@ -1,6 +1,6 @@
 //! Hitless handoff: a successor agent on the same node takes the listener and
-//! every live session over from the running agent (DESIGN.md). This module
-//! owns the protocol and its decisions, sans I/O:
+//! every live session over from the running agent (the README's "The ways an
+//! agent stops"). This module owns the protocol and its decisions, sans I/O:
 //!
 //! ```text
 //!  protocol      — the messages and their bytes
