@@ -434,3 +434,51 @@ fn a_session_is_the_same_within_a_few_milliseconds_only() {
         assert_eq!(a == b, same, "{a:?} vs {b:?}");
     }
 }
+
+/// The successor took the node over, then died for good (a supervisor that
+/// gives up, an image that crashes on start): the retired predecessor,
+/// finding no active agent for half the Graceful Restart time, exits
+/// non-zero saying why, so that its supervisor (the kubelet) restarts it —
+/// and the restarted agent takes the node back while the router still holds
+/// the routes.
+#[test]
+fn a_retired_agent_gives_the_node_back_when_its_successor_dies() {
+    let link = Link::new("ho-orphan");
+    let router = Gobgp::start(&link, &setup(0, 0));
+    // restartTime 12: the router keeps the routes 12 s; the retired agent
+    // waits half of that for a successor.
+    let yaml = config(&link, SMALL).replace("restartTime: 30", "restartTime: 12");
+    let mut old = Agent::start(&link.a, &link.dir, &yaml);
+    old.wait_established(&link.b_v4);
+    wait_small_table(&router);
+    let mut router = router;
+    router.watch();
+    let mut new = Agent::successor(&link.a, &link.dir, &yaml, &[], "agent-new.log");
+    let new_pid = new.daemon.child.id();
+    eventually(Duration::from_secs(30), "the successor's takeover", || {
+        let s = new.status()?;
+        let done = s["pid"] == new_pid && s["last_handoff"]["result"] == "completed";
+        if done { Ok(()) } else { Err(s["last_handoff"].to_string()) }
+    });
+    new.daemon.signal("KILL");
+    new.daemon.wait_exit(Duration::from_secs(5));
+
+    let status = old.daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "the orphaned agent exits non-zero: {status}");
+    let log = old.daemon.log_text();
+    assert!(log.contains("no agent is active on this node"), "{log}");
+    assert!(log.contains("the successor died"), "{log}");
+
+    // Restarted (as the kubelet would): it takes the node back.
+    let back = Agent::successor(&link.a, &link.dir, &yaml, &[], "agent-back.log");
+    back.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(30), "every route fresh at the router", || {
+        let (held, stale) = (ours(&router)?.len(), Router::stale(&router)?);
+        if (held, stale) == (SMALL as usize, 0) {
+            Ok(())
+        } else {
+            Err(format!("{held}, {stale} stale"))
+        }
+    });
+    assert_eq!(router.withdrawals(), 0, "no withdrawal while the node had no agent");
+}

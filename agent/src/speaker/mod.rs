@@ -103,6 +103,11 @@ pub enum RunError {
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("handoff failed, the running agent keeps serving: {0}")]
     Handoff(String),
+    #[error(
+        "retired, and no agent has been active on this node for {0:?} (the successor died): \
+         exiting so that this agent is restarted and takes the node back with Graceful Restart"
+    )]
+    Orphaned(Duration),
 }
 
 /// The one capability the agent needs, named where its absence shows.
@@ -199,6 +204,20 @@ pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc
         out.insert(p.address, Arc::from(bytes));
     }
     Ok(out)
+}
+
+/// How long a retired agent lets its node go without an active agent before
+/// it gives up waiting for the successor: half the shortest Graceful Restart
+/// time a router grants (so a restarted agent is back while the routers still
+/// hold the routes), within 5–60 s.
+fn orphan_bound(config: &Config) -> Duration {
+    let shortest = config
+        .peers
+        .iter()
+        .map(|p| u64::from(p.graceful_restart.restart_time))
+        .min()
+        .unwrap_or(120);
+    Duration::from_secs((shortest / 2).clamp(5, 60))
 }
 
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
@@ -361,11 +380,42 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             admin_task.abort();
             drop(admin_fd);
             let successor = speaker.standing.lock().expect("standing").successor.clone();
+            let bound = orphan_bound(&speaker.config);
+            let mut orphaned: Option<std::time::Instant> = None;
+            let mut look = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,
                     Some(_) = stop_rx.recv() => break,
+                    _ = look.tick() => {
+                        // The successor holds the state dir's lock while it
+                        // lives. Free for `bound`: it died before it could
+                        // serve (and is not coming back in time).
+                        match handoff::try_lock(&speaker.options.state_dir) {
+                            Ok(Some(lock)) => {
+                                drop(lock);
+                                let since = *orphaned.get_or_insert_with(|| {
+                                    warn!(
+                                        bound_s = bound.as_secs(),
+                                        "retired, and no agent is active on this node: \
+                                         waiting that long for the successor to come back"
+                                    );
+                                    std::time::Instant::now()
+                                });
+                                if since.elapsed() >= bound {
+                                    let _ = std::fs::remove_file(speaker.retired_control());
+                                    return Err(RunError::Orphaned(since.elapsed()));
+                                }
+                            }
+                            Ok(None) => {
+                                if orphaned.take().is_some() {
+                                    info!("an agent is active on this node again");
+                                }
+                            }
+                            Err(e) => debug!("looking at the state dir's lock: {e}"),
+                        }
+                    }
                     Some((channel, _)) = knocks.recv() => {
                         let who = successor.as_ref().map_or(0, |s| s.pid);
                         let _ = channel.send(&crate::handoff::protocol::Message::Abort(
@@ -671,5 +721,28 @@ impl Speaker {
             }
         };
         let _ = tokio::time::timeout(limit, all).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_agent_waits_half_the_shortest_restart_time_within_bounds() {
+        let config = |times: &[u16]| {
+            let peers: Vec<String> = times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("- {{address: 10.0.0.{}, asn: 65000, gracefulRestart: {{restartTime: {t}}}}}", i + 1))
+                .collect();
+            let yaml = format!("asn: 65001\nrouterId: 10.0.0.9\npeers:\n{}\n", peers.join("\n"));
+            serde_yaml_ng::from_str::<Config>(&yaml).unwrap()
+        };
+        let cases: [(&[u16], u64); 5] =
+            [(&[120], 60), (&[30, 12], 6), (&[4], 5), (&[4095], 60), (&[], 60)];
+        for (times, want) in cases {
+            assert_eq!(orphan_bound(&config(times)), Duration::from_secs(want), "{times:?}");
+        }
     }
 }

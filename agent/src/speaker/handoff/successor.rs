@@ -21,9 +21,7 @@ use tracing::{info, warn};
 use super::super::descriptors;
 use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
-use super::{
-    ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step, try_lock,
-};
+use super::{ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step};
 use crate::handoff::protocol::{Message, RibPart, SessionState};
 use crate::handoff::rib_state;
 use crate::handoff::session_state::{monotonic_ns, thaw};
@@ -95,8 +93,10 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
         Ok((Message::Welcome(w), _)) => w,
         Ok((Message::Abort(why), _)) => {
             // A retired agent still answers on its old socket; when no agent
-            // holds the lock, nobody is active and we start cold.
-            return match try_lock(dir) {
+            // holds the lock, nobody is active and we start cold. (The
+            // retired agent's own look at the lock holds it for an instant:
+            // look for a moment, not once.)
+            return match lock_after_close(dir) {
                 Ok(Some(_)) => {
                     info!(
                         "the agent at {} refused ({why}) and none is active: starting cold",
