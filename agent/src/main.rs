@@ -51,6 +51,10 @@ enum Command {
         /// the address of `admin` in the config (its port stays).
         #[arg(long)]
         admin_ip: Option<std::net::IpAddr>,
+        /// When this agent's pod was created (Unix ms; the operator sets it):
+        /// the agent never takes a node over from the agent of a newer pod.
+        #[arg(long, env = "NONSTOP_POD_CREATED_MS")]
+        pod_created_ms: Option<u64>,
     },
     /// Exit 0 when the agent answering in the state dir is active (and, with
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
@@ -96,7 +100,16 @@ enum StopArg {
 fn main() -> ExitCode {
     nonstop_agent::init_logging();
     match Cli::parse().command {
-        Command::Run { config, state_dir, router_id, secrets_dir, pod, takeover, admin_ip } => {
+        Command::Run {
+            config,
+            state_dir,
+            router_id,
+            secrets_dir,
+            pod,
+            takeover,
+            admin_ip,
+            pod_created_ms,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
                 config,
@@ -109,6 +122,7 @@ fn main() -> ExitCode {
                     TakeoverArg::Restart => Takeover::Restart,
                 },
                 admin_ip,
+                pod_created_ms,
             }));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

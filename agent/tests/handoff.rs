@@ -482,3 +482,42 @@ fn a_retired_agent_gives_the_node_back_when_its_successor_dies() {
     });
     assert_eq!(router.withdrawals(), 0, "no withdrawal while the node had no agent");
 }
+
+/// An older pod's agent, restarted after a newer one took the node (its
+/// container crashed mid-handoff, say), does not take the node back: it
+/// exits 0 and the newer agent keeps serving, untouched.
+#[test]
+fn an_older_pods_agent_never_takes_the_node_back() {
+    let link = Link::new("ho-older");
+    let mut router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, SMALL);
+    let newer = [("NONSTOP_POD_CREATED_MS", "1800000002000")];
+    let active = Agent::successor(&link.a, &link.dir, &yaml, &newer, "agent-newer.log");
+    active.wait_established(&link.b_v4);
+    wait_small_table(&router);
+    router.watch();
+    let session = router.session().unwrap();
+
+    let older = [("NONSTOP_POD_CREATED_MS", "1800000001000")];
+    let mut old = Agent::successor(&link.a, &link.dir, &yaml, &older, "agent-older.log");
+    let status = old.daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "the older pod's agent exits 0: {status}");
+    let log = old.daemon.log_text();
+    assert!(log.contains("the agent of a newer pod is active on this node"), "{log}");
+    let peer = active.wait_established(&link.b_v4);
+    assert_eq!(peer["established_transitions"], 1, "the newer agent's session never moved");
+    assert!(active.status().unwrap()["last_handoff"].is_null(), "no handoff was asked of it");
+    assert_eq!(router.session().unwrap(), session);
+    assert_eq!(router.withdrawals(), 0);
+
+    // A newer pod's agent still takes over, as in every upgrade.
+    let newest = [("NONSTOP_POD_CREATED_MS", "1800000003000")];
+    let next = Agent::successor(&link.a, &link.dir, &yaml, &newest, "agent-newest.log");
+    let next_pid = next.daemon.child.id();
+    eventually(Duration::from_secs(30), "the newest agent's takeover", || {
+        let s = next.status()?;
+        let done = s["pid"] == next_pid && s["last_handoff"]["result"] == "completed";
+        if done { Ok(()) } else { Err(s["last_handoff"].to_string()) }
+    });
+    assert_eq!(router.session().unwrap(), session);
+}

@@ -214,7 +214,8 @@ async fn apply(
             gateways.patch(&gw.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
         }
         Action::CreatePod { node, revision } => {
-            let pod = render::pod(gw, node, revision);
+            let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
+            let pod = render::pod(gw, node, revision, now);
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {} // made by an earlier reconcile

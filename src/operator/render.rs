@@ -130,8 +130,10 @@ pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
     format!("/var/run/nonstop/{namespace}/{gateway}")
 }
 
-/// The agent pod for `node` at `revision`.
-pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
+/// The agent pod for `node` at `revision`, created at `created_ms` (Unix
+/// ms): the agent learns it, so that an older pod's agent never takes the
+/// node back from a newer one.
+pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone().unwrap_or_default();
     let pod_name = pod_name(&name, node, revision);
@@ -161,6 +163,11 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str) -> Pod {
         EnvVar {
             name: "NONSTOP_TAKEOVER".into(),
             value: Some(takeover.into()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NONSTOP_POD_CREATED_MS".into(),
+            value: Some(created_ms.to_string()),
             ..Default::default()
         },
     ];

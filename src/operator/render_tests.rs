@@ -37,7 +37,7 @@ fn the_revision_changes_with_what_reaches_the_pod_only() {
 fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     let gw = example();
     let rev = revision(&gw.spec);
-    let pod = pod(&gw, "node-2", &rev);
+    let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000);
     assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}").as_str()));
     let spec = pod.spec.unwrap();
     assert_eq!(spec.host_network, Some(true));
@@ -111,7 +111,7 @@ fn long_node_names_still_make_valid_pod_names() {
 #[test]
 fn the_admin_port_can_be_kept_to_the_node_address() {
     let args = |gw: &BgpGateway| {
-        let pod = pod(gw, "node-1", &revision(&gw.spec));
+        let pod = pod(gw, "node-1", &revision(&gw.spec), 1_800_000_000_000);
         pod.spec.unwrap().containers[0].args.clone().unwrap().join(" ")
     };
     let mut gw = example();
@@ -123,7 +123,7 @@ fn the_admin_port_can_be_kept_to_the_node_address() {
 #[test]
 fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
     let gw = example();
-    let pod = pod(&gw, "node-1", &revision(&gw.spec));
+    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000);
     let tolerations = pod.spec.unwrap().tolerations.unwrap();
     for key in [
         "node.kubernetes.io/unschedulable",

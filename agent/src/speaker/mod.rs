@@ -64,7 +64,17 @@ pub struct RunOptions {
     /// Overrides the address of `admin` in the config (the operator passes
     /// the node's IP when the gateway keeps the admin port to the node).
     pub admin_ip: Option<IpAddr>,
+    /// When the operator created this agent's pod (Unix ms): an agent never
+    /// takes a node over from the agent of a newer pod (see [`ORDER_FILE`]).
+    pub pod_created_ms: Option<u64>,
 }
+
+/// In the state dir: the pod creation time of the active agent, written as
+/// it becomes active. An older pod's agent that is restarted (its container
+/// crashed mid-handoff, say) finds a newer one serving and leaves it be,
+/// rather than handing the node back and racing the operator, which is
+/// about to delete that older pod.
+pub const ORDER_FILE: &str = "active.pod-created-ms";
 
 impl RunOptions {
     /// The config file's settings with this run's overrides.
@@ -206,6 +216,35 @@ pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc
     Ok(out)
 }
 
+/// The creation time of the active agent's pod when it is newer than ours.
+/// Nobody active (the lock is free), no order on either side: None.
+fn newer_active(options: &RunOptions) -> Option<u64> {
+    let ours = options.pod_created_ms?;
+    let theirs: u64 =
+        std::fs::read_to_string(options.state_dir.join(ORDER_FILE)).ok()?.trim().parse().ok()?;
+    if theirs <= ours {
+        return None;
+    }
+    // Only a live holder of the lock is active; its file may be stale.
+    match handoff::try_lock(&options.state_dir) {
+        Ok(None) => Some(theirs),
+        _ => None,
+    }
+}
+
+/// Records this agent's pod creation time as the active agent's.
+fn write_order(options: &RunOptions) {
+    let path = options.state_dir.join(ORDER_FILE);
+    let written = match options.pod_created_ms {
+        Some(ms) => std::fs::write(&path, ms.to_string()),
+        None => std::fs::remove_file(&path)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
+    };
+    if let Err(e) = written {
+        warn!("cannot record this agent's pod order in {}: {e}", path.display());
+    }
+}
+
 /// How long a retired agent lets its node go without an active agent before
 /// it gives up waiting for the successor: half the shortest Graceful Restart
 /// time a router grants (so a restarted agent is back while the routers still
@@ -239,6 +278,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
 
+    if let Some(newer) = newer_active(&options) {
+        info!(
+            active_pod_created_ms = newer,
+            this_pod_created_ms = options.pod_created_ms,
+            "the agent of a newer pod is active on this node: not taking over from it; exiting"
+        );
+        return Ok(());
+    }
     if options.takeover == Takeover::Restart {
         let control = options.state_dir.join(CONTROL_SOCKET);
         if let Ok(answer) = request(&control, "POST", "/stop?mode=restart").await {
@@ -349,6 +396,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     tokio::spawn(admin::serve_unix(control, render, stop_tx));
     // Later peers (added by a reload) are new to their routers: no R-bit.
     speaker.previous = None;
+    write_order(&speaker.options);
     speaker.heartbeat(Ended::Running);
     speaker.publish_views();
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
