@@ -221,6 +221,45 @@ fn logs(
     }
 }
 
+/// The lab's private venv with helm-python-sdk, made once. Tests call `lab
+/// helm` in parallel, and on a fresh machine the first calls used to build
+/// the venv over each other (a half-installed module, a shared library
+/// rewritten under a running process: SIGBUS). It is built under a lock and
+/// counts as there only once marked complete.
+fn helm_venv() -> nonstop_lab::Result<PathBuf> {
+    let cache = nonstop_lab::cache_dir();
+    let venv = cache.join("helm-venv");
+    let python = venv.join("bin/python");
+    let done = venv.join(".installed");
+    if done.exists() {
+        return Ok(python);
+    }
+    std::fs::create_dir_all(&cache).map_err(nonstop_lab_io("creating the cache dir"))?;
+    let lock = std::fs::File::create(cache.join("helm-venv.lock"))
+        .map_err(nonstop_lab_io("creating the venv lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| nonstop_lab_io("locking the venv")(e.into()))?;
+    if done.exists() {
+        return Ok(python); // built by another caller while we waited
+    }
+    println!("==> installing helm-python-sdk into {}", venv.display());
+    process::run(
+        "python3 -m venv",
+        std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+    )?;
+    process::run(
+        "pip install helm-python-sdk",
+        std::process::Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "helm-python-sdk==0.2.2",
+        ]),
+    )?;
+    std::fs::write(&done, "helm-python-sdk==0.2.2\n")
+        .map_err(nonstop_lab_io("marking the venv installed"))?;
+    Ok(python)
+}
+
 fn main() -> ExitCode {
     let dir = lab_dir();
     let started = Instant::now();
@@ -321,23 +360,7 @@ fn main() -> ExitCode {
 
 /// Runs lab/helm.py in the lab's private venv (made on first use).
 fn helm(dir: &Path, args: &[String]) -> nonstop_lab::Result<()> {
-    let venv = nonstop_lab::cache_dir().join("helm-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        println!("==> installing helm-python-sdk into {}", venv.display());
-        process::run(
-            "python3 -m venv",
-            std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        )?;
-        process::run(
-            "pip install helm-python-sdk",
-            std::process::Command::new(venv.join("bin/pip")).args([
-                "install",
-                "-q",
-                "helm-python-sdk==0.2.2",
-            ]),
-        )?;
-    }
+    let python = helm_venv()?;
     let status = std::process::Command::new(python)
         .arg(repo().join("lab/helm.py"))
         .args(args)
