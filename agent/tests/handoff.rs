@@ -521,3 +521,43 @@ fn an_older_pods_agent_never_takes_the_node_back() {
     });
     assert_eq!(router.session().unwrap(), session);
 }
+
+/// A successor whose pod is deleted while it takes over (SIGTERM before it
+/// serves) stops without a withdrawal: the routers keep the routes, and the
+/// retired predecessor, finding no agent, gives the node back.
+#[test]
+fn a_successor_told_to_stop_while_taking_over_withdraws_nothing() {
+    let link = Link::new("ho-early");
+    let router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, SMALL).replace("restartTime: 30", "restartTime: 12");
+    let mut old = Agent::start(&link.a, &link.dir, &yaml);
+    old.wait_established(&link.b_v4);
+    wait_small_table(&router);
+    let mut router = router;
+    router.watch();
+    let stop_at = [("NONSTOP_TEST_HANDOFF_STOP_AT", "new:commit")];
+    let mut new = Agent::successor(&link.a, &link.dir, &yaml, &stop_at, "agent-new.log");
+    eventually(Duration::from_secs(20), "the successor to stop at new:commit", || {
+        if new.daemon.is_stopped() { Ok(()) } else { Err("running".to_string()) }
+    });
+    new.daemon.signal("TERM");
+    new.daemon.signal("CONT");
+    let status = new.daemon.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let log = new.daemon.log_text();
+    assert!(log.contains("told to stop while starting") && log.contains("Restart"), "{log}");
+
+    let status = old.daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "the retired agent gives the node back: {status}");
+    let back = Agent::successor(&link.a, &link.dir, &yaml, &[], "agent-back.log");
+    back.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(30), "every route fresh at the router", || {
+        let (held, stale) = (ours(&router)?.len(), Router::stale(&router)?);
+        if (held, stale) == (SMALL as usize, 0) {
+            Ok(())
+        } else {
+            Err(format!("{held}, {stale} stale"))
+        }
+    });
+    assert_eq!(router.withdrawals(), 0, "no withdrawal");
+}

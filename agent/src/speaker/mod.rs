@@ -20,6 +20,9 @@ mod handoff;
 pub mod peer;
 mod sockopt;
 pub mod status;
+mod succession;
+pub use succession::ORDER_FILE;
+use succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -68,13 +71,6 @@ pub struct RunOptions {
     /// takes a node over from the agent of a newer pod (see [`ORDER_FILE`]).
     pub pod_created_ms: Option<u64>,
 }
-
-/// In the state dir: the pod creation time of the active agent, written as
-/// it becomes active. An older pod's agent that is restarted (its container
-/// crashed mid-handoff, say) finds a newer one serving and leaves it be,
-/// rather than handing the node back and racing the operator, which is
-/// about to delete that older pod.
-pub const ORDER_FILE: &str = "active.pod-created-ms";
 
 impl RunOptions {
     /// The config file's settings with this run's overrides.
@@ -216,49 +212,6 @@ pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc
     Ok(out)
 }
 
-/// The creation time of the active agent's pod when it is newer than ours.
-/// Nobody active (the lock is free), no order on either side: None.
-fn newer_active(options: &RunOptions) -> Option<u64> {
-    let ours = options.pod_created_ms?;
-    let theirs: u64 =
-        std::fs::read_to_string(options.state_dir.join(ORDER_FILE)).ok()?.trim().parse().ok()?;
-    if theirs <= ours {
-        return None;
-    }
-    // Only a live holder of the lock is active; its file may be stale.
-    match handoff::try_lock(&options.state_dir) {
-        Ok(None) => Some(theirs),
-        _ => None,
-    }
-}
-
-/// Records this agent's pod creation time as the active agent's.
-fn write_order(options: &RunOptions) {
-    let path = options.state_dir.join(ORDER_FILE);
-    let written = match options.pod_created_ms {
-        Some(ms) => std::fs::write(&path, ms.to_string()),
-        None => std::fs::remove_file(&path)
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
-    };
-    if let Err(e) = written {
-        warn!("cannot record this agent's pod order in {}: {e}", path.display());
-    }
-}
-
-/// How long a retired agent lets its node go without an active agent before
-/// it gives up waiting for the successor: half the shortest Graceful Restart
-/// time a router grants (so a restarted agent is back while the routers still
-/// hold the routes), within 5–60 s.
-fn orphan_bound(config: &Config) -> Duration {
-    let shortest = config
-        .peers
-        .iter()
-        .map(|p| u64::from(p.graceful_restart.restart_time))
-        .min()
-        .unwrap_or(120);
-    Duration::from_secs((shortest / 2).clamp(5, 60))
-}
-
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
@@ -301,7 +254,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Ok(Some((t, lock))) => (Some(t), lock),
         Ok(None) => {
             let dir = options.state_dir.clone();
-            let lock = blocking(move || handoff::lock_waiting(&dir, None)).await;
+            // Told to stop while another agent still holds the node: this
+            // one holds nothing, so it just goes.
+            let lock = tokio::select! {
+                lock = blocking(move || handoff::lock_waiting(&dir, None)) => lock,
+                _ = terminate.recv() => return stopped_before_serving("SIGTERM"),
+                _ = interrupt.recv() => return stopped_before_serving("SIGINT"),
+            };
             (None, lock.map_err(RunError::Handoff)?)
         }
         Err(e) => return Err(RunError::Handoff(e)),
@@ -387,6 +346,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         handoff::let_go(a, "nonstop: peer removed");
         info!(peer = %address, "adopted a session with a peer no longer configured: closed");
     }
+    let took_over = takeover.is_some();
     if let Some(t) = takeover {
         speaker.took_over(t, resumed).await;
     }
@@ -402,20 +362,37 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-    let exit = loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
-                Err(e) => warn!("accept: {e}"),
-            },
-            _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
-            _ = hangup.recv() => speaker.reload().await,
-            _ = terminate.recv() => break Exit::Stop(StopMode::Decommission),
-            _ = interrupt.recv() => break Exit::Stop(StopMode::Decommission),
-            Some(mode) = stop_rx.recv() => break Exit::Stop(mode),
-            Some(knock) = knocks.recv() => {
-                if speaker.hand_over(knock, &listener, &admin_fd).await {
-                    break Exit::Retired;
+    // A stop asked for while this agent was still starting: after a
+    // handoff its pod is being deleted mid-upgrade (the operator rolling it
+    // back as it took over), so it stops without a withdrawal — the routers
+    // keep the routes and the retired agent takes the node back (it watches
+    // for that). Started cold, it is a decommission like any other.
+    let early = tokio::select! {
+        biased;
+        _ = terminate.recv() => true,
+        _ = interrupt.recv() => true,
+        () = std::future::ready(()) => false,
+    };
+    let exit = if early {
+        let mode = if took_over { StopMode::Restart } else { StopMode::Decommission };
+        info!(?mode, "told to stop while starting");
+        Exit::Stop(mode)
+    } else {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
+                    Err(e) => warn!("accept: {e}"),
+                },
+                _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
+                _ = hangup.recv() => speaker.reload().await,
+                _ = terminate.recv() => break Exit::Stop(StopMode::Decommission),
+                _ = interrupt.recv() => break Exit::Stop(StopMode::Decommission),
+                Some(mode) = stop_rx.recv() => break Exit::Stop(mode),
+                Some(knock) = knocks.recv() => {
+                    if speaker.hand_over(knock, &listener, &admin_fd).await {
+                        break Exit::Retired;
+                    }
                 }
             }
         }
@@ -769,28 +746,5 @@ impl Speaker {
             }
         };
         let _ = tokio::time::timeout(limit, all).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_retired_agent_waits_half_the_shortest_restart_time_within_bounds() {
-        let config = |times: &[u16]| {
-            let peers: Vec<String> = times
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("- {{address: 10.0.0.{}, asn: 65000, gracefulRestart: {{restartTime: {t}}}}}", i + 1))
-                .collect();
-            let yaml = format!("asn: 65001\nrouterId: 10.0.0.9\npeers:\n{}\n", peers.join("\n"));
-            serde_yaml_ng::from_str::<Config>(&yaml).unwrap()
-        };
-        let cases: [(&[u16], u64); 5] =
-            [(&[120], 60), (&[30, 12], 6), (&[4], 5), (&[4095], 60), (&[], 60)];
-        for (times, want) in cases {
-            assert_eq!(orphan_bound(&config(times)), Duration::from_secs(want), "{times:?}");
-        }
     }
 }
