@@ -381,3 +381,28 @@ fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw: {seen:?}");
 }
+
+#[test]
+fn a_rollout_goes_on_after_the_api_server_restarts_mid_way() {
+    let s = Setup::new("e2e-apiserver");
+    s.serving_v1("Handoff");
+    let before = Tally::of(&s.router, &uplinks());
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    s.set_image("nonstop-agent:v2");
+    eventually(Duration::from_secs(60), "the first node on v2", || {
+        let images = s.pod_images()?;
+        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
+        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
+    });
+    // The API server goes away mid-rollout and comes back (`lab up` starts
+    // what is not running): agents keep serving meanwhile, and the
+    // operator, once it can, finishes where the rollout stands.
+    nonstop_lab::process::stop(s.lab.dir(), "kube-apiserver", Duration::from_secs(10));
+    s.lab.lab(&["up"]).unwrap();
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(180));
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "a node was without routes: {misses:?}");
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
+}
