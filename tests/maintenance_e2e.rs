@@ -295,11 +295,7 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image("nonstop-agent:v2");
-    eventually(Duration::from_secs(60), "the first node on v2", || {
-        let images = s.pod_images()?;
-        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
-        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
-    });
+    s.wait_first_node_on("nonstop-agent:v2");
     let frozen = leader(&s.lab).unwrap();
     let pid = rustix::process::Pid::from_raw(operator_pid(&frozen).expect("the leader")).unwrap();
     struct Thaw(rustix::process::Pid);
@@ -339,26 +335,9 @@ fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
     // The lab installs the operator with a policy: the lab's images, and
     // the two documentation prefixes the tests announce.
     let s = Setup::new("e2e-policy");
-    let ready = |want: &str| {
-        eventually(Duration::from_secs(30), want, || {
-            let status = s.status();
-            let ready = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .cloned();
-            match ready {
-                Some(c) if c["reason"] == want => {
-                    Ok(c["message"].as_str().unwrap_or("").to_string())
-                }
-                other => Err(format!("{other:?}")),
-            }
-        })
-    };
     let foreign = s.gateway("registry.example/agent:v1", "Handoff");
     s.ns.apply(&foreign).unwrap();
-    let message = ready("PolicyViolation");
+    let message = s.wait_ready_reason("PolicyViolation");
     assert!(message.contains("image registry.example/agent:v1 is not allowed"), "{message}");
     assert!(message.contains("--allowed-images"), "{message}");
     assert!(s.pod_images().unwrap().is_empty(), "no agent for a refused gateway");
@@ -366,7 +345,7 @@ fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
     let wider =
         s.gateway("nonstop-agent:v1", "Handoff").replace("198.51.100.0/24", "198.51.0.0/16");
     s.ns.apply(&wider).unwrap();
-    let message = ready("PolicyViolation");
+    let message = s.wait_ready_reason("PolicyViolation");
     assert!(message.contains("spec.announce[0].prefix 198.51.0.0/16 is outside"), "{message}");
     assert!(s.pod_images().unwrap().is_empty());
 
@@ -374,7 +353,7 @@ fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
     s.serving_v1("Handoff");
     let before = Tally::of(&s.router, &uplinks());
     s.set_image("registry.example/agent:v2");
-    ready("PolicyViolation");
+    s.wait_ready_reason("PolicyViolation");
     let images = s.pod_images().unwrap();
     assert!(images.iter().all(|(_, i)| i == "nonstop-agent:v1"), "{images:?}");
     s.wait_routes_from(&NODES, Duration::from_secs(5));
@@ -389,11 +368,7 @@ fn a_rollout_goes_on_after_the_api_server_restarts_mid_way() {
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image("nonstop-agent:v2");
-    eventually(Duration::from_secs(60), "the first node on v2", || {
-        let images = s.pod_images()?;
-        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
-        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
-    });
+    s.wait_first_node_on("nonstop-agent:v2");
     // The API server goes away mid-rollout and comes back (`lab up` starts
     // what is not running): agents keep serving meanwhile, and the
     // operator, once it can, finishes where the rollout stands.

@@ -99,11 +99,7 @@ fn the_other_replica_finishes_a_rollout_when_the_leader_is_killed() {
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     s.set_image("nonstop-agent:v2");
     // Mid-rollout: once the first node is on v2.
-    eventually(Duration::from_secs(60), "the first node on v2", || {
-        let images = s.pod_images()?;
-        let v2 = images.iter().filter(|(_, i)| i == "nonstop-agent:v2").count();
-        if v2 >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
-    });
+    s.wait_first_node_on("nonstop-agent:v2");
     let killed = leader(&s.lab).unwrap();
     let pid = operator_pid(&killed).expect("the leader's process");
     rustix::process::kill_process(
@@ -194,24 +190,7 @@ fn unsatisfiable_specs_say_what_to_fix() {
         .gateway("nonstop-agent:v1", "Handoff")
         .replace("nodeSelector: {nonstop.dev/e2e:", "nodeSelector: {nonstop.dev/nowhere:");
     s.ns.apply(&gateway).unwrap();
-    let reason = |want: &str| {
-        eventually(Duration::from_secs(30), want, || {
-            let status = s.status();
-            let ready = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .cloned();
-            match ready {
-                Some(c) if c["reason"] == want => {
-                    Ok(c["message"].as_str().unwrap_or("").to_string())
-                }
-                other => Err(format!("{other:?}")),
-            }
-        })
-    };
-    let message = reason("NoMatchingNodes");
+    let message = s.wait_ready_reason("NoMatchingNodes");
     assert!(message.contains("spec.nodeSelector"), "{message}");
 
     let with_secret = s.gateway("nonstop-agent:v1", "Handoff").replace(
@@ -219,7 +198,7 @@ fn unsatisfiable_specs_say_what_to_fix() {
         "    families: [ipv4-unicast]\n    passwordSecretRef: {name: bgp-passwords, key: router}\n",
     );
     s.ns.apply(&with_secret).unwrap();
-    let message = reason("SecretNotFound");
+    let message = s.wait_ready_reason("SecretNotFound");
     assert!(message.contains("bgp-passwords"), "{message}");
     assert!(s.pod_images().unwrap().is_empty(), "no pod before the Secret exists");
 
@@ -229,7 +208,7 @@ fn unsatisfiable_specs_say_what_to_fix() {
         .gateway("nonstop-agent:v1", "Handoff")
         .replace("    holdTime: 9\n", "    holdTime: 9\n    keepaliveTime: 9\n");
     s.ns.apply(&bad_timers).unwrap();
-    let message = reason("InvalidSpec");
+    let message = s.wait_ready_reason("InvalidSpec");
     assert!(message.contains("spec.peers[0].keepaliveTime"), "{message}");
     assert!(s.pod_images().unwrap().is_empty());
     // Such a gateway can still be deleted (its finalizer is let go).

@@ -177,6 +177,34 @@ spec:
         });
     }
 
+    /// Waits until the Ready condition's reason is `want`; its message.
+    pub fn wait_ready_reason(&self, want: &str) -> String {
+        eventually(Duration::from_secs(30), want, || {
+            let status = self.status();
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .cloned();
+            match ready {
+                Some(c) if c["reason"] == want => {
+                    Ok(c["message"].as_str().unwrap_or("").to_string())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+    }
+
+    /// Waits until at least one node runs `image` (a rollout under way).
+    pub fn wait_first_node_on(&self, image: &str) {
+        eventually(Duration::from_secs(60), &format!("the first node on {image}"), || {
+            let images = self.pod_images()?;
+            let on = images.iter().filter(|(_, i)| i == image).count();
+            if on >= 1 { Ok(()) } else { Err(format!("{images:?}")) }
+        });
+    }
+
     pub fn events(&self) -> Value {
         let text = self.ns.kubectl(&["get", "events", "-o", "json"]).unwrap_or_default();
         serde_json::from_str(&text).unwrap_or(Value::Null)

@@ -466,7 +466,12 @@ pub fn plan(input: &Input) -> Plan {
                         );
                     }
                 } else {
-                    let old_serving = others.iter().any(|o| slot.active == Some(o.name.as_str()));
+                    // Serving as its agent says on the node's admin port: a
+                    // readiness probe may still say so for a moment after
+                    // the old agent handed over, and rolling back on that
+                    // would delete the one agent that can serve.
+                    let old_serving = slot.agent.is_some()
+                        && others.iter().any(|o| slot.active == Some(o.name.as_str()));
                     let failed = new.failure.clone().or_else(|| {
                         (age(new) > timeout).then(|| format!(
                             "its agent did not become the active speaker within handoffTimeoutSeconds ({} s)",

@@ -633,3 +633,22 @@ fn a_node_whose_kubelet_is_away_is_skipped_and_waited_for() {
     let plan = run(&gw, NEW, &observed, 1001);
     assert!(actions(&plan).contains(&delete("n2", OLD)), "{:?}", plan.steps);
 }
+
+#[test]
+fn a_stale_readiness_probe_never_rolls_back_the_agent_that_took_over() {
+    // The new agent took over and died; nobody answers on the admin port,
+    // and the old pod's probe still says Ready from before the handoff.
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.agents.clear();
+    observed.pods[0].ready = true;
+    let mut new = pod("n1", NEW, 100);
+    new.failure = Some("agent exited with code 137".into());
+    observed.pods.push(new);
+    let plan = run(&gw, NEW, &observed, 101);
+    assert!(!actions(&plan).contains(&delete("n1", NEW)), "{:?}", plan.steps);
+    // The old agent answering as active is what a rollback needs.
+    let old = observed.pods[0].clone();
+    observed.agents.insert("n1".into(), agent(&old));
+    assert_eq!(actions(&run(&gw, NEW, &observed, 102)), [delete("n1", NEW)]);
+}
