@@ -18,13 +18,15 @@ mod conn;
 mod descriptors;
 mod handoff;
 pub mod peer;
+mod secrets;
 mod sockopt;
 pub mod status;
 mod succession;
+pub use secrets::read_passwords;
 pub use succession::ORDER_FILE;
 use succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -171,6 +173,9 @@ struct Speaker {
     standing: Arc<std::sync::Mutex<Standing>>,
     /// Held while this agent speaks for the node (see `handoff`).
     lock: Option<handoff::ActiveLock>,
+    /// Peers whose Secret changed while their session was Established: told
+    /// once, taken up when the session next goes down (see `secrets`).
+    deferred_passwords: HashSet<IpAddr>,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -184,32 +189,6 @@ impl std::os::fd::AsRawFd for ListenerFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd
     }
-}
-
-/// Every peer's TCP MD5 password, or a message naming the peer and the file.
-pub fn read_passwords(config: &Config, dir: &Path) -> Result<HashMap<IpAddr, Arc<[u8]>>, String> {
-    let mut out = HashMap::new();
-    for (i, p) in config.peers.iter().enumerate() {
-        let Some(secret) = &p.password_secret_ref else { continue };
-        let path = dir.join(&secret.name).join(&secret.key);
-        let mut bytes = std::fs::read(&path).map_err(|e| {
-            format!("peers[{i}].passwordSecretRef: cannot read {}: {e}", path.display())
-        })?;
-        // Files written by hand usually end in a newline; Secrets do not.
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-        }
-        if bytes.is_empty() || bytes.len() > sockopt::MAX_KEY_LEN {
-            return Err(format!(
-                "peers[{i}].passwordSecretRef: {} holds {} bytes; a TCP MD5 password has 1-{}",
-                path.display(),
-                bytes.len(),
-                sockopt::MAX_KEY_LEN
-            ));
-        }
-        out.insert(p.address, Arc::from(bytes));
-    }
-    Ok(out)
 }
 
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
@@ -319,6 +298,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         listener: listener_fd,
         standing,
         lock: Some(lock),
+        deferred_passwords: HashSet::new(),
     };
     let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
         .as_mut()
@@ -362,6 +342,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    let mut secrets = tokio::time::interval(secrets::LOOK_EVERY);
     // A stop asked for while this agent was still starting: after a
     // handoff its pod is being deleted mid-upgrade (the operator rolling it
     // back as it took over), so it stops without a withdrawal — the routers
@@ -385,6 +366,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     Err(e) => warn!("accept: {e}"),
                 },
                 _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
+                _ = secrets.tick() => speaker.follow_passwords().await,
                 _ = hangup.recv() => speaker.reload().await,
                 _ = terminate.recv() => break Exit::Stop(StopMode::Decommission),
                 _ = interrupt.recv() => break Exit::Stop(StopMode::Decommission),
@@ -675,6 +657,7 @@ impl Speaker {
             }
         };
         let old_passwords = std::mem::replace(&mut self.passwords, passwords);
+        self.deferred_passwords.clear();
         let announce_changed = new.announce != self.config.announce;
         self.config.announce = new.announce.clone();
         self.config.peers = new.peers.clone();
