@@ -14,6 +14,7 @@ mod support;
 
 use std::time::Duration;
 
+use nonstop_lab::capture::Capture;
 use nonstop_lab::router::Tally;
 use nonstop_lab::testing::{Watch, eventually};
 use serde_json::Value;
@@ -113,6 +114,8 @@ fn killing_either_agent_at_any_handoff_step_leaves_one_agent_and_every_route() {
 
         let before = Tally::of(&s.router, &hop);
         let watch = Watch::start(s.router.clone(), &PREFIXES, &hop, 1);
+        let capture =
+            Capture::start(s.lab.dir(), &format!("kill-{}", step.replace(':', "-"))).unwrap();
         s.set_image(&to);
         let victim =
             eventually(Duration::from_secs(60), &format!("an agent stopped at {step}"), || {
@@ -136,11 +139,17 @@ fn killing_either_agent_at_any_handoff_step_leaves_one_agent_and_every_route() {
         assert!(misses.is_empty(), "{step}: routes missing at the router: {misses:?}");
         let seen = Tally::of(&s.router, &hop).since(&before);
         assert!(seen.withdrawals.is_empty(), "{step}: the router withdrew: {seen:?}");
+        // On the wire: a killed agent's connection may close (FIN/RST), but
+        // no NOTIFICATION and no withdrawal cross.
+        let wire = capture.finish().on(&hop).unwrap();
+        assert!(wire.notifications.is_empty() && wire.withdrawals.is_empty(), "{step}: {wire:?}");
         let record = node1(&s)["lastUpgrade"].clone();
         eprintln!(
-            "{step}: node-1 ends on {image}; upgrade {}; session downs at the router {}",
+            "{step}: node-1 ends on {image}; upgrade {}; session downs at the router {}; \
+             FIN/RST on the wire {}",
             record["result"],
-            seen.downs.len()
+            seen.downs.len(),
+            wire.fin_or_rst.len()
         );
         outcomes.push((step, image));
 

@@ -10,6 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use nonstop_lab::capture::Capture;
 use nonstop_lab::router::Tally;
 use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually};
 use serde_json::Value;
@@ -106,6 +107,7 @@ fn cordon_changes_nothing_at_the_router_and_a_cordoned_node_still_upgrades() {
     let _restore = Restore(s.lab.clone(), "node-2");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    let capture = Capture::start(s.lab.dir(), "cordon").unwrap();
 
     s.lab.kubectl(&["cordon", "node-2"]).unwrap();
     wait_maintenance(&s, "node-2", Some("Cordoned"));
@@ -119,6 +121,15 @@ fn cordon_changes_nothing_at_the_router_and_a_cordoned_node_still_upgrades() {
     assert!(misses.is_empty(), "routes missing at the router: {misses:?}");
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw across cordon, upgrade, uncordon: {seen:?}");
+    assert_calm(capture, &uplinks());
+}
+
+/// The wire at the router, read by tshark, agrees: BGP flowed, and there
+/// was no NOTIFICATION, no FIN or RST and no withdrawal on `addresses`.
+fn assert_calm(capture: Capture, addresses: &[String]) {
+    let wire = capture.finish().on(addresses).unwrap();
+    assert!(wire.bgp_messages > 0, "the capture saw no BGP at all: {wire:?}");
+    assert!(wire.is_calm(), "the capture at the router saw: {wire:?}");
 }
 
 #[test]
@@ -129,6 +140,7 @@ fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
     let others = vec![uplink("node-1"), uplink("node-2")];
     let before_others = Tally::of(&s.router, &others);
     let before = s.router.received().unwrap().len();
+    let capture = Capture::start(s.lab.dir(), "drain").unwrap();
 
     // The maintenance recipe from the README. The pod selector keeps the
     // drain to this test's gateway (other lab pods may live on node-3).
@@ -166,6 +178,14 @@ fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
     wait_maintenance(&s, "node-3", None);
     let seen = Tally::of(&s.router, &others).since(&before_others);
     assert!(seen.is_empty(), "the other nodes were touched: {seen:?}");
+    // On the wire: node-3 ended its session with a NOTIFICATION (Cease),
+    // withdrew nothing by UPDATE; the other nodes saw nothing at all.
+    let recording = capture.finish();
+    let wire = recording.on(&[uplink("node-3")]).unwrap();
+    assert!(!wire.notifications.is_empty(), "node-3's Cease: {wire:?}");
+    assert!(wire.withdrawals.is_empty(), "{wire:?}");
+    let wire = recording.on(&others).unwrap();
+    assert!(wire.bgp_messages > 0 && wire.is_calm(), "the other nodes on the wire: {wire:?}");
 }
 
 #[test]
@@ -174,6 +194,7 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     s.serving_v1("Handoff");
     let _restore = Restore(s.lab.clone(), "node-3");
     let before = s.router.received().unwrap().len();
+    let capture = Capture::start(s.lab.dir(), "exclude").unwrap();
 
     s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}=true")]).unwrap();
     assert_withdrawn_gracefully(&s, "node-3", before, 2);
@@ -193,6 +214,12 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}-")]).unwrap();
     s.wait_routes_from(&NODES, Duration::from_secs(60));
     wait_maintenance(&s, "node-3", None);
+    let recording = capture.finish();
+    let wire = recording.on(&[uplink("node-3")]).unwrap();
+    assert!(!wire.notifications.is_empty() && wire.withdrawals.is_empty(), "node-3: {wire:?}");
+    let others = [uplink("node-1"), uplink("node-2")];
+    let wire = recording.on(&others).unwrap();
+    assert!(wire.bgp_messages > 0 && wire.is_calm(), "the other nodes on the wire: {wire:?}");
 }
 
 /// An agent image that, the first time it runs as `run` on a node, takes
@@ -247,6 +274,7 @@ fn a_successor_that_crashes_after_taking_over_is_restarted_in_place() {
     let before = Tally::of(&s.router, &uplinks());
     // Graceful Restart keeps every path at the router through the crash.
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    let capture = Capture::start(s.lab.dir(), "crash").unwrap();
     s.set_image(image);
 
     let record = eventually(Duration::from_secs(90), "node-1's upgrade recorded as Failed", || {
@@ -277,6 +305,9 @@ fn a_successor_that_crashes_after_taking_over_is_restarted_in_place() {
     assert!(misses.is_empty(), "routes left the router: {misses:?}");
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.withdrawals.is_empty(), "the router withdrew: {seen:?}");
+    // The crash closed node-1's connection (FIN/RST); nothing else moved.
+    let wire = capture.finish().on(&uplinks()).unwrap();
+    assert!(wire.notifications.is_empty() && wire.withdrawals.is_empty(), "{wire:?}");
 
     // Fixing the image resumes the rollout, hitlessly.
     hitless_roll(&s, "nonstop-agent:v2");
@@ -294,6 +325,7 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     s.serving_v1("Handoff");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    let capture = Capture::start(s.lab.dir(), "frozen-leader").unwrap();
     s.set_image("nonstop-agent:v2");
     s.wait_first_node_on("nonstop-agent:v2");
     let frozen = leader(&s.lab).unwrap();
@@ -328,6 +360,7 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
+    assert_calm(capture, &uplinks());
 }
 
 #[test]
@@ -367,6 +400,7 @@ fn a_rollout_goes_on_after_the_api_server_restarts_mid_way() {
     s.serving_v1("Handoff");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
+    let capture = Capture::start(s.lab.dir(), "api-server-restart").unwrap();
     s.set_image("nonstop-agent:v2");
     s.wait_first_node_on("nonstop-agent:v2");
     // The API server goes away mid-rollout and comes back (`lab up` starts
@@ -380,4 +414,5 @@ fn a_rollout_goes_on_after_the_api_server_restarts_mid_way() {
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the router saw: {seen:?}");
     assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
+    assert_calm(capture, &uplinks());
 }

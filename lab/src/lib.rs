@@ -17,6 +17,7 @@
 //! (`NONSTOP_LAB_DIR`, default `/tmp/nonstop-lab`), the built binaries in
 //! `~/.cache/nonstop/k8s-1.20.2-nonstop1`.
 
+pub mod capture;
 pub mod controlplane;
 pub mod kubelet;
 pub mod network;
