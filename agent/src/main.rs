@@ -110,8 +110,11 @@ fn main() -> ExitCode {
             admin_ip,
             pod_created_ms,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-            let result = runtime.expect("tokio runtime").block_on(speaker::run(RunOptions {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = runtime.block_on(speaker::run(RunOptions {
                 config,
                 state_dir,
                 router_id,
@@ -124,6 +127,9 @@ fn main() -> ExitCode {
                 admin_ip,
                 pod_created_ms,
             }));
+            // Exit now: a thread still waiting for the state dir's lock (the
+            // agent was told to stop before it got it) must not hold us up.
+            runtime.shutdown_background();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

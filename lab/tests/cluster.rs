@@ -185,7 +185,9 @@ fn the_router_peers_with_a_speaker_in_a_node() {
     let lab = lab();
     let ns = lab.namespace("lab-bgp");
     lab.lab(&["image", "add", "gobgpd:lab", "/usr/bin/gobgpd"]).unwrap();
-    let prefix = "198.51.100.0/24";
+    // Not a prefix the operator's end-to-end tests announce from nodes 1–3
+    // (they may run at the same time).
+    let prefix = "192.0.2.0/24";
     ns.apply(&format!(
         r#"apiVersion: v1
 kind: ConfigMap

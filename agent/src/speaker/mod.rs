@@ -332,7 +332,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     // Status is served once it is whole: a successor's last_handoff, pause
     // included, is there from the first answer (the operator reads it once).
-    let admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
+    let mut admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
     tokio::spawn(admin::serve_unix(control, render, stop_tx));
     // Later peers (added by a reload) are new to their routers: no R-bit.
     speaker.previous = None;
@@ -385,6 +385,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             // Nothing left to serve but our own status on the moved control
             // socket; SIGTERM ends it at once.
             admin_task.abort();
+            let _ = (&mut admin_task).await;
             drop(admin_fd);
             let successor = speaker.standing.lock().expect("standing").successor.clone();
             let bound = orphan_bound(&speaker.config);
@@ -449,6 +450,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
     }
     let _ = std::fs::remove_file(speaker.options.state_dir.join(CONTROL_SOCKET));
+    // The admin port closes before the state dir's lock goes: the next
+    // agent binds the port the moment it holds the lock. (A dropped
+    // JoinHandle would leave the listener open until the runtime ends.)
+    admin_task.abort();
+    let _ = admin_task.await;
+    drop(speaker.lock.take());
     Ok(())
 }
 
