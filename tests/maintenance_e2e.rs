@@ -313,6 +313,39 @@ fn a_successor_that_crashes_after_taking_over_is_restarted_in_place() {
     hitless_roll(&s, "nonstop-agent:v2");
 }
 
+/// A rollout v1 → v2 under way, the router watched three ways from before
+/// it began: its table polled, its own event logs, and a capture.
+struct Watched {
+    before: Tally,
+    watch: Watch,
+    capture: Capture,
+}
+
+impl Watched {
+    /// Serving v1, then the image bumped; returns once the first node is on v2.
+    fn rolling_to_v2(s: &Setup, name: &str) -> Watched {
+        s.serving_v1("Handoff");
+        let watched = Watched {
+            before: Tally::of(&s.router, &uplinks()),
+            watch: Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len()),
+            capture: Capture::start(s.lab.dir(), name).unwrap(),
+        };
+        s.set_image("nonstop-agent:v2");
+        s.wait_first_node_on("nonstop-agent:v2");
+        watched
+    }
+
+    /// Every prefix via every node at every poll, no session down or
+    /// UPDATE in the router's logs, nothing on the wire.
+    fn saw_nothing(self, s: &Setup) {
+        let misses = self.watch.finish();
+        assert!(misses.is_empty(), "a node was without routes: {misses:?}");
+        let seen = Tally::of(&s.router, &uplinks()).since(&self.before);
+        assert!(seen.is_empty(), "the router saw: {seen:?}");
+        assert_calm(self.capture, &uplinks());
+    }
+}
+
 /// The operator's log lines that record a step it took (a write).
 fn steps_logged(lab: &Lab, pod: &str) -> Vec<String> {
     let log = lab.lab(&["logs", pod, "-n", OPERATOR_NS]).unwrap_or_default();
@@ -322,12 +355,7 @@ fn steps_logged(lab: &Lab, pod: &str) -> Vec<String> {
 #[test]
 fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let s = Setup::new("e2e-frozen");
-    s.serving_v1("Handoff");
-    let before = Tally::of(&s.router, &uplinks());
-    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
-    let capture = Capture::start(s.lab.dir(), "frozen-leader").unwrap();
-    s.set_image("nonstop-agent:v2");
-    s.wait_first_node_on("nonstop-agent:v2");
+    let watched = Watched::rolling_to_v2(&s, "frozen-leader");
     let frozen = leader(&s.lab).unwrap();
     let pid = rustix::process::Pid::from_raw(operator_pid(&frozen).expect("the leader")).unwrap();
     struct Thaw(rustix::process::Pid);
@@ -355,12 +383,8 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let after = steps_logged(&s.lab, &frozen);
     assert_eq!(after, written, "the replica that lost its lead wrote after waking");
     assert_eq!(leader(&s.lab).unwrap(), now, "the new leader keeps the lead");
-    let misses = watch.finish();
-    assert!(misses.is_empty(), "a node was without routes: {misses:?}");
-    let seen = Tally::of(&s.router, &uplinks()).since(&before);
-    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    watched.saw_nothing(&s);
     assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
-    assert_calm(capture, &uplinks());
 }
 
 #[test]
@@ -397,22 +421,13 @@ fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
 #[test]
 fn a_rollout_goes_on_after_the_api_server_restarts_mid_way() {
     let s = Setup::new("e2e-apiserver");
-    s.serving_v1("Handoff");
-    let before = Tally::of(&s.router, &uplinks());
-    let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
-    let capture = Capture::start(s.lab.dir(), "api-server-restart").unwrap();
-    s.set_image("nonstop-agent:v2");
-    s.wait_first_node_on("nonstop-agent:v2");
+    let watched = Watched::rolling_to_v2(&s, "api-server-restart");
     // The API server goes away mid-rollout and comes back (`lab up` starts
     // what is not running): agents keep serving meanwhile, and the
     // operator, once it can, finishes where the rollout stands.
     nonstop_lab::process::stop(s.lab.dir(), "kube-apiserver", Duration::from_secs(10));
     s.lab.lab(&["up"]).unwrap();
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(180));
-    let misses = watch.finish();
-    assert!(misses.is_empty(), "a node was without routes: {misses:?}");
-    let seen = Tally::of(&s.router, &uplinks()).since(&before);
-    assert!(seen.is_empty(), "the router saw: {seen:?}");
+    watched.saw_nothing(&s);
     assert_eq!(s.pod_images().unwrap().len(), 3, "no duplicate pods");
-    assert_calm(capture, &uplinks());
 }

@@ -629,6 +629,14 @@ impl Speaker {
         }
     }
 
+    /// Closes a peer's session (Cease, Other Configuration Change, saying
+    /// `why`) and starts it anew with `config` and the current password.
+    async fn restart_peer(&mut self, config: Peer, why: &str) {
+        let n = Notification::cease_with_message(subcode::OTHER_CONFIGURATION_CHANGE, why);
+        self.stop_peer(config.address, n).await;
+        self.start_peer(config);
+    }
+
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
         let new = match Config::load(&self.options.config) {
@@ -681,12 +689,7 @@ impl Speaker {
                 }
                 Some(_) => {
                     info!(peer = %address, "peer settings changed: restarting its session");
-                    let n = Notification::cease_with_message(
-                        subcode::OTHER_CONFIGURATION_CHANGE,
-                        "nonstop: peer settings changed",
-                    );
-                    self.stop_peer(address, n).await;
-                    self.start_peer(p);
+                    self.restart_peer(p, "nonstop: peer settings changed").await;
                 }
                 None => {
                     info!(peer = %address, "peer added");

@@ -24,7 +24,6 @@ use tracing::info;
 
 use super::{Speaker, sockopt};
 use crate::config::Config;
-use crate::wire::{Notification, subcode};
 
 /// How often the mounted Secrets are read again.
 pub const LOOK_EVERY: Duration = Duration::from_secs(5);
@@ -90,12 +89,7 @@ impl Speaker {
                 None => self.passwords.remove(&address),
             };
             info!(peer = %address, "its password changed in the mounted Secret: connecting with the new one");
-            let n = Notification::cease_with_message(
-                subcode::OTHER_CONFIGURATION_CHANGE,
-                "nonstop: password changed",
-            );
-            self.stop_peer(address, n).await;
-            self.start_peer(config);
+            self.restart_peer(config, "nonstop: password changed").await;
             restarted = true;
         }
         if restarted {
