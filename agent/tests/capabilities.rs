@@ -92,6 +92,45 @@ fn md5_gtsm_and_handoff_need_only_net_bind_service() {
     assert_eq!(router.learnt(false).unwrap().len(), 1, "our route left bird");
 }
 
+/// Two pods are two PID namespaces: each agent sees the other's pid as 0
+/// (SO_PEERCRED), which must not stop a handoff. Found on a real node.
+#[test]
+fn a_successor_in_another_pid_namespace_takes_over() {
+    let link = Link::new("caps-pidns");
+    privileged_ports(&link);
+    let setup = RouterSetup { hold_time: 30, keepalive: 10, ipv4_only: true, ..Default::default() };
+    let router = Bird::start(&link, &setup);
+    let yaml = format!(
+        "asn: 65001\nrouterId: {}\npeers:\n- address: {}\n  asn: 65000\n  connectRetryTime: 1\n  \
+         families: [ipv4-unicast]\nannounce:\n- {{ prefix: 203.0.113.0/24 }}\n",
+        link.a_v4, link.b_v4
+    );
+    let own_pid_ns: Vec<&str> =
+        ["unshare", "--pid", "--fork", "--kill-child"].iter().chain(ONLY_BIND).copied().collect();
+    let mut old = Agent::launch_under(&own_pid_ns, &link.a, &link.dir, &yaml, &[], &[], "a.log");
+    let before = old.wait_established(&link.b_v4);
+    let new = Agent::launch_under(&own_pid_ns, &link.a, &link.dir, &yaml, &[], &[], "b.log");
+    let report = eventually(Duration::from_secs(30), "the successor's takeover", || {
+        match &new.status()?["last_handoff"] {
+            h if h["result"] == "completed" => Ok(h.clone()),
+            h => Err(format!("last handoff {h}")),
+        }
+    });
+    assert_eq!(report["sessions"], 1, "{report}");
+    let after = new.wait_established(&link.b_v4);
+    assert_eq!(
+        after["established_transitions"], before["established_transitions"],
+        "the session was reset: {before} / {after}"
+    );
+    // `unshare --fork` does not pass signals on: to the agent itself.
+    let unshare = old.daemon.child.id();
+    let agent =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+    support::sh(&["kill", "-TERM", agent.trim()]);
+    assert!(old.daemon.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(router.learnt(false).unwrap().len(), 1, "our route left bird");
+}
+
 #[test]
 fn without_net_bind_service_the_agent_says_why() {
     let link = Link::new("caps-none");

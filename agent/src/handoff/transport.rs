@@ -110,8 +110,33 @@ impl Channel {
     }
 
     /// The uid of the process at the other end (SO_PEERCRED).
+    ///
+    /// Read with libc, not rustix: two agents in two containers sit in two
+    /// PID namespaces, where the kernel reports the peer's pid as 0, and
+    /// rustix's `UCred` holds the pid as a non-zero `Pid` (it failed with
+    /// "Success" on a real node). Only the uid matters here.
+    #[allow(unsafe_code)]
     pub fn peer_uid(&self) -> std::io::Result<u32> {
-        Ok(rustix::net::sockopt::socket_peercred(&self.fd)?.uid.as_raw())
+        use std::os::fd::AsRawFd;
+        let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are valid for writes of a ucred.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if len as usize != std::mem::size_of::<libc::ucred>() {
+            return Err(std::io::Error::other(format!("SO_PEERCRED returned {len} bytes")));
+        }
+        Ok(cred.uid)
     }
 
     pub fn send(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), TransportError> {
