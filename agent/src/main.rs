@@ -31,7 +31,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Where the agent keeps its control socket and state (created 0700).
-        #[arg(long)]
+        #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
         /// BGP identifier, overriding `routerId` in the config.
         #[arg(long)]
@@ -60,19 +60,19 @@ enum Command {
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
     /// the node's active speaker". Otherwise say why and exit 1.
     Ready {
-        #[arg(long)]
+        #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
         #[arg(long, env = "NONSTOP_POD")]
         pod: Option<String>,
     },
     /// Print the running agent's status as JSON.
     Status {
-        #[arg(long)]
+        #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
     },
     /// Stop the running agent, and wait until it has.
     Stop {
-        #[arg(long)]
+        #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
         /// restart: close sessions without withdrawing; routers keep the routes
         /// stale until the agent is back (Graceful Restart). decommission:

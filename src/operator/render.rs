@@ -170,6 +170,12 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
             value: Some(created_ms.to_string()),
             ..Default::default()
         },
+        // So `kubectl exec POD -- nonstop-agent status` needs no flags.
+        EnvVar {
+            name: "NONSTOP_STATE_DIR".into(),
+            value: Some(STATE_DIR.into()),
+            ..Default::default()
+        },
     ];
     let mut args: Vec<String> =
         ["run", "--config", "/etc/nonstop/config/agent.yaml", "--state-dir", STATE_DIR]
