@@ -15,12 +15,13 @@
 //! namespaces and links, `router` the BGP daemon in front and what it sees,
 //! `kubelet` the nodes and their pods. The state lives in the lab dir
 //! (`NONSTOP_LAB_DIR`, default `/tmp/nonstop-lab`), the built binaries in
-//! `~/.cache/nonstop/k8s-1.20.2-nonstop1`.
+//! `~/.cache/nonstop/k8s-1.20.2-nonstop2`.
 
 pub mod capture;
 pub mod controlplane;
-pub mod kubelet;
+pub mod image;
 pub mod network;
+pub mod node;
 pub mod process;
 pub mod router;
 pub mod testing;
@@ -41,7 +42,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// The control plane version and the lab's patch level of its build
 /// (`lab/build-control-plane`), which together key the cache.
-pub const K8S_VERSION: &str = "1.20.2-nonstop1";
+pub const K8S_VERSION: &str = "1.20.2-nonstop2";
 
 /// Errors a person can act on.
 #[derive(Debug, thiserror::Error)]
