@@ -18,7 +18,7 @@ use nonstop_lab::capture::Capture;
 use nonstop_lab::router::Tally;
 use nonstop_lab::testing::{Watch, eventually};
 use serde_json::Value;
-use support::{PREFIXES, Setup, uplink};
+use support::{PREFIXES, REAL_AGENT, Setup, uplink};
 
 const STEPS: [&str; 10] = [
     "new:welcome",
@@ -36,25 +36,25 @@ const STEPS: [&str; 10] = [
 /// An image that runs the agent stopped at `step` the first time a pod
 /// runs it as `run`, and plainly afterwards.
 fn stopping_image(s: &Setup, step: &str) -> String {
-    let agent = support::bin_dir().join("nonstop-agent");
-    let tag = format!("stop-{}", step.replace(':', "-"));
-    let script = s.lab.dir().join(format!("images/{tag}/nonstop-agent"));
-    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nmarker=/var/run/nonstop/stopped-once-$NONSTOP_POD\n\
-             if [ \"$1\" = run ] && [ ! -e \"$marker\" ]; then\n  touch \"$marker\"\n  \
-             export NONSTOP_TEST_HANDOFF_STOP_AT={step}\nfi\nexec {} \"$@\"\n",
-            agent.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let image = format!("nonstop-agent:{tag}");
-    s.lab.lab(&["image", "add", &image, script.to_str().unwrap()]).unwrap();
-    image
+    let tag = format!("nonstop-agent:stop-{}", step.replace(':', "-"));
+    // Not `exec`: as PID 1 of its container the agent could not stop
+    // itself (init ignores SIGSTOP from its own namespace). The shell is
+    // PID 1 and passes SIGTERM on.
+    let script = format!(
+        r#"#!/bin/sh
+marker=/var/run/nonstop/stopped-once-$NONSTOP_POD
+if [ "$1" != run ] || [ -e "$marker" ]; then exec {REAL_AGENT} "$@"; fi
+touch "$marker"
+export NONSTOP_TEST_HANDOFF_STOP_AT={step}
+{REAL_AGENT} "$@" &
+child=$!
+trap 'kill -TERM $child' TERM
+status=0
+while kill -0 $child 2>/dev/null; do wait $child; status=$?; done
+exit $status
+"#
+    );
+    support::wrap_agent(&s.lab, &tag, &script)
 }
 
 /// The pid of the agent stopped (state T) at `step`.

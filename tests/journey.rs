@@ -13,13 +13,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use nonstop_lab::router::{RouteEvent, Router, Tally};
-use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually};
+use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually, release_binaries};
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const PREFIXES: [&str; 2] = ["198.51.100.0/24", "203.0.113.0/24"];
 /// Lines of the block the test does not run, and why.
 const NOT_RUN: [(&str, &str); 2] = [
-    ("cargo build", "nextest built these binaries already"),
+    ("cargo build", "built before the journey starts (release_binaries)"),
     ("script/lab down", "the rest of the suite uses the lab after this test"),
 ];
 
@@ -131,10 +131,19 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// The image of each gateway pod not on its way out (a real kubelet takes
+/// some seconds to remove a retired agent's pod).
 fn gateway_images(lab: &Lab) -> Vec<String> {
-    let path = "jsonpath={range .items[*]}{.spec.containers[0].image}{\"\\n\"}{end}";
-    let out = lab.kubectl(&["get", "pods", "-l", "nonstop.dev/gateway=edge", "-o", path]);
-    out.unwrap_or_default().lines().map(String::from).collect()
+    let out = lab.kubectl(&["get", "pods", "-l", "nonstop.dev/gateway=edge", "-o", "json"]);
+    let pods: serde_json::Value =
+        serde_json::from_str(&out.unwrap_or_default()).unwrap_or_default();
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["spec"]["containers"][0]["image"].as_str().map(String::from))
+        .collect()
 }
 
 fn wait_routes(router: &Router, want: &[String]) {
@@ -186,6 +195,7 @@ fn leftovers(lab: &Lab) -> Result<(), String> {
 #[test]
 fn the_readme_journey_from_helm_install_to_helm_uninstall() {
     let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
+    release_binaries(&root()).unwrap();
     let router = lab.router();
     let steps = journey();
     for must in [

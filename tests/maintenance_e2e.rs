@@ -14,7 +14,9 @@ use nonstop_lab::capture::Capture;
 use nonstop_lab::router::Tally;
 use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually};
 use serde_json::Value;
-use support::{NODES, PREFIXES, Setup, hitless_roll, leader, operator_pid, uplink, uplinks};
+use support::{
+    NODES, PREFIXES, REAL_AGENT, Setup, hitless_roll, leader, operator_pid, uplink, uplinks,
+};
 
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 const GRACEFUL_SHUTDOWN: &str = "65535:0";
@@ -225,15 +227,13 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
 /// An agent image that, the first time it runs as `run` on a node, takes
 /// over, serves 0.3 s, then dies by SIGKILL (exit 137); afterwards it is
 /// the plain agent.
-fn crash_once_image(s: &Setup) -> &'static str {
-    let agent = support::bin_dir().join("nonstop-agent");
-    let script = s.lab.dir().join("images/crash-once/nonstop-agent");
-    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
-    std::fs::write(
-        &script,
-        format!(
+fn crash_once_image(s: &Setup) -> String {
+    support::wrap_agent(
+        &s.lab,
+        "nonstop-agent:crash-once",
+        &format!(
             r#"#!/bin/sh
-agent={agent}
+agent={REAL_AGENT}
 marker=/var/run/nonstop/crashed-once-$NONSTOP_POD
 if [ "$1" != run ] || [ -e "$marker" ]; then exec "$agent" "$@"; fi
 touch "$marker"
@@ -246,16 +246,9 @@ done
 sleep 0.3
 kill -9 $child
 exit 137
-"#,
-            agent = agent.display()
+"#
         ),
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let image = "nonstop-agent:crash-once";
-    s.lab.lab(&["image", "add", image, script.to_str().unwrap()]).unwrap();
-    image
 }
 
 #[test]
@@ -275,7 +268,7 @@ fn a_successor_that_crashes_after_taking_over_is_restarted_in_place() {
     // Graceful Restart keeps every path at the router through the crash.
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
     let capture = Capture::start(s.lab.dir(), "crash").unwrap();
-    s.set_image(image);
+    s.set_image(&image);
 
     let record = eventually(Duration::from_secs(90), "node-1's upgrade recorded as Failed", || {
         let n = node_status(&s, "node-1");

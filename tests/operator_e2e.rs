@@ -13,8 +13,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use nonstop_lab::capture::Capture;
 use nonstop_lab::router::{RouteEvent, Tally};
-use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually};
+use nonstop_lab::testing::{Lab, OPERATOR_NS, Watch, eventually, release_binaries};
 use support::{
     NODES, PREFIXES, Setup, bin_dir, hitless_roll, leader, operator_pid, uplink, uplinks,
 };
@@ -29,8 +30,22 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     assert_eq!(&words[..3], ["edge", "65001", "3/3"], "{line}");
     assert!(words.contains(&"Complete") && words.contains(&"nonstop-agent:v1"), "{line}");
     let first = status["currentRevision"].as_str().unwrap().to_string();
+    // On a real node: the agent's container in node-1's containerd, and its
+    // status through the kubelet (`kubectl exec`, no flags needed).
+    let pods = s.pod_images().unwrap();
+    let (pod, _) = pods.iter().find(|(p, _)| p.contains("node-1")).unwrap();
+    let id = s.ns.get(&format!("pod/{pod}"), "{.status.containerStatuses[0].containerID}").unwrap();
+    let id = id.strip_prefix("containerd://").expect("a containerd container");
+    let ctr = s.lab.lab(&["node", "exec", "node-1", "ctr", "containers", "ls", "-q"]).unwrap();
+    assert!(ctr.lines().any(|l| l == id), "{id} not among node-1's containers: {ctr}");
+    let agent = s.ns.kubectl(&["exec", pod, "--", "nonstop-agent", "status"]).unwrap();
+    let agent: serde_json::Value = serde_json::from_str(&agent).unwrap();
+    assert_eq!(agent["pod"], pod.as_str(), "{agent}");
+    assert_eq!(agent["role"], "active", "{agent}");
 
-    // v1 → v2 → v1, each node handing over in place.
+    // v1 → v2 → v1 → v2, each node handing over in place; an independent
+    // capture at the router sees no NOTIFICATION, FIN/RST or withdrawal.
+    let capture = Capture::start(s.lab.dir(), "three-bumps").unwrap();
     let status = hitless_roll(&s, "nonstop-agent:v2");
     assert_ne!(status["currentRevision"], first.as_str());
     for node in status["nodes"].as_array().unwrap() {
@@ -52,6 +67,11 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     );
     let status = hitless_roll(&s, "nonstop-agent:v1");
     assert_eq!(status["currentRevision"], first.as_str(), "back to the first revision");
+    hitless_roll(&s, "nonstop-agent:v2");
+    let wire = capture.finish().on(&uplinks()).unwrap();
+    assert!(wire.bgp_messages > 0, "the capture saw no BGP at all: {wire:?}");
+    assert!(wire.is_calm(), "the capture at the router saw, in 3 image bumps: {wire:?}");
+    eprintln!("3 image bumps on 3 nodes, at the router's wire: {wire:?}");
 
     // v3 is refused by the running agent: the first node rolls back, the
     // rollout stops as Degraded, nothing moves at the router.
@@ -261,10 +281,10 @@ fn the_demo_reports_a_hitless_upgrade() {
     }
     let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
     let _cleanup = Cleanup(lab.clone());
+    let release = release_binaries(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
     let out = Command::new(bin_dir().join("nonstop-demo"))
         .args(["--lab", bin_dir().join("lab").to_str().unwrap()])
-        .args(["--agent", bin_dir().join("nonstop-agent").to_str().unwrap()])
-        .args(["--operator", bin_dir().join("nonstop-operator").to_str().unwrap()])
+        .args(["--binaries", release.to_str().unwrap()])
         .args(["--repo", env!("CARGO_MANIFEST_DIR")])
         .output()
         .unwrap();

@@ -23,6 +23,12 @@ pub fn binary(name: &str) -> PathBuf {
     cache_dir().join(format!("k8s-{K8S_VERSION}")).join(name)
 }
 
+/// The unpacked Kubernetes source the binaries were built from (the lab's
+/// pause image is compiled from it too).
+pub fn source_tree() -> PathBuf {
+    cache_dir().join("k8s-src/gopath/src/k8s.io/kubernetes")
+}
+
 pub fn kubeconfig(dir: &Path) -> PathBuf {
     dir.join("kubeconfig")
 }
@@ -99,24 +105,7 @@ pub fn pki(dir: &Path) -> Result<String> {
          DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     );
     fs::write(pki.join("san.cnf"), sans).map_err(io("san.cnf"))?;
-    sh(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &p("apiserver.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("apiserver.crt"),
-        "-days",
-        "365",
-        "-extfile",
-        &p("san.cnf"),
-    ])?;
+    sign(&pki, &p("apiserver.csr"), &p("apiserver.crt"), &["-extfile", &p("san.cnf")])?;
     sh(&["openssl", "genrsa", "-out", &p("sa.key"), "2048"])?;
     sh(&["openssl", "rsa", "-in", &p("sa.key"), "-pubout", "-out", &p("sa.pub")])?;
     let mut bytes = [0u8; 16];
@@ -127,8 +116,47 @@ pub fn pki(dir: &Path) -> Result<String> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     fs::write(pki.join("tokens.csv"), format!("{token},admin,admin,system:masters\n"))
         .map_err(io("tokens.csv"))?;
+    client_cert(
+        dir,
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        "system:masters",
+    )?;
+    client_cert(dir, "kube-proxy", "system:kube-proxy", "nonstop-lab")?;
     fs::write(&token_file, &token).map_err(io("admin.token"))?;
     Ok(token)
+}
+
+/// A client certificate signed by the lab CA (`pki/NAME.crt`, `.key`) for
+/// user `cn` in group `org`; made once.
+pub fn client_cert(dir: &Path, name: &str, cn: &str, org: &str) -> Result<(PathBuf, PathBuf)> {
+    let pki = dir.join("pki");
+    let (crt, key) = (pki.join(format!("{name}.crt")), pki.join(format!("{name}.key")));
+    if crt.exists() && key.exists() {
+        return Ok((crt, key));
+    }
+    let p = |f: &str| pki.join(f).display().to_string();
+    let csr = p(&format!("{name}.csr"));
+    let subject = format!("/O={org}/CN={cn}");
+    let key_path = key.display().to_string();
+    sh(&[
+        "openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key_path, "-out", &csr,
+        "-subj", &subject,
+    ])?;
+    let tmp = p(&format!(".{name}.crt"));
+    sign(&pki, &csr, &tmp, &[])?;
+    fs::rename(&tmp, &crt).map_err(io(format!("writing {}", crt.display())))?;
+    Ok((crt, key))
+}
+
+/// Signs `csr` with the lab CA into `out` (a year).
+fn sign(pki: &Path, csr: &str, out: &str, extra: &[&str]) -> Result<()> {
+    let (ca, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
+    let mut args = vec!["openssl", "x509", "-req", "-in", csr, "-out", out, "-days", "365"];
+    let (ca, ca_key) = (ca.display().to_string(), ca_key.display().to_string());
+    args.extend(["-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial"]);
+    args.extend(extra);
+    sh(&args).map(|_| ())
 }
 
 fn write_kubeconfig(dir: &Path, token: &str) -> Result<()> {
@@ -190,9 +218,19 @@ pub fn start(dir: &Path) -> Result<()> {
             format!("--client-ca-file={}", p("ca.crt")),
             format!("--token-auth-file={}", p("tokens.csv")),
         ])
+        // Kubelets as a real cluster has them: each with its node's own
+        // identity, limited by the Node authorizer and NodeRestriction; the
+        // API reaches them (logs, exec) at their InternalIP with its own
+        // client certificate.
         .args([
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer=https://kubernetes.default.svc",
+        ])
+        .args([
+            format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+            format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
         ])
         .args([
             format!("--service-account-key-file={}", p("sa.pub")),

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use nonstop_lab::network::{self, RouterKind};
-use nonstop_lab::{LabError, Shape, controlplane, kubelet, lab_dir, process, router};
+use nonstop_lab::node::Node;
+use nonstop_lab::{LabError, Shape, controlplane, image, lab_dir, node, process, router};
 
 /// A real Kubernetes control plane, nodes and BGP routers on this machine.
 #[derive(Debug, Parser)]
@@ -35,12 +36,20 @@ enum Cmd {
     Status,
     /// Print `export KUBECONFIG=…` (use: eval "$(lab env)").
     Env,
-    /// The lab's image table: which binary an image runs.
+    /// The images the nodes run: built by buildah, imported into each
+    /// node's containerd.
     Image {
         #[command(subcommand)]
         command: ImageCmd,
     },
-    /// A pod's container output.
+    /// Reach into a node: run a command there, stop or start its kubelet.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+    /// A pod's container output, read from its node's runtime log
+    /// (/var/log/pods): every run of the container, oldest first (`kubectl
+    /// logs` shows the current run, `-p` the one before).
     Logs {
         pod: String,
         #[arg(short, long, default_value = "default")]
@@ -55,20 +64,57 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The lab kubelet itself (started by `lab up`).
-    #[command(hide = true)]
-    Kubelet {
-        #[arg(long)]
-        nodes: usize,
-    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ImageCmd {
-    /// Make IMAGE run BINARY (e.g. `lab image add nonstop-agent:v2 target/release/nonstop-agent`).
-    Add { image: String, binary: PathBuf },
-    /// Every image and its binary.
+    /// The nonstop image from the repository's Dockerfile and the release
+    /// binaries built on this machine, into every node.
+    Build {
+        /// Tags (default: ghcr.io/nonstop-dev/nonstop:dev).
+        #[arg(short, long)]
+        tag: Vec<String>,
+        /// Where the release binaries are (default: $CARGO_TARGET_DIR/release).
+        #[arg(long)]
+        binaries: Option<PathBuf>,
+    },
+    /// A test image: FROM with busybox and SCRIPT in front of the agent.
+    Wrap { from: String, tag: String, script: PathBuf },
+    /// The images node-1's containerd holds.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Runs a command inside the node (its network and mount namespaces;
+    /// `ctr` there speaks to the node's containerd).
+    Exec {
+        node: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stops the node's kubelet; its pods keep running.
+    StopKubelet { node: String },
+    /// Starts whatever of the node is not running.
+    Start { node: String },
+}
+
+fn node_arg(dir: &Path, name: &str) -> nonstop_lab::Result<Node> {
+    let i: usize = name.strip_prefix("node-").and_then(|i| i.parse().ok()).ok_or_else(|| {
+        LabError::Failed(format!("{name:?} is not a lab node (node-1, node-2, …)"))
+    })?;
+    let n = Node::new(dir, i);
+    if !n.dir().is_dir() {
+        return Err(LabError::Failed(format!("{name} is not in the lab (lab status)")));
+    }
+    Ok(n)
+}
+
+/// Release binaries: `$CARGO_TARGET_DIR/release`, else the checkout's.
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| PathBuf::from(d).join("release"))
+        .unwrap_or_else(|| repo().join("target/release"))
 }
 
 /// The nonstop checkout (for lab/build-control-plane and lab/helm.py):
@@ -97,6 +143,17 @@ fn packages() -> nonstop_lab::Result<()> {
         "frr",
         "python3-venv",
         "util-linux",
+        // Real nodes: the runtime, its network plugins, kube-proxy's
+        // iptables; buildah for the images, busybox and a C compiler for
+        // the lab's own (shell, pause).
+        "containerd",
+        "runc",
+        "containernetworking-plugins",
+        "iptables",
+        "buildah",
+        "busybox-static",
+        "gcc",
+        "libc6-dev",
     ];
     let missing: Vec<&str> = wanted
         .into_iter()
@@ -122,19 +179,22 @@ fn packages() -> nonstop_lab::Result<()> {
     Ok(())
 }
 
-/// Nodes, router and kubelet for `shape`; what changed since the last
-/// `lab up` is made again.
+/// Nodes and router for `shape`; what changed since the last `lab up` is
+/// made again.
 fn nodes_and_router(dir: &Path, shape: &Shape) -> nonstop_lab::Result<()> {
     let before = Shape::read(dir);
     if before.as_ref().is_some_and(|b| b != shape) {
-        println!("==> the lab changes shape: restarting the router and the kubelet");
+        println!("==> the lab changes shape: restarting the router");
         router::stop(dir);
-        process::stop(dir, "kubelet", Duration::from_secs(5));
+        for gone in node::existing(dir).into_iter().filter(|n| n.i > shape.nodes) {
+            gone.stop();
+        }
     }
     network::router_ns()?;
     for i in 1..=shape.nodes {
         network::node(i, controlplane::BRIDGE)?;
     }
+    network::pod_routes(shape.nodes)?;
     shape.write(dir)?;
     println!(
         "==> {} nodes; router {} at {} (AS {})",
@@ -144,11 +204,12 @@ fn nodes_and_router(dir: &Path, shape: &Shape) -> nonstop_lab::Result<()> {
         network::ROUTER_AS
     );
     router::start(dir, shape.router, shape.nodes)?;
-    let exe = std::env::current_exe().map_err(nonstop_lab_io("finding the lab binary"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["kubelet", "--nodes", &shape.nodes.to_string()]).env("NONSTOP_LAB_DIR", dir);
-    process::start(dir, "kubelet", cmd)?;
-    process::wait_for("every node Ready", Duration::from_secs(60), || {
+    image::base(dir, &controlplane::source_tree())?;
+    println!("==> kubelet, containerd and kube-proxy on each node");
+    for i in 1..=shape.nodes {
+        Node::new(dir, i).start()?;
+    }
+    process::wait_for("every node Ready", Duration::from_secs(90), || {
         ready_nodes(dir, shape.nodes)
     })?;
     Ok(())
@@ -169,17 +230,22 @@ fn ready_nodes(dir: &Path, want: usize) -> Result<(), String> {
     if ready >= want { Ok(()) } else { Err(format!("{ready}/{want} Ready: {text}")) }
 }
 
-/// Ends every pod process, the kubelet, the router and the namespaces.
-fn down(dir: &Path) {
-    process::stop(dir, "kubelet", Duration::from_secs(5));
+/// Ends every node (its pods, kubelet, containerd), the router, the control
+/// plane and the namespaces.
+fn down(dir: &Path) -> nonstop_lab::Result<()> {
+    for n in node::existing(dir) {
+        n.stop();
+    }
     for ns in network::namespaces() {
         process::kill_all(&process::in_netns(&ns));
     }
     router::stop(dir);
     controlplane::stop(dir);
-    // Bind mounts live in the pods' own mount namespaces: gone with them.
+    node::release(dir)?;
     network::remove();
     let _ = std::fs::remove_dir_all(dir);
+    node::remove_mount_points();
+    Ok(())
 }
 
 fn logs(
@@ -189,34 +255,46 @@ fn logs(
     container: Option<&str>,
 ) -> nonstop_lab::Result<()> {
     let prefix = format!("{namespace}_{pod}_");
-    let found: Vec<PathBuf> = std::fs::read_dir(dir.join("logs/pods"))
-        .into_iter()
-        .flatten()
+    let pods: Vec<PathBuf> = node::existing(dir)
+        .iter()
+        .flat_map(|n| std::fs::read_dir(n.dir().join("log/pods")).into_iter().flatten())
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
         .collect();
-    let chosen: Vec<&PathBuf> = match container {
-        Some(c) => found.iter().filter(|p| p.ends_with(format!("{prefix}{c}.log"))).collect(),
-        None => found.iter().collect(),
-    };
-    match chosen.as_slice() {
+    let containers: Vec<PathBuf> = pods
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten())
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| container.is_none_or(|c| p.file_name().is_some_and(|n| n == c)))
+        .collect();
+    match containers.as_slice() {
         [one] => {
-            let text = std::fs::read(one).map_err(nonstop_lab_io("reading the log"))?;
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&text);
+            // N.log per run of the container (the kubelet keeps the last few).
+            let mut runs: Vec<(u32, PathBuf)> = std::fs::read_dir(one)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<u32>().ok()?, p)))
+                .collect();
+            runs.sort();
+            if runs.is_empty() {
+                return Err(LabError::Failed(format!("no log yet in {}", one.display())));
+            }
+            for (_, file) in runs {
+                let text =
+                    std::fs::read_to_string(&file).map_err(nonstop_lab_io("reading the log"))?;
+                print!("{}", nonstop_lab::node::cri_log_text(&text));
+            }
             Ok(())
         }
         [] => Err(LabError::Failed(format!(
-            "no logs for pod {namespace}/{pod}{}",
+            "no logs for pod {namespace}/{pod}{} on any node",
             container.map(|c| format!(" container {c}")).unwrap_or_default()
         ))),
         many => Err(LabError::Failed(format!(
             "pod {namespace}/{pod} has {} containers; choose one with -c: {}",
             many.len(),
-            many.iter()
-                .filter_map(|p| p.file_stem()?.to_str()?.strip_prefix(&prefix))
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().filter_map(|p| p.file_name()?.to_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -279,18 +357,17 @@ fn main() -> ExitCode {
             );
             Ok(())
         })(),
-        Cmd::Down => {
-            down(&dir);
-            println!("lab down");
-            Ok(())
-        }
+        Cmd::Down => down(&dir).map(|()| println!("lab down")),
         Cmd::Status => {
-            let mut names: Vec<&str> = controlplane::DAEMONS.to_vec();
-            names.push("kubelet");
-            if let Ok(kind) = router::kind(&dir) {
-                names.extend(router::daemons(kind));
+            let mut names: Vec<String> =
+                controlplane::DAEMONS.iter().map(|d| d.to_string()).collect();
+            for n in node::existing(&dir) {
+                names.extend(n.daemons());
             }
-            for name in names {
+            if let Ok(kind) = router::kind(&dir) {
+                names.extend(router::daemons(kind).iter().map(|d| d.to_string()));
+            }
+            for name in &names {
                 match process::running(&dir, name) {
                     Some(pid) => println!("{name:<24} running (pid {pid})"),
                     None => println!("{name:<24} stopped"),
@@ -323,31 +400,37 @@ fn main() -> ExitCode {
             println!("export KUBECONFIG={}", controlplane::kubeconfig(&dir).display());
             Ok(())
         }
-        Cmd::Image { command: ImageCmd::Add { image, binary } } => {
-            kubelet::images::add(&dir, &image, &binary).map_err(LabError::Failed).map(|()| {
-                println!("{image} -> {}", binary.display());
+        Cmd::Image { command: ImageCmd::Build { tag, binaries } } => {
+            let tags = if tag.is_empty() { vec![image::NONSTOP_IMAGE.to_string()] } else { tag };
+            let binaries = binaries.unwrap_or_else(release_dir);
+            image::nonstop(&dir, &repo(), &binaries, &tags).map(|()| {
+                println!("built and loaded into every node: {}", tags.join(" "));
             })
         }
-        Cmd::Image { command: ImageCmd::List } => {
-            for (image, path) in kubelet::images::table(&dir) {
-                println!("{image:<32} {}", path.display());
-            }
-            Ok(())
+        Cmd::Image { command: ImageCmd::Wrap { from, tag, script } } => {
+            image::wrap(&dir, &from, &tag, &script).map(|()| println!("{tag}"))
+        }
+        Cmd::Image { command: ImageCmd::List } => image::list(&dir).map(|l| print!("{l}")),
+        Cmd::Node { command: NodeCmd::Exec { node, command } } => (|| {
+            let n = node_arg(&dir, &node)?;
+            let status = n
+                .command(&command[0])
+                .args(&command[1..])
+                .status()
+                .map_err(nonstop_lab_io("running the command in the node"))?;
+            std::process::exit(status.code().unwrap_or(1));
+        })(),
+        Cmd::Node { command: NodeCmd::StopKubelet { node } } => node_arg(&dir, &node).map(|n| {
+            n.stop_kubelet();
+            println!("{node}: kubelet stopped (its pods keep running)");
+        }),
+        Cmd::Node { command: NodeCmd::Start { node } } => {
+            node_arg(&dir, &node).and_then(|n| n.start())
         }
         Cmd::Logs { pod, namespace, container } => {
             logs(&dir, &namespace, &pod, container.as_deref())
         }
         Cmd::Helm { args } => helm(&dir, &args),
-        Cmd::Kubelet { nodes } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("NONSTOP_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
-            let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            rt.block_on(kubelet::run(dir.clone(), nodes)).map_err(LabError::Failed)
-        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

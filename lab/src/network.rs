@@ -131,6 +131,20 @@ pub fn node(i: usize, bridge: &str) -> Result<()> {
     Ok(())
 }
 
+/// Routes to each node's pods (10.244.<i>.0/24 via the node's InternalIP)
+/// from the host (the API server answers them) and from every other node
+/// (the operator's pods reach the agents' admin ports); idempotent.
+pub fn pod_routes(nodes: usize) -> Result<()> {
+    for i in 1..=nodes {
+        let (cidr, via) = (crate::node::pod_cidr(i), node_ip(i));
+        sh(&["ip", "route", "replace", &cidr, "via", &via])?;
+        for j in (1..=nodes).filter(|j| *j != i) {
+            in_ns(&node_name(j), &["ip", "route", "replace", &cidr, "via", &via])?;
+        }
+    }
+    Ok(())
+}
+
 /// Every lab namespace (nodes and router) that exists.
 pub fn namespaces() -> Vec<String> {
     let Ok(entries) = fs::read_dir("/var/run/netns") else { return Vec::new() };

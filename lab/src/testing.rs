@@ -42,6 +42,27 @@ pub fn eventually<T>(
     }
 }
 
+/// The release binaries the images are built from, built first (a no-op
+/// when current) so an image never holds older code than the tests.
+pub fn release_binaries(repo: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo)
+        .args(["build", "--release", "--locked", "--workspace"])
+        .args(["--bin", "nonstop-operator", "--bin", "nonstop-agent"])
+        .output()
+        .map_err(|e| format!("cargo build --release: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build --release: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
+    Ok(target.join("release"))
+}
+
 /// The running lab.
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -122,13 +143,25 @@ impl Lab {
         Namespace { lab: self.clone(), name }
     }
 
+    /// The nonstop image from the repository's Dockerfile and `binaries`,
+    /// tagged `tags`, in every node (`lab image build`; built again only
+    /// when the binaries changed).
+    pub fn build_images(&self, binaries: &Path, tags: &[&str]) -> Result<(), String> {
+        let mut args = vec!["image", "build", "--binaries"];
+        let dir = binaries.display().to_string();
+        args.push(&dir);
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        self.lab(&args).map(|_| ())
+    }
+
     /// nonstop installed the way a user would: the CRDs, then `helm install`
-    /// of the chart into `nonstop-system`, its image (`…/nonstop:dev`) running
-    /// `operator` (this build; the agent binary sits beside it, as in the
-    /// real image). Idempotent. Waits until a replica leads; returns it.
-    pub fn install_nonstop(&self, repo: &Path, operator: &Path) -> Result<String, String> {
-        let operator = operator.display().to_string();
-        self.lab(&["image", "add", "ghcr.io/nonstop-dev/nonstop:dev", &operator])?;
+    /// of the chart into `nonstop-system`, its image (`…/nonstop:dev`, built
+    /// from `binaries`) holding both binaries. Idempotent. Waits until a
+    /// replica leads; returns it.
+    pub fn install_nonstop(&self, repo: &Path, binaries: &Path) -> Result<String, String> {
+        self.build_images(binaries, &[crate::image::NONSTOP_IMAGE])?;
         self.kubectl(&[
             "apply",
             "--validate=false",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nonstop_lab::router::{Router, Tally};
-use nonstop_lab::testing::{Lab, Namespace, Watch, eventually};
+use nonstop_lab::testing::{Lab, Namespace, Watch, eventually, release_binaries};
 use serde_json::Value;
 
 pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
@@ -36,26 +36,17 @@ pub struct Setup {
 impl Setup {
     pub fn new(prefix: &str) -> Setup {
         let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
-        let agent = bin_dir().join("nonstop-agent");
-        assert!(agent.exists(), "{} is not built (cargo build --workspace)", agent.display());
-        for tag in ["v1", "v2"] {
-            lab.lab(&["image", "add", &format!("nonstop-agent:{tag}"), agent.to_str().unwrap()])
-                .unwrap();
-        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let release = release_binaries(root).unwrap();
+        lab.build_images(&release, &["nonstop-agent:v1", "nonstop-agent:v2"]).unwrap();
         // v3: an agent whose state schema this one cannot read, so the
         // running agent refuses to hand over to it.
-        let v3 = lab.dir().join("images/v3/nonstop-agent");
-        std::fs::create_dir_all(v3.parent().unwrap()).unwrap();
-        std::fs::write(
-            &v3,
-            format!("#!/bin/sh\nNONSTOP_TEST_STATE_SCHEMA=99 exec {} \"$@\"\n", agent.display()),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&v3, std::fs::Permissions::from_mode(0o755)).unwrap();
-        lab.lab(&["image", "add", "nonstop-agent:v3", v3.to_str().unwrap()]).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        lab.install_nonstop(root, &bin_dir().join("nonstop-operator")).unwrap();
+        wrap_agent(
+            &lab,
+            "nonstop-agent:v3",
+            &format!("#!/bin/sh\nNONSTOP_TEST_STATE_SCHEMA=99 exec {REAL_AGENT} \"$@\"\n"),
+        );
+        lab.install_nonstop(root, &release).unwrap();
         // Nodes 1–3 hold one speaker each: no gateway left from elsewhere
         // (a `script/demo` run leaves its own up to look at).
         lab.kubectl(&["delete", "bgpgw", "--all", "-A", "--wait=true", "--timeout=90s"]).unwrap();
@@ -253,6 +244,19 @@ pub fn hitless_roll(s: &Setup, image: &str) -> Value {
         pauses.join(", ")
     );
     status
+}
+
+/// Where a test image made by `wrap_agent` keeps the real agent.
+pub const REAL_AGENT: &str = "/usr/local/bin/nonstop-agent.real";
+
+/// A test image `tag`: the v1 image with busybox and `script` in front of
+/// the agent (which stays at `REAL_AGENT`).
+pub fn wrap_agent(lab: &Lab, tag: &str, script: &str) -> String {
+    let file = lab.dir().join("images").join(format!("{}.sh", tag.replace([':', '/'], "_")));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, script).unwrap();
+    lab.lab(&["image", "wrap", "nonstop-agent:v1", tag, file.to_str().unwrap()]).unwrap();
+    tag.to_string()
 }
 
 /// The pid of the operator process whose POD_NAME is `pod`.

@@ -6,11 +6,12 @@
 //!
 //! `--quick` runs only the agent-level upgrade, without Kubernetes (`quick`).
 //!
-//! `script/demo` builds the binaries and runs this with their paths.
+//! `script/demo` builds the binaries (the images hold the release build)
+//! and runs this with their paths.
 
 mod quick;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,12 @@ struct Cli {
     /// The `lab` binary.
     #[arg(long, required_unless_present = "quick")]
     lab: Option<PathBuf>,
-    /// The nonstop-agent binary (the gateway's image, v1 and v2).
+    /// The nonstop-agent binary (for --quick).
     #[arg(long)]
-    agent: PathBuf,
-    /// The nonstop-operator binary (the chart's image).
+    agent: Option<PathBuf>,
+    /// The release binaries the images are built from.
     #[arg(long, required_unless_present = "quick")]
-    operator: Option<PathBuf>,
+    binaries: Option<PathBuf>,
     /// The repository (chart, CRDs).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
@@ -50,7 +51,11 @@ fn say(started: Instant, what: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = if cli.quick { quick::demo(&cli.agent) } else { demo(&cli) };
+    let result = match (&cli.agent, cli.quick) {
+        (Some(agent), true) => quick::demo(agent),
+        (None, true) => Err("--quick needs --agent".into()),
+        (_, false) => demo(&cli),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -178,7 +183,7 @@ fn demo(cli: &Cli) -> Result<(), String> {
     let repo =
         std::fs::canonicalize(&cli.repo).map_err(|e| format!("{}: {e}", cli.repo.display()))?;
     let given = |p: &Option<PathBuf>, what: &str| p.clone().ok_or(format!("--{what} is needed"));
-    let (lab_binary, operator) = (given(&cli.lab, "lab")?, given(&cli.operator, "operator")?);
+    let (lab_binary, binaries) = (given(&cli.lab, "lab")?, given(&cli.binaries, "binaries")?);
     let lab = Lab { dir: nonstop_lab::lab_dir(), binary: lab_binary.clone() };
     say(
         started,
@@ -189,19 +194,14 @@ fn demo(cli: &Cli) -> Result<(), String> {
         return Err("lab up failed".into());
     }
 
-    say(started, "images: nonstop-agent:v1 and :v2 (this build)");
-    let path = |p: &Path| {
-        std::fs::canonicalize(p)
-            .map(|p| p.display().to_string())
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
-    let (agent, operator) = (path(&cli.agent)?, path(&operator)?);
-    for (image, binary) in [("nonstop-agent:v1", &agent), ("nonstop-agent:v2", &agent)] {
-        lab.lab(&["image", "add", image, binary])?;
-    }
+    say(
+        started,
+        "images: the Dockerfile built by buildah (this build), tagged nonstop-agent:v1 and :v2",
+    );
+    lab.build_images(&binaries, &["nonstop-agent:v1", "nonstop-agent:v2"])?;
 
     say(started, "helm install nonstop charts/nonstop -n nonstop-system (2 operator replicas)");
-    lab.install_nonstop(&repo, Path::new(&operator))?;
+    lab.install_nonstop(&repo, &binaries)?;
     let _ = lab.kubectl(&["create", "namespace", NS]);
 
     // Start from v1 (a rerun rolls it back there first, the same way).
