@@ -303,6 +303,49 @@ fn serving_small_with(link: &Link, yaml: String) -> (Gobgp<'_>, String, Agent, S
     (router, yaml, old, session)
 }
 
+/// A pod whose agent failed a handoff is being rolled back; the kubelet may
+/// restart its container before the deletion lands. That second run of the
+/// same pod (same name, same creation time) is refused and the predecessor
+/// keeps serving; a new pod (another creation time) takes over.
+#[test]
+fn a_successor_pod_that_failed_gets_no_second_try() {
+    let link = Link::new("ho-second-try");
+    let (router, yaml, old, session) = serving_small(&link);
+    let pod = [("NONSTOP_POD", "edge-node-1-new"), ("NONSTOP_POD_CREATED_MS", "1000")];
+    let stop = [pod[0], pod[1], ("NONSTOP_TEST_HANDOFF_STOP_AT", "new:welcome")];
+    let mut first = Agent::successor(&link.a, &link.dir, &yaml, &stop, "agent-first.log");
+    eventually(Duration::from_secs(20), "the first run to stop at new:welcome", || {
+        if first.daemon.is_stopped() { Ok(()) } else { Err("running".to_string()) }
+    });
+    first.daemon.signal("KILL");
+    first.daemon.wait_exit(Duration::from_secs(5));
+
+    let mut again = Agent::successor(&link.a, &link.dir, &yaml, &pod, "agent-again.log");
+    let status = again.daemon.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the second run of the failed pod took over");
+    let log = again.daemon.log_text();
+    assert!(log.contains("already failed a handoff"), "{log}");
+    let serving = old.status().unwrap();
+    assert_eq!(serving["role"], "active", "{serving}");
+    assert_eq!(serving["last_handoff"]["result"], "refused", "{serving}");
+
+    let newer = [("NONSTOP_POD", "edge-node-1-new"), ("NONSTOP_POD_CREATED_MS", "2000")];
+    let next = Agent::successor(&link.a, &link.dir, &yaml, &newer, "agent-next.log");
+    eventually(Duration::from_secs(30), "a new pod's takeover", || {
+        let s = next.status()?;
+        if s["role"] == "active"
+            && s["pod"] == "edge-node-1-new"
+            && s["last_handoff"]["result"] == "completed"
+        {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(router.session().unwrap(), session, "the router's session moved");
+    assert_eq!(router.withdrawals(), 0);
+}
+
 /// A successor that stops answering: the predecessor rolls back as if
 /// nothing happened, the successor, woken up, exits non-zero saying so.
 /// Stopped while the tables are copied (nothing paused yet), the

@@ -77,6 +77,14 @@ pub struct Hello {
     /// Proves the successor may read the state dir (a file only its owner reads).
     pub token: String,
     pub can_carry: Vec<Feature>,
+    /// The pod the successor runs in and when that pod was made
+    /// (`name@created-ms`), when the operator runs it. A predecessor gives
+    /// no second try to an incarnation whose handoff already failed here:
+    /// its pod is being rolled back, and the kubelet restarting its
+    /// container before the deletion lands must not hand it the node.
+    /// Absent from older agents' HELLO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ fn hello(can_carry: &[Feature]) -> Hello {
         pid: 4242,
         token: "t0ken".into(),
         can_carry: can_carry.to_vec(),
+        incarnation: Some("edge-node-1-abc@1700000000000".into()),
     }
 }
 

@@ -75,6 +75,13 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Which pod this is, as a successor names itself in HELLO
+    /// (`name@created-ms`); none when not run by the operator.
+    fn incarnation(&self) -> Option<String> {
+        let pod = self.pod.as_ref()?;
+        Some(format!("{pod}@{}", self.pod_created_ms.unwrap_or(0)))
+    }
+
     /// The config file's settings with this run's overrides.
     fn effective(&self, mut config: Config) -> Config {
         if let Some(ip) = self.admin_ip {
@@ -176,6 +183,8 @@ struct Speaker {
     /// Peers whose Secret changed while their session was Established: told
     /// once, taken up when the session next goes down (see `secrets`).
     deferred_passwords: HashSet<IpAddr>,
+    /// Successor incarnations whose handoff failed here (see `handoff`).
+    failed_successors: handoff::Failed,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -228,7 +237,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // (after the one told to restart lets go of the state dir).
     let dir = options.state_dir.clone();
     let handoff = options.takeover == Takeover::Handoff;
-    let found = if handoff { blocking(move || handoff::take_over(&dir)).await } else { Ok(None) };
+    let incarnation = options.incarnation();
+    let found = if handoff {
+        blocking(move || handoff::take_over(&dir, incarnation)).await
+    } else {
+        Ok(None)
+    };
     let (mut takeover, lock) = match found {
         Ok(Some((t, lock))) => (Some(t), lock),
         Ok(None) => {
@@ -299,6 +313,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         standing,
         lock: Some(lock),
         deferred_passwords: HashSet::new(),
+        failed_successors: handoff::Failed::default(),
     };
     let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
         .as_mut()

@@ -173,9 +173,33 @@ fn step(name: &str) {
     }
 }
 
+/// Successor incarnations (`pod@created-ms`) whose handoff to this agent
+/// failed: the operator rolls such a pod back, and until its deletion lands
+/// the kubelet may restart its container, which must not get the node.
+/// The last few are kept.
+#[derive(Debug, Default)]
+pub(super) struct Failed(std::collections::VecDeque<String>);
+
+impl Failed {
+    const KEPT: usize = 16;
+
+    pub(super) fn add(&mut self, incarnation: String) {
+        if !self.has(&incarnation) {
+            if self.0.len() == Self::KEPT {
+                self.0.pop_front();
+            }
+            self.0.push_back(incarnation);
+        }
+    }
+
+    pub(super) fn has(&self, incarnation: &str) -> bool {
+        self.0.iter().any(|i| i == incarnation)
+    }
+}
+
 /// What this build can carry; the tests narrow it (`NONSTOP_TEST_CANNOT_CARRY`,
 /// `NONSTOP_TEST_STATE_SCHEMA`) to play an incompatible successor.
-fn our_hello(dir: &Path) -> Hello {
+fn our_hello(dir: &Path, incarnation: Option<String>) -> Hello {
     let cannot: Vec<String> = std::env::var("NONSTOP_TEST_CANNOT_CARRY")
         .unwrap_or_default()
         .split(',')
@@ -196,6 +220,7 @@ fn our_hello(dir: &Path) -> Hello {
             .into_iter()
             .filter(|f| !name(f).is_some_and(|n| cannot.contains(&n)))
             .collect(),
+        incarnation,
     }
 }
 
@@ -276,6 +301,20 @@ impl super::Speaker {
         listener: &tokio::net::TcpListener,
         admin: &OwnedFd,
     ) -> bool {
+        let incarnation = knock.1.incarnation.clone();
+        if let Some(again) = incarnation.as_deref().filter(|i| self.failed_successors.has(i)) {
+            let why = format!(
+                "{again} already failed a handoff to this agent; its pod is being rolled back"
+            );
+            warn!(successor = knock.1.pid, "handoff refused: {why}");
+            let _ = knock.0.send(&Message::Abort(why.clone()), &[]);
+            let other = AgentRef { pid: knock.1.pid, version: knock.1.agent_version.clone() };
+            let refused =
+                report(HandoffRole::Predecessor, HandoffResult::Refused, Some(why), other);
+            self.metrics.handoff(&refused);
+            self.standing.lock().expect("standing").last_handoff = Some(refused);
+            return false;
+        }
         let peers: Vec<_> = self
             .peers
             .iter()
@@ -294,6 +333,9 @@ impl super::Speaker {
             hand_over(&dir, knock, &peers, [listener.as_fd(), admin.as_fd()], move_aside).await;
         self.metrics.handoff(&report);
         let done = report.result == HandoffResult::Completed;
+        if let Some(incarnation) = incarnation.filter(|_| !done) {
+            self.failed_successors.add(incarnation);
+        }
         let mut standing = self.standing.lock().expect("standing");
         if done {
             standing.role = super::status::Role::Retired;

@@ -73,7 +73,10 @@ struct Collected {
 
 /// The successor's side. None: no agent answers (start cold). An error:
 /// the handoff did not happen and the predecessor keeps serving.
-pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
+pub fn take_over(
+    dir: &Path,
+    incarnation: Option<String>,
+) -> Result<Option<(Takeover, ActiveLock)>, String> {
     let path: PathBuf = dir.join(SOCKET);
     let channel = match Channel::connect(&path) {
         Ok(c) => c,
@@ -88,7 +91,9 @@ pub fn take_over(dir: &Path) -> Result<Option<(Takeover, ActiveLock)>, String> {
         Err(e) => return Err(format!("cannot reach the running agent at {}: {e}", path.display())),
     };
     channel.set_send_timeout(STEP).map_err(|e| e.to_string())?;
-    channel.send(&Message::Hello(our_hello(dir)), &[]).map_err(|e| format!("saying HELLO: {e}"))?;
+    channel
+        .send(&Message::Hello(our_hello(dir, incarnation)), &[])
+        .map_err(|e| format!("saying HELLO: {e}"))?;
     let welcome = match channel.recv(STEP) {
         Ok((Message::Welcome(w), _)) => w,
         Ok((Message::Abort(why), _)) => {
