@@ -134,6 +134,72 @@ fn assert_calm(capture: Capture, addresses: &[String]) {
     assert!(wire.is_calm(), "the capture at the router saw: {wire:?}");
 }
 
+/// Starts the node's kubelet again if a test stopped it.
+struct KubeletBack(Lab, &'static str);
+
+impl Drop for KubeletBack {
+    fn drop(&mut self) {
+        let _ = self.0.lab(&["node", "start", self.1]);
+    }
+}
+
+fn node_ready(s: &Setup, node: &str) -> String {
+    let path = "{.status.conditions[?(@.type==\"Ready\")].status}";
+    s.lab.kubectl(&["get", "node", node, "-o", &format!("jsonpath={path}")]).unwrap_or_default()
+}
+
+/// A node whose kubelet stops (as when it crashes or its host hangs) goes
+/// NotReady; its agent keeps running and serving, as on a real node. A
+/// rollout meanwhile upgrades the other nodes, says it waits for that one,
+/// and finishes it once the kubelet is back. Nothing is withdrawn anywhere.
+#[test]
+fn a_node_whose_kubelet_stops_mid_rollout_is_waited_for_and_converges() {
+    let s = Setup::new("e2e-notready");
+    s.serving_v1("Handoff");
+    let watched = Watched::start(&s, "notready");
+    let _back = KubeletBack(s.lab.clone(), "node-2");
+    s.lab.lab(&["node", "stop-kubelet", "node-2"]).unwrap();
+    // The node controller's grace period (40 s) passes first.
+    eventually(Duration::from_secs(90), "node-2 NotReady", || match node_ready(&s, "node-2") {
+        r if r == "Unknown" || r == "False" => Ok(()),
+        r => Err(r),
+    });
+
+    s.set_image("nonstop-agent:v2");
+    let status =
+        eventually(Duration::from_secs(120), "nodes 1 and 3 on v2, node-2 waited for", || {
+            let images = s.pod_images()?;
+            let on_v2 = |node: &str| {
+                images
+                    .iter()
+                    .any(|(p, i)| p.contains(&format!("-{node}-")) && i == "nonstop-agent:v2")
+            };
+            let status = s.status();
+            let progressing = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Progressing")
+                .and_then(|c| c["message"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let waits = progressing.contains("waiting for node-2: not Ready");
+            if on_v2("node-1") && on_v2("node-3") && waits && !on_v2("node-2") {
+                Ok(progressing)
+            } else {
+                Err(format!("{images:?}; {progressing}"))
+            }
+        });
+    eprintln!("while node-2's kubelet is down: {status}");
+    // node-2's agent still serves: its session and routes are at the router.
+    s.wait_routes_from(&NODES, Duration::from_secs(5));
+
+    s.lab.lab(&["node", "start", "node-2"]).unwrap();
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    assert_eq!(node_ready(&s, "node-2"), "True");
+    watched.saw_nothing(&s);
+}
+
 #[test]
 fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
     let s = Setup::new("e2e-drain");
@@ -315,14 +381,19 @@ struct Watched {
 }
 
 impl Watched {
-    /// Serving v1, then the image bumped; returns once the first node is on v2.
-    fn rolling_to_v2(s: &Setup, name: &str) -> Watched {
-        s.serving_v1("Handoff");
-        let watched = Watched {
+    /// The router's logs, its table every 200 ms and its wire, from now.
+    fn start(s: &Setup, name: &str) -> Watched {
+        Watched {
             before: Tally::of(&s.router, &uplinks()),
             watch: Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len()),
             capture: Capture::start(s.lab.dir(), name).unwrap(),
-        };
+        }
+    }
+
+    /// Serving v1, then the image bumped; returns once the first node is on v2.
+    fn rolling_to_v2(s: &Setup, name: &str) -> Watched {
+        s.serving_v1("Handoff");
+        let watched = Watched::start(s, name);
         s.set_image("nonstop-agent:v2");
         s.wait_first_node_on("nonstop-agent:v2");
         watched

@@ -34,14 +34,18 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     // status through the kubelet (`kubectl exec`, no flags needed).
     let pods = s.pod_images().unwrap();
     let (pod, _) = pods.iter().find(|(p, _)| p.contains("node-1")).unwrap();
-    let id = s.ns.get(&format!("pod/{pod}"), "{.status.containerStatuses[0].containerID}").unwrap();
-    let id = id.strip_prefix("containerd://").expect("a containerd container");
+    let id = eventually(Duration::from_secs(30), "the agent's container ID", || {
+        let id = s.ns.get(&format!("pod/{pod}"), "{.status.containerStatuses[0].containerID}")?;
+        id.strip_prefix("containerd://").map(String::from).ok_or(id)
+    });
     let ctr = s.lab.lab(&["node", "exec", "node-1", "ctr", "containers", "ls", "-q"]).unwrap();
     assert!(ctr.lines().any(|l| l == id), "{id} not among node-1's containers: {ctr}");
     let agent = s.ns.kubectl(&["exec", pod, "--", "nonstop-agent", "status"]).unwrap();
     let agent: serde_json::Value = serde_json::from_str(&agent).unwrap();
     assert_eq!(agent["pod"], pod.as_str(), "{agent}");
     assert_eq!(agent["role"], "active", "{agent}");
+    let log = s.ns.kubectl(&["logs", pod]).unwrap();
+    assert!(log.contains("nonstop-agent running"), "kubectl logs {pod}: {log}");
 
     // v1 → v2 → v1 → v2, each node handing over in place; an independent
     // capture at the router sees no NOTIFICATION, FIN/RST or withdrawal.
@@ -96,10 +100,10 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
             && e["note"].as_str().or(e["message"].as_str()).is_some_and(|m| m.contains("refused"))
     });
     assert!(warned, "an UpgradeFailed Event naming the reason: {events}");
-    eventually(Duration::from_secs(30), "the v3 pod gone, v1 everywhere", || {
+    eventually(Duration::from_secs(30), "the v3 pod gone, v2 everywhere", || {
         let images = s.pod_images()?;
-        let v1 = images.len() == 3 && images.iter().all(|(_, i)| i == "nonstop-agent:v1");
-        if v1 { Ok(()) } else { Err(format!("{images:?}")) }
+        let v2 = images.len() == 3 && images.iter().all(|(_, i)| i == "nonstop-agent:v2");
+        if v2 { Ok(()) } else { Err(format!("{images:?}")) }
     });
     assert!(s.status()["rollout"].as_str().unwrap().starts_with("Degraded"));
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
@@ -107,7 +111,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     s.wait_routes_from(&NODES, Duration::from_secs(5));
 
     // A fixed image resumes the rollout.
-    hitless_roll(&s, "nonstop-agent:v2");
+    hitless_roll(&s, "nonstop-agent:v1");
 }
 
 #[test]
