@@ -306,3 +306,69 @@ fn the_demo_reports_a_hitless_upgrade() {
         assert!(row.ends_with(" ms"), "{node}'s handoff pause: {report}");
     }
 }
+
+/// TCP MD5 and GTSM on a real node, under the agent pod's security context
+/// as runc enforces it (only NET_BIND_SERVICE, read-only root, seccomp
+/// RuntimeDefault): node-1's gateway peers with the router's secured
+/// neighbor (from 10.99.1.3, the password from a Secret, GTSM), and an
+/// image bump hands that session over: the router's session stays up, the
+/// capture sees no NOTIFICATION, reset or withdrawal.
+#[test]
+fn md5_and_gtsm_sessions_hand_off_on_a_real_node() {
+    let s = Setup::new("e2e-md5");
+    for node in ["node-2", "node-3"] {
+        s.lab.kubectl(&["label", "node", node, "nonstop.dev/e2e-"]).unwrap();
+    }
+    let secured = "10.99.1.3".to_string();
+    s.ns.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-auth}}\nstringData: {{router: {}}}\n",
+        nonstop_lab::network::SECURED_PASSWORD
+    ))
+    .unwrap();
+    let gateway = |image: &str| {
+        let plain = s.gateway(image, "Handoff");
+        let peer = "  - address: 10.99.0.1\n    asn: 65000\n";
+        assert!(plain.contains(peer), "{plain}");
+        plain.replace(
+            peer,
+            &format!(
+                "{peer}    localAddress: {secured}\n    ttlSecurity: true\n    \
+                 passwordSecretRef: {{name: bgp-auth, key: router}}\n"
+            ),
+        )
+    };
+    let on = |image: &str| {
+        eventually(Duration::from_secs(90), &format!("node-1 serving {image}"), || {
+            let images = s.pod_images()?;
+            let status = s.status();
+            let done = images.len() == 1
+                && images[0].1 == image
+                && status["rollout"] == "Complete"
+                && status["sessions"] == "1/1";
+            if done { Ok(()) } else { Err(format!("{images:?} {status}")) }
+        })
+    };
+    s.ns.apply(&gateway("nonstop-agent:v1")).unwrap();
+    on("nonstop-agent:v1");
+    let hop = vec![secured.clone()];
+    eventually(Duration::from_secs(30), "the routes via the secured session", || {
+        let routes = s.router.routes()?;
+        let all = PREFIXES.iter().all(|p| routes.get(*p).is_some_and(|h| h.contains(&secured)));
+        if all { Ok(()) } else { Err(format!("{routes:?}")) }
+    });
+
+    let before = Tally::of(&s.router, &hop);
+    let watch = Watch::start(s.router.clone(), &PREFIXES, &hop, 1);
+    let capture = Capture::start(s.lab.dir(), "md5-gtsm").unwrap();
+    s.ns.apply(&gateway("nonstop-agent:v2")).unwrap();
+    on("nonstop-agent:v2");
+    let record = s.status()["nodes"][0]["lastUpgrade"].clone();
+    assert_eq!(record["result"], "Succeeded", "{record}");
+    assert_eq!(record["mode"], "Handoff", "{record}");
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "routes missing at the router: {misses:?}");
+    let seen = Tally::of(&s.router, &hop).since(&before);
+    assert!(seen.is_empty(), "the router saw on the secured session: {seen:?}");
+    let wire = capture.finish().on(&hop).unwrap();
+    assert!(wire.bgp_messages > 0 && wire.is_calm(), "{wire:?}");
+}

@@ -11,6 +11,8 @@
 //! from its own 10.99.<i>.2, so one gateway spec (`peers: [{address:
 //! 10.99.0.1, asn: 65000}]`, our AS 65001) fits every node. The router
 //! forwards between uplinks too, so nodes reach each other's 10.99.<i>.2.
+//! Each uplink has a second address, 10.99.<i>.3, whose session the router
+//! (gobgpd) secures with TCP MD5 and GTSM.
 
 use std::fs;
 use std::path::Path;
@@ -59,6 +61,16 @@ pub fn node_ip(i: usize) -> String {
 pub fn uplink_ip(i: usize) -> String {
     format!("10.99.{i}.2")
 }
+
+/// A second address on the node's uplink, for a session the router secures
+/// (gobgpd: TCP MD5 with [`SECURED_PASSWORD`] and GTSM); a gateway uses it
+/// with `localAddress`.
+pub fn secured_ip(i: usize) -> String {
+    format!("10.99.{i}.3")
+}
+
+/// The TCP MD5 password of the router's secured sessions.
+pub const SECURED_PASSWORD: &str = "nonstop-lab-md5";
 
 fn sh(args: &[&str]) -> Result<String> {
     run(&args.join(" "), Command::new(args[0]).args(&args[1..]))
@@ -128,6 +140,9 @@ pub fn node(i: usize, bridge: &str) -> Result<()> {
         &["ip", "addr", "add", ROUTER_ADDRESS, "peer", &uplink_ip(i), "dev", &router_end],
     )?;
     in_ns(ROUTER_NS, &["ip", "link", "set", &router_end, "up"])?;
+    let secured = secured_ip(i);
+    in_ns(&ns, &["ip", "addr", "add", &format!("{secured}/32"), "dev", "uplink"])?;
+    in_ns(ROUTER_NS, &["ip", "route", "add", &format!("{secured}/32"), "dev", &router_end])?;
     Ok(())
 }
 
@@ -190,6 +205,20 @@ pub fn router_config(kind: RouterKind, nodes: usize, dir: &Path) -> String {
                      [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
                      [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n    \
                      [neighbors.afi-safis.long-lived-graceful-restart.config]\n      enabled = true\n      restart-time = 3600\n"
+                );
+            }
+            // The secured sessions: TCP MD5 and GTSM (only TTL 255 accepted).
+            for i in 1..=nodes {
+                c += &format!(
+                    "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = {NODE_AS}\n    \
+                     auth-password = \"{SECURED_PASSWORD}\"\n  \
+                     [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{ROUTER_ADDRESS}\"\n  \
+                     [neighbors.timers.config]\n    connect-retry = 5\n    hold-time = 9\n    keepalive-interval = 3\n  \
+                     [neighbors.ttl-security.config]\n    enabled = true\n    ttl-min = 255\n  \
+                     [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n    helper-only = true\n  \
+                     [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+                     [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+                    secured_ip(i)
                 );
             }
             c

@@ -278,7 +278,9 @@ state = "{state}"
             .arg(format!("--node-labels=nonstop.dev/lab-node={}", self.i))
             .args(["--container-runtime=remote", "--runtime-request-timeout=2m"])
             .arg(format!("--container-runtime-endpoint=unix://{}", self.socket().display()))
-            .arg(format!("--pod-infra-container-image={PAUSE_IMAGE}"));
+            .arg(format!("--pod-infra-container-image={PAUSE_IMAGE}"))
+            // Pod lifecycle (SyncLoop ADD/UPDATE/DELETE, kills) in the log.
+            .arg("--v=2");
         process::start(&self.lab, &self.daemon("kubelet"), cmd).map(|_| ())
     }
 
