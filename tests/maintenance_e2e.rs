@@ -174,15 +174,10 @@ fn a_node_whose_kubelet_stops_mid_rollout_is_waited_for_and_converges() {
                     .iter()
                     .any(|(p, i)| p.contains(&format!("-{node}-")) && i == "nonstop-agent:v2")
             };
-            let status = s.status();
-            let progressing = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Progressing")
-                .and_then(|c| c["message"].as_str())
-                .unwrap_or("")
-                .to_string();
+            let progressing = s
+                .condition("Progressing")
+                .and_then(|c| c["message"].as_str().map(String::from))
+                .unwrap_or_default();
             let waits = progressing.contains("waiting for node-2: not Ready");
             if on_v2("node-1") && on_v2("node-3") && waits && !on_v2("node-2") {
                 Ok(progressing)

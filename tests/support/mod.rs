@@ -168,22 +168,17 @@ spec:
         });
     }
 
+    /// The gateway's condition of type `kind`, if it has one.
+    pub fn condition(&self, kind: &str) -> Option<Value> {
+        let status = self.status();
+        status["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
+    }
+
     /// Waits until the Ready condition's reason is `want`; its message.
     pub fn wait_ready_reason(&self, want: &str) -> String {
-        eventually(Duration::from_secs(30), want, || {
-            let status = self.status();
-            let ready = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .cloned();
-            match ready {
-                Some(c) if c["reason"] == want => {
-                    Ok(c["message"].as_str().unwrap_or("").to_string())
-                }
-                other => Err(format!("{other:?}")),
-            }
+        eventually(Duration::from_secs(30), want, || match self.condition("Ready") {
+            Some(c) if c["reason"] == want => Ok(c["message"].as_str().unwrap_or("").to_string()),
+            other => Err(format!("{other:?}")),
         })
     }
 
