@@ -58,11 +58,32 @@ pub fn read(state_dir: &Path) -> Option<Previous> {
     serde_json::from_str(&text).ok()
 }
 
-/// Writes the record atomically (a reader never sees half of it).
+/// Writes the record so that a crash at any point leaves either the old
+/// record or the new one, whole: a temp file of this writer's own (the
+/// predecessor and the successor write side by side during a handoff, and
+/// in separate PID namespaces may share a pid), synced, renamed over the
+/// record, then the directory synced so the rename itself survives power loss.
 pub fn write(state_dir: &Path, record: Previous) -> std::io::Result<()> {
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(&record).expect("JSON"))?;
-    std::fs::rename(tmp, state_dir.join(FILE))
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tmp = state_dir.join(format!(
+        ".{FILE}.{}.{nanos}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(&serde_json::to_vec(&record).expect("JSON"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, state_dir.join(FILE))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::File::open(state_dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -97,6 +118,41 @@ mod tests {
         let record = Previous { alive_ms: 42, ended: Ended::Restart };
         write(&dir, record).unwrap();
         assert_eq!(read(&dir), Some(record));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn two_agents_writing_at_once_never_leave_a_torn_record_or_temp_files() {
+        let dir = std::env::temp_dir().join(format!("nonstop-restart-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let writers: Vec<_> = [Ended::Running, Ended::Restart]
+            .into_iter()
+            .map(|ended| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for alive_ms in 0..300 {
+                        write(&dir, Previous { alive_ms, ended }).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut reads = 0;
+        while writers.iter().any(|w| !w.is_finished()) {
+            if let Ok(text) = std::fs::read_to_string(dir.join(FILE)) {
+                serde_json::from_str::<Previous>(&text)
+                    .unwrap_or_else(|e| panic!("torn record {text:?}: {e}"));
+                reads += 1;
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, [FILE], "after {reads} reads");
+        assert_eq!(read(&dir).map(|p| p.alive_ms), Some(299));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
