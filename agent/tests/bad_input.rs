@@ -1,8 +1,10 @@
 //! Bad input: a peer that sends garbage, a wrong marker, a bad length, a
-//! truncated or oversized UPDATE gets the NOTIFICATION RFC 4271 prescribes; a
-//! malformed attribute is treat-as-withdraw (RFC 7606) and keeps the session.
-//! Meanwhile a real gobgpd session on the same agent is never reset, and the
-//! agent never panics. A bad config is refused before anything is announced.
+//! truncated or oversized UPDATE, an IPv4 route with an IPv6 next hop or an
+//! MP_REACH_NLRI that overruns gets the NOTIFICATION RFC 4271 / RFC 7606
+//! prescribe; a malformed attribute is treat-as-withdraw (RFC 7606) and keeps
+//! the session. Meanwhile a real gobgpd session on the same agent is never
+//! reset, the agent never panics, and the next handoff carries the session
+//! on. A bad config is refused before anything is announced.
 
 mod support;
 
@@ -58,6 +60,8 @@ fn bad_bytes_get_the_prescribed_notification_and_nothing_else_breaks() {
         ("short-length", [1, 2]),
         ("truncated-update", [3, 1]),
         ("update-too-long", [1, 2]),
+        ("ipv6-next-hop-for-ipv4", [3, 9]),
+        ("mp-reach-overrun", [3, 1]),
     ];
     for (mode, expected) in cases {
         let (verdict, mut child) = evil(&link, mode);
@@ -92,6 +96,24 @@ fn bad_bytes_get_the_prescribed_notification_and_nothing_else_breaks() {
         "{real}"
     );
     assert!(!agent.daemon.log_text().contains("panicked"));
+
+    // Whatever the evil peer sent, the next handoff goes through: nothing it
+    // sent is in a table that the successor could not read.
+    let successor = Agent::successor(&link.a, &link.dir, &config(&link), &[], "successor.log");
+    let pid = successor.daemon.child.id();
+    eventually(Duration::from_secs(30), "the successor to take over", || {
+        let s = successor.status()?;
+        match &s["last_handoff"] {
+            h if s["pid"] == pid && h["result"] == "completed" => Ok(()),
+            h => Err(format!("pid {} last handoff {h}", s["pid"])),
+        }
+    });
+    let real = successor.peer(&link.b_v4).unwrap();
+    assert_eq!(
+        (real["state"].as_str(), real["established_transitions"].as_u64()),
+        (Some("Established"), Some(1)),
+        "{real}"
+    );
 }
 
 #[test]

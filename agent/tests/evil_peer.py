@@ -7,7 +7,8 @@ Opens a correct session with the agent (AS 65000, IPv4 unicast, 4-octet AS),
 then sends the damage named by MODE and reports, as one JSON line on stdout,
 the NOTIFICATION the agent answered with (or null if none came and the
 session stayed up). Modes: garbage, wrong-marker, short-length, truncated-update,
-update-too-long, bad-origin-length (RFC 7606 treat-as-withdraw: no NOTIFICATION).
+update-too-long, ipv6-next-hop-for-ipv4, mp-reach-overrun, bad-origin-length
+(RFC 7606 treat-as-withdraw: no NOTIFICATION).
 
 Mode "collide" makes a connection collision (RFC 4271 §6.8): it accepts the
 agent's dial on LOCAL_ADDR:179 and dials the agent too, sends OPEN (with
@@ -40,6 +41,11 @@ def attrs(origin_value=b"\x00"):
     a += bytes([0x40, 2, 6, 2, 1]) + struct.pack("!I", 65000)  # AS_PATH [65000]
     a += bytes([0x40, 3, 4]) + socket.inet_aton("10.77.0.2")  # NEXT_HOP
     return a
+
+
+def mp_reach(afi, next_hop, nlri):
+    value = struct.pack("!HBB", afi, 1, len(next_hop)) + next_hop + b"\x00" + nlri
+    return bytes([0x80, 14, len(value)]) + value
 
 
 def update(attributes, nlri):
@@ -146,6 +152,17 @@ def main():
         "truncated-update": message(2, struct.pack("!H", 40) + b"\x18\x0a\x00"),
         "update-too-long": MARKER + struct.pack("!HB", 5000, 2) + bytes(4981),
         "bad-origin-length": update(attrs(b"\x00\x00"), bytes([16, 10, 66])),
+        # An IPv4 route with an IPv6 next hop, no Extended Next Hop
+        # capability negotiated (RFC 8950): RFC 7606 §7.11 session reset.
+        "ipv6-next-hop-for-ipv4": update(
+            attrs()[:-7] + mp_reach(1, socket.inet_pton(socket.AF_INET6, "2001:db8::2"),
+                                    bytes([24, 10, 68, 0])),
+            b""),
+        # MP_REACH_NLRI whose length runs past the attribute list: its
+        # prefixes cannot be found to withdraw them (RFC 7606 §4).
+        "mp-reach-overrun": update(
+            attrs()[:-7] + bytes([0x80, 14, 40, 0, 1, 1, 4]) + socket.inet_aton("10.77.0.3"),
+            b""),
     }[mode]
     sock.sendall(damage)
 

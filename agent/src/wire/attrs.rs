@@ -394,7 +394,7 @@ fn decode_aggregator(value: &[u8], four_octet: bool) -> Option<(u32, Ipv4Addr)> 
     }
 }
 
-fn attr_length_bytes(flags: u8, len: usize) -> Vec<u8> {
+pub(crate) fn attr_length_bytes(flags: u8, len: usize) -> Vec<u8> {
     if flags & EXTENDED_LENGTH != 0 { (len as u16).to_be_bytes().to_vec() } else { vec![len as u8] }
 }
 

@@ -347,4 +347,6 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+mod rfc7606_tests;
+#[cfg(test)]
 mod tests;

@@ -10,7 +10,9 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::attrs::{AttrDecoder, EXTENDED_LENGTH, OPTIONAL, attr_code, put_attr};
+use super::attrs::{
+    AttrDecoder, EXTENDED_LENGTH, OPTIONAL, TRANSITIVE, attr_code, attr_length_bytes, put_attr,
+};
 use super::{AfiSafi, DecodeError, PathAttrs, Reader, WireContext, begin, finish, message_type};
 use crate::route::Prefix;
 
@@ -125,12 +127,13 @@ impl Update {
         while !r.is_empty() {
             let header = (r.u8(), r.u8());
             let (Some(flags), Some(code)) = header else {
-                malformed.push(overrun("fewer than 3 bytes left for an attribute"));
+                malformed.push(overrun(&update, None, "fewer than 3 bytes left for an attribute")?);
                 break;
             };
             let len = if flags & EXTENDED_LENGTH != 0 { r.u16() } else { r.u8().map(u16::from) };
             let Some(value) = len.and_then(|l| r.take(usize::from(l))) else {
-                malformed.push(overrun(&format!("attribute {code} runs past the attribute list")));
+                let reason = format!("attribute {code} runs past the attribute list");
+                malformed.push(overrun(&update, Some(code), &reason)?);
                 break;
             };
             let first = decoder.first_sighting(code);
@@ -197,10 +200,39 @@ impl Update {
     }
 }
 
-fn overrun(reason: &str) -> Malformed {
-    // RFC 7606 §4: rely on the total attribute length to find the NLRI, and
-    // treat what they announce as withdrawn.
-    Malformed { attr: 0, action: MalformedAction::TreatAsWithdraw, reason: reason.to_string() }
+/// RFC 7606 §4: an attribute list that cannot be parsed to its end. The
+/// total attribute length still finds the IPv4 NLRI, so what it announces is
+/// treated as withdrawn, as long as every prefix of the UPDATE is known: an
+/// MP_REACH/MP_UNREACH_NLRI that overruns, or that may lie in the unparsed
+/// rest, cannot be withdrawn, and the session is reset instead. Senders put
+/// the MP attributes first (RFC 7606 §5.1), so an UPDATE with IPv4 NLRI and
+/// no MP attribute before the overrun carries none after it either.
+fn overrun(update: &Update, code: Option<u8>, reason: &str) -> Result<Malformed, DecodeError> {
+    let mp = |c| c == attr_code::MP_REACH_NLRI || c == attr_code::MP_UNREACH_NLRI;
+    let mp_seen = update.mp_reach.is_some() || update.mp_unreach.is_some();
+    if code.is_some_and(mp) || (!mp_seen && update.nlri.is_empty() && update.withdrawn.is_empty()) {
+        let detail = format!("{reason}: the prefixes it carries cannot be withdrawn");
+        return Err(DecodeError::update(super::subcode::MALFORMED_ATTRIBUTE_LIST, [], detail));
+    }
+    Ok(Malformed { attr: 0, action: MalformedAction::TreatAsWithdraw, reason: reason.to_string() })
+}
+
+/// RFC 7606 §3(c), §7.11: MP_REACH/MP_UNREACH_NLRI are optional
+/// non-transitive; other flags make the attribute malformed, and its
+/// prefixes cannot be trusted to be withdrawn: the session is reset.
+fn check_mp_flags(flags: u8, code: u8, value: &[u8]) -> Result<(), DecodeError> {
+    if flags & (OPTIONAL | TRANSITIVE) == OPTIONAL {
+        return Ok(());
+    }
+    let mut data = vec![flags, code];
+    data.extend_from_slice(&attr_length_bytes(flags, value.len()));
+    data.extend_from_slice(value);
+    let name = if code == attr_code::MP_REACH_NLRI { "MP_REACH_NLRI" } else { "MP_UNREACH_NLRI" };
+    Err(DecodeError::update(
+        super::subcode::ATTRIBUTE_FLAGS_ERROR,
+        data,
+        format!("{name} has flags {flags:#04x}, not optional non-transitive"),
+    ))
 }
 
 fn network_error(field: &str, reason: &str) -> DecodeError {
@@ -209,11 +241,7 @@ fn network_error(field: &str, reason: &str) -> DecodeError {
 
 fn optional_attribute_error(flags: u8, code: u8, value: &[u8], detail: String) -> DecodeError {
     let mut data = vec![flags, code];
-    if flags & EXTENDED_LENGTH != 0 {
-        data.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    } else {
-        data.push(value.len() as u8);
-    }
+    data.extend_from_slice(&attr_length_bytes(flags, value.len()));
     data.extend_from_slice(value);
     DecodeError::update(super::subcode::OPTIONAL_ATTRIBUTE_ERROR, data, detail)
 }
@@ -221,6 +249,7 @@ fn optional_attribute_error(flags: u8, code: u8, value: &[u8], detail: String) -
 /// RFC 7606 §7.11: a malformed MP_REACH_NLRI resets the session, since its
 /// prefixes cannot be found to be withdrawn.
 fn decode_mp_reach(flags: u8, value: &[u8]) -> Result<Option<MpReach>, DecodeError> {
+    check_mp_flags(flags, attr_code::MP_REACH_NLRI, value)?;
     let bad =
         |what: &str| optional_attribute_error(flags, 14, value, format!("MP_REACH_NLRI: {what}"));
     let mut r = Reader::new(value);
@@ -236,14 +265,26 @@ fn decode_mp_reach(flags: u8, value: &[u8]) -> Result<Option<MpReach>, DecodeErr
         // A family that was not negotiated: nothing here is ours to use.
         _ => return Ok(None),
     };
-    let (next_hop, link_local) = match nh.len() {
-        4 => (IpAddr::from(<[u8; 4]>::try_from(nh).expect("4 bytes")), None),
-        16 => (IpAddr::from(<[u8; 16]>::try_from(nh).expect("16 bytes")), None),
-        32 => (
+    // RFC 7606 §7.11: a next hop length the family does not allow. IPv4
+    // routes take a 4-byte next hop: an IPv6 one needs the Extended Next Hop
+    // capability (RFC 8950), which we do not offer, so no route reaches the
+    // Adj-RIB-In that a handoff could not carry.
+    let (next_hop, link_local) = match (v4, nh.len()) {
+        (true, 4) => (IpAddr::from(<[u8; 4]>::try_from(nh).expect("4 bytes")), None),
+        (false, 16) => (IpAddr::from(<[u8; 16]>::try_from(nh).expect("16 bytes")), None),
+        (false, 32) => (
             IpAddr::from(<[u8; 16]>::try_from(&nh[..16]).expect("16 bytes")),
             Some(Ipv6Addr::from(<[u8; 16]>::try_from(&nh[16..]).expect("16 bytes"))),
         ),
-        n => return Err(bad(&format!("next hop of {n} bytes"))),
+        (true, n) => {
+            return Err(bad(&format!(
+                "IPv4 unicast next hop of {n} bytes (4 expected; IPv6 next hops for IPv4 routes \
+                 need the Extended Next Hop capability, not negotiated)"
+            )));
+        }
+        (false, n) => {
+            return Err(bad(&format!("IPv6 unicast next hop of {n} bytes (16 or 32 expected)")));
+        }
     };
     let mut nlri = Vec::new();
     read_prefixes(r.bytes, v4, &mut nlri).map_err(|e| bad(&e))?;
@@ -251,6 +292,7 @@ fn decode_mp_reach(flags: u8, value: &[u8]) -> Result<Option<MpReach>, DecodeErr
 }
 
 fn decode_mp_unreach(flags: u8, value: &[u8]) -> Result<Option<MpUnreach>, DecodeError> {
+    check_mp_flags(flags, attr_code::MP_UNREACH_NLRI, value)?;
     let bad =
         |what: &str| optional_attribute_error(flags, 15, value, format!("MP_UNREACH_NLRI: {what}"));
     let mut r = Reader::new(value);
