@@ -102,7 +102,7 @@ fn bird_many(link: &Link, n: usize, routes: u32) -> (Daemon, String) {
         )
         .unwrap();
         peers += &format!(
-            "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, passive: true, families: [ipv4-unicast] }}\n"
+            "- {{ address: {theirs}, localAddress: {ours}, asn: {ROUTER_AS}, holdTime: 90, passive: true, families: [ipv4-unicast], import: {{ maxPrefixes: {{ limit: 100000000 }} }} }}\n"
         );
     }
     let (bird, _ctl) = spawn_bird(&link.b, &link.dir, "routers", &conf);

@@ -167,7 +167,7 @@ fn agent_run(sender: Sender, n: u32) -> Measurement {
     let link = Link::new("bench-agent");
     let (_sender, n) = start_sender(sender, &link, n);
     let config = format!(
-        "asn: 65001\nrouterId: {}\npeers:\n  - {{ address: {}, asn: 65000, connectRetryTime: 1, families: [ipv4-unicast] }}\n",
+        "asn: 65001\nrouterId: {}\npeers:\n  - {{ address: {}, asn: 65000, connectRetryTime: 1, families: [ipv4-unicast], import: {{ maxPrefixes: {{ limit: 100000000 }} }} }}\n",
         link.a_v4, link.b_v4
     );
     let agent = support::Agent::start(&link.a, &link.dir, &config);

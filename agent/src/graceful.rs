@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::rib::Route;
 use crate::route::Community;
 use crate::session::Negotiated;
-use crate::wire::{Notification, code, subcode};
+use crate::wire::{AfiSafi, Notification, code, subcode};
 
 /// Whether routes of a session that just went down are kept (we are the
 /// helper): both sides sent the GR capability, and either no NOTIFICATION was
@@ -69,6 +69,19 @@ pub fn draining(route: &Route, ibgp: bool) -> Route {
 /// the peer really withdraws (RFC 8538 §4) instead of keeping routes stale.
 pub fn farewell(n: Option<&Negotiated>, message: &str) -> Notification {
     let cease = Notification::cease_with_message(subcode::ADMINISTRATIVE_SHUTDOWN, message);
+    if n.is_some_and(|n| n.notification_gr) { Notification::hard_reset(&cease) } else { cease }
+}
+
+/// The NOTIFICATION for a peer past its prefix limit: Cease / Maximum
+/// Number of Prefixes Reached with the family and the limit (RFC 4486 §4),
+/// sent as a Hard Reset where the N-bit is negotiated (RFC 8538 §5 lists it
+/// among those that reset hard), so the peer does not keep our routes stale
+/// while the session is down on purpose.
+pub fn prefix_limit_reached(n: Option<&Negotiated>, family: AfiSafi, limit: u32) -> Notification {
+    let mut data = family.afi.to_be_bytes().to_vec();
+    data.push(family.safi);
+    data.extend_from_slice(&limit.to_be_bytes());
+    let cease = Notification::new(code::CEASE, subcode::MAX_PREFIXES, data);
     if n.is_some_and(|n| n.notification_gr) { Notification::hard_reset(&cease) } else { cease }
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod graceful;
 pub mod handoff;
 pub mod http;
+pub mod import;
 pub mod restart;
 pub mod rib;
 pub mod route;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::Announcement;
 use crate::route::{NextHop, Prefix};
-use crate::wire::{AfiSafi, AsPath, Origin, PathAttrs, Update};
+use crate::wire::{AsPath, Origin, PathAttrs, Update};
 
 /// The attributes of a route and where it points. `attrs.next_hop` is kept
 /// empty: the next hop of every family lives in `next_hop`.
@@ -66,6 +66,8 @@ struct InRoute {
 #[derive(Debug, Default, Clone)]
 pub struct AdjRibIn {
     routes: HashMap<Prefix, InRoute>,
+    /// How many of `routes` are IPv6 (limits are per family).
+    ipv6: usize,
     interner: Interner,
     updates_since_sweep: u32,
 }
@@ -91,6 +93,29 @@ impl AdjRibIn {
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// Routes of one family: IPv4 or not.
+    pub fn count(&self, ipv4: bool) -> usize {
+        if ipv4 { self.routes.len() - self.ipv6 } else { self.ipv6 }
+    }
+
+    fn insert(&mut self, prefix: Prefix, route: InRoute) {
+        if self.routes.insert(prefix, route).is_none() && !prefix.is_ipv4() {
+            self.ipv6 += 1;
+        }
+    }
+
+    fn remove(&mut self, prefix: &Prefix) -> bool {
+        let removed = self.routes.remove(prefix).is_some();
+        if removed && !prefix.is_ipv4() {
+            self.ipv6 -= 1;
+        }
+        removed
+    }
+
+    fn recount(&mut self) {
+        self.ipv6 = self.routes.keys().filter(|p| !p.is_ipv4()).count();
     }
 
     pub fn get(&self, prefix: &Prefix) -> Option<&Route> {
@@ -135,7 +160,7 @@ impl AdjRibIn {
         let route = self.interner.intern(route);
         self.routes.reserve(prefixes.len());
         for p in prefixes {
-            self.routes.insert(*p, InRoute { route: route.clone(), staleness });
+            self.insert(*p, InRoute { route: route.clone(), staleness });
         }
     }
 
@@ -161,7 +186,7 @@ impl AdjRibIn {
 
     /// Removes prefixes (a successor applying what a predecessor withdrew).
     pub fn forget(&mut self, prefixes: &[Prefix]) -> usize {
-        prefixes.iter().filter(|p| self.routes.remove(*p).is_some()).count()
+        prefixes.iter().filter(|p| self.remove(p)).count()
     }
 
     /// Routes kept only because their peer is restarting.
@@ -185,6 +210,7 @@ impl AdjRibIn {
         self.routes.retain(|p, r| {
             r.staleness == Staleness::Fresh || ipv4.is_some_and(|v4| p.is_ipv4() != v4)
         });
+        self.recount();
         before - self.routes.len()
     }
 
@@ -198,6 +224,7 @@ impl AdjRibIn {
                 || !r.route.attrs.communities.contains(&Community::NO_LLGR)
         });
         let dropped = before - self.routes.len();
+        self.recount();
         let mut kept = 0;
         let interner = &mut self.interner;
         for r in self.routes.values_mut().filter(|r| r.staleness == Staleness::Stale) {
@@ -217,11 +244,11 @@ impl AdjRibIn {
     pub fn apply(&mut self, update: &Update, treat_as_withdraw: bool) -> Change {
         let mut change = Change::default();
         for p in update.withdrawals() {
-            change.withdrawn += usize::from(self.routes.remove(p).is_some());
+            change.withdrawn += usize::from(self.remove(p));
         }
         if treat_as_withdraw {
             for p in update.announced() {
-                change.withdrawn += usize::from(self.routes.remove(p).is_some());
+                change.withdrawn += usize::from(self.remove(p));
             }
             return change;
         }
@@ -232,16 +259,14 @@ impl AdjRibIn {
         {
             let route = self.interner.intern(Route { attrs: attrs.clone(), next_hop: nh.into() });
             for p in &update.nlri {
-                self.routes
-                    .insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
+                self.insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
             }
             change.announced += update.nlri.len();
         }
         if let Some(reach) = &update.mp_reach {
             let route = self.interner.intern(Route { attrs, next_hop: reach.next_hop });
             for p in &reach.nlri {
-                self.routes
-                    .insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
+                self.insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
             }
             change.announced += reach.nlri.len();
         }
@@ -255,46 +280,9 @@ impl AdjRibIn {
 
     pub fn clear(&mut self) {
         self.routes.clear();
+        self.ipv6 = 0;
         self.interner = Interner::default();
     }
-}
-
-/// What a session accepts from its peer before routes reach the Adj-RIB-In.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportRules {
-    pub local_asn: u32,
-    /// Families negotiated on the session; anything else is ignored.
-    pub families: Vec<AfiSafi>,
-}
-
-/// Why an UPDATE's announcements are not to be used as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Screened {
-    Usable,
-    /// Our own AS is in the AS_PATH (RFC 4271 §9.1.2): a loop, so what it
-    /// announces counts as withdrawn.
-    Looped,
-}
-
-/// Drops the parts of an UPDATE for families the session did not negotiate
-/// (RFC 4760 §7) and says whether it loops back to us.
-pub fn screen(update: &mut Update, rules: &ImportRules) -> Screened {
-    if !rules.families.contains(&AfiSafi::IPV4_UNICAST) {
-        update.nlri.clear();
-        update.withdrawn.clear();
-    }
-    if update.mp_reach.as_ref().is_some_and(|r| !rules.families.contains(&r.family)) {
-        update.mp_reach = None;
-    }
-    if update.mp_unreach.as_ref().is_some_and(|u| !rules.families.contains(&u.family)) {
-        update.mp_unreach = None;
-    }
-    let looped = update
-        .attrs
-        .as_path
-        .as_ref()
-        .is_some_and(|p| p.0.iter().any(|s| s.asns().contains(&rules.local_asn)));
-    if looped { Screened::Looped } else { Screened::Usable }
 }
 
 /// How the routes we originate look to one session.
@@ -415,7 +403,7 @@ impl AdjRibOut {
 mod tests {
     use super::*;
     use crate::route::Community;
-    use crate::wire::{AsSegment, MpReach, MpUnreach};
+    use crate::wire::{AfiSafi, MpReach};
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
@@ -491,51 +479,6 @@ mod tests {
     }
 
     #[test]
-    fn routes_through_our_own_as_are_loops() {
-        let rules = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV4_UNICAST] };
-        // (AS_PATH, verdict)
-        let cases = [
-            (vec![AsSegment::Sequence(vec![65000])], Screened::Usable),
-            (vec![AsSegment::Sequence(vec![65000, 65001])], Screened::Looped),
-            (vec![AsSegment::Sequence(vec![65001])], Screened::Looped),
-            (
-                vec![AsSegment::Sequence(vec![65000]), AsSegment::Set(vec![1, 65001])],
-                Screened::Looped,
-            ),
-            (vec![], Screened::Usable),
-        ];
-        for (path, verdict) in cases {
-            let mut u = Update {
-                attrs: PathAttrs { as_path: Some(AsPath(path.clone())), ..Default::default() },
-                nlri: vec![p("10.0.0.0/8")],
-                ..Default::default()
-            };
-            assert_eq!(screen(&mut u, &rules), verdict, "{path:?}");
-        }
-    }
-
-    #[test]
-    fn families_not_negotiated_are_ignored() {
-        let rules = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV4_UNICAST] };
-        let mut u = Update {
-            nlri: vec![p("10.0.0.0/8")],
-            mp_reach: Some(MpReach {
-                family: AfiSafi::IPV6_UNICAST,
-                next_hop: "2001:db8::1".parse().unwrap(),
-                link_local: None,
-                nlri: vec![p("2001:db8::/32")],
-            }),
-            mp_unreach: Some(MpUnreach { family: AfiSafi::IPV6_UNICAST, withdrawn: vec![] }),
-            ..Default::default()
-        };
-        screen(&mut u, &rules);
-        assert_eq!((u.nlri.len(), &u.mp_reach, &u.mp_unreach), (1, &None, &None));
-        let v6_only = ImportRules { local_asn: 65001, families: vec![AfiSafi::IPV6_UNICAST] };
-        screen(&mut u, &v6_only);
-        assert!(u.nlri.is_empty());
-    }
-
-    #[test]
     fn adj_rib_in_follows_announcements_withdrawals_and_treat_as_withdraw() {
         let mut rib = AdjRibIn::default();
         let attrs = PathAttrs {
@@ -562,6 +505,7 @@ mod tests {
         };
         rib.apply(&v6, false);
         assert_eq!(rib.len(), 3);
+        assert_eq!((rib.count(true), rib.count(false)), (2, 1), "counted per family");
         assert_eq!(rib.get(&p("10.0.0.0/8")).unwrap().next_hop, IpAddr::from([192, 0, 2, 1]));
         assert_eq!(
             rib.get(&p("2001:db8::/32")).unwrap().next_hop,
@@ -577,6 +521,10 @@ mod tests {
         assert_eq!(rib.apply(&w, false), Change { announced: 0, withdrawn: 1 });
         assert_eq!(rib.apply(&v4, true), Change { announced: 0, withdrawn: 1 });
         assert_eq!(rib.len(), 1);
+        assert_eq!((rib.count(true), rib.count(false)), (0, 1));
+        rib.mark_stale();
+        rib.purge_stale(Some(false));
+        assert_eq!((rib.count(true), rib.count(false)), (0, 0), "purging recounts");
     }
 
     #[test]

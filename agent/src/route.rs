@@ -76,6 +76,13 @@ impl Prefix {
     pub fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }
+
+    /// Whether `other` is this prefix or a more specific one inside it.
+    pub fn contains(&self, other: &Prefix) -> bool {
+        other.is_ipv4() == self.is_ipv4()
+            && other.len >= self.len
+            && mask(other.addr, self.len) == self.addr
+    }
 }
 
 fn mask(addr: IpAddr, len: u8) -> IpAddr {

@@ -13,6 +13,7 @@
 //!
 //! Nothing is announced from a config that failed to load.
 
+pub mod import;
 pub mod validate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use import::{Accept, Import, LimitAction, LimitVerdict, MaxPrefixes, PrefixMatch};
 pub use validate::{FieldError, Problems};
 
 use crate::route::{Community, LargeCommunity, NextHop, Prefix};
@@ -103,6 +105,9 @@ pub struct Peer {
     pub families: Vec<Family>,
     #[serde(default)]
     pub graceful_restart: GracefulRestart,
+    /// What the gateway keeps of the routes this neighbour sends, and how many.
+    #[serde(default)]
+    pub import: Import,
 }
 
 fn default_port() -> u16 {

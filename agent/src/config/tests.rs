@@ -169,6 +169,48 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             format!("asn: 1\n{peer}announce:\n  - prefix: 10.0.0.0/24\n  - prefix: 10.0.0.0/24\n"),
             &["announce[1].prefix: 10.0.0.0/24 is already announce[0]"],
         ),
+        (
+            "the same peer written as an IPv4-mapped IPv6 address",
+            format!("asn: 1\n{peer}  - address: '::ffff:192.0.2.1'\n    asn: 3\n"),
+            &["peers[1].address: ::ffff:192.0.2.1 is already peers[0]"],
+        ),
+        (
+            "accept: prefixes without a prefix",
+            format!("asn: 1\n{peer}    import: {{ accept: prefixes }}\n"),
+            &["peers[0].import.prefixes: accept: prefixes needs at least one prefix"],
+        ),
+        (
+            "prefixes with accept: all",
+            format!("asn: 1\n{peer}    import: {{ prefixes: [{{ prefix: 0.0.0.0/0 }}] }}\n"),
+            &["peers[0].import.prefixes: only used with accept: prefixes, not accept: all"],
+        ),
+        (
+            "maxLength shorter than the prefix",
+            format!(
+                "asn: 1\n{peer}    import: {{ accept: prefixes, prefixes: [{{ prefix: 10.0.0.0/8, maxLength: 7 }}] }}\n"
+            ),
+            &["peers[0].import.prefixes[0].maxLength: must be from 8 to 32 for 10.0.0.0/8, got 7"],
+        ),
+        (
+            "unknown accept",
+            format!("asn: 1\n{peer}    import: {{ accept: some }}\n"),
+            &["unknown variant `some`", "prefixes"],
+        ),
+        (
+            "limit 0",
+            format!("asn: 1\n{peer}    import: {{ maxPrefixes: {{ limit: 0 }} }}\n"),
+            &["peers[0].import.maxPrefixes.limit: must be at least 1"],
+        ),
+        (
+            "warning over 100%",
+            format!("asn: 1\n{peer}    import: {{ maxPrefixes: {{ warningPercent: 120 }} }}\n"),
+            &["peers[0].import.maxPrefixes.warningPercent: must be 1-100, got 120"],
+        ),
+        (
+            "restart at once",
+            format!("asn: 1\n{peer}    import: {{ maxPrefixes: {{ restartAfter: 0 }} }}\n"),
+            &["peers[0].import.maxPrefixes.restartAfter: must be at least 1 second"],
+        ),
         ("not YAML at all", "asn: [1\n".into(), &["gw.yaml is not valid"]),
     ];
     for (name, text, needles) in cases {

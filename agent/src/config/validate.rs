@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{Announcement, Config, Peer};
+use super::{Accept, Announcement, Config, Import, Peer};
 use crate::route::NextHop;
 
 /// One broken rule: which field, and what is wrong with it.
@@ -92,9 +92,14 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
     let mut seen = HashMap::new();
     for (i, p) in peers.iter().enumerate() {
         let at = |field: &str| format!("{prefix}peers[{i}].{field}");
-        if let Some(first) = seen.insert(p.address, i) {
+        // ::ffff:a.b.c.d is a.b.c.d: the same neighbour, reaching one listener.
+        let key = match p.address {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p.address, Into::into),
+            v4 => v4,
+        };
+        if let Some(first) = seen.insert(key, i) {
             problems.push(at("address"), format!("{} is already peers[{first}]", p.address));
-            seen.insert(p.address, first);
+            seen.insert(key, first);
         }
         if p.asn == 0 {
             problems.push(at("asn"), "AS 0 is reserved (RFC 7607)");
@@ -151,6 +156,50 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
                 "must be at most 16777215 seconds (24 bits, RFC 9494)",
             );
         }
+        import(&p.import, &at("import"), problems);
+    }
+}
+
+/// The rules for `peers[].import`; `at` is its path.
+fn import(import: &Import, at: &str, problems: &mut Problems) {
+    match (import.accept, import.prefixes.is_empty()) {
+        (Accept::Prefixes, true) => problems.push(
+            format!("{at}.prefixes"),
+            "accept: prefixes needs at least one prefix; use accept: none to keep no route",
+        ),
+        (Accept::All | Accept::None, false) => problems.push(
+            format!("{at}.prefixes"),
+            format!("only used with accept: prefixes, not accept: {:?}", import.accept)
+                .to_lowercase(),
+        ),
+        _ => {}
+    }
+    for (j, m) in import.prefixes.iter().enumerate() {
+        let width = if m.prefix.is_ipv4() { 32 } else { 128 };
+        if let Some(max) = m.max_length
+            && !(m.prefix.len()..=width).contains(&max)
+        {
+            problems.push(
+                format!("{at}.prefixes[{j}].maxLength"),
+                format!("must be from {} to {width} for {}, got {max}", m.prefix.len(), m.prefix),
+            );
+        }
+    }
+    let limit = &import.max_prefixes;
+    if limit.limit == 0 {
+        problems.push(
+            format!("{at}.maxPrefixes.limit"),
+            "must be at least 1; use accept: none to keep no route",
+        );
+    }
+    if !(1..=100).contains(&limit.warning_percent) {
+        problems.push(
+            format!("{at}.maxPrefixes.warningPercent"),
+            format!("must be 1-100, got {}", limit.warning_percent),
+        );
+    }
+    if limit.restart_after == 0 {
+        problems.push(format!("{at}.maxPrefixes.restartAfter"), "must be at least 1 second");
     }
 }
 

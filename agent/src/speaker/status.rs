@@ -127,6 +127,12 @@ pub struct PeerStatus {
     pub routes_advertised: usize,
     /// Announcements that cannot be sent to this peer, with the reason.
     pub routes_skipped: Vec<String>,
+    /// Announcements from the peer its import policy refused, since the
+    /// session came up (all of them with `accept: none`).
+    pub routes_refused: u64,
+    /// A family at or past the warning share of `maxPrefixes`, or held down
+    /// after a reset for it.
+    pub prefix_limit: Option<String>,
     pub messages_received: u64,
     pub messages_sent: u64,
     pub last_error: Option<String>,
@@ -191,6 +197,10 @@ pub enum ErrorKind {
     HoldTimerExpired,
     /// Connecting, reading or writing failed.
     Transport,
+    /// The peer went past `maxPrefixes` for a family.
+    PrefixLimit,
+    /// An AS_PATH from an external peer that RFC 7606 §7.2 treats as withdrawn.
+    MalformedAsPath,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -206,6 +216,7 @@ pub struct Metrics {
     pub messages: Family<MessageLabels, Counter>,
     pub routes: Family<RouteLabels, Gauge>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub refused: Family<PeerLabel, Counter>,
     pub handoffs: Family<HandoffLabels, Counter>,
     pub handoff_pause: Histogram,
     pub handoff_sessions: Gauge,
@@ -219,6 +230,7 @@ impl Default for Metrics {
             messages: Family::default(),
             routes: Family::default(),
             errors: Family::default(),
+            refused: Family::default(),
             handoffs: Family::default(),
             // 0.5 ms … ~4 s: a single session pauses for about a
             // millisecond, a full table for hundreds.
@@ -247,6 +259,11 @@ impl Metrics {
             self.routes.clone(),
         );
         registry.register("nonstop_bgp_errors", "Session errors by kind", self.errors.clone());
+        registry.register(
+            "nonstop_bgp_routes_refused",
+            "Announcements the peer's import policy refused",
+            self.refused.clone(),
+        );
         registry.register(
             "nonstop_handoffs",
             "Handoffs this agent took part in, by its role and the result",

@@ -16,6 +16,15 @@ impl PeerTask {
             }
         }
         let Ok(conn) = Conn::new(stream) else { return };
+        if self.held_until().is_some() {
+            // Reset for its prefix limit: not before restartAfter.
+            debug!(peer = %self.peer.address, "refusing a connection: held down for maxPrefixes");
+            let mut conn = conn;
+            let cease = Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, []);
+            conn.queue(&Message::Notification(cease).to_bytes(&Default::default()));
+            tokio::spawn(conn.close(Duration::from_secs(1)));
+            return;
+        }
         match self.main.session.state() {
             State::Idle | State::Connect | State::Active if !self.stopping => {
                 if let Some(dial) = self.main.dial.take() {

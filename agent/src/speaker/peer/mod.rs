@@ -16,6 +16,7 @@
 
 mod connections;
 mod handoff;
+mod limits;
 mod report;
 
 pub use handoff::{Adopted, FrozenPeer, RibSnapshot, Thaw};
@@ -39,13 +40,13 @@ use super::status::{
 use crate::config::{Announcement, Family, Peer};
 use crate::graceful;
 use crate::handoff::protocol::Feature;
-use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, ImportRules, Screened, export, screen};
+use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, export};
 use crate::session::{
     Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
 };
 use crate::wire::{
-    AfiSafi, Capability, DecodeError, GrFamily, GracefulRestartCap, LlgrFamily, MalformedAction,
-    Message, Notification, Update, UpdateBuilder, code, frame, subcode,
+    AfiSafi, Capability, DecodeError, GrFamily, GracefulRestartCap, LlgrFamily, Message,
+    Notification, Update, UpdateBuilder, code, frame, subcode,
 };
 
 /// What the speaker asks of a peer task.
@@ -158,6 +159,7 @@ pub struct PeerTask {
     stopping: bool,
     /// A session adopted from a predecessor, not yet taken up.
     adoption: Option<handoff::Adoption>,
+    import: limits::ImportState,
 }
 
 /// The capabilities we offer a peer, from its config.
@@ -267,6 +269,7 @@ impl PeerTask {
             last_error: None,
             stopping: false,
             adoption: None,
+            import: limits::ImportState::default(),
         }
     }
 
@@ -319,6 +322,7 @@ impl PeerTask {
                 Helper::Restarting(at) | Helper::LongLived(at) => at,
             }))
             .chain(self.drain_until.as_ref().map(|(at, _)| *at))
+            .chain(self.held_until())
             .min()
             .unwrap_or(far)
     }
@@ -332,6 +336,9 @@ impl PeerTask {
             info!(peer = %self.peer.address, "drained: closing with {farewell}");
             self.stop(farewell).await;
             return;
+        }
+        if self.held_until().is_some_and(|at| at <= now) {
+            self.end_hold_down().await;
         }
         match self.helper {
             Some(Helper::Restarting(at)) if at <= now => {
@@ -503,6 +510,7 @@ impl PeerTask {
                     }
                 }
                 self.last_negotiated = Some((*n).clone());
+                self.import_session_up();
                 self.metrics.established.get_or_create(&self.label()).set(1);
                 info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
                 self.last_error = None;
@@ -510,9 +518,7 @@ impl PeerTask {
                 let full = self.sent.full();
                 self.advertise(&full, true).await;
             }
-            Output::Update(mut update, malformed) => {
-                let malformed =
-                    malformed.iter().any(|m| m.action == MalformedAction::TreatAsWithdraw);
+            Output::Update(update, malformed) => {
                 if let Some(family) = update.as_end_of_rib() {
                     // RFC 4724 §4.2: what the restarted peer did not send again is gone.
                     if self.helper.is_some() {
@@ -522,21 +528,9 @@ impl PeerTask {
                             self.helper = None;
                         }
                     }
-                } else {
-                    let families = self
-                        .main
-                        .session
-                        .negotiated()
-                        .map(|n| n.families.clone())
-                        .unwrap_or_default();
-                    let rules = ImportRules { local_asn: self.local.asn, families };
-                    let looped = screen(&mut update, &rules) == Screened::Looped;
-                    self.rib_in.apply(&update, malformed || looped);
+                } else if let Some(next) = self.take_in(update, &malformed) {
+                    return Some(next);
                 }
-                self.metrics
-                    .routes
-                    .get_or_create(&self.route_label(Direction::Received))
-                    .set(self.rib_in.len() as i64);
             }
             Output::RefreshRequested(family) => {
                 let mut delta = self.sent.full();
@@ -561,7 +555,8 @@ impl PeerTask {
                 if sent.as_ref().is_some_and(|n| n.code == code::HOLD_TIMER_EXPIRED) {
                     self.metrics.error(self.peer.address, ErrorKind::HoldTimerExpired);
                 }
-                if !self.stopping || self.last_error.is_none() {
+                // A reset for maxPrefixes has said why already.
+                if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
                     self.last_error = Some(reason.clone());
                 }
                 info!(peer = %self.peer.address, %reason, "session down");

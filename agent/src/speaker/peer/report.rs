@@ -46,6 +46,8 @@ impl PeerTask {
                 .iter()
                 .map(|(p, why)| format!("{p}: {why}"))
                 .collect(),
+            routes_refused: self.import.refused,
+            prefix_limit: self.prefix_limit_note(),
             messages_received: self.messages_received,
             messages_sent: self.messages_sent,
             last_error: self.last_error.clone(),

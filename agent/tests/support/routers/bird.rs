@@ -121,6 +121,12 @@ impl Router for Bird<'_> {
         Ok(SessionView { since: since.join(" "), updates })
     }
 
+    fn last_reset(&self) -> Result<String, String> {
+        let text = self.birdc("show protocols all agent4")?;
+        let line = text.lines().find(|l| l.trim_start().starts_with("Last error:"));
+        line.map(|l| l.trim().to_string()).ok_or(text)
+    }
+
     fn churn(&self, announce: bool) {
         self.birdc(if announce { "enable churn4" } else { "disable churn4" }).unwrap();
     }

@@ -122,6 +122,12 @@ impl<'a> Frr<'a> {
 }
 
 impl Router for Frr<'_> {
+    fn last_reset(&self) -> Result<String, String> {
+        let text = self.vtysh(&format!("show bgp neighbors {}", self.link.a_v4))?;
+        let line = text.lines().find(|l| l.trim_start().starts_with("Last reset"));
+        line.map(|l| l.trim().to_string()).ok_or(text)
+    }
+
     fn kind(&self) -> &'static str {
         "frr"
     }

@@ -161,6 +161,13 @@ impl<'a> Gobgp<'a> {
 }
 
 impl Router for Gobgp<'_> {
+    fn last_reset(&self) -> Result<String, String> {
+        let log = self.daemon.log_text();
+        let line =
+            log.lines().rev().find(|l| l.contains("Peer Down") && l.contains(&*self.link.a_v4));
+        line.map(str::to_string).ok_or_else(|| "no Peer Down in gobgpd's log".into())
+    }
+
     fn kind(&self) -> &'static str {
         "gobgpd"
     }

@@ -51,6 +51,9 @@ pub trait Router {
     fn session(&self) -> Result<SessionView, String>;
     /// Announces (or withdraws) the `churn_v4` prefixes of the setup.
     fn churn(&self, announce: bool);
+    /// Why the router says its IPv4 session with the agent last went down,
+    /// in its own words (log line or CLI).
+    fn last_reset(&self) -> Result<String, String>;
 }
 
 /// What a router says about its session with the agent.
