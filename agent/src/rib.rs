@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::Announcement;
 use crate::route::{NextHop, Prefix};
-use crate::wire::{AsPath, Origin, PathAttrs, Update};
+use crate::wire::{AsPath, Origin, PathAttrs, Update, UpdateBuilder, WireContext};
 
 /// The attributes of a route and where it points. `attrs.next_hop` is kept
 /// empty: the next hop of every family lives in `next_hop`.
@@ -293,6 +293,9 @@ pub struct ExportRules {
     /// Our addresses on this session, for `nextHop: self`.
     pub local_v4: Option<Ipv4Addr>,
     pub local_v6: Option<Ipv6Addr>,
+    /// The session's encoding: an announcement whose UPDATE would be larger
+    /// than its message size is skipped, not sent.
+    pub wire: WireContext,
 }
 
 /// Routes we send to one peer.
@@ -339,6 +342,18 @@ pub fn export(announce: &[Announcement], rules: &ExportRules) -> AdjRibOut {
             large_communities: a.large_communities.clone(),
             ..Default::default()
         };
+        let len = UpdateBuilder::new(rules.wire).single_len(&attrs, next_hop, &a.prefix);
+        let max = rules.wire.max_message_len();
+        if len > max {
+            out.skipped.push((
+                a.prefix,
+                format!(
+                    "its UPDATE would take {len} bytes, more than the {max} this session allows; \
+                     carry fewer communities"
+                ),
+            ));
+            continue;
+        }
         out.routes.insert(a.prefix, interner.intern(Route { attrs, next_hop }));
     }
     out
@@ -425,7 +440,26 @@ mod tests {
         ibgp: false,
         local_v4: Some(Ipv4Addr::new(192, 0, 2, 2)),
         local_v6: None,
+        wire: WireContext { four_octet_as: true, extended_messages: false, ebgp: true },
     };
+
+    #[test]
+    fn an_announcement_too_big_for_the_session_is_skipped_with_the_reason() {
+        let mut big = announcement("203.0.113.0/24");
+        big.communities = (0..1100).map(crate::route::Community).collect();
+        let out = export(&[big.clone(), announcement("198.51.100.0/24")], &EBGP);
+        assert_eq!(out.routes.len(), 1);
+        assert_eq!(out.skipped.len(), 1);
+        assert!(
+            out.skipped[0].1.contains("more than the 4096 this session allows"),
+            "{:?}",
+            out.skipped
+        );
+        // With extended messages (RFC 8654) it fits.
+        let extended =
+            ExportRules { wire: WireContext { extended_messages: true, ..EBGP.wire }, ..EBGP };
+        assert_eq!(export(&[big], &extended).routes.len(), 1);
+    }
 
     #[test]
     fn ebgp_prepends_our_as_and_drops_local_pref() {

@@ -211,6 +211,14 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             format!("asn: 1\n{peer}    import: {{ maxPrefixes: {{ restartAfter: 0 }} }}\n"),
             &["peers[0].import.maxPrefixes.restartAfter: must be at least 1 second"],
         ),
+        (
+            "more communities than an UPDATE holds",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 10.0.0.0/24\n    communities: [{}]\n",
+                vec!["65000:1"; 1100].join(", ")
+            ),
+            &["announce[0].communities: with 1100 communities", "over the 4096"],
+        ),
         ("not YAML at all", "asn: [1\n".into(), &["gw.yaml is not valid"]),
     ];
     for (name, text, needles) in cases {

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Accept, Announcement, Config, Import, Peer};
 use crate::route::NextHop;
+use crate::wire::{AsPath, MAX_MESSAGE_LEN, Origin, PathAttrs, UpdateBuilder, WireContext};
 
 /// One broken rule: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,5 +247,47 @@ pub fn announcements(list: &[Announcement], prefix: &str, problems: &mut Problem
         {
             problems.push(at("nextHop"), format!("{nh} cannot be a next hop"));
         }
+        let len = worst_update_len(a);
+        if len > MAX_MESSAGE_LEN {
+            let field = if a.communities.is_empty() { "largeCommunities" } else { "communities" };
+            problems.push(
+                at(field),
+                format!(
+                    "with {} communities and {} large communities its UPDATE takes {len} bytes, \
+                     over the {MAX_MESSAGE_LEN} of a BGP message to routers without extended \
+                     messages (RFC 8654)",
+                    a.communities.len(),
+                    a.large_communities.len()
+                ),
+            );
+        }
     }
+}
+
+/// The largest UPDATE one announcement can need, to any peer: iBGP (with
+/// LOCAL_PREF) or eBGP with a 4-octet AS towards a 2-octet peer (AS_PATH
+/// and AS4_PATH), without extended messages.
+fn worst_update_len(a: &Announcement) -> usize {
+    let next_hop = if a.prefix.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    let attrs = PathAttrs {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::sequence([u32::MAX])),
+        med: a.med,
+        local_pref: Some(a.local_pref.unwrap_or(0)),
+        communities: a.communities.clone(),
+        large_communities: a.large_communities.clone(),
+        ..Default::default()
+    };
+    [true, false]
+        .into_iter()
+        .map(|four_octet_as| {
+            let ctx = WireContext { four_octet_as, extended_messages: false, ebgp: false };
+            UpdateBuilder::new(ctx).single_len(&attrs, next_hop, &a.prefix)
+        })
+        .max()
+        .unwrap_or(0)
 }

@@ -581,6 +581,38 @@ fn updates_are_packed_as_full_as_the_message_size_allows() {
     assert_eq!(n, 3000 * 9 / (4096 - 30) + 1);
 }
 
+/// No UPDATE over the session's size, whatever the attributes: the ones
+/// that leave room for a prefix are split, the ones that do not are not sent.
+#[test]
+fn no_update_is_ever_larger_than_the_session_allows() {
+    let nh = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let prefixes: Vec<Prefix> = (0..200).map(|i| p(&format!("10.{i}.0.0/16"))).collect();
+    for communities in [0, 500, 1000, 1005, 1100, 20_000] {
+        let attrs =
+            PathAttrs { communities: (0..communities).map(Community).collect(), ..full_attrs() };
+        let builder = UpdateBuilder::new(CTX);
+        let mut out = vec![];
+        let n = builder.announce(&attrs, nh, &prefixes, &mut out);
+        let single = builder.single_len(&attrs, nh, &prefixes[0]);
+        let (mut rest, mut sent) = (&out[..], 0);
+        while let Some(h) = frame(rest, &CTX).unwrap() {
+            assert!(h.len <= 4096, "{communities} communities: a message of {} bytes", h.len);
+            let (Message::Update(u), m) = Message::decode(&rest[..h.len], &CTX).unwrap() else {
+                panic!()
+            };
+            assert!(m.is_empty(), "{m:?}");
+            sent += u.nlri.len();
+            rest = &rest[h.len..];
+        }
+        let fits = single <= 4096;
+        assert_eq!(
+            (sent, n > 0),
+            (if fits { 200 } else { 0 }, fits),
+            "{communities}: {single} bytes alone"
+        );
+    }
+}
+
 fn arb_prefix() -> impl Strategy<Value = Prefix> {
     prop_oneof![
         (any::<u32>(), 0u8..=32)

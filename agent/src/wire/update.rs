@@ -415,9 +415,46 @@ impl UpdateBuilder {
         Self { ctx }
     }
 
+    /// The attributes as they go into an UPDATE of `prefixes`' family, and
+    /// the bytes of a message before its first prefix.
+    fn announce_head(
+        &self,
+        attrs: &PathAttrs,
+        next_hop: IpAddr,
+        classic: bool,
+    ) -> (Vec<u8>, usize) {
+        let mut encoded_attrs = Vec::with_capacity(128);
+        let mut attrs = attrs.clone();
+        if classic {
+            attrs.next_hop = match next_hop {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => attrs.next_hop,
+            };
+        } else {
+            attrs.next_hop = None;
+        }
+        attrs.encode(&self.ctx, &mut encoded_attrs);
+        let nh_len = if next_hop.is_ipv4() { 4 } else { 16 };
+        let fixed = UPDATE_OVERHEAD
+            + encoded_attrs.len()
+            + if classic { 0 } else { MP_REACH_OVERHEAD + nh_len };
+        (encoded_attrs, fixed)
+    }
+
+    /// The size of an UPDATE announcing `prefix` alone with `attrs`; an
+    /// announcement that cannot be sent at all is larger than the session's
+    /// message size (4096 bytes without extended messages, RFC 8654).
+    pub fn single_len(&self, attrs: &PathAttrs, next_hop: IpAddr, prefix: &Prefix) -> usize {
+        let (_, fixed) = self.announce_head(attrs, next_hop, prefix.is_ipv4());
+        fixed + prefix_wire_len(prefix)
+    }
+
     /// Appends UPDATEs announcing `prefixes` (one family) with `attrs`. IPv4
     /// goes in the classic NLRI field with `attrs.next_hop`; other families go
-    /// in MP_REACH_NLRI with `next_hop`. Returns how many messages were written.
+    /// in MP_REACH_NLRI with `next_hop`. Splits across as many UPDATEs as the
+    /// session's message size needs, and never writes one larger: what
+    /// cannot fit even alone (see [`Self::single_len`]) is not written.
+    /// Returns how many messages were written.
     pub fn announce(
         &self,
         attrs: &PathAttrs,
@@ -427,29 +464,16 @@ impl UpdateBuilder {
     ) -> usize {
         let Some(first) = prefixes.first() else { return 0 };
         let max = self.ctx.max_message_len();
-        let mut encoded_attrs = Vec::with_capacity(128);
         let classic = first.is_ipv4();
-        if classic {
-            let mut with_nh = attrs.clone();
-            with_nh.next_hop = match next_hop {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => attrs.next_hop,
-            };
-            with_nh.encode(&self.ctx, &mut encoded_attrs);
-        } else {
-            let mut without_nh = attrs.clone();
-            without_nh.next_hop = None;
-            without_nh.encode(&self.ctx, &mut encoded_attrs);
-        }
+        let (encoded_attrs, fixed) = self.announce_head(attrs, next_hop, classic);
         let family = if classic { AfiSafi::IPV4_UNICAST } else { AfiSafi::IPV6_UNICAST };
-        let nh_len = if next_hop.is_ipv4() { 4 } else { 16 };
         let mut messages = 0;
         let mut rest = prefixes;
         while !rest.is_empty() {
-            let fixed = UPDATE_OVERHEAD
-                + encoded_attrs.len()
-                + if classic { 0 } else { MP_REACH_OVERHEAD + nh_len };
             let n = fitting(rest, max.saturating_sub(fixed));
+            if n == 0 {
+                break; // the attributes leave no room for a prefix
+            }
             let (chunk, tail) = rest.split_at(n);
             let start = begin(out);
             out.extend_from_slice(&[0, 0]); // no withdrawn routes
@@ -483,7 +507,8 @@ impl UpdateBuilder {
         let mut rest = prefixes;
         while !rest.is_empty() {
             let fixed = UPDATE_OVERHEAD + if classic { 0 } else { MP_UNREACH_OVERHEAD };
-            let n = fitting(rest, max.saturating_sub(fixed));
+            // A withdrawal's fixed part is tens of bytes: a prefix always fits.
+            let n = fitting(rest, max - fixed).max(1);
             let (chunk, tail) = rest.split_at(n);
             let start = begin(out);
             if classic {
@@ -509,13 +534,13 @@ impl UpdateBuilder {
     }
 }
 
-/// How many of `prefixes` fit in `budget` bytes (at least one, so progress is made).
+/// How many of `prefixes` fit in `budget` bytes (0 when not even one does).
 fn fitting(prefixes: &[Prefix], budget: usize) -> usize {
     let mut used = 0;
     for (i, p) in prefixes.iter().enumerate() {
         used += prefix_wire_len(p);
         if used > budget {
-            return i.max(1);
+            return i;
         }
     }
     prefixes.len()

@@ -652,6 +652,7 @@ impl PeerTask {
                 IpAddr::V6(a) => Some(a),
                 IpAddr::V4(_) => None,
             }),
+            wire: self.main.session.wire_context(),
         };
         export(&self.announce, &rules)
     }
