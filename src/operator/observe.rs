@@ -26,7 +26,10 @@ pub async fn observe(client: &Client, gw: &BgpGateway, finalizer: &str) -> kube:
     let name = gw.name_any();
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default().labels(&format!("{GATEWAY_LABEL}={name}")))
+        .list(
+            &ListParams::default()
+                .labels(&format!("{GATEWAY_LABEL}={}", render::label_value(&name))),
+        )
         .await?;
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     let mut missing_secrets = Vec::new();
@@ -92,6 +95,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
         .spec
         .as_ref()
         .and_then(|s| s.node_name.clone())
+        .or_else(|| pod.annotations().get(NODE_LABEL).cloned())
         .or_else(|| labels.get(NODE_LABEL).cloned())?;
     let status = pod.status.clone().unwrap_or_default();
     let phase = match status.phase.as_deref() {

@@ -81,11 +81,24 @@ fn owner(gw: &BgpGateway) -> OwnerReference {
     gw.controller_owner_ref(&()).expect("a gateway read from the API server has a uid")
 }
 
+/// A name as a label value. Label values are at most 63 characters, while
+/// gateway and node names may have 253: a longer name becomes its first 46
+/// characters, `-`, and 16 hex digits of its hash (stable, so selectors made
+/// by any operator version match). The pods keep the full names in
+/// annotations under the same keys.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(46).collect();
+    format!("{head}-{:016x}", fnv1a(name.as_bytes()))
+}
+
 fn labels(gw: &BgpGateway, revision: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "nonstop-agent".into()),
         ("app.kubernetes.io/managed-by".into(), "nonstop-operator".into()),
-        (GATEWAY_LABEL.into(), gw.metadata.name.clone().unwrap_or_default()),
+        (GATEWAY_LABEL.into(), label_value(&gw.metadata.name.clone().unwrap_or_default())),
         (REVISION_LABEL.into(), revision.into()),
     ])
 }
@@ -139,7 +152,9 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
     let pod_name = pod_name(&name, node, revision);
     let spec = &gw.spec;
     let mut labels = labels(gw, revision);
-    labels.insert(NODE_LABEL.into(), node.into());
+    labels.insert(NODE_LABEL.into(), label_value(node));
+    let annotations =
+        BTreeMap::from([(GATEWAY_LABEL.into(), name.clone()), (NODE_LABEL.into(), node.into())]);
 
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
@@ -243,6 +258,7 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
             name: Some(pod_name.clone()),
             namespace: Some(namespace),
             labels: Some(labels),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner(gw)]),
             ..ObjectMeta::default()
         },

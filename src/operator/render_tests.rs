@@ -108,6 +108,37 @@ fn long_node_names_still_make_valid_pod_names() {
     );
 }
 
+/// Gateway and node names may have 253 characters, label values 63: every
+/// label of the pod is a valid label value, distinct names stay distinct, and
+/// the full names are in the pod's annotations, where the operator reads them.
+#[test]
+fn long_gateway_and_node_names_still_make_valid_labels() {
+    let valid = |v: &str| {
+        v.len() <= 63
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+            && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+    };
+    for (gateway, node) in
+        [("edge", "node-1"), (&*"g".repeat(253), &*format!("{}.example.com", "n".repeat(200)))]
+    {
+        let mut gw = example();
+        gw.metadata.name = Some(gateway.into());
+        let p = pod(&gw, node, &revision(&gw.spec), 1_800_000_000_000);
+        let labels = p.metadata.labels.clone().unwrap();
+        for (k, v) in &labels {
+            assert!(valid(v), "label {k}={v} ({} characters)", v.len());
+        }
+        assert_eq!(labels[GATEWAY_LABEL], label_value(gateway));
+        let annotations = p.metadata.annotations.clone().unwrap();
+        assert_eq!((&*annotations[GATEWAY_LABEL], &*annotations[NODE_LABEL]), (gateway, node));
+        assert_eq!(crate::operator::observe::pod_view(&p).map(|v| v.node), Some(node.to_string()));
+    }
+    assert_eq!(label_value("edge"), "edge", "short names are their own label");
+    let (a, b) = ("a".repeat(100), format!("{}b", "a".repeat(99)));
+    assert_ne!(label_value(&a), label_value(&b), "same first 46 characters, distinct labels");
+}
+
 #[test]
 fn the_admin_port_can_be_kept_to_the_node_address() {
     let args = |gw: &BgpGateway| {

@@ -56,7 +56,10 @@ pub async fn run(timeout: Duration) -> Result<(), String> {
             .map_err(|e| format!("listing agent pods: {e}"))?;
         let mut per_gateway: BTreeMap<(String, String), usize> = BTreeMap::new();
         for pod in &agents.items {
-            let gateway = pod.labels().get(GATEWAY_LABEL).cloned().unwrap_or_default();
+            let gateway = (pod.annotations().get(GATEWAY_LABEL))
+                .or(pod.labels().get(GATEWAY_LABEL))
+                .cloned()
+                .unwrap_or_default();
             *per_gateway.entry((pod.namespace().unwrap_or_default(), gateway)).or_default() += 1;
         }
         let waiting: Vec<String> = left
