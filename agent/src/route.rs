@@ -246,7 +246,7 @@ fn split_u32s(s: &str, n: usize) -> Option<Vec<u32>> {
 
 /// Serde and JSON Schema for the types above go through their text form.
 macro_rules! text_form {
-    ($ty:ty, $name:literal, $pattern:literal, $description:literal) => {
+    ($ty:ty, $name:literal, $pattern:literal, $max_length:literal, $description:literal) => {
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -274,6 +274,7 @@ macro_rules! text_form {
                 schemars::json_schema!({
                     "type": "string",
                     "pattern": $pattern,
+                    "maxLength": $max_length,
                     "description": $description,
                 })
             }
@@ -285,24 +286,28 @@ text_form!(
     Prefix,
     "Prefix",
     r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
+    49, // ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128
     "An IPv4 or IPv6 prefix, ADDRESS/LENGTH with host bits zero, e.g. 192.0.2.0/24 or 2001:db8::/48."
 );
 text_form!(
     Community,
     "Community",
     r"^([0-9]{1,5}:[0-9]{1,5}|[a-z-]+)$",
+    19, // no-export-subconfed
     "An RFC 1997 community, ASN:VALUE (e.g. 65000:100) or a well-known name: graceful-shutdown, llgr-stale, no-llgr, blackhole, no-export, no-advertise, no-export-subconfed, no-peer."
 );
 text_form!(
     NextHop,
     "NextHop",
     r"^(self|[0-9a-fA-F:.]+)$",
+    45,
     "`self` (the session's local address) or an IP address of the same family as the prefix."
 );
 text_form!(
     LargeCommunity,
     "LargeCommunity",
     r"^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$",
+    32,
     "An RFC 8092 large community, GLOBAL:LOCAL1:LOCAL2, e.g. 65000:1:2."
 );
 

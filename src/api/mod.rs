@@ -14,6 +14,7 @@
 //! for API servers that evaluate them (1.25+), and in [`BgpGatewaySpec::validate`],
 //! which the operator applies to every spec whatever the server's version.
 
+pub mod bounds;
 mod status;
 
 use std::collections::BTreeMap;
@@ -57,24 +58,29 @@ pub struct BgpGatewaySpec {
     /// chart's `agent.image`, by default the operator's own image, which
     /// holds both binaries). Changing either rolls every node to the new image.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
     pub image: String,
     /// Nodes that run an agent of this gateway (all nodes when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::kubernetes)]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = bounds::kubernetes)]
     pub tolerations: Vec<Toleration>,
     /// Resources of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::kubernetes)]
     pub resources: Option<ResourceRequirements>,
     /// The gateway's own AS.
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub asn: u32,
     /// BGP identifier; defaults to each node's IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     pub router_id: Option<Ipv4Addr>,
     /// The routers every agent of this gateway peers with.
     #[schemars(
-        length(min = 1),
+        length(min = 1, max = 1000),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["address"]),
         extend("x-kubernetes-validations" = [
             {"rule": "self.all(p, !has(p.holdTime) || p.holdTime == 0 || p.holdTime >= 3)",
@@ -86,7 +92,10 @@ pub struct BgpGatewaySpec {
     pub peers: Vec<Peer>,
     /// The prefixes every agent announces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["prefix"]))]
+    #[schemars(
+        length(max = 4096),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["prefix"])
+    )]
     pub announce: Vec<Announcement>,
     /// Port of each agent's `/status` and `/metrics` on its node (the pods
     /// use the host network); the operator reads each node's active agent

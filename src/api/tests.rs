@@ -328,3 +328,117 @@ fn kubectl_get_shows_the_state_at_a_glance() {
     assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["bgpgw".to_string()][..]));
     assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
 }
+
+/// Each list, string and map of the spec with the bound it has (None: unbounded).
+fn bounds_of(node: &Value, path: &str, out: &mut Vec<(String, Option<u64>)>) {
+    let bound = |key: &str| node.get(key).and_then(Value::as_u64);
+    match node.get("type").and_then(Value::as_str) {
+        Some("array") => out.push((path.to_string(), bound("maxItems"))),
+        Some("string") if node.get("enum").is_none() => {
+            out.push((path.to_string(), bound("maxLength")))
+        }
+        Some("object") if node.get("additionalProperties").is_some_and(Value::is_object) => {
+            out.push((path.to_string(), bound("maxProperties")))
+        }
+        _ => {}
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            bounds_of(child, &format!("{path}.{name}"), out);
+        }
+    }
+    for (key, suffix) in [("items", "[]"), ("additionalProperties", "{}")] {
+        if let Some(child) = node.get(key).filter(|c| c.is_object()) {
+            bounds_of(child, &format!("{path}{suffix}"), out);
+        }
+    }
+}
+
+fn spec_schema() -> Value {
+    let crd = serde_json::to_value(BgpGateway::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+/// An API server with CEL prices rules by the largest lists and strings the
+/// schema allows: every one of them has a bound.
+#[test]
+fn every_list_string_and_map_of_the_spec_is_bounded() {
+    let mut found = vec![];
+    bounds_of(&spec_schema(), "spec", &mut found);
+    let unbounded: Vec<&String> =
+        found.iter().filter(|(_, b)| b.is_none()).map(|(p, _)| p).collect();
+    assert!(unbounded.is_empty(), "unbounded in the CRD: {unbounded:#?}");
+    // Spot checks of the bounds chosen for the domain.
+    let bound = |path: &str| found.iter().find(|(p, _)| p == path).and_then(|(_, b)| *b);
+    assert_eq!(bound("spec.peers"), Some(1000));
+    assert_eq!(bound("spec.announce"), Some(4096));
+    assert_eq!(bound("spec.announce[].communities"), Some(1000));
+    assert_eq!(bound("spec.peers[].address"), Some(45));
+    assert!(found.len() > 20, "walked only {} fields", found.len());
+}
+
+/// Kubernetes' budget for CEL in a CRD (k8s.io/apiserver's cel config): one
+/// call of a rule may cost at most 1,000,000 at run time; the estimate of
+/// each rule is held to 10,000,000 and all rules together to 100,000,000 when
+/// the CRD is created. We hold every rule's worst case to the strictest.
+const PER_CALL_LIMIT: u64 = 1_000_000;
+
+/// The rules of the CRD, each with where it applies.
+fn cel_rules(node: &Value, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+    for rule in node["x-kubernetes-validations"].as_array().into_iter().flatten() {
+        out.push((at.clone(), rule["rule"].as_str().unwrap().to_string()));
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            at.push(name.clone());
+            cel_rules(child, at, out);
+            at.pop();
+        }
+    }
+}
+
+/// A worst-case cost for one rule: every token (field, literal, operator)
+/// costs at most 1 per evaluation, and a macro over a list (`all`, `exists`,
+/// `map`, `filter`) evaluates its body once per item, up to `maxItems`.
+/// Rules that work on strings would cost by their length: there are none,
+/// and the estimate refuses to price one.
+fn worst_cost(root: &Value, at: &[String], rule: &str) -> u64 {
+    for string_op in ["matches(", "contains(", "startsWith(", "endsWith(", "split("] {
+        assert!(!rule.contains(string_op), "{rule}: string functions are not priced here");
+    }
+    let tokens =
+        rule.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).count()
+            as u64;
+    let mut iterations = 1;
+    for (i, _) in rule.match_indices(".all(") {
+        // The list the macro iterates: `self` or `self.a.b` where the rule applies.
+        let receiver = rule[..i].rsplit([' ', '(', '!']).next().unwrap();
+        let mut node = at.iter().fold(root, |n, step| &n["properties"][step]);
+        let mut steps = receiver.split('.');
+        assert_eq!(steps.next(), Some("self"), "{rule}: a macro over {receiver}");
+        for step in steps {
+            node = &node["properties"][step];
+        }
+        let max =
+            node["maxItems"].as_u64().unwrap_or_else(|| panic!("{rule}: {receiver} unbounded"));
+        iterations += max;
+    }
+    for other in [".exists(", ".exists_one(", ".map(", ".filter("] {
+        assert!(!rule.contains(other), "{rule}: only all() is priced here");
+    }
+    tokens * iterations
+}
+
+#[test]
+fn every_cel_rule_costs_less_than_the_api_server_allows() {
+    let crd = serde_json::to_value(BgpGateway::crd()).unwrap();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut rules = vec![];
+    cel_rules(root, &mut vec![], &mut rules);
+    assert!(rules.len() >= 3, "{rules:?}");
+    for (at, rule) in &rules {
+        let cost = worst_cost(root, at, rule);
+        println!("{:<20} worst case {cost:>9} of {PER_CALL_LIMIT}: {rule}", at.join("."));
+        assert!(cost < PER_CALL_LIMIT, "{rule} at {at:?} may cost {cost}");
+    }
+}

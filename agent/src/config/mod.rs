@@ -63,6 +63,7 @@ fn default_admin() -> SocketAddr {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Peer {
     /// The neighbour's address; a session is identified by it.
+    #[cfg_attr(feature = "schema", schemars(length(max = 45)))]
     pub address: IpAddr,
     /// The neighbour's AS; equal to the gateway's own AS for iBGP.
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4_294_967_295u32)))]
@@ -87,6 +88,7 @@ pub struct Peer {
     pub passive: bool,
     /// Source address for the session (and the next hop for `nextHop: self`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 45)))]
     pub local_address: Option<IpAddr>,
     /// TCP MD5 signature (RFC 2385) password. The agent reads it from
     /// `<secrets dir>/<name>/<key>`, where Kubernetes mounts a Secret.
@@ -101,7 +103,7 @@ pub struct Peer {
     pub ebgp_multihop: Option<u8>,
     /// Address families to negotiate.
     #[serde(default = "default_families")]
-    #[cfg_attr(feature = "schema", schemars(length(min = 1), extend("x-kubernetes-list-type" = "set")))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 2), extend("x-kubernetes-list-type" = "set")))]
     pub families: Vec<Family>,
     #[serde(default)]
     pub graceful_restart: GracefulRestart,
@@ -144,9 +146,9 @@ impl Peer {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub name: String,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub key: String,
 }
 
@@ -214,9 +216,12 @@ pub struct Announcement {
     pub prefix: Prefix,
     #[serde(default)]
     pub next_hop: NextHop,
+    /// At most about a thousand fit in one UPDATE with the other attributes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000)))]
     pub communities: Vec<Community>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 340)))]
     pub large_communities: Vec<LargeCommunity>,
     /// LOCAL_PREF towards iBGP neighbours (ignored for eBGP, as RFC 4271 says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
