@@ -10,8 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::update::{Malformed, MalformedAction};
-use super::{DecodeError, Reader, WireContext, subcode};
+use super::{DecodeError, Malformed, MalformedAction, Reader, WireContext, subcode};
 use crate::route::{Community, LargeCommunity};
 
 /// Attribute type codes.

@@ -19,18 +19,18 @@
 //! encoding (4-octet AS numbers, extended message length, eBGP or iBGP).
 
 mod attrs;
+mod error;
 mod notification;
 pub mod open;
 mod update;
 
-use std::fmt;
-
 pub use attrs::{AsPath, AsSegment, Origin, PathAttrs, RawAttr, attr_code};
+pub use error::{DecodeError, Malformed, MalformedAction};
 pub use notification::{Notification, code, subcode};
 pub use open::{
     AfiSafi, Capability, GrFamily, GracefulRestartCap, LlgrFamily, Open, capability_code,
 };
-pub use update::{Malformed, MalformedAction, MpReach, MpUnreach, Update, UpdateBuilder};
+pub use update::{MpReach, MpUnreach, Update, UpdateBuilder};
 
 /// Length of the fixed header: marker (16), length (2), type (1).
 pub const HEADER_LEN: usize = 19;
@@ -263,51 +263,6 @@ impl RouteRefresh {
         out.push(self.family.safi);
     }
 }
-
-/// A message that cannot be used, with the NOTIFICATION that RFC 4271 and
-/// RFC 7606 prescribe for it, and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError {
-    pub notification: Notification,
-    pub detail: String,
-}
-
-impl DecodeError {
-    pub fn new(notification: Notification, detail: impl Into<String>) -> Self {
-        Self { notification, detail: detail.into() }
-    }
-
-    pub(crate) fn bad_length(len: usize) -> Self {
-        let data = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
-        Self::new(
-            Notification::new(code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH, data),
-            format!("bad message length {len}"),
-        )
-    }
-
-    pub(crate) fn bad_type(kind: u8) -> Self {
-        Self::new(
-            Notification::new(code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE, [kind]),
-            format!("unknown message type {kind}"),
-        )
-    }
-
-    pub(crate) fn open(subcode: u8, data: impl Into<Vec<u8>>, detail: impl Into<String>) -> Self {
-        Self::new(Notification::new(code::OPEN, subcode, data), detail)
-    }
-
-    pub(crate) fn update(subcode: u8, data: impl Into<Vec<u8>>, detail: impl Into<String>) -> Self {
-        Self::new(Notification::new(code::UPDATE, subcode, data), detail)
-    }
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (answered with {})", self.detail, self.notification)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// A cursor over a byte slice whose reads fail instead of panicking.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,10 @@ use std::net::{IpAddr, Ipv6Addr};
 use super::attrs::{
     AttrDecoder, EXTENDED_LENGTH, OPTIONAL, TRANSITIVE, attr_code, attr_length_bytes, put_attr,
 };
-use super::{AfiSafi, DecodeError, PathAttrs, Reader, WireContext, begin, finish, message_type};
+use super::{
+    AfiSafi, DecodeError, Malformed, MalformedAction, PathAttrs, Reader, WireContext, begin,
+    finish, message_type,
+};
 use crate::route::Prefix;
 
 /// An UPDATE message.
@@ -43,22 +46,6 @@ pub struct MpReach {
 pub struct MpUnreach {
     pub family: AfiSafi,
     pub withdrawn: Vec<Prefix>,
-}
-
-/// A malformation that RFC 7606 handles without a session reset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Malformed {
-    pub attr: u8,
-    pub action: MalformedAction,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MalformedAction {
-    /// Every prefix the UPDATE announces is handled as withdrawn (RFC 7606 §2).
-    TreatAsWithdraw,
-    /// The attribute is ignored; the rest of the UPDATE stands.
-    AttributeDiscard,
 }
 
 impl Update {
