@@ -115,7 +115,7 @@ fn main() {
                 while let Some(h) = frame(rest, &ctx).unwrap() {
                     if let (Message::Update(u), _) = Message::decode(&rest[..h.len], &ctx).unwrap()
                     {
-                        rib.apply(&u, false);
+                        rib.apply(u, false);
                     }
                     rest = &rest[h.len..];
                 }

@@ -142,7 +142,22 @@ fn peak_rss_mb(pid: u32) -> f64 {
 
 struct Measurement {
     seconds: f64,
+    /// CPU time (user + system) the receiver spent from Established to the
+    /// last prefix: what the work costs, whatever else the machine does.
+    cpu_seconds: f64,
     peak_mb: f64,
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or(vec![], |(_, r)| r.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    // /proc counts in USER_HZ, 100 per second on every Linux architecture.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Polls `count` until it reaches `n`; the clock starts when `established` first holds.
@@ -156,11 +171,16 @@ fn measure(
         if established() { Ok(()) } else { Err("not yet".into()) }
     });
     let start = Instant::now();
+    let cpu_start = cpu_seconds(pid);
     eventually(Duration::from_secs(300), "every prefix received", || match count() {
         Some(c) if c >= u64::from(n) => Ok(()),
         other => Err(format!("{other:?} of {n}")),
     });
-    Measurement { seconds: start.elapsed().as_secs_f64(), peak_mb: peak_rss_mb(pid) }
+    Measurement {
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds(pid) - cpu_start,
+        peak_mb: peak_rss_mb(pid),
+    }
 }
 
 fn agent_run(sender: Sender, n: u32) -> Measurement {
@@ -219,12 +239,17 @@ fn main() {
         );
         let ours = agent_run(sender, n);
         let theirs = bird_run(sender, n);
-        println!("{:<16} {:>10} {:>14}", "receiver", "seconds", "peak RSS MB");
-        println!("{:<16} {:>10.2} {:>14.1}", "nonstop-agent", ours.seconds, ours.peak_mb);
-        println!("{:<16} {:>10.2} {:>14.1}", "bird2", theirs.seconds, theirs.peak_mb);
         println!(
-            "ratio agent/bird2: time {:.2}x, memory {:.2}x",
+            "{:<16} {:>10} {:>12} {:>14}",
+            "receiver", "seconds", "CPU seconds", "peak RSS MB"
+        );
+        for (name, m) in [("nonstop-agent", &ours), ("bird2", &theirs)] {
+            println!("{name:<16} {:>10.2} {:>12.2} {:>14.1}", m.seconds, m.cpu_seconds, m.peak_mb);
+        }
+        println!(
+            "ratio agent/bird2: time {:.2}x, CPU {:.2}x, memory {:.2}x",
             ours.seconds / theirs.seconds,
+            ours.cpu_seconds / theirs.cpu_seconds,
             ours.peak_mb / theirs.peak_mb
         );
     }

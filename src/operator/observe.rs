@@ -152,7 +152,11 @@ fn failure(pod: &Pod) -> Option<String> {
 }
 
 pub fn agent_view(status: &AgentStatus) -> AgentView {
-    let up: Vec<_> = status.peers.iter().filter(|p| p.state == "Established").collect();
+    let up: Vec<_> = status
+        .peers
+        .iter()
+        .filter(|p| p.state == nonstop_agent::session::State::Established)
+        .collect();
     AgentView {
         pod: status.pod.clone(),
         version: status.version.clone(),

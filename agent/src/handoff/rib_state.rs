@@ -240,7 +240,7 @@ mod tests {
         let mut rib = AdjRibIn::default();
         for i in 0..10_000u32 {
             let p = Prefix::new(IpAddr::V4(Ipv4Addr::from((10 << 24) | (i << 8))), 24).unwrap();
-            rib.apply(&Update { attrs: attrs(i), nlri: vec![p], ..Default::default() }, false);
+            rib.apply(Update { attrs: attrs(i), nlri: vec![p], ..Default::default() }, false);
         }
         for i in 0..2_000u128 {
             let p = Prefix::new(IpAddr::V6(Ipv6Addr::from((0x2001_0db8 << 96) | (i << 64))), 64)
@@ -255,7 +255,7 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            rib.apply(&update, false);
+            rib.apply(update, false);
         }
         rib
     }
@@ -267,7 +267,7 @@ mod tests {
         // The peer came back and re-sent a third of its routes: those are fresh.
         for i in (0..10_000u32).step_by(3) {
             let p = Prefix::new(IpAddr::V4(Ipv4Addr::from((10 << 24) | (i << 8))), 24).unwrap();
-            before.apply(&Update { attrs: attrs(i), nlri: vec![p], ..Default::default() }, false);
+            before.apply(Update { attrs: attrs(i), nlri: vec![p], ..Default::default() }, false);
         }
         let parts = encode_in(&before);
         assert_eq!(
@@ -303,11 +303,11 @@ mod tests {
         live.mark_stale();
         let fresh_again = [0u32, 7, 9_999];
         for i in fresh_again {
-            live.apply(&Update { attrs: attrs(i), nlri: vec![v4(i)], ..Default::default() }, false);
+            live.apply(Update { attrs: attrs(i), nlri: vec![v4(i)], ..Default::default() }, false);
         }
         // New attributes for one, a prefix never seen, and withdrawals.
         live.apply(
-            &Update { attrs: attrs(1), nlri: vec![v4(2), v4(20_000)], ..Default::default() },
+            Update { attrs: attrs(1), nlri: vec![v4(2), v4(20_000)], ..Default::default() },
             false,
         );
         let withdraw = Update {
@@ -318,7 +318,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        live.apply(&withdraw, false);
+        live.apply(withdraw, false);
 
         let mut successor = AdjRibIn::default();
         let mut sent = AdjRibOut::default();

@@ -28,8 +28,12 @@ use crate::wire::{
 /// RFC 4271 §8.2.2: the hold time used until the OPENs are exchanged.
 pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The RFC 4271 §8 states, as `status` shows them ("Established", …).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum State {
+    #[default]
     Idle,
     Connect,
     Active,

@@ -592,7 +592,6 @@ impl Speaker {
         let (status_tx, status_rx) = watch::channel(PeerStatus {
             address: config.address.to_string(),
             asn: config.asn,
-            state: "Idle".into(),
             ..Default::default()
         });
         let mut task = PeerTask::new(

@@ -72,7 +72,7 @@ impl Speaker {
         let mut restarted = false;
         for address in changed {
             let Some(peer) = self.peers.get(&address) else { continue };
-            if peer.status.borrow().state == "Established" {
+            if peer.status.borrow().state == crate::session::State::Established {
                 if self.deferred_passwords.insert(address) {
                     info!(
                         peer = %address,

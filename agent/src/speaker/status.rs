@@ -108,7 +108,7 @@ pub struct HandoffLabels {
 pub struct PeerStatus {
     pub address: String,
     pub asn: u32,
-    pub state: String,
+    pub state: crate::session::State,
     /// Seconds since the session reached Established (0 when it is not).
     pub uptime_seconds: u64,
     /// Unix time (ms) of the last change to or from Established.
@@ -303,6 +303,48 @@ impl Metrics {
 
     pub fn error(&self, peer: IpAddr, kind: ErrorKind) {
         self.errors.get_or_create(&ErrorLabels { peer: peer.to_string(), kind }).inc();
+    }
+}
+
+/// One peer's metric series, looked up once: their labels are strings, and
+/// a lookup per message allocated them anew. A clone of a series is the
+/// same series.
+#[derive(Debug, Clone)]
+pub struct PeerSeries {
+    received: [Counter; 5],
+    sent: [Counter; 5],
+    pub routes_received: Gauge,
+    pub routes_sent: Gauge,
+}
+
+impl PeerSeries {
+    pub fn new(metrics: &Metrics, peer: IpAddr) -> Self {
+        use MessageKind::*;
+        let peer = peer.to_string();
+        let messages = |direction| {
+            [Open, Update, Notification, Keepalive, RouteRefresh].map(|kind| {
+                let labels = MessageLabels { peer: peer.clone(), direction, kind };
+                metrics.messages.get_or_create(&labels).clone()
+            })
+        };
+        let routes = |direction| {
+            let labels = RouteLabels { peer: peer.clone(), direction };
+            metrics.routes.get_or_create(&labels).clone()
+        };
+        Self {
+            received: messages(Direction::Received),
+            sent: messages(Direction::Sent),
+            routes_received: routes(Direction::Received),
+            routes_sent: routes(Direction::Sent),
+        }
+    }
+
+    pub fn message(&self, direction: Direction, kind: MessageKind) -> &Counter {
+        let i = kind as usize;
+        match direction {
+            Direction::Received => &self.received[i],
+            Direction::Sent => &self.sent[i],
+        }
     }
 }
 

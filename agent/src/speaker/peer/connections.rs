@@ -151,7 +151,7 @@ impl PeerTask {
             let fatal = matches!(input, Input::Undecodable(_));
             if let Input::Received(m, malformed) = &input {
                 self.messages_received += 1;
-                self.metrics.message(self.peer.address, Direction::Received, MessageKind::of(m));
+                self.series.message(Direction::Received, MessageKind::of(m)).inc();
                 for bad in malformed {
                     warn!(peer = %self.peer.address, attr = bad.attr, action = ?bad.action, "{}", bad.reason);
                     self.metrics.error(self.peer.address, ErrorKind::MalformedAttribute);

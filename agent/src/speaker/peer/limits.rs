@@ -20,7 +20,7 @@ use crate::config::{LimitAction, LimitVerdict};
 use crate::graceful;
 use crate::import::{ImportRules, Screened, screen};
 use crate::session::Input;
-use crate::speaker::status::{Direction, ErrorKind};
+use crate::speaker::status::ErrorKind;
 use crate::wire::{AfiSafi, MalformedAction, Update};
 
 /// What the task tracks of its import rules.
@@ -46,15 +46,15 @@ impl PeerTask {
         malformed: &[crate::wire::Malformed],
     ) -> Option<Input> {
         let withdraw = malformed.iter().any(|m| m.action == MalformedAction::TreatAsWithdraw);
-        let families =
-            self.main.session.negotiated().map(|n| n.families.clone()).unwrap_or_default();
-        let rules = ImportRules {
-            local_asn: self.local.asn,
-            external_peer: (!self.peer.is_ibgp(self.local.asn)).then_some(self.peer.asn),
-            families: &families,
-            policy: &self.peer.import,
-        };
-        let screening = screen(&mut update, &rules);
+        let screening = screen(
+            &mut update,
+            &ImportRules {
+                local_asn: self.local.asn,
+                external_peer: (!self.peer.is_ibgp(self.local.asn)).then_some(self.peer.asn),
+                families: self.main.session.negotiated().map_or(&[], |n| &n.families),
+                policy: &self.peer.import,
+            },
+        );
         if let Screened::BadAsPath(fault) = screening.verdict {
             warn!(peer = %self.peer.address, "{fault}: its routes are treated as withdrawn (RFC 7606)");
             self.metrics.error(self.peer.address, ErrorKind::MalformedAsPath);
@@ -63,11 +63,8 @@ impl PeerTask {
             self.import.refused += screening.refused as u64;
             self.metrics.refused.get_or_create(&self.label()).inc_by(screening.refused as u64);
         }
-        self.rib_in.apply(&update, withdraw || screening.verdict != Screened::Usable);
-        self.metrics
-            .routes
-            .get_or_create(&self.route_label(Direction::Received))
-            .set(self.rib_in.len() as i64);
+        self.rib_in.apply(update, withdraw || screening.verdict != Screened::Usable);
+        self.series.routes_received.set(self.rib_in.len() as i64);
         self.check_prefix_limit()
     }
 

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::conn::{self, Conn};
 use super::sockopt;
 use super::status::{
-    Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerStatus, RouteLabels,
+    Direction, ErrorKind, MessageKind, Metrics, PeerLabel, PeerSeries, PeerStatus, RouteLabels,
 };
 use crate::config::{Announcement, Family, Peer};
 use crate::graceful;
@@ -145,6 +145,7 @@ pub struct PeerTask {
     commands: mpsc::Receiver<PeerCommand>,
     status: watch::Sender<PeerStatus>,
     metrics: Metrics,
+    series: PeerSeries,
     established_transitions: u64,
     password: Option<Arc<[u8]>>,
     /// What the last Established session agreed on (it outlives the session,
@@ -245,6 +246,7 @@ impl PeerTask {
         metrics: Metrics,
         options: PeerOptions,
     ) -> Self {
+        let series = PeerSeries::new(&metrics, peer.address);
         let mut session = Session::new(session_config(&peer, &local, peer.passive));
         session.offer_mut().set_restarting(options.restarting);
         let main = Slot::new(session);
@@ -258,6 +260,7 @@ impl PeerTask {
             announce,
             commands,
             status,
+            series,
             metrics,
             established_transitions: 0,
             password: options.password,
@@ -586,13 +589,12 @@ impl PeerTask {
 
     /// Queues a message; false when the slot has no connection to send on.
     fn send(&mut self, which: Which, message: &Message) -> bool {
-        let address = self.peer.address;
         let Some(slot) = self.slot(which) else { return false };
         let ctx = slot.session.wire_context();
         let Some(conn) = slot.conn.as_mut() else { return false };
         conn.queue(&message.to_bytes(&ctx));
         self.messages_sent += 1;
-        self.metrics.message(address, Direction::Sent, MessageKind::of(message));
+        self.series.message(Direction::Sent, MessageKind::of(message)).inc();
         true
     }
 
@@ -627,12 +629,7 @@ impl PeerTask {
         let Some(conn) = self.main.conn.as_mut() else { return };
         conn.queue(&out);
         self.messages_sent += updates as u64;
-        let labels = super::status::MessageLabels {
-            peer: self.peer.address.to_string(),
-            direction: Direction::Sent,
-            kind: MessageKind::Update,
-        };
-        self.metrics.messages.get_or_create(&labels).inc_by(updates as u64);
+        self.series.message(Direction::Sent, MessageKind::Update).inc_by(updates as u64);
     }
 
     fn export(&self) -> AdjRibOut {

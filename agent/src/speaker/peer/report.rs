@@ -19,14 +19,11 @@ impl PeerTask {
             .established_at()
             .map(|at| SystemTime::now() - Instant::now().saturating_duration_since(at));
         let advertised = if established { self.sent.len() } else { 0 };
-        self.metrics
-            .routes
-            .get_or_create(&self.route_label(Direction::Sent))
-            .set(advertised as i64);
+        self.series.routes_sent.set(advertised as i64);
         let status = PeerStatus {
             address: self.peer.address.to_string(),
             asn: self.peer.asn,
-            state: session.state().as_str().to_string(),
+            state: session.state(),
             uptime_seconds: 0,
             established_since_ms: since.map(unix_ms),
             established_transitions: self.established_transitions,
