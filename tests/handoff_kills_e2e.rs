@@ -4,10 +4,11 @@
 //! with exactly one pod and one active agent serving every session, and
 //! the router never loses a route (live, or kept under Graceful Restart).
 //!
-//! Each round uses node-1 alone (one rollout step), its own images: the
+//! Each round uses one node alone (one rollout step) and its own image: the
 //! plain agent with `NONSTOP_TEST_HANDOFF_STOP_AT` set the first time the
 //! pod runs it, so the agent stops itself at that step and the test kills
-//! it; the kubelet's restart then runs it plainly. Shares the lab's nodes
+//! it; the kubelet's restart then runs it plainly. Nodes 1–3 run rounds at
+//! the same time, each with a gateway of its own. Shares the lab's nodes
 //! with the other end-to-end tests (nextest group `lab-nodes`).
 
 mod support;
@@ -72,51 +73,112 @@ fn stopped_at(step: &str) -> Option<i32> {
     })
 }
 
-fn node1(s: &Setup) -> Value {
-    s.status()["nodes"].as_array().and_then(|n| n.first().cloned()).unwrap_or(Value::Null)
+/// One node's share of the matrix: its own gateway, selecting that node
+/// alone, so three rounds run at once on nodes 1–3 and never meet (each
+/// has its own pods, session and hop at the router).
+struct Lane<'a> {
+    s: &'a Setup,
+    node: &'static str,
+    gateway: String,
+    hop: Vec<String>,
 }
 
-/// The node has one pod, and its agent is the active one with the session up.
-fn settled(s: &Setup) -> Result<String, String> {
-    let pods = s.pod_images()?;
-    let node = node1(s);
-    let one = pods.len() == 1
-        && node["pod"].as_str() == Some(pods[0].0.as_str())
-        && node["sessions"]["established"] == 1;
-    if one { Ok(pods[0].1.clone()) } else { Err(format!("pods {pods:?}; node {node}")) }
-}
-
-#[test]
-fn killing_either_agent_at_any_handoff_step_leaves_one_agent_and_every_route() {
-    let s = Setup::new("e2e-kills");
-    // node-1 only: each round is one node's upgrade.
-    for node in ["node-2", "node-3"] {
-        s.lab.kubectl(&["label", "node", node, "nonstop.dev/e2e-"]).unwrap();
+impl Lane<'_> {
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.s.ns.kubectl(args)
     }
-    let hop = vec![uplink("node-1")];
-    let mut outcomes = Vec::new();
-    for step in STEPS {
-        let stopping = stopping_image(&s, step);
+
+    fn status(&self) -> Value {
+        let text = self.kubectl(&["get", "bgpgw", &self.gateway, "-o", "json"]).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).map(|v| v["status"].clone()).unwrap_or(Value::Null)
+    }
+
+    fn node_status(&self) -> Value {
+        self.status()["nodes"].as_array().and_then(|n| n.first().cloned()).unwrap_or(Value::Null)
+    }
+
+    /// (pod, image) of the lane's pods not being deleted.
+    fn pods(&self) -> Result<Vec<(String, String)>, String> {
+        let selector = format!("nonstop.dev/gateway={}", self.gateway);
+        let text = self.kubectl(&["get", "pods", "-l", &selector, "-o", "json"])?;
+        let pods: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                (name, p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+            })
+            .collect())
+    }
+
+    /// The node has one pod, and its agent is the active one with the session up.
+    fn settled(&self) -> Result<String, String> {
+        let pods = self.pods()?;
+        let node = self.node_status();
+        let one = pods.len() == 1
+            && node["pod"].as_str() == Some(pods[0].0.as_str())
+            && node["sessions"]["established"] == 1;
+        if one { Ok(pods[0].1.clone()) } else { Err(format!("pods {pods:?}; node {node}")) }
+    }
+
+    /// The router has every prefix via this lane's node (other lanes' nodes
+    /// may carry them too).
+    fn wait_routes(&self) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("the router's routes via {:?}", self.hop),
+            || {
+                let routes = self.s.router.routes()?;
+                let ok = PREFIXES
+                    .iter()
+                    .all(|p| routes.get(*p).is_some_and(|hops| hops.contains(&self.hop[0])));
+                if ok { Ok(()) } else { Err(format!("{routes:?}")) }
+            },
+        );
+    }
+
+    fn gateway_yaml(&self, image: &str) -> String {
+        let yaml = self
+            .s
+            .gateway(image, "Handoff")
+            .replace("metadata: {name: edge}", &format!("metadata: {{name: {}}}", self.gateway))
+            .replace(
+                &format!("nodeSelector: {{nonstop.dev/e2e: {}}}", self.s.ns.name),
+                &format!("nodeSelector: {{nonstop.dev/e2e-lane: {}}}", self.node),
+            )
+            .replace("drainSeconds: 2", "drainSeconds: 1");
+        assert!(yaml.contains(&self.gateway) && yaml.contains("e2e-lane"), "{yaml}");
+        yaml
+    }
+
+    /// One round: the node on `from`, then bumped to `to`, the agent stopped
+    /// at `step` killed; returns the image the node ends on.
+    fn round(&self, step: &str, stopping: &str) -> String {
         let (from, to) = if step.starts_with("old:") {
-            (stopping.clone(), "nonstop-agent:v2".to_string())
+            (stopping.to_string(), "nonstop-agent:v2".to_string())
         } else {
-            ("nonstop-agent:v1".to_string(), stopping.clone())
+            ("nonstop-agent:v1".to_string(), stopping.to_string())
         };
-        let gateway = s.gateway(&from, "Handoff").replace("drainSeconds: 2", "drainSeconds: 1");
-        s.ns.apply(&gateway).unwrap();
-        eventually(Duration::from_secs(90), &format!("{step}: node-1 serving {from}"), || {
-            match settled(&s)? {
+        self.s.ns.apply(&self.gateway_yaml(&from)).unwrap();
+        eventually(
+            Duration::from_secs(90),
+            &format!("{step}: {} serving {from}", self.node),
+            || match self.settled()? {
                 image if image == from => Ok(()),
                 image => Err(image),
-            }
-        });
-        s.wait_routes_from(&["node-1"], Duration::from_secs(30));
+            },
+        );
+        self.wait_routes();
 
-        let before = Tally::of(&s.router, &hop);
-        let watch = Watch::start(s.router.clone(), &PREFIXES, &hop, 1);
+        let before = Tally::of(&self.s.router, &self.hop);
+        let watch = Watch::start(self.s.router.clone(), &PREFIXES, &self.hop, 1);
         let capture =
-            Capture::start(s.lab.dir(), &format!("kill-{}", step.replace(':', "-"))).unwrap();
-        s.set_image(&to);
+            Capture::start(self.s.lab.dir(), &format!("kill-{}", step.replace(':', "-"))).unwrap();
+        let patch = format!(r#"{{"spec":{{"image":"{to}"}}}}"#);
+        self.kubectl(&["patch", "bgpgw", &self.gateway, "--type=merge", "-p", &patch]).unwrap();
         let victim =
             eventually(Duration::from_secs(60), &format!("an agent stopped at {step}"), || {
                 stopped_at(step).ok_or_else(|| "none yet".to_string())
@@ -129,37 +191,86 @@ fn killing_either_agent_at_any_handoff_step_leaves_one_agent_and_every_route() {
         let image =
             eventually(Duration::from_secs(120), &format!("{step}: one agent again"), || {
                 // Settled for good: the same answer twice, a second apart.
-                let first = settled(&s)?;
+                let first = self.settled()?;
                 std::thread::sleep(Duration::from_secs(1));
-                let second = settled(&s)?;
+                let second = self.settled()?;
                 if first == second { Ok(second) } else { Err(format!("{first} then {second}")) }
             });
-        s.wait_routes_from(&["node-1"], Duration::from_secs(30));
+        self.wait_routes();
         let misses = watch.finish();
         assert!(misses.is_empty(), "{step}: routes missing at the router: {misses:?}");
-        let seen = Tally::of(&s.router, &hop).since(&before);
+        let seen = Tally::of(&self.s.router, &self.hop).since(&before);
         assert!(seen.withdrawals.is_empty(), "{step}: the router withdrew: {seen:?}");
         // On the wire: a killed agent's connection may close (FIN/RST), but
         // no NOTIFICATION and no withdrawal cross.
-        let wire = capture.finish().on(&hop).unwrap();
+        let wire = capture.finish().on(&self.hop).unwrap();
         assert!(wire.notifications.is_empty() && wire.withdrawals.is_empty(), "{step}: {wire:?}");
-        let record = node1(&s)["lastUpgrade"].clone();
+        let record = self.node_status()["lastUpgrade"].clone();
         eprintln!(
-            "{step}: node-1 ends on {image}; upgrade {}; session downs at the router {}; \
+            "{step}: {} ends on {image}; upgrade {}; session downs at the router {}; \
              FIN/RST on the wire {}",
+            self.node,
             record["result"],
             seen.downs.len(),
             wire.fin_or_rst.len()
         );
-        outcomes.push((step, image));
 
         // Generous: a real kubelet removes a pod some seconds after its
         // process ended, and CI runs everything on 2 cores.
-        s.ns.kubectl(&["delete", "bgpgw", "edge", "--wait=true", "--timeout=180s"]).unwrap();
+        self.kubectl(&["delete", "bgpgw", &self.gateway, "--wait=true", "--timeout=180s"]).unwrap();
         eventually(Duration::from_secs(120), "the round's pods gone", || {
-            let pods = s.pod_images()?;
+            let pods = self.pods()?;
             if pods.is_empty() { Ok(()) } else { Err(format!("{pods:?}")) }
         });
+        image
     }
+}
+
+#[test]
+fn killing_either_agent_at_any_handoff_step_leaves_one_agent_and_every_route() {
+    let s = Setup::new("e2e-kills");
+    // Every stopping image first: the lanes then only run pods.
+    let images: Vec<(&str, String)> =
+        STEPS.iter().map(|&step| (step, stopping_image(&s, step))).collect();
+    let lanes: Vec<Lane> = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, node)| {
+            s.lab
+                .kubectl(&[
+                    "label",
+                    "node",
+                    node,
+                    &format!("nonstop.dev/e2e-lane={node}"),
+                    "--overwrite",
+                ])
+                .unwrap();
+            Lane { s: &s, node, gateway: format!("kills-{}", i + 1), hop: vec![uplink(node)] }
+        })
+        .collect();
+    let outcomes: Vec<(String, String)> = std::thread::scope(|scope| {
+        let running: Vec<_> = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| {
+                // Lane i takes steps i, i+3, i+6, …
+                let mine: Vec<&(&str, String)> =
+                    images.iter().skip(i).step_by(lanes.len()).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|(step, stopping)| (step.to_string(), lane.round(step, stopping)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|r| r.join().expect("a lane failed (its panic is above)"))
+            .collect()
+    });
+    for node in ["node-1", "node-2", "node-3"] {
+        s.lab.kubectl(&["label", "node", node, "nonstop.dev/e2e-lane-"]).unwrap();
+    }
+    assert_eq!(outcomes.len(), STEPS.len());
     eprintln!("outcomes: {outcomes:?}");
 }
