@@ -99,19 +99,7 @@ impl Lane<'_> {
 
     /// (pod, image) of the lane's pods not being deleted.
     fn pods(&self) -> Result<Vec<(String, String)>, String> {
-        let selector = format!("nonstop.dev/gateway={}", self.gateway);
-        let text = self.kubectl(&["get", "pods", "-l", &selector, "-o", "json"])?;
-        let pods: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        Ok(pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| {
-                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
-                (name, p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
-            })
-            .collect())
+        self.s.pod_images_of(&self.gateway)
     }
 
     /// The node has one pod, and its agent is the active one with the session up.

@@ -127,19 +127,6 @@ fn start_gobgpd(link: &Link, n: u32) -> (Daemon, u32) {
     (d, held)
 }
 
-/// BIRD in the router namespace with `n` static /24s, exported over eBGP to
-/// the receiver at the agent-side address, in groups of 4 per attribute set.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
-
 struct Measurement {
     seconds: f64,
     /// CPU time (user + system) the receiver spent from Established to the
@@ -179,7 +166,7 @@ fn measure(
     Measurement {
         seconds: start.elapsed().as_secs_f64(),
         cpu_seconds: cpu_seconds(pid) - cpu_start,
-        peak_mb: peak_rss_mb(pid),
+        peak_mb: support::peak_rss_mb(pid),
     }
 }
 

@@ -12,7 +12,7 @@ mod table;
 use std::time::{Duration, Instant};
 
 use support::routers::{AGENT_AS, Bird, Frr, Gobgp, ROUTER_AS, Router, RouterSetup};
-use support::{Agent, Link, eventually, v4_prefixes};
+use support::{Agent, Link, eventually, peak_rss_mb, v4_prefixes};
 
 const LIMIT: usize = 20;
 const RESTART_AFTER: u64 = 4;
@@ -109,17 +109,6 @@ fn bird_past_max_prefixes_is_reset_and_comes_back() {
 #[test]
 fn frr_past_max_prefixes_is_reset_and_comes_back() {
     past_the_limit("limit-frr", |l, s| Box::new(Frr::start(l, s)));
-}
-
-/// The agent's peak resident memory, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb / 1024.0
 }
 
 #[test]

@@ -125,8 +125,13 @@ spec:
 
     /// (pod, image) of every pod of the gateway not being deleted.
     pub fn pod_images(&self) -> Result<Vec<(String, String)>, String> {
-        let text =
-            self.ns.kubectl(&["get", "pods", "-l", "nonstop.dev/gateway=edge", "-o", "json"])?;
+        self.pod_images_of("edge")
+    }
+
+    /// The same for the gateway named `gateway`.
+    pub fn pod_images_of(&self, gateway: &str) -> Result<Vec<(String, String)>, String> {
+        let selector = format!("nonstop.dev/gateway={gateway}");
+        let text = self.ns.kubectl(&["get", "pods", "-l", &selector, "-o", "json"])?;
         let pods: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         Ok(pods["items"]
             .as_array()

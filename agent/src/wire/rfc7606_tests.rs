@@ -3,6 +3,7 @@
 //! UPDATE announces is gone) or session reset (the NOTIFICATION named).
 //! The AS_PATH checks that need the session's peer AS are in `crate::import`.
 
+use super::tests::framed_update as update;
 use super::*;
 use crate::route::Prefix;
 
@@ -27,18 +28,6 @@ fn mp_reach_v6(flags: u8) -> Vec<u8> {
     let mut a = vec![flags, 14, value.len() as u8];
     a.extend_from_slice(&value);
     a
-}
-
-fn update(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
-    let mut out = vec![];
-    let start = begin(&mut out);
-    out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
-    out.extend_from_slice(withdrawn);
-    out.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    out.extend_from_slice(attrs);
-    out.extend_from_slice(nlri);
-    finish(&mut out, start, message_type::UPDATE);
-    out
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {

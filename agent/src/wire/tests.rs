@@ -356,7 +356,7 @@ fn update_with_attr(attr: &[u8]) -> Vec<u8> {
     framed_update(&[], &attrs, &[8, 10])
 }
 
-fn framed_update(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
+pub(super) fn framed_update(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
     let mut out = vec![];
     let start = begin(&mut out);
     out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());

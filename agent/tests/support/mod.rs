@@ -334,6 +334,18 @@ impl Agent {
     }
 }
 
+/// A process's peak resident memory (VmHWM), in MB; 0 when it is gone.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
 /// `count` IPv4 /24s and IPv6 /48s from a base, as text.
 pub fn v4_prefixes(second_octet: u8, count: u32) -> Vec<String> {
     (0..count).map(|i| format!("10.{second_octet}.{}.{}/32", i / 256, i % 256)).collect()
