@@ -81,6 +81,14 @@ pub struct PodView {
     pub failure: Option<String>,
 }
 
+impl PodView {
+    /// Its agent has exited for good: a terminal phase, which the kubelet
+    /// reports once every container has stopped.
+    pub fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Succeeded | Phase::Failed)
+    }
+}
+
 /// A node's active agent, from `GET /status` on the node's admin port.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentView {
@@ -188,7 +196,9 @@ struct Slot<'a> {
     live: Vec<&'a PodView>,
     /// Pods whose agent exited for good.
     ended: Vec<&'a PodView>,
-    /// Pods being deleted.
+    /// Pods being deleted whose agent still runs. One whose agent has
+    /// exited holds nothing on the node (not the BGP port, not a session)
+    /// though its object may stay a while.
     going: Vec<&'a PodView>,
     agent: Option<&'a AgentView>,
     /// The pod whose agent is the node's active speaker.
@@ -208,7 +218,7 @@ impl<'a> Slot<'a> {
     fn of(node: &'a NodeView, observed: &'a Observed, want: u32, cordoned: bool) -> Slot<'a> {
         let (node_ready, node) = (node.ready, node.name.as_str());
         let mine: Vec<&PodView> = observed.pods.iter().filter(|p| p.node == node).collect();
-        let ended = |p: &&PodView| matches!(p.phase, Phase::Succeeded | Phase::Failed);
+        let ended = |p: &&PodView| p.ended();
         let agent = observed.agents.get(node).filter(|a| a.active);
         let active = match agent {
             Some(a) => a.pod.as_deref(),
@@ -218,7 +228,7 @@ impl<'a> Slot<'a> {
             node,
             live: mine.iter().copied().filter(|p| !p.deleting && !ended(p)).collect(),
             ended: mine.iter().copied().filter(|p| !p.deleting && ended(p)).collect(),
-            going: mine.iter().copied().filter(|p| p.deleting).collect(),
+            going: mine.iter().copied().filter(|p| p.deleting && !ended(p)).collect(),
             agent,
             active,
             want,
@@ -289,11 +299,14 @@ pub fn plan(input: &Input) -> Plan {
                 ),
             ));
         }
-        if observed.pods.is_empty() && observed.has_finalizer {
+        // Withdrawn once every agent has exited: a pod object can outlive
+        // its containers by a minute (the kubelet's cleanup), and the
+        // garbage collector removes it with the gateway.
+        if observed.pods.iter().all(PodView::ended) && observed.has_finalizer {
             steps.push(Step {
                 action: Action::RemoveFinalizer,
                 reason: "Decommissioned",
-                message: "every node withdrew its routes and its pod is gone".into(),
+                message: "every node withdrew its routes and its agent has exited".into(),
             });
         }
         let mut status = before.clone();

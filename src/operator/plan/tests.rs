@@ -335,9 +335,13 @@ fn graceful_restart_and_recreate() {
     assert_eq!(actions(&plan), [delete("n1", OLD)]);
     observed.pods[0].deleting = true;
     assert!(actions(&run(&gw, NEW, &observed, 1)).is_empty(), "n1 is going; n2 waits");
-    observed.pods.remove(0);
+    // Its agent has exited: the node is free although the kubelet has
+    // not removed the pod object yet.
     observed.agents.remove("n1");
+    observed.pods[0].phase = Phase::Succeeded;
     assert_eq!(actions(&run(&gw, NEW, &observed, 2)), [create("n1", NEW)]);
+    observed.pods.remove(0);
+    assert_eq!(actions(&run(&gw, NEW, &observed, 3)), [create("n1", NEW)]);
 }
 
 #[test]
@@ -355,8 +359,16 @@ fn scale_in_and_deletion_decommission() {
     let observed = serving(&["n1", "n2"]);
     let plan = run(&gw, OLD, &observed, 0);
     assert_eq!(actions(&plan), [delete("n1", OLD), delete("n2", OLD)]);
+    // The finalizer stays while any agent runs, even one whose pod is
+    // already being deleted, and goes once each has exited.
+    let mut stopping = observed.clone();
+    stopping.pods.iter_mut().for_each(|p| p.deleting = true);
+    stopping.pods[0].phase = Phase::Succeeded;
+    assert!(actions(&run(&gw, OLD, &stopping, 1)).is_empty(), "n2's agent still runs");
+    stopping.pods[1].phase = Phase::Failed;
+    assert_eq!(actions(&run(&gw, OLD, &stopping, 2)), [Action::RemoveFinalizer]);
     let gone = Observed { has_finalizer: true, ..Default::default() };
-    assert_eq!(actions(&run(&gw, OLD, &gone, 1)), [Action::RemoveFinalizer]);
+    assert_eq!(actions(&run(&gw, OLD, &gone, 3)), [Action::RemoveFinalizer]);
 }
 
 #[test]
