@@ -62,7 +62,8 @@ fn updates(mut bytes: &[u8]) -> impl Iterator<Item = Result<Update, BadMessage>>
                 .map_err(|e| BadMessage(format!("routing state: {e}")))?
                 .filter(|h| h.len <= bytes.len())
                 .ok_or_else(|| BadMessage("routing state ends inside a message".into()))?;
-            let (message, malformed) = Message::decode(&bytes[..header.len], &CTX)
+            let body = &bytes[crate::wire::HEADER_LEN..header.len];
+            let (message, malformed) = Message::decode_framed(header, body, &CTX)
                 .map_err(|e| BadMessage(format!("routing state: {e}")))?;
             if let Some(m) = malformed.first() {
                 return Err(BadMessage(format!("routing state: {}", m.reason)));

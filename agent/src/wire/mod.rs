@@ -1,11 +1,12 @@
 //! The BGP wire codec: bytes ⇄ messages, no I/O.
 //!
 //! ```text
-//!  TCP stream ─▶ frame() ─▶ (type, len) ─▶ Message::decode(bytes, ctx)
-//!                  │                            │
-//!                  └─ header errors             ├─ Open / Update / Notification /
-//!                     (1/x NOTIFICATION)        │  Keepalive / RouteRefresh
-//!                                               └─ DecodeError ⇒ its NOTIFICATION
+//!  TCP stream ─▶ frame() ─▶ Header ─▶ Message::decode_framed(header, body, ctx)
+//!                  │                                 │
+//!                  └─ header errors                  ├─ Open / Update / Notification /
+//!                     (1/x NOTIFICATION)             │  Keepalive / RouteRefresh
+//!                                                    └─ DecodeError ⇒ its NOTIFICATION
+//!  Message::decode(bytes, ctx) does both for one whole message.
 //!  Message::encode(ctx, &mut Vec<u8>) appends one framed message.
 //! ```
 //!
@@ -108,7 +109,17 @@ impl Message {
         if header.len != bytes.len() {
             return Err(DecodeError::bad_length(bytes.len()));
         }
-        let body = &bytes[HEADER_LEN..];
+        Self::decode_framed(header, &bytes[HEADER_LEN..], ctx)
+    }
+
+    /// Decodes the body of a message whose `header` [`frame`] has read and
+    /// checked already: a stream reader frames each message once.
+    pub fn decode_framed(
+        header: Header,
+        body: &[u8],
+        ctx: &WireContext,
+    ) -> Result<(Message, Vec<Malformed>), DecodeError> {
+        debug_assert_eq!(header.len, body.len() + HEADER_LEN);
         let message = match header.kind {
             message_type::OPEN => Message::Open(Open::decode(body)?),
             message_type::UPDATE => {

@@ -139,7 +139,7 @@ impl PeerTask {
                 Ok(None) => break,
                 Ok(Some(h)) if buf.len() < h.len => break,
                 Ok(Some(h)) => {
-                    let decoded = Message::decode(&buf[..h.len], &ctx);
+                    let decoded = Message::decode_framed(h, &buf[HEADER_LEN..h.len], &ctx);
                     consumed += h.len;
                     match decoded {
                         Ok((m, malformed)) => Input::Received(m, malformed),

@@ -45,8 +45,8 @@ use crate::session::{
     Collision, Input, LocalOffer, Output, Session, SessionConfig, State, Timer, resolve_collision,
 };
 use crate::wire::{
-    AfiSafi, Capability, DecodeError, GrFamily, GracefulRestartCap, LlgrFamily, Message,
-    Notification, Update, UpdateBuilder, code, frame, subcode,
+    AfiSafi, Capability, DecodeError, GrFamily, GracefulRestartCap, HEADER_LEN, LlgrFamily,
+    Message, Notification, Update, UpdateBuilder, code, frame, subcode,
 };
 
 /// What the speaker asks of a peer task.
