@@ -250,7 +250,10 @@ pub fn start(dir: &Path) -> Result<()> {
         format!("--root-ca-file={}", p("ca.crt")),
         "--use-service-account-credentials=true".into(),
     ])
-    .args(["--leader-elect=false", "--bind-address=127.0.0.1", "--port=0"]);
+    .args(["--leader-elect=false", "--bind-address=127.0.0.1", "--port=0"])
+    // A node whose kubelet stops is NotReady after 20 s, not 40: the
+    // tests of a lost node wait for that.
+    .args(["--node-monitor-grace-period=20s", "--node-monitor-period=2s"]);
     process::start(dir, "kube-controller-manager", cm)?;
     let mut sched = Command::new(binary("kube-scheduler"));
     sched.args([

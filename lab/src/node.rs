@@ -253,7 +253,9 @@ state = "{state}"
         let ca = self.lab.join("pki/ca.crt");
         // A real kubelet's settings, but for the lab's one host: no swap
         // check, no QoS cgroups, pods in the node's own cgroup; Secrets and
-        // ConfigMaps resynced every 20 s (the default is a minute).
+        // ConfigMaps resynced every 20 s (the default is a minute); the
+        // node Lease renewed every 3 s (12 s / 4) so the controller
+        // manager's shorter grace period (20 s) still sees it.
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              address: {ip}\nport: 10250\nreadOnlyPort: 0\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10248\n\
@@ -261,6 +263,7 @@ state = "{state}"
              authorization: {{mode: Webhook}}\n\
              cgroupDriver: cgroupfs\ncgroupsPerQOS: false\nenforceNodeAllocatable: []\ncgroupRoot: /{CGROUP_ROOT}/{name}\n\
              failSwapOn: false\nsyncFrequency: 20s\nserializeImagePulls: false\n\
+             nodeLeaseDurationSeconds: 12\nnodeStatusUpdateFrequency: 4s\n\
              evictionHard: {{memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}}\n\
              imageGCHighThresholdPercent: 98\nimageGCLowThresholdPercent: 95\n",
             ip = node_ip(self.i),
