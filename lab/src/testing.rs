@@ -35,7 +35,13 @@ pub fn eventually<T>(
     let start = Instant::now();
     loop {
         match check() {
-            Ok(v) => return v,
+            Ok(v) => {
+                // Progress for the CI log: which waits are slow.
+                if start.elapsed() >= Duration::from_secs(2) {
+                    eprintln!("  waited {:.1} s for {what}", start.elapsed().as_secs_f64());
+                }
+                return v;
+            }
             Err(e) if start.elapsed() >= limit => panic!("{what}: not after {limit:?}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }

@@ -49,7 +49,9 @@ impl Setup {
         lab.install_nonstop(root, &release).unwrap();
         // Nodes 1–3 hold one speaker each: no gateway left from elsewhere
         // (a `script/demo` run leaves its own up to look at).
-        lab.kubectl(&["delete", "bgpgw", "--all", "-A", "--wait=true", "--timeout=90s"]).unwrap();
+        let router = lab.router();
+        lab.kubectl(&["delete", "bgpgw", "--all", "-A", "--wait=false"]).unwrap();
+        wait_speakers_gone(&router);
 
         let ns = lab.namespace(prefix);
         for node in NODES {
@@ -62,7 +64,7 @@ impl Setup {
             ])
             .unwrap();
         }
-        Setup { router: lab.router(), lab, ns }
+        Setup { router, lab, ns }
     }
 
     pub fn gateway(&self, image: &str, strategy: &str) -> String {
@@ -204,11 +206,30 @@ spec:
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        let _ = self.ns.kubectl(&["delete", "bgpgw", "--all", "--wait=true", "--timeout=60s"]);
+        // Done once its agents have ended their sessions: the pod objects
+        // may outlive them by up to a minute (the kubelet's cleanup), and
+        // nothing of them is left on the nodes the next test uses.
+        let _ = self.ns.kubectl(&["delete", "bgpgw", "--all", "--wait=false"]);
+        wait_speakers_gone(&self.router);
         for node in NODES {
             let _ = self.lab.kubectl(&["label", "node", node, "nonstop.dev/e2e-"]);
         }
     }
+}
+
+/// Waits until the router has no session up with nodes 1–3: every agent
+/// there has decommissioned (or was never there).
+fn wait_speakers_gone(router: &Router) {
+    let uplinks = uplinks();
+    eventually(Duration::from_secs(90), "no session with nodes 1-3 at the router", || {
+        let up: Vec<String> = router
+            .sessions()?
+            .into_iter()
+            .filter(|s| s.established && uplinks.contains(&s.neighbor))
+            .map(|s| s.neighbor)
+            .collect();
+        if up.is_empty() { Ok(()) } else { Err(format!("still up: {up:?}")) }
+    });
 }
 
 /// The replica holding the leader Lease.
