@@ -211,6 +211,9 @@ impl PeerTask {
         self.sent = sent;
         let frozen_at_ns = state.frozen_at_ns;
         self.adoption = Some(Adoption { outputs, complete, frozen_at_ns, resumed });
+        // The status says Established from the successor's first answer,
+        // not Idle until the task has run once: the session never left.
+        self.publish();
         Ok(())
     }
 
