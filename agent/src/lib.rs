@@ -19,6 +19,7 @@ pub mod graceful;
 pub mod handoff;
 pub mod http;
 pub mod import;
+pub mod prefix_map;
 pub mod restart;
 pub mod rib;
 pub mod route;

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::Announcement;
+use crate::prefix_map::PrefixMap;
 use crate::route::{NextHop, Prefix};
 use crate::wire::{AsPath, Origin, PathAttrs, Update, UpdateBuilder, WireContext};
 
@@ -65,11 +66,10 @@ struct InRoute {
 /// with the original (a handoff snapshots a full table in a few tens of ms).
 #[derive(Debug, Default, Clone)]
 pub struct AdjRibIn {
-    routes: HashMap<Prefix, InRoute>,
-    /// How many of `routes` are IPv6 (limits are per family), and how many
-    /// are stale: kept up to date, since the status reads them after every
-    /// read from the socket and a full table is a million routes.
-    ipv6: usize,
+    routes: PrefixMap<InRoute>,
+    /// How many of `routes` are stale: kept up to date, since the status
+    /// reads it after every read from the socket and a full table is a
+    /// million routes.
     stale: usize,
     interner: Interner,
     updates_since_sweep: u32,
@@ -78,7 +78,7 @@ pub struct AdjRibIn {
 /// The difference between two states of one Adj-RIB-In.
 #[derive(Debug)]
 pub struct InChanges<'a> {
-    pub changed: Vec<(&'a Prefix, &'a Arc<Route>, Staleness)>,
+    pub changed: Vec<(Prefix, &'a Arc<Route>, Staleness)>,
     pub gone: Vec<Prefix>,
 }
 
@@ -100,26 +100,23 @@ impl AdjRibIn {
 
     /// Routes of one family: IPv4 or not.
     pub fn count(&self, ipv4: bool) -> usize {
-        if ipv4 { self.routes.len() - self.ipv6 } else { self.ipv6 }
+        self.routes.count(ipv4)
     }
 
     fn insert(&mut self, prefix: Prefix, route: InRoute) {
         self.stale += usize::from(route.staleness != Staleness::Fresh);
-        match self.routes.insert(prefix, route) {
-            Some(old) => self.stale -= usize::from(old.staleness != Staleness::Fresh),
-            None => self.ipv6 += usize::from(!prefix.is_ipv4()),
+        if let Some(old) = self.routes.insert(prefix, route) {
+            self.stale -= usize::from(old.staleness != Staleness::Fresh);
         }
     }
 
     fn remove(&mut self, prefix: &Prefix) -> bool {
         let Some(old) = self.routes.remove(prefix) else { return false };
-        self.ipv6 -= usize::from(!prefix.is_ipv4());
         self.stale -= usize::from(old.staleness != Staleness::Fresh);
         true
     }
 
     fn recount(&mut self) {
-        self.ipv6 = self.routes.keys().filter(|p| !p.is_ipv4()).count();
         self.stale = self.routes.values().filter(|r| r.staleness != Staleness::Fresh).count();
     }
 
@@ -131,12 +128,12 @@ impl AdjRibIn {
         self.routes.get(prefix).map(|r| r.staleness)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Route)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &Route)> {
         self.routes.iter().map(|(p, r)| (p, &*r.route))
     }
 
     /// The routes of one staleness.
-    pub fn iter_with(&self, staleness: Staleness) -> impl Iterator<Item = (&Prefix, &Route)> {
+    pub fn iter_with(&self, staleness: Staleness) -> impl Iterator<Item = (Prefix, &Route)> {
         self.routes
             .iter()
             .filter(move |(_, r)| r.staleness == staleness)
@@ -148,7 +145,7 @@ impl AdjRibIn {
     pub fn iter_shared_with(
         &self,
         staleness: Staleness,
-    ) -> impl Iterator<Item = (&Prefix, &Arc<Route>)> {
+    ) -> impl Iterator<Item = (Prefix, &Arc<Route>)> {
         self.routes
             .iter()
             .filter(move |(_, r)| r.staleness == staleness)
@@ -163,7 +160,9 @@ impl AdjRibIn {
     /// Puts routes that share one set of attributes back, interning it once.
     pub fn restore_all(&mut self, route: Route, prefixes: &[Prefix], staleness: Staleness) {
         let route = self.interner.intern(route);
-        self.routes.reserve(prefixes.len());
+        if let Some(first) = prefixes.first() {
+            self.routes.reserve_like(first, prefixes.len());
+        }
         for p in prefixes {
             self.insert(*p, InRoute { route: route.clone(), staleness });
         }
@@ -178,14 +177,14 @@ impl AdjRibIn {
             .routes
             .iter()
             .filter(|(p, r)| {
-                base.routes.get(*p).is_none_or(|b| {
+                base.routes.get(p).is_none_or(|b| {
                     b.staleness != r.staleness
                         || (!Arc::ptr_eq(&b.route, &r.route) && b.route != r.route)
                 })
             })
             .map(|(p, r)| (p, &r.route, r.staleness))
             .collect();
-        let gone = base.routes.keys().filter(|p| !self.routes.contains_key(*p)).copied().collect();
+        let gone = base.routes.keys().filter(|p| !self.routes.contains_key(p)).collect();
         InChanges { changed, gone }
     }
 
@@ -291,7 +290,6 @@ impl AdjRibIn {
 
     pub fn clear(&mut self) {
         self.routes.clear();
-        self.ipv6 = 0;
         self.stale = 0;
         self.interner = Interner::default();
     }

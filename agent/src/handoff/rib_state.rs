@@ -28,10 +28,10 @@ const CTX: WireContext = WireContext { four_octet_as: true, extended_messages: t
 /// Routes as UPDATE messages, routes sharing attributes packed together.
 /// Routes are grouped by their shared `Arc` (both RIBs intern attributes),
 /// so a full table is grouped without hashing a single attribute.
-pub fn encode<'a>(routes: impl Iterator<Item = (&'a Prefix, &'a Arc<Route>)>) -> Vec<u8> {
+pub fn encode<'a>(routes: impl Iterator<Item = (Prefix, &'a Arc<Route>)>) -> Vec<u8> {
     let mut groups: HashMap<*const Route, (&Route, Vec<Prefix>)> = HashMap::new();
     for (p, r) in routes {
-        groups.entry(Arc::as_ptr(r)).or_insert_with(|| (&**r, Vec::new())).1.push(*p);
+        groups.entry(Arc::as_ptr(r)).or_insert_with(|| (&**r, Vec::new())).1.push(p);
     }
     let builder = UpdateBuilder::new(CTX);
     let mut out = Vec::new();
@@ -158,7 +158,8 @@ pub fn encode_out_since(rib: &AdjRibOut, base: Option<&AdjRibOut>) -> Vec<(RibPa
     let changed = rib
         .routes
         .iter()
-        .filter(|(p, r)| base.routes.get(*p).is_none_or(|b| !Arc::ptr_eq(b, r) && b != *r));
+        .filter(|(p, r)| base.routes.get(*p).is_none_or(|b| !Arc::ptr_eq(b, r) && b != *r))
+        .map(|(p, r)| (*p, r));
     let gone: Vec<Prefix> =
         base.routes.keys().filter(|p| !rib.routes.contains_key(*p)).copied().collect();
     let mut parts = vec![(RibPart::Out, encode(changed)), (RibPart::OutGone, encode_gone(&gone))];
@@ -281,8 +282,8 @@ mod tests {
         }
         assert_eq!((after.len(), after.stale()), (before.len(), before.stale()));
         for (p, r) in before.iter() {
-            assert_eq!(after.get(p), Some(r), "{p}");
-            assert_eq!(after.staleness(p), before.staleness(p), "{p}");
+            assert_eq!(after.get(&p), Some(r), "{p}");
+            assert_eq!(after.staleness(&p), before.staleness(&p), "{p}");
         }
     }
 
@@ -335,8 +336,8 @@ mod tests {
         }
         assert_eq!((successor.len(), successor.stale()), (live.len(), live.stale()));
         for (p, r) in live.iter() {
-            assert_eq!(successor.get(p), Some(r), "{p}");
-            assert_eq!(successor.staleness(p), live.staleness(p), "{p}");
+            assert_eq!(successor.get(&p), Some(r), "{p}");
+            assert_eq!(successor.staleness(&p), live.staleness(&p), "{p}");
         }
         for gone in [v4(5), v4(6), v6(3)] {
             assert_eq!(successor.get(&gone), None, "{gone}");
@@ -352,7 +353,7 @@ mod tests {
         let rib_in = table();
         let mut live = AdjRibOut::default();
         for (p, r) in rib_in.iter() {
-            live.routes.insert(*p, Arc::new(r.clone()));
+            live.routes.insert(p, Arc::new(r.clone()));
         }
         let snapshot = live.clone();
         live.routes.remove(&v4(1));
@@ -385,9 +386,9 @@ mod tests {
         let rib_in = table();
         let mut before = AdjRibOut::default();
         for (p, r) in rib_in.iter() {
-            before.routes.insert(*p, Arc::new(r.clone()));
+            before.routes.insert(p, Arc::new(r.clone()));
         }
-        let bytes = encode(before.routes.iter());
+        let bytes = encode(before.routes.iter().map(|(p, r)| (*p, r)));
         let mut after = AdjRibOut::default();
         assert_eq!(restore_out(&mut after, &bytes).unwrap(), before.len());
         assert_eq!(after.routes, before.routes);
