@@ -95,10 +95,49 @@ pub enum Output {
     /// The connection is finished: close it. `sent` is the NOTIFICATION we
     /// sent, `received` the one the peer sent, if any.
     Down {
-        reason: String,
+        reason: DownReason,
         sent: Option<Notification>,
         received: Option<Notification>,
     },
+}
+
+/// Why a session went down; shown as the peer's last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// We stopped it: shutdown, decommission, or a reset of ours.
+    Stopped,
+    /// A connection came while Idle, which RFC 4271 §8.2.2 refuses.
+    ConnectionWhileIdle,
+    /// Their OPEN could not be accepted: what was wrong with it.
+    OpenRefused(String),
+    /// The peer sent a NOTIFICATION.
+    PeerNotification(Notification),
+    /// What the peer sent could not be decoded: what was wrong.
+    Malformed(String),
+    HoldTimerExpired,
+    /// The connection closed or failed under us.
+    ConnectionClosed,
+    /// A message this state does not take (RFC 6608 says which state).
+    Unexpected {
+        message: &'static str,
+        state: &'static str,
+    },
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::Stopped => f.write_str("stopped"),
+            DownReason::ConnectionWhileIdle => f.write_str("connection while Idle"),
+            DownReason::OpenRefused(why) | DownReason::Malformed(why) => f.write_str(why),
+            DownReason::PeerNotification(n) => write!(f, "peer sent {n}"),
+            DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
+            DownReason::ConnectionClosed => f.write_str("connection closed by peer"),
+            DownReason::Unexpected { message, state } => {
+                write!(f, "unexpected {message} in {state}")
+            }
+        }
+    }
 }
 
 /// How a session behaves, fixed for its life.
@@ -213,7 +252,7 @@ impl Session {
                 let connected =
                     matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established);
                 let sent = connected.then_some(notification);
-                self.down(&mut out, "stopped".into(), sent, None);
+                self.down(&mut out, DownReason::Stopped, sent, None);
             }
             (State::Idle, Input::TimerFired(Timer::ConnectRetry)) if !self.stopped => {
                 self.start(&mut out);
@@ -221,7 +260,7 @@ impl Session {
             (State::Idle, Input::TcpConnected) => {
                 // RFC 4271 §8.2.2: Idle refuses connections.
                 out.push(Output::Down {
-                    reason: "connection while Idle".into(),
+                    reason: DownReason::ConnectionWhileIdle,
                     sent: None,
                     received: None,
                 });
@@ -253,7 +292,9 @@ impl Session {
                         self.negotiated = Some(n);
                         self.state = State::OpenConfirm;
                     }
-                    Err((notification, why)) => self.down(&mut out, why, Some(notification), None),
+                    Err((notification, why)) => {
+                        self.down(&mut out, DownReason::OpenRefused(why), Some(notification), None)
+                    }
                 }
             }
             (State::OpenConfirm, Input::Received(Message::Keepalive, _)) => {
@@ -284,20 +325,17 @@ impl Session {
                 }
             }
             (_, Input::Received(Message::Notification(n), _)) => {
-                let why = format!("peer sent {n}");
-                self.down(&mut out, why, None, Some(n));
+                self.down(&mut out, DownReason::PeerNotification(n.clone()), None, Some(n));
             }
             (_, Input::Undecodable(err)) => {
-                let why = err.detail.clone();
+                let why = DownReason::Malformed(err.detail.clone());
                 self.down(&mut out, why, Some(err.notification), None);
             }
             (_, Input::TimerFired(Timer::Hold)) => {
                 let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0, []);
-                self.down(&mut out, "hold timer expired".into(), Some(n), None);
+                self.down(&mut out, DownReason::HoldTimerExpired, Some(n), None);
             }
-            (_, Input::TcpFailed) => {
-                self.down(&mut out, "connection closed by peer".into(), None, None)
-            }
+            (_, Input::TcpFailed) => self.down(&mut out, DownReason::ConnectionClosed, None, None),
             (state, Input::Received(m, _)) => {
                 // RFC 6608: which state the unexpected message arrived in.
                 let sub = match state {
@@ -306,7 +344,7 @@ impl Session {
                     _ => 3,
                 };
                 let n = Notification::new(code::FSM, sub, []);
-                let why = format!("unexpected {} in {}", m.kind(), state.as_str());
+                let why = DownReason::Unexpected { message: m.kind(), state: state.as_str() };
                 self.down(&mut out, why, Some(n), None);
             }
             (_, Input::TcpConnected | Input::TimerFired(_)) => {}
@@ -347,7 +385,7 @@ impl Session {
     fn down(
         &mut self,
         out: &mut Vec<Output>,
-        reason: String,
+        reason: DownReason,
         sent: Option<Notification>,
         received: Option<Notification>,
     ) {

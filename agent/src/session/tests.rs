@@ -200,7 +200,7 @@ fn hold_timer_expiry_sends_its_notification_and_restarts_later() {
     let out = feed(&mut s, Input::TimerFired(Timer::Hold));
     assert_eq!(sent_notification(&out), Some((4, 0)));
     assert!(
-        matches!(out.iter().find(|o| matches!(o, Output::Down { .. })), Some(Output::Down { reason, .. }) if reason == "hold timer expired")
+        matches!(out.iter().find(|o| matches!(o, Output::Down { .. })), Some(Output::Down { reason, .. }) if *reason == DownReason::HoldTimerExpired)
     );
     assert_eq!(out.last(), Some(&Output::ArmTimer(Timer::ConnectRetry, Duration::from_secs(5))));
     assert_eq!(s.state(), State::Idle);

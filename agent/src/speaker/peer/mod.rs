@@ -560,7 +560,7 @@ impl PeerTask {
                 }
                 // A reset for maxPrefixes has said why already.
                 if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
-                    self.last_error = Some(reason.clone());
+                    self.last_error = Some(reason.to_string());
                 }
                 info!(peer = %self.peer.address, %reason, "session down");
                 let helping = !self.stopping
