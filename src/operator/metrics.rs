@@ -70,7 +70,7 @@ impl Metrics {
     }
 
     pub fn step(&self, step: &Step) {
-        self.steps.get_or_create(&Reason { reason: step.reason.into() }).inc();
+        self.steps.get_or_create(&Reason { reason: step.reason.as_str().into() }).inc();
     }
 
     pub fn error(&self, kind: &str) {

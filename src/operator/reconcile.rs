@@ -142,20 +142,35 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
 
     for step in &plan.steps {
         ctx.may_write()?;
-        info!(gateway = %name, namespace = %namespace, reason = step.reason, "{}", step.message);
+        info!(gateway = %name, namespace = %namespace, reason = step.reason.as_str(), "{}", step.message);
         apply(&ctx, &gw, &observed.pods, step).await?;
         ctx.metrics.step(step);
         let related = step.related(&name);
-        publish(&ctx.recorder, &reference, related.as_ref(), false, step.reason, &step.message)
-            .await;
+        publish(
+            &ctx.recorder,
+            &reference,
+            related.as_ref(),
+            false,
+            step.reason.as_str(),
+            &step.message,
+        )
+        .await;
     }
     for note in &plan.notes {
         if note.warning {
-            warn!(gateway = %name, namespace = %namespace, reason = note.reason, "{}", note.message);
+            warn!(gateway = %name, namespace = %namespace, reason = note.reason.as_str(), "{}", note.message);
         }
         let related = note.related.as_ref();
         ctx.may_write()?;
-        publish(&ctx.recorder, &reference, related, note.warning, note.reason, &note.message).await;
+        publish(
+            &ctx.recorder,
+            &reference,
+            related,
+            note.warning,
+            note.reason.as_str(),
+            &note.message,
+        )
+        .await;
     }
     if gw.metadata.deletion_timestamp.is_none() {
         for node in &plan.status.nodes {

@@ -28,7 +28,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod checks;
+mod reason;
 mod report;
+use checks::{Gate, GateInput, Handoff, Stage};
+pub use reason::Reason;
 use report::{health, status};
 
 use k8s_openapi::api::core::v1::Taint;
@@ -134,8 +138,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub action: Action,
-    /// CamelCase, for the Event's reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -156,7 +159,7 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub related: Option<Related>,
 }
@@ -281,73 +284,24 @@ pub struct Input<'a> {
 
 pub fn plan(input: &Input) -> Plan {
     let Input { gateway: gw, revision, observed, now } = *input;
+    if gw.metadata.deletion_timestamp.is_some() {
+        return deletion(input);
+    }
     let spec = &gw.spec;
     let before = gw.status.clone().unwrap_or_default();
-    let mut steps = Vec::new();
-    let mut notes = Vec::new();
-    let mut busy = false;
-
-    // Deleted: decommission every node, then let the gateway go.
-    if gw.metadata.deletion_timestamp.is_some() {
-        for pod in observed.pods.iter().filter(|p| !p.deleting) {
-            steps.push(delete(
-                pod,
-                "Decommission",
-                format!(
-                    "gateway deleted: node {} withdraws its routes (graceful shutdown, drain {} s)",
-                    pod.node, spec.shutdown.drain_seconds
-                ),
-            ));
-        }
-        // Withdrawn once every agent has exited: a pod object can outlive
-        // its containers by a minute (the kubelet's cleanup), and the
-        // garbage collector removes it with the gateway.
-        if observed.pods.iter().all(PodView::ended) && observed.has_finalizer {
-            steps.push(Step {
-                action: Action::RemoveFinalizer,
-                reason: "Decommissioned",
-                message: "every node withdrew its routes and its agent has exited".into(),
-            });
-        }
-        let mut status = before.clone();
-        status.rollout = Some("Deleting".into());
-        return Plan { steps, notes, status, requeue: BUSY };
-    }
+    let mut draft = Draft::default();
     if !observed.has_finalizer {
-        steps.push(Step {
+        draft.steps.push(Step {
             action: Action::AddFinalizer,
-            reason: "Finalizer",
+            reason: Reason::Finalizer,
             message: "deleting the gateway will decommission its nodes first".into(),
         });
     }
 
     let fits: Vec<(&NodeView, Fit)> = observed.nodes.iter().map(|n| (n, fit(gw, n))).collect();
-    let fit_of = |node: &str| fits.iter().find(|(n, _)| n.name == node).map(|(_, f)| *f);
     let excluded: Vec<&str> =
         fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| n.name.as_str()).collect();
-
-    // Scale-in and exclusion: the node's agent decommissions.
-    for pod in observed.pods.iter().filter(|p| !p.deleting) {
-        let node = &pod.node;
-        let drain = spec.shutdown.drain_seconds;
-        let (reason, message) = match fit_of(node) {
-            Some(Fit::Serve | Fit::Cordoned) => continue,
-            Some(Fit::Excluded) => (
-                "Exclude",
-                format!(
-                    "node {node} is labelled {EXCLUDE_LABEL}: it withdraws its routes (graceful shutdown, drain {drain} s) until the label is removed"
-                ),
-            ),
-            Some(Fit::NotSelected) | None => (
-                "Decommission",
-                format!(
-                    "node {node} no longer matches the gateway's nodeSelector/tolerations: it withdraws its routes (drain {drain} s)"
-                ),
-            ),
-        };
-        steps.push(delete(pod, reason, message));
-        busy = true;
-    }
+    decommission_unfit(input, &fits, &mut draft);
 
     let want = spec.peers.len() as u32;
     let slots: Vec<Slot> = fits
@@ -355,277 +309,368 @@ pub fn plan(input: &Input) -> Plan {
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| Slot::of(n, observed, want, *f == Fit::Cordoned))
         .collect();
-    let rollback_of_degraded = before.update_revision.as_deref() == Some(revision);
-    let mut degraded: Option<(String, String)> = before
-        .conditions
-        .iter()
-        .find(|c| c.type_ == ConditionType::Degraded.as_str() && c.status == "True")
-        .filter(|_| rollback_of_degraded)
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    let mut records: BTreeMap<String, UpgradeRecord> = before
-        .nodes
-        .iter()
-        .filter_map(|n| n.last_upgrade.clone().map(|u| (n.node.clone(), u)))
-        .collect();
-    for slot in &slots {
-        // The agent's own report of its handoff, unless something newer
-        // (a failure after it) is on record.
-        if let Some(record) = handoff_record(slot)
-            && records.get(slot.node).is_none_or(|r| r.time.0 <= record.time.0)
-        {
-            records.insert(slot.node.into(), record);
-        }
-    }
+    let mut memory = Memory::of(&before, revision, &slots);
     let timeout = Duration::from_secs(u64::from(spec.upgrade.handoff_timeout_seconds));
     let age = |pod: &PodView| {
         Duration::from_millis(now.duration_since(pod.created).as_millis().max(0) as u64)
     };
 
-    let mut in_flight = 0u32;
-    let mut waiting_to_upgrade = Vec::new();
+    let mut outdated = Vec::new();
     for slot in &slots {
         let node = slot.node;
         // Pods whose agent exited for good: clean up once another pod
         // serves; a node left with none gets a new one below.
         for pod in &slot.ended {
             if slot.active.is_some_and(|a| a != pod.name) || slot.live.is_empty() {
-                steps.push(delete(
+                draft.steps.push(delete(
                     pod,
-                    "Cleanup",
+                    Reason::Cleanup,
                     format!("node {node}: pod {} ended ({:?})", pod.name, pod.phase),
                 ));
             }
         }
-        let desired = slot.desired(revision);
-        let others: Vec<&PodView> =
-            slot.live.iter().copied().filter(|p| p.revision != revision).collect();
-        match (desired, others.is_empty()) {
-            (None, true) => {
-                if !slot.going.is_empty() {
-                    // Recreate, or a decommission: wait until it is gone.
-                    busy = true;
-                    in_flight += 1;
-                } else if slot.cordoned {
-                    // Drained: its routes stay withdrawn until it is uncordoned.
-                } else if observed.missing_secrets.is_empty() {
-                    in_flight += 1;
-                    steps.push(Step {
-                        action: Action::CreatePod { node: node.into(), revision: revision.into() },
-                        reason: "Create",
-                        message: format!(
-                            "node {node} has no agent: starting one at revision {revision}"
-                        ),
-                    });
-                    busy = true;
-                }
+        match checks::stage(slot, revision, spec.upgrade.strategy) {
+            Stage::Vacating => draft.hold_in_flight(),
+            Stage::Drained | Stage::Held(_) => {}
+            Stage::Empty if !observed.missing_secrets.is_empty() => {}
+            Stage::Empty => {
+                draft.hold_in_flight();
+                draft.steps.push(Step {
+                    action: Action::CreatePod { node: node.into(), revision: revision.into() },
+                    reason: Reason::Create,
+                    message: format!(
+                        "node {node} has no agent: starting one at revision {revision}"
+                    ),
+                });
             }
-            // Recreate would start a speaker from nothing: not on a cordoned node.
-            (None, false) if slot.cordoned && spec.upgrade.strategy == Strategy::Recreate => {}
-            // A node whose kubelet is away is not started on.
-            (None, false) if !slot.node_ready => {}
-            (None, false) => waiting_to_upgrade.push(slot),
-            // Mid-upgrade on a node whose kubelet went away: nothing there
-            // can start or stop, so no timeout runs out; the other nodes go on.
-            (Some(new), _) if !slot.node_ready && slot.active != Some(new.name.as_str()) => {
-                busy = true;
-            }
-            (Some(new), true) => {
+            Stage::Outdated => outdated.push(slot),
+            Stage::Stranded => draft.busy = true,
+            Stage::Verifying(new) => {
                 if !slot.healthy_at(revision) {
                     // Not verified yet: no other node starts meanwhile.
-                    busy = true;
-                    in_flight += 1;
-                    if upgrading(&records, node, new) && age(new) > timeout && degraded.is_none() {
-                        degraded = Some((
-                            "NotHealthy".into(),
+                    draft.hold_in_flight();
+                    if memory.upgrading(node, new) && age(new) > timeout {
+                        memory.degrade(
+                            Reason::NotHealthy,
                             format!(
                                 "node {node}: the agent of {} is not healthy {} s after it started: {}",
                                 new.name,
                                 timeout.as_secs(),
                                 health(slot)
                             ),
-                        ));
+                        );
                     }
                 }
             }
-            (Some(new), false) => {
-                busy = true;
-                in_flight += 1;
-                if slot.active == Some(new.name.as_str()) {
-                    // The new agent took over: the old ones retired (or, for
-                    // GracefulRestart, stopped) and hold nothing.
-                    let pause = slot.agent.and_then(|a| a.handoff_pause_ms);
-                    for old in &others {
-                        steps.push(delete(
-                            old,
-                            "Retire",
-                            format!(
-                                "node {node}: {} took over{}; {} retired",
-                                new.name,
-                                pause.map(|p| format!(" (pause {p:.1} ms)")).unwrap_or_default(),
-                                old.name
-                            ),
-                        ));
+            Stage::Beside { new, old } => {
+                draft.hold_in_flight();
+                match checks::handoff(slot, new, &old, age(new), timeout) {
+                    Handoff::TookOver { pause_ms } => {
+                        // The old agents retired (or, for GracefulRestart,
+                        // stopped) and hold nothing.
+                        for o in &old {
+                            draft.steps.push(delete(
+                                o,
+                                Reason::Retire,
+                                format!(
+                                    "node {node}: {} took over{}; {} retired",
+                                    new.name,
+                                    pause_ms
+                                        .map(|p| format!(" (pause {p:.1} ms)"))
+                                        .unwrap_or_default(),
+                                    o.name
+                                ),
+                            ));
+                        }
+                        if !memory.upgrading(node, new) {
+                            let pause_ms = pause_ms.map(|p| p.round() as u64);
+                            memory.record(
+                                node,
+                                spec,
+                                UpgradeResult::Succeeded,
+                                pause_ms,
+                                None,
+                                now,
+                            );
+                        }
                     }
-                    if !upgrading(&records, node, new) {
-                        records.insert(
-                            node.into(),
-                            UpgradeRecord {
-                                mode: spec.upgrade.strategy,
-                                pause_ms: pause.map(|p| p.round() as u64),
-                                result: UpgradeResult::Succeeded,
-                                time: Time(now),
-                                reason: None,
-                            },
-                        );
-                    }
-                } else {
-                    // Serving as its agent says on the node's admin port: a
-                    // readiness probe may still say so for a moment after
-                    // the old agent handed over, and rolling back on that
-                    // would delete the one agent that can serve.
-                    let old_serving = slot.agent.is_some()
-                        && others.iter().any(|o| slot.active == Some(o.name.as_str()));
-                    let failed = new.failure.clone().or_else(|| {
-                        (age(new) > timeout).then(|| format!(
-                            "its agent did not become the active speaker within handoffTimeoutSeconds ({} s)",
-                            timeout.as_secs()
-                        ))
-                    });
-                    // Only while an old agent still serves is the new pod
-                    // deleted. Once the old one retired (or stopped for a
-                    // GracefulRestart), the new one is all there is: the
-                    // kubelet restarts it and Graceful Restart covers the gap.
-                    if let Some(why) = failed.filter(|_| old_serving) {
-                        steps.push(delete(
+                    Handoff::Failed(why) => {
+                        draft.steps.push(delete(
                             new,
-                            "RollBack",
+                            Reason::RollBack,
                             format!(
                                 "node {node}: {} failed: {why}; the old agent keeps serving",
                                 new.name
                             ),
                         ));
-                        records.insert(
-                            node.into(),
-                            UpgradeRecord {
-                                mode: spec.upgrade.strategy,
-                                pause_ms: None,
-                                result: UpgradeResult::RolledBack,
-                                time: Time(now),
-                                reason: Some(why.clone()),
-                            },
-                        );
-                        if degraded.is_none() {
-                            degraded = Some((
-                                "UpgradeFailed".into(),
-                                format!("node {node}: {} failed: {why}", new.name),
-                            ));
-                            notes.push(Note { warning: true, reason: "UpgradeFailed", message: format!(
-                                "node {node}: {} failed: {why}; rollout stopped (change the spec to resume)",
-                                new.name
-                            ), related: Some(Related::pod(new.name.clone())) });
+                        let reason = Some(why.to_string());
+                        memory.record(node, spec, UpgradeResult::RolledBack, None, reason, now);
+                        let message = format!("node {node}: {} failed: {why}", new.name);
+                        if memory.degrade(Reason::UpgradeFailed, message) {
+                            draft.notes.push(Note {
+                                warning: true,
+                                reason: Reason::UpgradeFailed,
+                                message: format!(
+                                    "node {node}: {} failed: {why}; rollout stopped (change the spec to resume)",
+                                    new.name
+                                ),
+                                related: Some(Related::pod(new.name.clone())),
+                            });
                         }
                     }
+                    Handoff::Waiting => {}
                 }
             }
         }
-        // A new agent that failed after the old one had let go: the node's
-        // upgrade failed, though the node stays served (restarted in place).
-        if let Some(new) = desired.filter(|n| n.failure.is_some())
-            && !slot
-                .live
-                .iter()
-                .any(|p| p.revision != revision && slot.active == Some(p.name.as_str()))
-            && records.get(node).is_none_or(|r| r.result == UpgradeResult::Succeeded)
-            && (upgrading(&records, node, new)
-                || slot.live.iter().chain(&slot.ended).any(|p| p.revision != revision))
-        {
-            let why = new.failure.clone().unwrap_or_default();
-            records.insert(
-                node.into(),
-                UpgradeRecord {
-                    mode: spec.upgrade.strategy,
-                    pause_ms: None,
-                    result: UpgradeResult::Failed,
-                    time: Time(now),
-                    reason: Some(format!(
-                        "{why}, after the old agent had retired: restarted in place, Graceful Restart keeps the routes"
-                    )),
-                },
-            );
-            if degraded.is_none() {
-                degraded = Some((
-                    "UpgradeFailed".into(),
-                    format!("node {node}: {} failed after taking over: {why}", new.name),
-                ));
-            }
-            notes.push(Note {
-                warning: true,
-                reason: "UpgradeFailed",
-                message: format!(
-                    "node {node}: {} failed after the old agent had retired ({why}); the kubelet restarts it in place and Graceful Restart keeps the routes; rollout stopped (change the spec to resume)",
-                    new.name
-                ),
-                related: Some(Related::pod(new.name.clone())),
-            });
-        }
+        failed_after_takeover(input, slot, &mut memory, &mut draft);
     }
 
     // Start upgrading more nodes, if the rollout may.
-    let last_done =
-        records.values().filter(|r| r.result == UpgradeResult::Succeeded).map(|r| r.time.0).max();
-    let pause = Duration::from_secs(u64::from(spec.upgrade.pause_seconds));
-    let pausing = last_done.and_then(|t| {
-        let since = Duration::from_millis(now.duration_since(t).as_millis().max(0) as u64);
-        (since < pause && in_flight == 0).then(|| pause - since)
-    });
-    let mut requeue = if busy || in_flight > 0 { BUSY } else { IDLE };
-    if !waiting_to_upgrade.is_empty() {
-        if degraded.is_some() || spec.upgrade.paused || !observed.missing_secrets.is_empty() {
-            // Stopped: nothing new starts.
-        } else if let Some(left) = pausing {
-            requeue = requeue.min(left.max(Duration::from_millis(100)));
-        } else {
-            for slot in waiting_to_upgrade.iter() {
-                if in_flight >= spec.upgrade.max_nodes_in_flight {
-                    break;
-                }
-                in_flight += 1;
-                requeue = BUSY;
-                let from =
-                    slot.live.iter().map(|p| p.revision.as_str()).collect::<Vec<_>>().join(",");
-                let node = slot.node;
-                match spec.upgrade.strategy {
-                    Strategy::Handoff | Strategy::GracefulRestart => steps.push(Step {
-                        action: Action::CreatePod { node: node.into(), revision: revision.into() },
-                        reason: "Upgrade",
-                        message: format!(
-                            "node {node}: {:?} from revision {from} to {revision}: new pod beside the old",
-                            spec.upgrade.strategy
-                        ),
-                    }),
-                    Strategy::Recreate => {
-                        for old in &slot.live {
-                            steps.push(delete(old, "Upgrade", format!(
-                                "node {node}: Recreate from revision {from} to {revision}: the old agent withdraws first"
-                            )));
-                        }
+    let mut requeue = if draft.busy || draft.in_flight > 0 { BUSY } else { IDLE };
+    if !outdated.is_empty() {
+        let last_done = memory
+            .records
+            .values()
+            .filter(|r| r.result == UpgradeResult::Succeeded)
+            .map(|r| r.time.0)
+            .max();
+        let gate = checks::gate(&GateInput {
+            degraded: memory.degraded.is_some(),
+            paused: spec.upgrade.paused,
+            missing_secrets: !observed.missing_secrets.is_empty(),
+            last_done,
+            pause: Duration::from_secs(u64::from(spec.upgrade.pause_seconds)),
+            in_flight: draft.in_flight,
+            now,
+        });
+        match gate {
+            Gate::Stopped(_) => {}
+            Gate::Pausing(left) => requeue = requeue.min(left.max(Duration::from_millis(100))),
+            Gate::Open => {
+                for slot in outdated {
+                    if draft.in_flight >= spec.upgrade.max_nodes_in_flight {
+                        break;
                     }
+                    draft.in_flight += 1;
+                    requeue = BUSY;
+                    start_upgrade(input, slot, &mut draft);
                 }
             }
         }
     }
 
-    let status = status(input, &slots, &excluded, &records, degraded.clone(), &before, &mut notes);
+    let Draft { steps, mut notes, .. } = draft;
+    let degraded = memory.degraded.clone();
+    let status = status(input, &slots, &excluded, &memory.records, degraded, &before, &mut notes);
     Plan { steps, notes, status, requeue }
 }
 
-/// The node's pod at `revision` replaced an older one (its upgrade is not
-/// verified until healthy) rather than starting a node from nothing.
-fn upgrading(records: &BTreeMap<String, UpgradeRecord>, node: &str, new: &PodView) -> bool {
-    records.get(node).is_some_and(|r| r.time.0 >= new.created)
+/// What a plan has so far.
+#[derive(Default)]
+struct Draft {
+    steps: Vec<Step>,
+    notes: Vec<Note>,
+    /// Something is under way: look again soon.
+    busy: bool,
+    /// Nodes mid-upgrade (or mid-start), against `maxNodesInFlight`.
+    in_flight: u32,
 }
 
-fn delete(pod: &PodView, reason: &'static str, message: String) -> Step {
+impl Draft {
+    fn hold_in_flight(&mut self) {
+        self.busy = true;
+        self.in_flight += 1;
+    }
+}
+
+/// The rollout's memory, kept in the status: each node's last upgrade and
+/// the failure that stopped the rollout at this revision, if one did.
+struct Memory {
+    records: BTreeMap<String, UpgradeRecord>,
+    degraded: Option<(Reason, String)>,
+}
+
+impl Memory {
+    fn of(before: &BgpGatewayStatus, revision: &str, slots: &[Slot]) -> Memory {
+        // Degraded holds for the revision it failed at; a new spec resumes.
+        let same_revision = before.update_revision.as_deref() == Some(revision);
+        let degraded = before
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::Degraded.as_str() && c.status == "True")
+            .filter(|_| same_revision)
+            .map(|c| {
+                // One of ours unless edited by hand; it stays a failure.
+                (Reason::parse(&c.reason).unwrap_or(Reason::UpgradeFailed), c.message.clone())
+            });
+        let mut records: BTreeMap<String, UpgradeRecord> = before
+            .nodes
+            .iter()
+            .filter_map(|n| n.last_upgrade.clone().map(|u| (n.node.clone(), u)))
+            .collect();
+        for slot in slots {
+            // The agent's own report of its handoff, unless something newer
+            // (a failure after it) is on record.
+            if let Some(record) = handoff_record(slot)
+                && records.get(slot.node).is_none_or(|r| r.time.0 <= record.time.0)
+            {
+                records.insert(slot.node.into(), record);
+            }
+        }
+        Memory { records, degraded }
+    }
+
+    /// The node's pod at the revision replaced an older one (its upgrade is
+    /// not verified until healthy) rather than starting a node from nothing.
+    fn upgrading(&self, node: &str, new: &PodView) -> bool {
+        self.records.get(node).is_some_and(|r| r.time.0 >= new.created)
+    }
+
+    fn record(
+        &mut self,
+        node: &str,
+        spec: &crate::api::BgpGatewaySpec,
+        result: UpgradeResult,
+        pause_ms: Option<u64>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) {
+        let record = UpgradeRecord {
+            mode: spec.upgrade.strategy,
+            pause_ms,
+            result,
+            time: Time(now),
+            reason,
+        };
+        self.records.insert(node.into(), record);
+    }
+
+    /// The first failure at a revision is the one the gateway reports;
+    /// true if this one is it.
+    fn degrade(&mut self, reason: Reason, message: String) -> bool {
+        if self.degraded.is_some() {
+            return false;
+        }
+        self.degraded = Some((reason, message));
+        true
+    }
+}
+
+/// Deleted: decommission every node, then let the gateway go.
+fn deletion(input: &Input) -> Plan {
+    let Input { gateway: gw, observed, .. } = *input;
+    let mut steps = Vec::new();
+    for pod in observed.pods.iter().filter(|p| !p.deleting) {
+        steps.push(delete(
+            pod,
+            Reason::Decommission,
+            format!(
+                "gateway deleted: node {} withdraws its routes (graceful shutdown, drain {} s)",
+                pod.node, gw.spec.shutdown.drain_seconds
+            ),
+        ));
+    }
+    // Withdrawn once every agent has exited: a pod object can outlive
+    // its containers by a minute (the kubelet's cleanup), and the
+    // garbage collector removes it with the gateway.
+    if observed.pods.iter().all(PodView::ended) && observed.has_finalizer {
+        steps.push(Step {
+            action: Action::RemoveFinalizer,
+            reason: Reason::Decommissioned,
+            message: "every node withdrew its routes and its agent has exited".into(),
+        });
+    }
+    let mut status = gw.status.clone().unwrap_or_default();
+    status.rollout = Some("Deleting".into());
+    Plan { steps, notes: Vec::new(), status, requeue: BUSY }
+}
+
+/// Scale-in and exclusion: the agent of a node the gateway no longer
+/// serves decommissions.
+fn decommission_unfit(input: &Input, fits: &[(&NodeView, Fit)], draft: &mut Draft) {
+    let drain = input.gateway.spec.shutdown.drain_seconds;
+    for pod in input.observed.pods.iter().filter(|p| !p.deleting) {
+        let node = &pod.node;
+        let fit = fits.iter().find(|(n, _)| n.name == *node).map(|(_, f)| *f);
+        let (reason, message) = match fit {
+            Some(Fit::Serve | Fit::Cordoned) => continue,
+            Some(Fit::Excluded) => (
+                Reason::Exclude,
+                format!(
+                    "node {node} is labelled {EXCLUDE_LABEL}: it withdraws its routes (graceful shutdown, drain {drain} s) until the label is removed"
+                ),
+            ),
+            Some(Fit::NotSelected) | None => (
+                Reason::Decommission,
+                format!(
+                    "node {node} no longer matches the gateway's nodeSelector/tolerations: it withdraws its routes (drain {drain} s)"
+                ),
+            ),
+        };
+        draft.steps.push(delete(pod, reason, message));
+        draft.busy = true;
+    }
+}
+
+/// A new agent that failed after the old one had let go: the node's
+/// upgrade failed, though the node stays served (restarted in place).
+fn failed_after_takeover(input: &Input, slot: &Slot, memory: &mut Memory, draft: &mut Draft) {
+    let (revision, node) = (input.revision, slot.node);
+    let Some(new) = slot.desired(revision).filter(|n| n.failure.is_some()) else { return };
+    let old_serving =
+        slot.live.iter().any(|p| p.revision != revision && slot.active == Some(p.name.as_str()));
+    let recorded_failure =
+        memory.records.get(node).is_some_and(|r| r.result != UpgradeResult::Succeeded);
+    let replaced = memory.upgrading(node, new)
+        || slot.live.iter().chain(&slot.ended).any(|p| p.revision != revision);
+    if old_serving || recorded_failure || !replaced {
+        return;
+    }
+    let why = new.failure.clone().unwrap_or_default();
+    let reason = format!(
+        "{why}, after the old agent had retired: restarted in place, Graceful Restart keeps the routes"
+    );
+    let spec = &input.gateway.spec;
+    memory.record(node, spec, UpgradeResult::Failed, None, Some(reason), input.now);
+    memory.degrade(
+        Reason::UpgradeFailed,
+        format!("node {node}: {} failed after taking over: {why}", new.name),
+    );
+    draft.notes.push(Note {
+        warning: true,
+        reason: Reason::UpgradeFailed,
+        message: format!(
+            "node {node}: {} failed after the old agent had retired ({why}); the kubelet restarts it in place and Graceful Restart keeps the routes; rollout stopped (change the spec to resume)",
+            new.name
+        ),
+        related: Some(Related::pod(new.name.clone())),
+    });
+}
+
+/// A node the gate let through starts its upgrade the spec's way.
+fn start_upgrade(input: &Input, slot: &Slot, draft: &mut Draft) {
+    let (spec, revision, node) = (&input.gateway.spec, input.revision, slot.node);
+    let from = slot.live.iter().map(|p| p.revision.as_str()).collect::<Vec<_>>().join(",");
+    match spec.upgrade.strategy {
+        Strategy::Handoff | Strategy::GracefulRestart => draft.steps.push(Step {
+            action: Action::CreatePod { node: node.into(), revision: revision.into() },
+            reason: Reason::Upgrade,
+            message: format!(
+                "node {node}: {:?} from revision {from} to {revision}: new pod beside the old",
+                spec.upgrade.strategy
+            ),
+        }),
+        Strategy::Recreate => {
+            for old in &slot.live {
+                draft.steps.push(delete(old, Reason::Upgrade, format!(
+                    "node {node}: Recreate from revision {from} to {revision}: the old agent withdraws first"
+                )));
+            }
+        }
+    }
+}
+
+fn delete(pod: &PodView, reason: Reason, message: String) -> Step {
     Step {
         action: Action::DeletePod { node: pod.node.clone(), pod: pod.name.clone() },
         reason,
@@ -647,5 +692,7 @@ fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
     })
 }
 
+#[cfg(test)]
+mod checks_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{Input, Note, Related, Slot};
+use super::{Input, Note, Reason, Related, Slot};
 use crate::api::{
     BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, SessionCounts, UpgradeRecord,
 };
@@ -32,7 +32,7 @@ pub(super) fn status(
     all_slots: &[Slot],
     excluded: &[&str],
     records: &BTreeMap<String, UpgradeRecord>,
-    degraded: Option<(String, String)>,
+    degraded: Option<(Reason, String)>,
     before: &BgpGatewayStatus,
     notes: &mut Vec<Note>,
 ) -> BgpGatewayStatus {
@@ -103,7 +103,7 @@ pub(super) fn status(
     let (ready, ready_reason, mut ready_message) = if total == 0 && !out_of_service.is_empty() {
         (
             false,
-            "AllNodesInMaintenance",
+            Reason::AllNodesInMaintenance,
             format!(
                 "every selected node is out of service: {}; uncordon a node or remove the label to bring it back",
                 out_of_service.join(", ")
@@ -112,7 +112,7 @@ pub(super) fn status(
     } else if total == 0 {
         (
             false,
-            "NoMatchingNodes",
+            Reason::NoMatchingNodes,
             format!(
                 "no node matches nodeSelector {:?} with the given tolerations: label nodes or change spec.nodeSelector",
                 gw.spec.node_selector
@@ -121,7 +121,7 @@ pub(super) fn status(
     } else if !observed.missing_secrets.is_empty() {
         (
             false,
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!(
                 "Secret(s) {} named by spec.peers[].passwordSecretRef not found in namespace {}: create them",
                 observed.missing_secrets.join(", "),
@@ -134,11 +134,15 @@ pub(super) fn status(
             .filter(|s| !s.healthy())
             .map(|s| format!("{}: {}", s.node, health(s)))
             .collect();
-        (false, "NodesNotReady", format!("{healthy}/{total} nodes ready; {}", waiting.join("; ")))
+        (
+            false,
+            Reason::NodesNotReady,
+            format!("{healthy}/{total} nodes ready; {}", waiting.join("; ")),
+        )
     } else {
         (
             true,
-            "AllNodesReady",
+            Reason::AllNodesReady,
             format!("{total}/{total} nodes have an active agent with every session Established"),
         )
     };
@@ -147,7 +151,7 @@ pub(super) fn status(
     }
     let generation = gw.metadata.generation;
     let mut conditions = Vec::new();
-    let mut set = |kind: ConditionType, on: bool, reason: &str, message: String| {
+    let mut set = |kind: ConditionType, on: bool, reason: Reason, message: String| {
         let old = before.conditions.iter().find(|c| c.type_ == kind.as_str());
         let status = if on { "True" } else { "False" };
         let since = old
@@ -156,7 +160,7 @@ pub(super) fn status(
         conditions.push(Condition {
             type_: kind.as_str().into(),
             status: status.into(),
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message,
             observed_generation: generation,
             last_transition_time: since,
@@ -173,11 +177,11 @@ pub(super) fn status(
         });
     }
     if !observed.missing_secrets.is_empty() {
-        let was = before.conditions.iter().any(|c| c.reason == "SecretNotFound");
+        let was = before.conditions.iter().any(|c| c.reason == Reason::SecretNotFound.as_str());
         if !was {
             notes.push(Note {
                 warning: true,
-                reason: "SecretNotFound",
+                reason: Reason::SecretNotFound,
                 message: ready_message,
                 related: None,
             });
@@ -187,7 +191,7 @@ pub(super) fn status(
     set(
         ConditionType::Progressing,
         progressing,
-        if complete { "RolloutComplete" } else { "Rolling" },
+        if complete { Reason::RolloutComplete } else { Reason::Rolling },
         {
             let away: Vec<&str> = slots
                 .iter()
@@ -208,19 +212,17 @@ pub(super) fn status(
         },
     );
     let (deg_on, deg_reason, deg_message) = match &degraded {
-        Some((r, m)) => (true, r.clone(), m.clone()),
-        None => {
-            (false, "AsExpected".to_string(), "no rollout has failed at this revision".to_string())
-        }
+        Some((r, m)) => (true, *r, m.clone()),
+        None => (false, Reason::AsExpected, "no rollout has failed at this revision".to_string()),
     };
-    set(ConditionType::Degraded, deg_on, &deg_reason, deg_message);
+    set(ConditionType::Degraded, deg_on, deg_reason, deg_message);
     if complete
         && before.current_revision.as_deref() != Some(revision)
         && before.update_revision.is_some()
     {
         notes.push(Note {
             warning: false,
-            reason: "RolloutComplete",
+            reason: Reason::RolloutComplete,
             message: format!("every node runs revision {revision}"),
             related: Some(Related {
                 kind: "ConfigMap",

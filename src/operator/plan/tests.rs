@@ -9,10 +9,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::api::{BgpGateway, BgpGatewaySpec, BgpGatewayStatus};
 
-const OLD: &str = "aaaaaaaaaa";
-const NEW: &str = "bbbbbbbbbb";
+pub(super) const OLD: &str = "aaaaaaaaaa";
+pub(super) const NEW: &str = "bbbbbbbbbb";
 
-fn t(s: i64) -> Timestamp {
+pub(super) fn t(s: i64) -> Timestamp {
     Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + s)
 }
 
@@ -28,7 +28,7 @@ fn gateway(strategy: &str, extra: &str) -> BgpGateway {
     gw
 }
 
-fn node(name: &str) -> NodeView {
+pub(super) fn node(name: &str) -> NodeView {
     NodeView {
         name: name.into(),
         labels: [("gw".to_string(), "edge".to_string())].into(),
@@ -38,7 +38,7 @@ fn node(name: &str) -> NodeView {
     }
 }
 
-fn pod(node: &str, revision: &str, created: i64) -> PodView {
+pub(super) fn pod(node: &str, revision: &str, created: i64) -> PodView {
     PodView {
         name: format!("edge-{node}-{revision}"),
         uid: Some(format!("uid-{node}-{revision}")),
@@ -52,7 +52,7 @@ fn pod(node: &str, revision: &str, created: i64) -> PodView {
     }
 }
 
-fn agent(pod: &PodView) -> AgentView {
+pub(super) fn agent(pod: &PodView) -> AgentView {
     AgentView {
         pod: Some(pod.name.clone()),
         version: "0.1.0".into(),
@@ -106,7 +106,7 @@ fn assert_never_deletes_active(plan: &Plan, observed: &Observed) {
             let active = observed.agents.get(node).and_then(|a| a.pod.as_ref());
             assert!(
                 active != Some(pod)
-                    || step.reason == "Decommission"
+                    || step.reason == Reason::Decommission
                     || step.message.contains("Recreate"),
                 "deleted the active pod {pod} ({}: {})",
                 step.reason,
@@ -142,7 +142,7 @@ fn a_new_gateway_gets_a_finalizer_and_one_pod_per_selected_node() {
     let (status, reason, message) = condition(&plan, "Ready");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "NoMatchingNodes"));
     assert!(message.contains("spec.nodeSelector"), "{message}");
-    assert!(plan.notes.iter().any(|n| n.warning && n.reason == "NoMatchingNodes"));
+    assert!(plan.notes.iter().any(|n| n.warning && n.reason == Reason::NoMatchingNodes));
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn scale_in_and_deletion_decommission() {
     observed.nodes[1].labels.clear();
     let plan = run(&gw, OLD, &observed, 0);
     assert_eq!(actions(&plan), [delete("n2", OLD)]);
-    assert_eq!(plan.steps[0].reason, "Decommission");
+    assert_eq!(plan.steps[0].reason, Reason::Decommission);
     assert_eq!(plan.status.ready.as_deref(), Some("1/1"));
 
     let mut gw = gw;
@@ -455,7 +455,7 @@ fn taints_kubernetes_adds_by_itself_never_take_a_node_out() {
     observed.nodes[0].taints = vec![taint("edge", "NoSchedule")];
     let plan = run(&gw, OLD, &observed, 0);
     assert_eq!(actions(&plan), [delete("n1", OLD)]);
-    assert_eq!(plan.steps[0].reason, "Decommission");
+    assert_eq!(plan.steps[0].reason, Reason::Decommission);
 }
 
 #[test]
@@ -519,7 +519,7 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     observed.nodes[0].labels.insert(label.into(), "true".into());
     let plan = run(&gw, OLD, &observed, 0);
     assert_eq!(actions(&plan), [delete("n1", OLD)]);
-    assert_eq!(plan.steps[0].reason, "Exclude");
+    assert_eq!(plan.steps[0].reason, Reason::Exclude);
     assert!(plan.steps[0].message.contains("graceful shutdown"), "{}", plan.steps[0].message);
     observed.pods.remove(0);
     observed.agents.remove("n1");
@@ -554,7 +554,7 @@ fn a_successor_that_fails_after_the_old_agent_retired_is_kept_and_recorded() {
     let (on, reason, message) = condition(&plan, "Degraded");
     assert_eq!((on.as_str(), reason.as_str()), ("True", "UpgradeFailed"));
     assert!(message.contains("node n1") && message.contains("137"), "{message}");
-    assert_eq!(plan.notes.iter().filter(|n| n.reason == "UpgradeFailed").count(), 1);
+    assert_eq!(plan.notes.iter().filter(|n| n.reason == Reason::UpgradeFailed).count(), 1);
 
     // The kubelet restarted it; its agent is active (Graceful Restart):
     // the retired pod goes, the record stays Failed, n2 is not touched.
@@ -565,7 +565,11 @@ fn a_successor_that_fails_after_the_old_agent_retired_is_kept_and_recorded() {
     let plan = run(&gw, NEW, &observed, 110);
     assert_eq!(actions(&plan), [delete("n1", OLD)]);
     assert_eq!(plan.status.nodes[0].last_upgrade.as_ref().unwrap().result, UpgradeResult::Failed);
-    assert!(plan.notes.iter().all(|n| n.reason != "UpgradeFailed"), "told once: {:?}", plan.notes);
+    assert!(
+        plan.notes.iter().all(|n| n.reason != Reason::UpgradeFailed),
+        "told once: {:?}",
+        plan.notes
+    );
     gw.status = Some(plan.status.clone());
     observed.pods.remove(0);
     let plan = run(&gw, NEW, &observed, 120);
