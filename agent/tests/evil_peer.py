@@ -95,12 +95,15 @@ def collide(local, agent, router_id):
     dialled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     dialled.bind((local, 0))
     dialled.connect((agent, 179))  # and we dial the agent
-    # The agent's OPEN on the connection we dialled proves it holds both
-    # connections; only then answer, so both race to OpenConfirm.
+    # The agent's OPEN on both connections proves it runs a session on each
+    # (a dial whose completion it has not taken up yet is no collision, and
+    # it may drop that connection unannounced); only then answer, so both
+    # race to OpenConfirm.
     deadline = time.time() + 10
     seen = {"agent_dialled": set(), "peer_dialled": set()}
-    kind, _ = read_message(dialled, deadline)
-    seen["peer_dialled"].add(kind)
+    for s, side in ((dialled, "peer_dialled"), (accepted, "agent_dialled")):
+        kind, _ = read_message(s, deadline)
+        seen[side].add(kind)
     # The agent settles the collision on the first OPEN and may close the
     # other connection before we write to it: a failed write is expected,
     # and what it sent (its NOTIFICATION) is still there to read.
