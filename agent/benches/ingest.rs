@@ -1,15 +1,20 @@
 //! Full-table ingest, side by side: a real sender (gobgpd, then bird2)
 //! announces 1,000,000 IPv4 prefixes, first to nonstop-agent, then to bird2,
 //! each in a fresh network namespace; for each receiver: seconds from
-//! Established until every prefix is in its table, and its peak memory.
-//! Needs root, gobgpd and bird2.
+//! Established until every prefix is in its table, its CPU-seconds over
+//! that span and its peak memory. Twice: with one attribute set for the
+//! whole table, and with a set per 4 prefixes. A BIRD sender is prodded
+//! while it sends (`birdc show status`): left alone it holds its last
+//! UPDATE back for about 3 s. Needs root, gobgpd and bird2.
 //!
 //! Run: `cargo bench -p nonstop-agent --bench ingest` (PREFIXES=… to change size).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::fmt::Write as _;
 use std::fs;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[path = "common/table.rs"]
@@ -17,7 +22,7 @@ mod table;
 
 use support::routers::spawn_bird;
 use support::{AGENT, Daemon, Link, eventually, sh};
-use table::{nth, start_bird};
+use table::{Sets, nth_in, start_bird_with};
 
 fn prefixes() -> u32 {
     std::env::var("PREFIXES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
@@ -38,18 +43,41 @@ impl Sender {
     }
 }
 
-/// Starts the sender; returns it and how many prefixes it will send.
-fn start_sender(sender: Sender, link: &Link, n: u32) -> (Daemon, u32) {
+/// A sender, sending.
+struct Sending {
+    daemon: Daemon,
+    /// How many prefixes it sends.
+    n: u32,
+    /// A BIRD sender's control socket, to prod it with.
+    bird_ctl: Option<PathBuf>,
+}
+
+impl Sending {
+    /// Wakes a BIRD sender's main loop so it sends its last UPDATE now.
+    fn prod(&self, link: &Link) {
+        if let Some(ctl) = &self.bird_ctl {
+            let _ = link.b.exec(&["birdc", "-s", ctl.to_str().unwrap(), "show", "status"]).output();
+        }
+    }
+}
+
+fn start_sender(sender: Sender, link: &Link, n: u32, sets: Sets) -> Sending {
     match sender {
-        Sender::Gobgpd => start_gobgpd(link, n),
-        Sender::Bird => (start_bird(link, n), n),
+        Sender::Gobgpd => {
+            let (daemon, n) = start_gobgpd(link, n, sets);
+            Sending { daemon, n, bird_ctl: None }
+        }
+        Sender::Bird => {
+            let (daemon, ctl) = start_bird_with(link, n, sets);
+            Sending { daemon, n, bird_ctl: Some(ctl) }
+        }
     }
 }
 
 /// An MRT TABLE_DUMP_V2 file (RFC 6396) of the table, for `gobgp mrt inject`:
 /// gobgpd has no static routes, and adding a million over its CLI one by one
 /// would take hours.
-fn mrt(link: &Link, n: u32) -> Vec<u8> {
+fn mrt(link: &Link, n: u32, sets: Sets) -> Vec<u8> {
     let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap().octets();
     let mut out = Vec::with_capacity(n as usize * 60);
     let mut record = |subtype: u16, body: &[u8]| {
@@ -66,7 +94,7 @@ fn mrt(link: &Link, n: u32) -> Vec<u8> {
     peers.extend_from_slice(&65000u32.to_be_bytes());
     record(1, &peers);
     for i in 0..n {
-        let (prefix, med) = nth(i);
+        let (prefix, med) = nth_in(i, sets);
         let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 6, 2, 1];
         attrs.extend_from_slice(&65000u32.to_be_bytes());
         attrs.extend_from_slice(&[0x40, 3, 4]);
@@ -84,7 +112,7 @@ fn mrt(link: &Link, n: u32) -> Vec<u8> {
     out
 }
 
-fn start_gobgpd(link: &Link, n: u32) -> (Daemon, u32) {
+fn start_gobgpd(link: &Link, n: u32, sets: Sets) -> (Daemon, u32) {
     let conf = format!(
         "[global.config]\n  as = 65000\n  router-id = \"{}\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = 65001\n  [neighbors.timers.config]\n    connect-retry = 1\n",
         link.b_v4, link.a_v4
@@ -95,7 +123,7 @@ fn start_gobgpd(link: &Link, n: u32) -> (Daemon, u32) {
         link.b.exec(&["gobgpd", "-f", path.to_str().unwrap(), "--api-hosts", "127.0.0.1:50051"]);
     let d = Daemon::spawn("gobgpd sender", cmd, link.dir.join("sender.log"));
     let dump = link.dir.join("table.mrt");
-    fs::write(&dump, mrt(link, n)).unwrap();
+    fs::write(&dump, mrt(link, n, sets)).unwrap();
     let gobgp = |args: &[&str]| {
         let mut full = vec!["gobgp", "-p", "50051"];
         full.extend_from_slice(args);
@@ -129,8 +157,9 @@ fn start_gobgpd(link: &Link, n: u32) -> (Daemon, u32) {
 
 struct Measurement {
     seconds: f64,
-    /// CPU time (user + system) the receiver spent from Established to the
-    /// last prefix: what the work costs, whatever else the machine does.
+    /// CPU time (user + system) the measured side (the receiver; the sender
+    /// when advertising) spent from Established to the last prefix: what the
+    /// work costs, whatever else the machine does.
     cpu_seconds: f64,
     peak_mb: f64,
 }
@@ -153,15 +182,19 @@ fn measure(
     established: impl Fn() -> bool,
     count: impl Fn() -> Option<u64>,
     pid: u32,
+    prod: impl Fn(),
 ) -> Measurement {
     eventually(Duration::from_secs(60), "session Established", || {
         if established() { Ok(()) } else { Err("not yet".into()) }
     });
     let start = Instant::now();
     let cpu_start = cpu_seconds(pid);
-    eventually(Duration::from_secs(300), "every prefix received", || match count() {
-        Some(c) if c >= u64::from(n) => Ok(()),
-        other => Err(format!("{other:?} of {n}")),
+    eventually(Duration::from_secs(300), "every prefix received", || {
+        prod();
+        match count() {
+            Some(c) if c >= u64::from(n) => Ok(()),
+            other => Err(format!("{other:?} of {n}")),
+        }
     });
     Measurement {
         seconds: start.elapsed().as_secs_f64(),
@@ -170,9 +203,10 @@ fn measure(
     }
 }
 
-fn agent_run(sender: Sender, n: u32) -> Measurement {
+fn agent_run(sender: Sender, n: u32, sets: Sets) -> Measurement {
     let link = Link::new("bench-agent");
-    let (_sender, n) = start_sender(sender, &link, n);
+    let sending = start_sender(sender, &link, n, sets);
+    let n = sending.n;
     let config = format!(
         "asn: 65001\nrouterId: {}\npeers:\n  - {{ address: {}, asn: 65000, connectRetryTime: 1, families: [ipv4-unicast], import: {{ maxPrefixes: {{ limit: 100000000 }} }} }}\n",
         link.a_v4, link.b_v4
@@ -185,32 +219,93 @@ fn agent_run(sender: Sender, n: u32) -> Measurement {
         || peer().is_some_and(|p| p["state"] == "Established"),
         || peer().and_then(|p| p["routes_received"].as_u64()),
         pid,
+        || sending.prod(&link),
     )
 }
 
-fn bird_run(sender: Sender, n: u32) -> Measurement {
-    let link = Link::new("bench-bird");
-    let (_sender, n) = start_sender(sender, &link, n);
+/// A bird2 receiver in `link.a` (AS 65001) for the sender in `link.b`.
+fn bird_receiver(link: &Link) -> (Daemon, PathBuf) {
     let conf = format!(
         "router id {};\nprotocol device {{}}\nprotocol bgp sender {{ local {} as 65001; neighbor {} as 65000; connect retry time 1;\n ipv4 {{ import all; export none; }}; }}\n",
         link.a_v4, link.a_v4, link.b_v4
     );
-    let (bird, ctl) = spawn_bird(&link.a, &link.dir, "receiver", &conf);
-    let birdc = |args: &[&str]| {
-        let mut full = vec!["birdc", "-s", ctl.to_str().unwrap()];
-        full.extend_from_slice(args);
-        link.a.exec(&full).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    spawn_bird(&link.a, &link.dir, "receiver", &conf)
+}
+
+fn birdc(link: &Link, ctl: &std::path::Path, args: &[&str]) -> Option<String> {
+    let mut full = vec!["birdc", "-s", ctl.to_str().unwrap()];
+    full.extend_from_slice(args);
+    link.a.exec(&full).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn bird_established(link: &Link, ctl: &std::path::Path) -> bool {
+    birdc(link, ctl, &["show", "protocols", "sender"]).is_some_and(|t| t.contains("Established"))
+}
+
+fn bird_count(link: &Link, ctl: &std::path::Path) -> Option<u64> {
+    let text = birdc(link, ctl, &["show", "route", "count"])?;
+    let line = text.lines().find(|l| l.contains(" of "))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+fn bird_run(sender: Sender, n: u32, sets: Sets) -> Measurement {
+    let link = Link::new("bench-bird");
+    let sending = start_sender(sender, &link, n, sets);
+    let n = sending.n;
+    let (bird, ctl) = bird_receiver(&link);
     measure(
         n,
-        || birdc(&["show", "protocols", "sender"]).is_some_and(|t| t.contains("Established")),
-        || {
-            let text = birdc(&["show", "route", "count"])?;
-            let line = text.lines().find(|l| l.contains(" of "))?;
-            line.split_whitespace().next()?.parse().ok()
-        },
+        || bird_established(&link, &ctl),
+        || bird_count(&link, &ctl),
         bird.child.id(),
+        || sending.prod(&link),
     )
+}
+
+/// Advertising the table (one attribute set) to a bird2 receiver: from
+/// the agent's `announce`, or from bird2's static protocol. The CPU-seconds
+/// and memory are the sender's.
+fn advertise_run(from_agent: bool, n: u32) -> Measurement {
+    let link = Link::new("bench-advertise");
+    if from_agent {
+        let mut config = format!(
+            "asn: 65000\nrouterId: {}\npeers:\n  - {{ address: {}, asn: 65001, connectRetryTime: 1, families: [ipv4-unicast] }}\nannounce:\n",
+            link.b_v4, link.a_v4
+        );
+        for i in 0..n {
+            let ([a, b, c], _) = nth_in(i, Sets::One);
+            writeln!(config, "  - {{prefix: {a}.{b}.{c}.0/24}}").unwrap();
+        }
+        let agent = support::Agent::start(&link.b, &link.dir, &config);
+        let (_bird, ctl) = bird_receiver(&link);
+        let pid = agent.daemon.child.id();
+        measure(n, || bird_established(&link, &ctl), || bird_count(&link, &ctl), pid, || {})
+    } else {
+        let sending = start_sender(Sender::Bird, &link, n, Sets::One);
+        let (_bird, ctl) = bird_receiver(&link);
+        let pid = sending.daemon.child.id();
+        measure(
+            n,
+            || bird_established(&link, &ctl),
+            || bird_count(&link, &ctl),
+            pid,
+            || sending.prod(&link),
+        )
+    }
+}
+
+fn report(role: &str, rows: [(&str, &Measurement); 2]) {
+    println!("{role:<16} {:>10} {:>12} {:>14}", "seconds", "CPU seconds", "peak RSS MB");
+    for (name, m) in rows {
+        println!("{name:<16} {:>10.2} {:>12.2} {:>14.1}", m.seconds, m.cpu_seconds, m.peak_mb);
+    }
+    let (ours, theirs) = (rows[0].1, rows[1].1);
+    println!(
+        "ratio agent/bird2: time {:.2}x, CPU {:.2}x, memory {:.2}x",
+        ours.seconds / theirs.seconds,
+        ours.cpu_seconds / theirs.cpu_seconds,
+        ours.peak_mb / theirs.peak_mb
+    );
 }
 
 fn main() {
@@ -219,26 +314,22 @@ fn main() {
     }
     sh(&["which", "bird"]);
     let n = prefixes();
-    for sender in [Sender::Gobgpd, Sender::Bird] {
+    for (sets, sender) in [Sets::One, Sets::Fours]
+        .into_iter()
+        .flat_map(|sets| [(sets, Sender::Gobgpd), (sets, Sender::Bird)])
+    {
         println!(
-            "\nfull-table ingest: {n} IPv4 prefixes (attribute sets of 4) from a {} sender",
+            "\nfull-table ingest: {n} IPv4 prefixes ({}) from a {} sender",
+            sets.describe(),
             sender.name()
         );
-        let ours = agent_run(sender, n);
-        let theirs = bird_run(sender, n);
-        println!(
-            "{:<16} {:>10} {:>12} {:>14}",
-            "receiver", "seconds", "CPU seconds", "peak RSS MB"
-        );
-        for (name, m) in [("nonstop-agent", &ours), ("bird2", &theirs)] {
-            println!("{name:<16} {:>10.2} {:>12.2} {:>14.1}", m.seconds, m.cpu_seconds, m.peak_mb);
-        }
-        println!(
-            "ratio agent/bird2: time {:.2}x, CPU {:.2}x, memory {:.2}x",
-            ours.seconds / theirs.seconds,
-            ours.cpu_seconds / theirs.cpu_seconds,
-            ours.peak_mb / theirs.peak_mb
-        );
+        let ours = agent_run(sender, n, sets);
+        let theirs = bird_run(sender, n, sets);
+        report("receiver", [("nonstop-agent", &ours), ("bird2", &theirs)]);
     }
+    println!("\nadvertising: {n} IPv4 prefixes (one attribute set) to a bird2 receiver");
+    let ours = advertise_run(true, n);
+    let theirs = advertise_run(false, n);
+    report("sender", [("nonstop-agent", &ours), ("bird2", &theirs)]);
     let _ = AGENT;
 }

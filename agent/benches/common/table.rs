@@ -4,24 +4,57 @@
 #![allow(dead_code)] // each benchmark uses part of it
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::routers::spawn_bird;
 use crate::support::{Daemon, Link, eventually};
 
+/// How the table's prefixes share attributes: how UPDATEs pack them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sets {
+    /// Every prefix has the same attributes: UPDATEs as full as they go.
+    One,
+    /// A MED per 4 prefixes: a quarter million sets, closer to a real table.
+    Fours,
+}
+
+impl Sets {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Sets::One => "one attribute set",
+            Sets::Fours => "attribute sets of 4",
+        }
+    }
+}
+
 /// The `i`th /24 of the table, and the MED that groups 4 prefixes per set.
 pub fn nth(i: u32) -> ([u8; 3], u32) {
-    ([(1 + i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8], i / 4)
+    nth_in(i, Sets::Fours)
+}
+
+/// The `i`th /24 of the table and its MED, the prefixes grouped by `sets`.
+pub fn nth_in(i: u32, sets: Sets) -> ([u8; 3], u32) {
+    let med = match sets {
+        Sets::One => 0,
+        Sets::Fours => i / 4,
+    };
+    ([(1 + i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8], med)
 }
 
 /// A bird2 sender of `n` prefixes (attribute sets of 4) towards the agent's address.
 pub fn start_bird(link: &Link, n: u32) -> Daemon {
+    start_bird_with(link, n, Sets::Fours).0
+}
+
+/// A bird2 sender of `n` prefixes grouped by `sets`; its control socket.
+pub fn start_bird_with(link: &Link, n: u32, sets: Sets) -> (Daemon, PathBuf) {
     let mut conf = format!(
         "router id {};\nprotocol device {{}}\nprotocol static originated {{ ipv4; \n",
         link.b_v4
     );
     for i in 0..n {
-        let ([a, b, c], med) = nth(i);
+        let ([a, b, c], med) = nth_in(i, sets);
         writeln!(conf, "route {a}.{b}.{c}.0/24 blackhole {{ bgp_med = {med}; }};").unwrap();
     }
     conf += &format!(
@@ -38,5 +71,5 @@ pub fn start_bird(link: &Link, n: u32) -> Daemon {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if text.contains(&format!("{n} of {n} routes")) { Ok(()) } else { Err(text) }
     });
-    d
+    (d, ctl)
 }
