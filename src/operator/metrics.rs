@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!   nonstop_operator_reconciles_total
+//!   nonstop_operator_reconcile_duration_seconds   (histogram)
 //!   nonstop_operator_reconcile_errors_total{kind}
+//!   nonstop_operator_api_requests_total{verb,resource}   (what it asks of the API server)
 //!   nonstop_operator_rollout_steps_total{reason}
 //!   nonstop_operator_handoff_pause_seconds   (histogram, from agents' reports)
 //!   nonstop_operator_leader                  (1 on the replica that leads)
@@ -33,9 +35,17 @@ pub struct Reason {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Request {
+    pub verb: &'static str,
+    pub resource: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub reconciles: Counter,
+    pub reconcile_seconds: Histogram,
+    pub requests: Family<Request, Counter>,
     pub errors: Family<Kind, Counter>,
     pub steps: Family<Reason, Counter>,
     pub pause: Histogram,
@@ -46,6 +56,9 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             reconciles: Counter::default(),
+            // 1 ms … ~40 s, fine enough to read a p99 from.
+            reconcile_seconds: Histogram::new(exponential_buckets(0.001, 1.5, 27)),
+            requests: Family::default(),
             errors: Family::default(),
             steps: Family::default(),
             // 0.5 ms … ~4 s
@@ -59,6 +72,16 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let prefix = registry.sub_registry_with_prefix("nonstop_operator");
         prefix.register("reconciles", "Reconciles of BgpGateways", self.reconciles.clone());
+        prefix.register(
+            "reconcile_duration_seconds",
+            "How long each reconcile took, agents' answers included",
+            self.reconcile_seconds.clone(),
+        );
+        prefix.register(
+            "api_requests",
+            "Requests to the Kubernetes API server, by verb and resource (a watch counts when it opens)",
+            self.requests.clone(),
+        );
         prefix.register("reconcile_errors", "Failed reconciles by kind", self.errors.clone());
         prefix.register("rollout_steps", "Actions taken, by reason", self.steps.clone());
         prefix.register(

@@ -1,15 +1,19 @@
 //! The operator at run time: leader election, then a kube-runtime
 //! controller that reconciles every BgpGateway (and looks again when one of
-//! its pods or any node changes).
+//! its pods changes, or a node it selects or runs on changes in a way that
+//! matters to it).
 //!
 //! ```text
-//!   Lease ──leader──▶ Controller(BgpGateway) ◀── pods (owned), nodes
-//!                        └─▶ reconcile: observe ─▶ plan ─▶ apply ─▶ status, Events
+//!   Lease ──leader──▶ Controller(BgpGateway) ◀── pods (owned), nodes ─┐
+//!                        └─▶ reconcile: observe ─▶ plan ─▶ apply       │ one watch each,
+//!                              ▲                     ─▶ status, Events │ cached
+//!                              └────────── node and pod caches ◀───────┘
 //! ```
 //!
 //! [`plan`] is the pure part; [`render`] the objects; [`observe`] and
 //! [`reconcile`] the API and agent edges.
 
+pub mod cache;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
@@ -18,6 +22,7 @@ pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod render;
+pub mod requests;
 pub mod uninstall;
 
 use std::net::SocketAddr;
@@ -27,11 +32,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Config;
 use kube::api::Api;
+use kube::client::ClientBuilder;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Client, Config};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
 
@@ -58,9 +63,12 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Result<(), String> {
     let config = Config::infer().await.map_err(|e| format!("no Kubernetes config: {e}"))?;
-    let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
-
     let metrics = metrics::Metrics::default();
+    let client = ClientBuilder::try_from(config)
+        .map_err(|e| format!("Kubernetes client: {e}"))?
+        .with_layer(&requests::CountRequests { counters: metrics.requests.clone() })
+        .build();
+
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let listener = tokio::net::TcpListener::bind(options.metrics)
@@ -87,6 +95,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         controller: "nonstop-operator".into(),
         instance: Some(options.identity.clone()),
     };
+    let (nodes, node_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -94,23 +104,46 @@ pub async fn run(options: Options) -> Result<(), String> {
         agent_image: options.agent_image.clone(),
         leadership: elector.leadership(),
         policy: options.policy.clone(),
+        caches: observe::Caches { nodes: nodes.clone(), pods: pods.clone() },
+        expectations: cache::Expectations::default(),
+        versions: cache::Versions::default(),
     });
     let gateways = Api::<BgpGateway>::all(client.clone());
     let controller = Controller::new(gateways, watcher::Config::default());
-    let store = controller.store();
-    let running = controller
-        .owns(
+    let gateway_store = controller.store();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(render::GATEWAY_LABEL),
-        )
-        // A node's labels or taints decide which gateways run on it.
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            move |_node: Node| {
-                store.state().iter().map(|gw| ObjectRef::from_obj(&**gw)).collect::<Vec<_>>()
-            },
-        )
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let mut changes = cache::NodeChanges::default();
+    let node_events = reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .modify(cache::slim_node),
+    )
+    .default_backoff()
+    // Only what the operator acts on: a kubelet's heartbeats wake nothing.
+    .filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                changes.applied(&node).then_some(Ok(node))
+            }
+            Ok(watcher::Event::Delete(node)) => changes.deleted(&node).then_some(Ok(node)),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(changed)
+    });
+    let running = controller
+        .owns_stream(pod_events)
+        .watches_stream(node_events, move |node: Node| {
+            cache::concerned(&node, &gateway_store.state(), &pods.state())
+        })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -1,5 +1,6 @@
-//! Observing a gateway's world for the planner: nodes, the gateway's pods,
-//! missing Secrets (API server), and each node's active agent (`GET /status`
+//! Observing a gateway's world for the planner: nodes and the gateway's
+//! pods (from the watch caches), missing Secrets (API server, only when an
+//! agent may start), and each node's active agent (`GET /status`
 //! on the node's admin port — the handoff passes that listener on, so it
 //! always reaches whichever agent is active).
 
@@ -10,10 +11,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use nonstop_agent::speaker::status::{AgentStatus, HandoffResult, HandoffRole, Role};
 
+use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
 use crate::api::BgpGateway;
@@ -21,35 +24,79 @@ use crate::api::BgpGateway;
 /// How long a node's agent has to answer; a slow one counts as silent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn observe(client: &Client, gw: &BgpGateway, finalizer: &str) -> kube::Result<Observed> {
-    let namespace = gw.namespace().unwrap_or_default();
-    let name = gw.name_any();
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(
-            &ListParams::default()
-                .labels(&format!("{GATEWAY_LABEL}={}", render::label_value(&name))),
-        )
-        .await?;
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-    let mut missing_secrets = Vec::new();
-    for secret in render::secret_names(&gw.spec) {
-        // Metadata only: the password never reaches the operator (the
-        // API server sends a PartialObjectMetadata, no data).
-        if secrets.get_metadata_opt(&secret).await?.is_none() {
-            missing_secrets.push(secret);
+/// The watch caches the reconciler reads instead of listing.
+#[derive(Debug, Clone)]
+pub struct Caches {
+    pub nodes: Store<Node>,
+    /// Pods with the gateway label, in every namespace.
+    pub pods: Store<Pod>,
+}
+
+/// A gateway's nodes and pods as the watch caches hold them.
+#[derive(Debug, Clone, Default)]
+pub struct Cached {
+    pub nodes: Vec<NodeView>,
+    /// Each node's InternalIP, where its agent's admin port is.
+    pub addresses: BTreeMap<String, IpAddr>,
+    pub pods: Vec<PodView>,
+}
+
+impl Cached {
+    pub fn of(caches: &Caches, gw: &BgpGateway) -> Cached {
+        let namespace = gw.namespace().unwrap_or_default();
+        let label = render::label_value(&gw.name_any());
+        let nodes = caches.nodes.state();
+        let pods = caches
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|p| p.labels().get(GATEWAY_LABEL) == Some(&label))
+            .filter_map(|p| pod_view(p))
+            .collect();
+        Cached {
+            nodes: nodes.iter().map(|n| node_view(n)).collect(),
+            addresses: nodes.iter().filter_map(|n| Some((n.name_any(), internal_ip(n)?))).collect(),
+            pods,
         }
     }
 
-    let addresses: BTreeMap<String, IpAddr> =
-        nodes.items.iter().filter_map(|n| Some((n.name_any(), internal_ip(n)?))).collect();
-    let pods: Vec<PodView> = pods.items.iter().filter_map(pod_view).collect();
+    /// Whether this reconcile may start an agent: a node the gateway
+    /// serves has no live pod at `revision` yet. Only then are the
+    /// ConfigMap and the Secrets a new agent needs looked at, so a
+    /// gateway at rest costs no API request.
+    pub fn might_start(&self, gw: &BgpGateway, revision: &str) -> bool {
+        self.nodes.iter().filter(|n| fit(gw, n) == Fit::Serve).any(|n| {
+            !self.pods.iter().any(|p| p.node == n.name && p.revision == revision && !p.deleting)
+        })
+    }
+}
+
+/// Everything the planner needs: the cached nodes and pods, the missing
+/// Secrets (only when an agent may start), and each node's active agent.
+pub async fn observe(
+    client: &Client,
+    gw: &BgpGateway,
+    cached: Cached,
+    revision: &str,
+    finalizer: &str,
+) -> kube::Result<Observed> {
+    let namespace = gw.namespace().unwrap_or_default();
+    let mut missing_secrets = Vec::new();
+    if cached.might_start(gw, revision) {
+        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+        for secret in render::secret_names(&gw.spec) {
+            // Metadata only: the password never reaches the operator (the
+            // API server sends a PartialObjectMetadata, no data).
+            if secrets.get_metadata_opt(&secret).await?.is_none() {
+                missing_secrets.push(secret);
+            }
+        }
+    }
+    let Cached { nodes, addresses, pods } = cached;
     // Ask every node that has a pod of this gateway, all at once.
-    let asked: Vec<(String, IpAddr)> = addresses
-        .iter()
-        .filter(|(node, _)| pods.iter().any(|p| &p.node == *node))
-        .map(|(n, a)| (n.clone(), *a))
-        .collect();
+    let asked: Vec<(String, IpAddr)> =
+        addresses.into_iter().filter(|(node, _)| pods.iter().any(|p| &p.node == node)).collect();
     let port = gw.spec.admin_port;
     let answers = join_all(asked.iter().map(|(_, ip)| agent_status(*ip, port))).await;
     let agents = asked
@@ -59,7 +106,7 @@ pub async fn observe(client: &Client, gw: &BgpGateway, finalizer: &str) -> kube:
         .collect();
 
     Ok(Observed {
-        nodes: nodes.items.iter().map(node_view).collect(),
+        nodes,
         pods,
         agents,
         missing_secrets,

@@ -8,7 +8,7 @@
 //! killed, the leader lost — is simply done again by the next one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -19,13 +19,14 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::cache::{Expectations, Versions};
 use super::leader::Leadership;
 use super::metrics::Metrics;
-use super::observe::observe;
+use super::observe::{Cached, Caches, observe};
 use super::plan::{Action, Input, Related, Step, plan};
 use super::policy::Policy;
 use super::render;
-use crate::api::BgpGateway;
+use crate::api::{BgpGateway, BgpGatewayStatus};
 
 pub const FINALIZER: &str = "nonstop.dev/decommission";
 
@@ -40,6 +41,12 @@ pub struct Context {
     pub leadership: Leadership,
     /// What cluster admins allow (the operator's --allowed-* flags).
     pub policy: Policy,
+    /// The nodes and gateway pods, as the watches keep them.
+    pub caches: Caches,
+    /// Pod writes the caches may not show yet.
+    pub expectations: Expectations,
+    /// Each gateway's version last read or written.
+    pub versions: Versions,
 }
 
 impl std::fmt::Debug for Context {
@@ -80,59 +87,35 @@ impl Context {
 
 pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = reconcile_once(cached, &ctx).await;
+    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeue, Error> {
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
+    let key = format!("{namespace}/{name}");
     let gateways: Api<BgpGateway> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The status carries the rollout's memory (Degraded, each node's last
-    // upgrade): plan from the object as stored now, not from the watch
-    // cache, which may not have seen our last status write yet.
-    let Some(mut gw) = gateways.get_opt(&name).await? else { return Ok(Requeue::await_change()) };
-    let reference = gw.object_ref(&());
-    // A gateway without an image runs the operator's agent image, so a
-    // `helm upgrade --set agent.image.tag=…` rolls it like an edit would.
-    if gw.spec.image.is_empty() {
-        match &ctx.agent_image {
-            Some(image) => gw.spec.image = image.clone(),
-            None if gw.metadata.deletion_timestamp.is_none() => {
-                let message = "spec.image is left out and the operator has no default agent \
-                               image (--agent-image, the chart's agent.image): set one of them";
-                ctx.may_write()?;
-                write_invalid(&gateways, &gw, "InvalidSpec", message).await?;
-                return Err(Error::Spec(message.into()));
-            }
-            None => {}
-        }
-    }
-
-    // A spec the API server let through (old servers skip CEL) but the
-    // operator's own rules refuse: say so, touch nothing. Unless it is being
-    // deleted: its nodes decommission whatever the spec says.
-    if gw.metadata.deletion_timestamp.is_none()
-        && let Err(problems) = gw.spec.validate()
-    {
-        let message = format!("the spec breaks these rules, fix them: {problems}");
-        ctx.may_write()?;
-        write_invalid(&gateways, &gw, "InvalidSpec", &message).await?;
-        return Err(Error::Spec(message));
-    }
-    // Outside what the cluster admins allow: refused the same way.
-    let broken = ctx.policy.check(&namespace, &gw.spec.image, &gw.spec);
-    if gw.metadata.deletion_timestamp.is_none() && !broken.is_empty() {
-        let message = format!(
-            "refused by the operator's policy, nothing on the nodes changes: {}",
-            broken.join("; ")
-        );
-        ctx.may_write()?;
-        write_invalid(&gateways, &gw, "PolicyViolation", &message).await?;
-        return Err(Error::Policy(message));
-    }
+    let Some(mut gw) = current(&gateways, &cached, ctx, &key).await? else {
+        return Ok(Requeue::await_change());
+    };
+    admit(&gateways, &mut gw, ctx).await?;
 
     let revision = render::revision(&gw.spec);
-    if gw.metadata.deletion_timestamp.is_none() {
+    let cached_pods = Cached::of(&ctx.caches, &gw);
+    // The pod cache must show this operator's own last creates and deletes
+    // before it is planned from (see `cache`); their watch events wake
+    // the gateway again, the requeue is only a fallback.
+    if !ctx.expectations.met(&key, &cached_pods.pods, Instant::now()) {
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    if gw.metadata.deletion_timestamp.is_none() && cached_pods.might_start(&gw, &revision) {
         ctx.may_write()?;
         ensure_config_map(&ctx.client, &gw, &revision).await?;
     }
-    let observed = observe(&ctx.client, &gw, FINALIZER).await?;
+    let observed = observe(&ctx.client, &gw, cached_pods, &revision, FINALIZER).await?;
     let plan = plan(&Input {
         gateway: &gw,
         revision: &revision,
@@ -140,61 +123,128 @@ pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Req
         now: Timestamp::now(),
     });
 
+    let reference = gw.object_ref(&());
     for step in &plan.steps {
         ctx.may_write()?;
         info!(gateway = %name, namespace = %namespace, reason = step.reason.as_str(), "{}", step.message);
-        apply(&ctx, &gw, &observed.pods, step).await?;
+        apply(ctx, &gw, &key, &observed.pods, step).await?;
         ctx.metrics.step(step);
         let related = step.related(&name);
-        publish(
-            &ctx.recorder,
-            &reference,
-            related.as_ref(),
-            false,
-            step.reason.as_str(),
-            &step.message,
-        )
-        .await;
+        let (reason, message) = (step.reason.as_str(), &step.message);
+        publish(&ctx.recorder, &reference, related.as_ref(), false, reason, message).await;
     }
     for note in &plan.notes {
         if note.warning {
             warn!(gateway = %name, namespace = %namespace, reason = note.reason.as_str(), "{}", note.message);
         }
-        let related = note.related.as_ref();
         ctx.may_write()?;
-        publish(
-            &ctx.recorder,
-            &reference,
-            related,
-            note.warning,
-            note.reason.as_str(),
-            &note.message,
-        )
-        .await;
+        let (reason, message) = (note.reason.as_str(), &note.message);
+        publish(&ctx.recorder, &reference, note.related.as_ref(), note.warning, reason, message)
+            .await;
     }
     if gw.metadata.deletion_timestamp.is_none() {
-        for node in &plan.status.nodes {
-            let before =
-                gw.status.as_ref().and_then(|s| s.nodes.iter().find(|n| n.node == node.node));
-            if let Some(record) = &node.last_upgrade
-                && before.and_then(|b| b.last_upgrade.as_ref()) != Some(record)
-                && let Some(ms) = record.pause_ms
-            {
-                ctx.metrics.pause.observe(ms as f64 / 1000.0);
-            }
-        }
-        if gw.status.as_ref() != Some(&plan.status) {
-            ctx.may_write()?;
-            gateways
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "status": plan.status })),
-                )
-                .await?;
-        }
+        write_status(ctx, &gateways, &gw, &key, plan.status).await?;
     }
     Ok(Requeue::requeue(plan.requeue))
+}
+
+/// The gateway as stored now. The status carries the rollout's memory
+/// (Degraded, each node's last upgrade), so it is planned from the latest
+/// version, not from a watch cache that may not have seen the operator's
+/// last status write: the cached object serves when it is the very
+/// version last read or written, else one GET. None: it is gone.
+async fn current(
+    gateways: &Api<BgpGateway>,
+    cached: &BgpGateway,
+    ctx: &Context,
+    key: &str,
+) -> Result<Option<BgpGateway>, Error> {
+    if ctx.versions.current(key, cached.resource_version().as_deref()) {
+        return Ok(Some(cached.clone()));
+    }
+    let got = gateways.get_opt(&cached.name_any()).await?;
+    ctx.versions.saw(key, got.as_ref().and_then(|g| g.resource_version()).as_deref());
+    if got.is_none() {
+        ctx.expectations.forget(key);
+    }
+    Ok(got)
+}
+
+/// Fills in the default image, then refuses a spec the operator cannot
+/// run: broken rules (old API servers skip CEL) or outside the cluster's
+/// policy. Ready False says why; nothing on the nodes changes. A gateway
+/// being deleted is always admitted: its nodes decommission whatever the
+/// spec says.
+async fn admit(
+    gateways: &Api<BgpGateway>,
+    gw: &mut BgpGateway,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let deleting = gw.metadata.deletion_timestamp.is_some();
+    // A gateway without an image runs the operator's agent image, so a
+    // `helm upgrade --set agent.image.tag=…` rolls it like an edit would.
+    if gw.spec.image.is_empty() {
+        match &ctx.agent_image {
+            Some(image) => gw.spec.image = image.clone(),
+            None if !deleting => {
+                let message = "spec.image is left out and the operator has no default agent \
+                               image (--agent-image, the chart's agent.image): set one of them";
+                ctx.may_write()?;
+                write_invalid(ctx, gateways, gw, "InvalidSpec", message).await?;
+                return Err(Error::Spec(message.into()));
+            }
+            None => {}
+        }
+    }
+    if deleting {
+        return Ok(());
+    }
+    if let Err(problems) = gw.spec.validate() {
+        let message = format!("the spec breaks these rules, fix them: {problems}");
+        ctx.may_write()?;
+        write_invalid(ctx, gateways, gw, "InvalidSpec", &message).await?;
+        return Err(Error::Spec(message));
+    }
+    let namespace = gw.namespace().unwrap_or_default();
+    let broken = ctx.policy.check(&namespace, &gw.spec.image, &gw.spec);
+    if !broken.is_empty() {
+        let message = format!(
+            "refused by the operator's policy, nothing on the nodes changes: {}",
+            broken.join("; ")
+        );
+        ctx.may_write()?;
+        write_invalid(ctx, gateways, gw, "PolicyViolation", &message).await?;
+        return Err(Error::Policy(message));
+    }
+    Ok(())
+}
+
+/// Records the handoff pauses the plan reports for the first time, and
+/// writes the status when it changed.
+async fn write_status(
+    ctx: &Context,
+    gateways: &Api<BgpGateway>,
+    gw: &BgpGateway,
+    key: &str,
+    status: BgpGatewayStatus,
+) -> Result<(), Error> {
+    for node in &status.nodes {
+        let before = gw.status.as_ref().and_then(|s| s.nodes.iter().find(|n| n.node == node.node));
+        if let Some(record) = &node.last_upgrade
+            && before.and_then(|b| b.last_upgrade.as_ref()) != Some(record)
+            && let Some(ms) = record.pause_ms
+        {
+            ctx.metrics.pause.observe(ms as f64 / 1000.0);
+        }
+    }
+    if gw.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    ctx.may_write()?;
+    let patch = Patch::Merge(json!({ "status": status }));
+    let written = gateways.patch_status(&gw.name_any(), &PatchParams::default(), &patch).await?;
+    ctx.versions.saw(key, written.resource_version().as_deref());
+    Ok(())
 }
 
 pub fn error_policy(gw: Arc<BgpGateway>, error: &Error, ctx: Arc<Context>) -> Requeue {
@@ -209,6 +259,7 @@ pub fn error_policy(gw: Arc<BgpGateway>, error: &Error, ctx: Arc<Context>) -> Re
 async fn apply(
     ctx: &Context,
     gw: &BgpGateway,
+    key: &str,
     pods: &[super::plan::PodView],
     step: &Step,
 ) -> Result<(), Error> {
@@ -220,7 +271,10 @@ async fn apply(
             let mut finalizers = gw.finalizers().to_vec();
             finalizers.push(FINALIZER.into());
             let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": gw.resource_version()}});
-            gateways.patch(&gw.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+            let written = gateways
+                .patch(&gw.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            ctx.versions.saw(key, written.resource_version().as_deref());
         }
         Action::RemoveFinalizer => {
             let finalizers: Vec<&String> =
@@ -232,7 +286,7 @@ async fn apply(
             let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
             let pod = render::pod(gw, node, revision, now);
             match pod_api.create(&PostParams::default(), &pod).await {
-                Ok(_) => {}
+                Ok(_) => ctx.expectations.created(key, &pod.name_any()),
                 Err(kube::Error::Api(e)) if e.code == 409 => {} // made by an earlier reconcile
                 Err(e) => return Err(e.into()),
             }
@@ -244,8 +298,13 @@ async fn apply(
                 preconditions: Some(Preconditions { uid, resource_version: None }),
                 ..DeleteParams::default()
             };
+            let expected = params.preconditions.as_ref().and_then(|p| p.uid.clone());
             match pod_api.delete(pod, &params).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(uid) = expected {
+                        ctx.expectations.deleted(key, &uid);
+                    }
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -265,6 +324,7 @@ async fn ensure_config_map(client: &Client, gw: &BgpGateway, revision: &str) -> 
 
 /// Ready False with `reason` and `message`; nothing else is touched.
 async fn write_invalid(
+    ctx: &Context,
     gateways: &Api<BgpGateway>,
     gw: &BgpGateway,
     reason: &str,
@@ -284,13 +344,10 @@ async fn write_invalid(
         observed_generation: gw.metadata.generation,
         last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
     });
-    gateways
-        .patch_status(
-            &gw.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
+    let patch = Patch::Merge(json!({ "status": status }));
+    let written = gateways.patch_status(&gw.name_any(), &PatchParams::default(), &patch).await?;
+    let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
+    ctx.versions.saw(&key, written.resource_version().as_deref());
     Ok(())
 }
 
