@@ -18,13 +18,14 @@ mod conn;
 mod descriptors;
 mod handoff;
 pub mod peer;
+mod run;
+pub use run::run;
 mod secrets;
 mod sockopt;
 pub mod status;
 mod succession;
 pub use secrets::read_passwords;
 pub use succession::ORDER_FILE;
-use succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,11 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, UnixListener};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
 use peer::{Local, PeerCommand, PeerOptions, PeerTask, canonical};
@@ -198,280 +198,6 @@ impl std::os::fd::AsRawFd for ListenerFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd
     }
-}
-
-/// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
-/// successor and is told to go.
-pub async fn run(options: RunOptions) -> Result<(), RunError> {
-    // Signal handlers before anything else: a SIGTERM that arrives while
-    // the agent is still starting (taking over, binding) waits here and is
-    // answered by the stop its role calls for once it runs, instead of
-    // killing it half way (or, as PID 1 of a container, being ignored).
-    let mut hangup = signal(SignalKind::hangup()).expect("signal handler");
-    let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
-    let config = options.effective(Config::load(&options.config)?);
-    let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
-    prepare_state_dir(&options.state_dir)?;
-    match descriptors::raise_limit() {
-        Ok(limit) => debug!(?limit, "open files limit"),
-        Err(e) => warn!("cannot raise the open files limit: {e}"),
-    }
-    let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
-
-    if let Some(newer) = newer_active(&options) {
-        info!(
-            active_pod_created_ms = newer,
-            this_pod_created_ms = options.pod_created_ms,
-            "the agent of a newer pod is active on this node: not taking over from it; exiting"
-        );
-        return Ok(());
-    }
-    if options.takeover == Takeover::Restart {
-        let control = options.state_dir.join(CONTROL_SOCKET);
-        if let Ok(answer) = request(&control, "POST", "/stop?mode=restart").await {
-            info!(answer = answer.trim(), "asked the running agent to stop in restart mode");
-        }
-    }
-    // A running agent in this state dir hands over; otherwise start cold
-    // (after the one told to restart lets go of the state dir).
-    let dir = options.state_dir.clone();
-    let handoff = options.takeover == Takeover::Handoff;
-    let incarnation = options.incarnation();
-    let found = if handoff {
-        blocking(move || handoff::take_over(&dir, incarnation)).await
-    } else {
-        Ok(None)
-    };
-    let (mut takeover, lock) = match found {
-        Ok(Some((t, lock))) => (Some(t), lock),
-        Ok(None) => {
-            let dir = options.state_dir.clone();
-            // Told to stop while another agent still holds the node: this
-            // one holds nothing, so it just goes.
-            let lock = tokio::select! {
-                lock = blocking(move || handoff::lock_waiting(&dir, None)) => lock,
-                _ = terminate.recv() => return stopped_before_serving("SIGTERM"),
-                _ = interrupt.recv() => return stopped_before_serving("SIGINT"),
-            };
-            (None, lock.map_err(RunError::Handoff)?)
-        }
-        Err(e) => return Err(RunError::Handoff(e)),
-    };
-    let (listener, admin) = match takeover.as_mut().and_then(|t| t.listeners.take()) {
-        Some((bgp, admin)) => (adopt_listener(bgp, "BGP")?, adopt_listener(admin, "admin")?),
-        None => (bind_tcp(config.listen, "BGP")?, bind_tcp(config.admin, "the admin endpoint")?),
-    };
-    let state_err = |source| RunError::StateDir { path: options.state_dir.clone(), source };
-    let control_path = options.state_dir.join(CONTROL_SOCKET);
-    let _ = std::fs::remove_file(&control_path);
-    let control = UnixListener::bind(&control_path).map_err(|source| RunError::Bind {
-        what: "the control socket",
-        addr: control_path.display().to_string(),
-        source,
-    })?;
-    let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
-    handoff::ensure_token(&options.state_dir).map_err(state_err)?;
-    let (knock_tx, mut knocks) = mpsc::channel(1);
-    handoff::serve(&options.state_dir, knock_tx).map_err(state_err)?;
-
-    let metrics = Metrics::default();
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
-    let (views, views_rx) = watch::channel(Vec::new());
-    let render = renderer(
-        &config,
-        router_id,
-        options.pod.clone(),
-        Arc::new(registry),
-        views_rx,
-        standing.clone(),
-    );
-    let (stop_tx, mut stop_rx) = mpsc::channel(4);
-    let admin_fd =
-        rustix::io::dup(std::os::fd::AsFd::as_fd(&admin)).map_err(|e| RunError::Bind {
-            what: "the admin endpoint",
-            addr: config.admin.to_string(),
-            source: e.into(),
-        })?;
-    let previous = restart::read(&options.state_dir);
-
-    let local = Local { asn: config.asn, router_id };
-    let listener_fd =
-        ListenerFd { fd: std::os::fd::AsRawFd::as_raw_fd(&listener), v6: config.listen.is_ipv6() };
-    let mut speaker = Speaker {
-        options,
-        config,
-        local,
-        peers: HashMap::new(),
-        metrics,
-        views,
-        previous,
-        passwords,
-        listener: listener_fd,
-        standing,
-        lock: Some(lock),
-        deferred_passwords: HashSet::new(),
-        failed_successors: handoff::Failed::default(),
-    };
-    let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
-        .as_mut()
-        .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
-        .unwrap_or_default();
-    // Every task is built, its adopted socket registered, before any runs:
-    // the last adopted session waits for no other session's first moves.
-    let starting = std::time::Instant::now();
-    let mut resumed = Vec::new();
-    let mut prepared = Vec::new();
-    for p in speaker.config.peers.clone() {
-        let a = adopted.remove(&p.address).map(|a| {
-            let (tx, rx) = oneshot::channel();
-            resumed.push(rx);
-            (a, tx)
-        });
-        prepared.push(speaker.prepare_peer(p, a));
-    }
-    let built = starting.elapsed();
-    for p in prepared {
-        speaker.spawn_peer(p);
-    }
-    info!(?built, elapsed = ?starting.elapsed(), "peer tasks started");
-    for (address, a) in adopted {
-        handoff::let_go(a, "nonstop: peer removed");
-        info!(peer = %address, "adopted a session with a peer no longer configured: closed");
-    }
-    let took_over = takeover.is_some();
-    if let Some(t) = takeover {
-        speaker.took_over(t, resumed).await;
-    }
-    // Status is served once it is whole: a successor's last_handoff, pause
-    // included, is there from the first answer (the operator reads it once).
-    let mut admin_task = tokio::spawn(admin::serve_tcp(admin, render.clone()));
-    tokio::spawn(admin::serve_unix(control, render, stop_tx));
-    // Later peers (added by a reload) are new to their routers: no R-bit.
-    speaker.previous = None;
-    write_order(&speaker.options);
-    speaker.heartbeat(Ended::Running);
-    speaker.publish_views();
-    info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
-
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-    let mut secrets = tokio::time::interval(secrets::LOOK_EVERY);
-    // A stop asked for while this agent was still starting: after a
-    // handoff its pod is being deleted mid-upgrade (the operator rolling it
-    // back as it took over), so it stops without a withdrawal — the routers
-    // keep the routes and the retired agent takes the node back (it watches
-    // for that). Started cold, it is a decommission like any other.
-    let early = tokio::select! {
-        biased;
-        _ = terminate.recv() => true,
-        _ = interrupt.recv() => true,
-        () = std::future::ready(()) => false,
-    };
-    let exit = if early {
-        let mode = if took_over { StopMode::Restart } else { StopMode::Decommission };
-        info!(?mode, "told to stop while starting");
-        Exit::Stop(mode)
-    } else {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, remote)) => speaker.dispatch(stream, remote).await,
-                    Err(e) => warn!("accept: {e}"),
-                },
-                _ = heartbeat.tick() => speaker.heartbeat(Ended::Running),
-                _ = secrets.tick() => speaker.follow_passwords().await,
-                _ = hangup.recv() => speaker.reload().await,
-                _ = terminate.recv() => break Exit::Stop(StopMode::Decommission),
-                _ = interrupt.recv() => break Exit::Stop(StopMode::Decommission),
-                Some(mode) = stop_rx.recv() => break Exit::Stop(mode),
-                Some(knock) = knocks.recv() => {
-                    if speaker.hand_over(knock, &listener, &admin_fd).await {
-                        break Exit::Retired;
-                    }
-                }
-            }
-        }
-    };
-    drop(listener);
-    match exit {
-        Exit::Retired => {
-            // Nothing left to serve but our own status on the moved control
-            // socket; SIGTERM ends it at once.
-            admin_task.abort();
-            let _ = (&mut admin_task).await;
-            drop(admin_fd);
-            let successor = speaker.standing.lock().expect("standing").successor.clone();
-            let bound = orphan_bound(&speaker.config);
-            let mut orphaned: Option<std::time::Instant> = None;
-            let mut look = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = terminate.recv() => break,
-                    _ = interrupt.recv() => break,
-                    Some(_) = stop_rx.recv() => break,
-                    _ = look.tick() => {
-                        // The successor holds the state dir's lock while it
-                        // lives. Free for `bound`: it died before it could
-                        // serve (and is not coming back in time).
-                        match handoff::try_lock(&speaker.options.state_dir) {
-                            Ok(Some(lock)) => {
-                                drop(lock);
-                                let since = *orphaned.get_or_insert_with(|| {
-                                    warn!(
-                                        bound_s = bound.as_secs(),
-                                        "retired, and no agent is active on this node: \
-                                         waiting that long for the successor to come back"
-                                    );
-                                    std::time::Instant::now()
-                                });
-                                if since.elapsed() >= bound {
-                                    let _ = std::fs::remove_file(speaker.retired_control());
-                                    return Err(RunError::Orphaned(since.elapsed()));
-                                }
-                            }
-                            Ok(None) => {
-                                if orphaned.take().is_some() {
-                                    info!("an agent is active on this node again");
-                                }
-                            }
-                            Err(e) => debug!("looking at the state dir's lock: {e}"),
-                        }
-                    }
-                    Some((channel, _)) = knocks.recv() => {
-                        let who = successor.as_ref().map_or(0, |s| s.pid);
-                        let _ = channel.send(&crate::handoff::protocol::Message::Abort(
-                            format!("this agent retired; agent {who} is active")), &[]);
-                    }
-                }
-            }
-            let _ = std::fs::remove_file(speaker.retired_control());
-            info!("retired agent exiting");
-            return Ok(());
-        }
-        Exit::Stop(StopMode::Restart) => {
-            drop(knocks);
-            info!("stopping for a restart: sessions close without a withdrawal");
-            speaker.vanish_all().await;
-            speaker.heartbeat(Ended::Restart);
-        }
-        Exit::Stop(StopMode::Decommission) => {
-            drop(knocks);
-            let drain = speaker.config.shutdown.drain_seconds;
-            info!(drain_seconds = drain, "decommissioning: draining, then withdrawing");
-            speaker.decommission_all().await;
-            speaker.heartbeat(Ended::Decommissioned);
-        }
-    }
-    let _ = std::fs::remove_file(speaker.options.state_dir.join(CONTROL_SOCKET));
-    // The admin port closes before the state dir's lock goes: the next
-    // agent binds the port the moment it holds the lock. (A dropped
-    // JoinHandle would leave the listener open until the runtime ends.)
-    admin_task.abort();
-    let _ = admin_task.await;
-    drop(speaker.lock.take());
-    Ok(())
 }
 
 /// Runs blocking work (the handoff channel, the lock) off the async threads.

@@ -1,0 +1,431 @@
+//! An agent's life from start to exit, phase by phase:
+//!
+//! ```text
+//!   begin      config, router ID, state dir, secrets; step aside for a newer pod's agent
+//!   acquire    take over from the running agent (handoff), or wait for its lock
+//!   open       the listeners (adopted or bound), control socket, handoff door, metrics
+//!   start      every peer task built, adopted sockets registered, then all spawned
+//!   serve      accept, reload, heartbeats, secrets, until a stop or a handoff
+//!   end        retired: wait out the successor; or restart / decommission the sessions
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::admin::{self, StopMode, request};
+use super::handoff::{self, Knock, Takeover as TakenOver};
+use super::peer::{self, Local};
+use super::status::Metrics;
+use super::succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
+use super::{
+    CONTROL_SOCKET, Exit, ListenerFd, RunError, RunOptions, Speaker, Standing, Takeover,
+    adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir, read_passwords, renderer,
+};
+use crate::config::Config;
+use crate::restart::{self, Ended};
+
+/// The signals the agent answers, installed before anything else: a
+/// SIGTERM that arrives while the agent is still starting (taking over,
+/// binding) waits here and is answered by the stop its role calls for once
+/// it runs, instead of killing it half way (or, as PID 1 of a container,
+/// being ignored).
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let on = |kind| signal(kind).expect("signal handler");
+        Signals {
+            hangup: on(SignalKind::hangup()),
+            terminate: on(SignalKind::terminate()),
+            interrupt: on(SignalKind::interrupt()),
+        }
+    }
+}
+
+/// What the running agent listens on and is told through.
+struct Doors {
+    /// Closed as soon as the agent stops serving (None from then on).
+    listener: Option<TcpListener>,
+    /// Taken by the admin task once the agent serves.
+    admin: Option<TcpListener>,
+    /// A duplicate of the admin listener, passed on in a handoff.
+    admin_fd: Option<OwnedFd>,
+    control: Option<UnixListener>,
+    knocks: mpsc::Receiver<Knock>,
+    stops: mpsc::Receiver<StopMode>,
+    stop_tx: Option<mpsc::Sender<StopMode>>,
+    render: Option<admin::Render>,
+}
+
+struct Opened {
+    doors: Doors,
+    metrics: Metrics,
+    views: watch::Sender<Vec<watch::Receiver<super::status::PeerStatus>>>,
+    standing: Arc<std::sync::Mutex<Standing>>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
+/// successor and is told to go.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let mut signals = Signals::install();
+    let config = options.effective(Config::load(&options.config)?);
+    let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
+    prepare_state_dir(&options.state_dir)?;
+    match descriptors::raise_limit() {
+        Ok(limit) => debug!(?limit, "open files limit"),
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
+    let passwords = read_passwords(&config, &options.secrets_dir).map_err(RunError::Secret)?;
+    if let Some(newer) = newer_active(&options) {
+        info!(
+            active_pod_created_ms = newer,
+            this_pod_created_ms = options.pod_created_ms,
+            "the agent of a newer pod is active on this node: not taking over from it; exiting"
+        );
+        return Ok(());
+    }
+    if options.takeover == Takeover::Restart {
+        let control = options.state_dir.join(CONTROL_SOCKET);
+        if let Ok(answer) = request(&control, "POST", "/stop?mode=restart").await {
+            info!(answer = answer.trim(), "asked the running agent to stop in restart mode");
+        }
+    }
+    let (mut takeover, lock) = match acquire(&options, &mut signals).await? {
+        Acquired::Node(takeover, lock) => (takeover, lock),
+        Acquired::Stopped(signal) => return stopped_before_serving(signal),
+    };
+    let Opened { mut doors, metrics, views, standing } =
+        open(&options, &config, router_id, takeover.as_mut())?;
+    let mut speaker = Speaker {
+        local: Local { asn: config.asn, router_id },
+        previous: restart::read(&options.state_dir),
+        listener: ListenerFd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(doors.listener.as_ref().expect("listener")),
+            v6: config.listen.is_ipv6(),
+        },
+        options,
+        config,
+        peers: HashMap::new(),
+        metrics,
+        views,
+        passwords,
+        standing,
+        lock: Some(lock),
+        deferred_passwords: Default::default(),
+        failed_successors: handoff::Failed::default(),
+    };
+    let took_over = takeover.is_some();
+    speaker.start_peers(takeover).await;
+    // Status is served once it is whole: a successor's last_handoff, pause
+    // included, is there from the first answer (the operator reads it once).
+    let render = doors.render.take().expect("render");
+    let admin_listener = doors.admin.take().expect("admin listener");
+    let admin_task = tokio::spawn(admin::serve_tcp(admin_listener, render.clone()));
+    let (control, stop_tx) = (doors.control.take(), doors.stop_tx.take());
+    tokio::spawn(admin::serve_unix(control.expect("control"), render, stop_tx.expect("stop")));
+    // Later peers (added by a reload) are new to their routers: no R-bit.
+    speaker.previous = None;
+    write_order(&speaker.options);
+    speaker.heartbeat(Ended::Running);
+    speaker.publish_views();
+    info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
+
+    let exit = speaker.serve(&mut signals, &mut doors, took_over).await;
+    speaker.end(exit, signals, admin_task, doors).await
+}
+
+enum Acquired {
+    /// The node is this agent's: with what it took over, if anything.
+    Node(Option<TakenOver>, handoff::ActiveLock),
+    /// Told to stop while another agent still held the node.
+    Stopped(&'static str),
+}
+
+/// A running agent in this state dir hands over; otherwise start cold
+/// (after the one told to restart lets go of the state dir).
+async fn acquire(options: &RunOptions, signals: &mut Signals) -> Result<Acquired, RunError> {
+    let dir = options.state_dir.clone();
+    let incarnation = options.incarnation();
+    let found = if options.takeover == Takeover::Handoff {
+        blocking(move || handoff::take_over(&dir, incarnation)).await
+    } else {
+        Ok(None)
+    };
+    match found {
+        Ok(Some((t, lock))) => Ok(Acquired::Node(Some(t), lock)),
+        Ok(None) => {
+            let dir = options.state_dir.clone();
+            // Told to stop while another agent still holds the node: this
+            // one holds nothing, so it just goes.
+            let lock = tokio::select! {
+                lock = blocking(move || handoff::lock_waiting(&dir, None)) => lock,
+                _ = signals.terminate.recv() => return Ok(Acquired::Stopped("SIGTERM")),
+                _ = signals.interrupt.recv() => return Ok(Acquired::Stopped("SIGINT")),
+            };
+            Ok(Acquired::Node(None, lock.map_err(RunError::Handoff)?))
+        }
+        Err(e) => Err(RunError::Handoff(e)),
+    }
+}
+
+/// The listeners (the predecessor's, or bound anew), the control socket,
+/// the handoff door, and the status renderer over fresh metrics.
+fn open(
+    options: &RunOptions,
+    config: &Config,
+    router_id: Ipv4Addr,
+    takeover: Option<&mut TakenOver>,
+) -> Result<Opened, RunError> {
+    let (listener, admin) = match takeover.and_then(|t| t.listeners.take()) {
+        Some((bgp, admin)) => (adopt_listener(bgp, "BGP")?, adopt_listener(admin, "admin")?),
+        None => (bind_tcp(config.listen, "BGP")?, bind_tcp(config.admin, "the admin endpoint")?),
+    };
+    let state_err = |source| RunError::StateDir { path: options.state_dir.clone(), source };
+    let control_path = options.state_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&control_path);
+    let control = UnixListener::bind(&control_path).map_err(|source| RunError::Bind {
+        what: "the control socket",
+        addr: control_path.display().to_string(),
+        source,
+    })?;
+    let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
+    handoff::ensure_token(&options.state_dir).map_err(state_err)?;
+    let (knock_tx, knocks) = mpsc::channel(1);
+    handoff::serve(&options.state_dir, knock_tx).map_err(state_err)?;
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
+    let (views, views_rx) = watch::channel(Vec::new());
+    let render = renderer(
+        config,
+        router_id,
+        options.pod.clone(),
+        Arc::new(registry),
+        views_rx,
+        standing.clone(),
+    );
+    let (stop_tx, stops) = mpsc::channel(4);
+    let admin_fd =
+        rustix::io::dup(std::os::fd::AsFd::as_fd(&admin)).map_err(|e| RunError::Bind {
+            what: "the admin endpoint",
+            addr: config.admin.to_string(),
+            source: e.into(),
+        })?;
+    Ok(Opened {
+        doors: Doors {
+            listener: Some(listener),
+            admin: Some(admin),
+            admin_fd: Some(admin_fd),
+            control: Some(control),
+            knocks,
+            stops,
+            stop_tx: Some(stop_tx),
+            render: Some(render),
+        },
+        metrics,
+        views,
+        standing,
+    })
+}
+
+impl Speaker {
+    /// Every task is built, its adopted socket registered, before any runs:
+    /// the last adopted session waits for no other session's first moves.
+    async fn start_peers(&mut self, mut takeover: Option<TakenOver>) {
+        let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
+            .as_mut()
+            .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
+            .unwrap_or_default();
+        let starting = std::time::Instant::now();
+        let mut resumed = Vec::new();
+        let mut prepared = Vec::new();
+        for p in self.config.peers.clone() {
+            let a = adopted.remove(&p.address).map(|a| {
+                let (tx, rx) = oneshot::channel();
+                resumed.push(rx);
+                (a, tx)
+            });
+            prepared.push(self.prepare_peer(p, a));
+        }
+        let built = starting.elapsed();
+        for p in prepared {
+            self.spawn_peer(p);
+        }
+        info!(?built, elapsed = ?starting.elapsed(), "peer tasks started");
+        for (address, a) in adopted {
+            handoff::let_go(a, "nonstop: peer removed");
+            info!(peer = %address, "adopted a session with a peer no longer configured: closed");
+        }
+        if let Some(t) = takeover {
+            self.took_over(t, resumed).await;
+        }
+    }
+
+    /// Serves until told to stop or until a successor took everything.
+    async fn serve(&mut self, signals: &mut Signals, doors: &mut Doors, took_over: bool) -> Exit {
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut secrets = tokio::time::interval(super::secrets::LOOK_EVERY);
+        // A stop asked for while this agent was still starting: after a
+        // handoff its pod is being deleted mid-upgrade (the operator rolling
+        // it back as it took over), so it stops without a withdrawal — the
+        // routers keep the routes and the retired agent takes the node back
+        // (it watches for that). Started cold, it is a decommission like
+        // any other.
+        let early = tokio::select! {
+            biased;
+            _ = signals.terminate.recv() => true,
+            _ = signals.interrupt.recv() => true,
+            () = std::future::ready(()) => false,
+        };
+        if early {
+            let mode = if took_over { StopMode::Restart } else { StopMode::Decommission };
+            info!(?mode, "told to stop while starting");
+            return Exit::Stop(mode);
+        }
+        let listener = doors.listener.as_ref().expect("listener");
+        let admin_fd = doors.admin_fd.as_ref().expect("admin fd");
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => self.dispatch(stream, remote).await,
+                    Err(e) => warn!("accept: {e}"),
+                },
+                _ = heartbeat.tick() => self.heartbeat(Ended::Running),
+                _ = secrets.tick() => self.follow_passwords().await,
+                _ = signals.hangup.recv() => self.reload().await,
+                _ = signals.terminate.recv() => return Exit::Stop(StopMode::Decommission),
+                _ = signals.interrupt.recv() => return Exit::Stop(StopMode::Decommission),
+                Some(mode) = doors.stops.recv() => return Exit::Stop(mode),
+                Some(knock) = doors.knocks.recv() => {
+                    if self.hand_over(knock, listener, admin_fd).await {
+                        return Exit::Retired;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The way out that `exit` calls for.
+    async fn end(
+        mut self,
+        exit: Exit,
+        signals: Signals,
+        mut admin_task: JoinHandle<()>,
+        mut doors: Doors,
+    ) -> Result<(), RunError> {
+        drop(doors.listener.take());
+        match exit {
+            Exit::Retired => {
+                // Nothing left to serve but our own status on the moved
+                // control socket; SIGTERM ends it at once.
+                admin_task.abort();
+                let _ = (&mut admin_task).await;
+                drop(doors.admin_fd.take());
+                return self.retired(signals, doors).await;
+            }
+            Exit::Stop(StopMode::Restart) => {
+                drop(doors.knocks);
+                info!("stopping for a restart: sessions close without a withdrawal");
+                self.vanish_all().await;
+                self.heartbeat(Ended::Restart);
+            }
+            Exit::Stop(StopMode::Decommission) => {
+                drop(doors.knocks);
+                let drain = self.config.shutdown.drain_seconds;
+                info!(drain_seconds = drain, "decommissioning: draining, then withdrawing");
+                self.decommission_all().await;
+                self.heartbeat(Ended::Decommissioned);
+            }
+        }
+        let _ = std::fs::remove_file(self.options.state_dir.join(CONTROL_SOCKET));
+        // The admin port closes before the state dir's lock goes: the next
+        // agent binds the port the moment it holds the lock. (A dropped
+        // JoinHandle would leave the listener open until the runtime ends.)
+        admin_task.abort();
+        let _ = admin_task.await;
+        drop(self.lock.take());
+        Ok(())
+    }
+
+    /// Retired: waits to be told to go, answering late knocks, and gives
+    /// up when no agent has been active on the node for the orphan bound.
+    async fn retired(self, mut signals: Signals, mut doors: Doors) -> Result<(), RunError> {
+        let successor = self.standing.lock().expect("standing").successor.clone();
+        let bound = orphan_bound(&self.config);
+        let mut orphaned: Option<std::time::Instant> = None;
+        let mut look = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = signals.terminate.recv() => break,
+                _ = signals.interrupt.recv() => break,
+                Some(_) = doors.stops.recv() => break,
+                _ = look.tick() => {
+                    if let Some(since) = self.orphaned_since(&mut orphaned, bound)
+                        && since.elapsed() >= bound
+                    {
+                        let _ = std::fs::remove_file(self.retired_control());
+                        return Err(RunError::Orphaned(since.elapsed()));
+                    }
+                }
+                Some((channel, _)) = doors.knocks.recv() => {
+                    let who = successor.as_ref().map_or(0, |s| s.pid);
+                    let _ = channel.send(&crate::handoff::protocol::Message::Abort(
+                        format!("this agent retired; agent {who} is active")), &[]);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.retired_control());
+        info!("retired agent exiting");
+        Ok(())
+    }
+
+    /// Since when no agent has been active on the node (None: one is).
+    /// The successor holds the state dir's lock while it lives; free, it
+    /// died before it could serve.
+    fn orphaned_since(
+        &self,
+        orphaned: &mut Option<std::time::Instant>,
+        bound: Duration,
+    ) -> Option<std::time::Instant> {
+        match handoff::try_lock(&self.options.state_dir) {
+            Ok(Some(lock)) => {
+                drop(lock);
+                Some(*orphaned.get_or_insert_with(|| {
+                    warn!(
+                        bound_s = bound.as_secs(),
+                        "retired, and no agent is active on this node: \
+                         waiting that long for the successor to come back"
+                    );
+                    std::time::Instant::now()
+                }))
+            }
+            Ok(None) => {
+                if orphaned.take().is_some() {
+                    info!("an agent is active on this node again");
+                }
+                None
+            }
+            Err(e) => {
+                debug!("looking at the state dir's lock: {e}");
+                None
+            }
+        }
+    }
+}
