@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -23,6 +23,9 @@ use crate::api::BgpGateway;
 
 /// How long a node's agent has to answer; a slow one counts as silent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Agents asked at the same time.
+const AGENTS_AT_ONCE: usize = 64;
 
 /// The watch caches the reconciler reads instead of listing.
 #[derive(Debug, Clone)]
@@ -94,11 +97,17 @@ pub async fn observe(
         }
     }
     let Cached { nodes, addresses, pods } = cached;
-    // Ask every node that has a pod of this gateway, all at once.
+    // Ask every node that has a pod of this gateway, a bounded number at a
+    // time (a thousand nodes must not take a thousand sockets at once).
     let asked: Vec<(String, IpAddr)> =
         addresses.into_iter().filter(|(node, _)| pods.iter().any(|p| &p.node == node)).collect();
     let port = gw.spec.admin_port;
-    let answers = join_all(asked.iter().map(|(_, ip)| agent_status(*ip, port))).await;
+    let ips: Vec<IpAddr> = asked.iter().map(|(_, ip)| *ip).collect();
+    let answers: Vec<_> = stream::iter(ips)
+        .map(move |ip| agent_status(ip, port))
+        .buffered(AGENTS_AT_ONCE)
+        .collect()
+        .await;
     let agents = asked
         .into_iter()
         .zip(answers)
