@@ -32,11 +32,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Config;
 use kube::api::Api;
 use kube::client::ClientBuilder;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Client, Config};
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
 
@@ -104,13 +104,41 @@ pub async fn run(options: Options) -> Result<(), String> {
         agent_image: options.agent_image.clone(),
         leadership: elector.leadership(),
         policy: options.policy.clone(),
-        caches: observe::Caches { nodes: nodes.clone(), pods: pods.clone() },
+        caches: observe::Caches { nodes, pods },
         expectations: cache::Expectations::default(),
         versions: cache::Versions::default(),
     });
-    let gateways = Api::<BgpGateway>::all(client.clone());
-    let controller = Controller::new(gateways, watcher::Config::default());
-    let gateway_store = controller.store();
+    let running = controller(&client, context, node_writer, pod_writer);
+
+    tokio::select! {
+        _ = running => Err("the controller stopped".into()),
+        why = elector.keep() => Err(format!("no longer the leader: {why}")),
+        _ = terminate.recv() => {
+            info!("SIGTERM: giving the lead up");
+            elector.release().await;
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            elector.release().await;
+            Ok(())
+        }
+    }
+}
+
+/// The controller over every BgpGateway, fed by one watch of the gateway
+/// pods (their owner reconciles) and one of the nodes (the gateways a
+/// relevant change concerns); both watches fill the caches the reconciler
+/// reads.
+fn controller(
+    client: &Client,
+    context: Arc<Context>,
+    node_writer: reflector::store::Writer<Node>,
+    pod_writer: reflector::store::Writer<Pod>,
+) -> impl std::future::Future<Output = ()> {
+    let controller =
+        Controller::new(Api::<BgpGateway>::all(client.clone()), watcher::Config::default());
+    let gateways = controller.store();
+    let pods = context.caches.pods.clone();
     let pod_events = reflector(
         pod_writer,
         watcher(
@@ -139,10 +167,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         };
         std::future::ready(changed)
     });
-    let running = controller
+    controller
         .owns_stream(pod_events)
         .watches_stream(node_events, move |node: Node| {
-            cache::concerned(&node, &gateway_store.state(), &pods.state())
+            cache::concerned(&node, &gateways.state(), &pods.state())
         })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -152,19 +180,5 @@ pub async fn run(options: Options) -> Result<(), String> {
                     other => error!("controller: {other}"),
                 }
             }
-        });
-
-    tokio::select! {
-        _ = running => Err("the controller stopped".into()),
-        why = elector.keep() => Err(format!("no longer the leader: {why}")),
-        _ = terminate.recv() => {
-            info!("SIGTERM: giving the lead up");
-            elector.release().await;
-            Ok(())
-        }
-        _ = tokio::signal::ctrl_c() => {
-            elector.release().await;
-            Ok(())
-        }
-    }
+        })
 }

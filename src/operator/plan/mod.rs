@@ -283,11 +283,10 @@ pub struct Input<'a> {
 }
 
 pub fn plan(input: &Input) -> Plan {
-    let Input { gateway: gw, revision, observed, now } = *input;
+    let Input { gateway: gw, revision, observed, .. } = *input;
     if gw.metadata.deletion_timestamp.is_some() {
         return deletion(input);
     }
-    let spec = &gw.spec;
     let before = gw.status.clone().unwrap_or_default();
     let mut draft = Draft::default();
     if !observed.has_finalizer {
@@ -303,166 +302,180 @@ pub fn plan(input: &Input) -> Plan {
         fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| n.name.as_str()).collect();
     decommission_unfit(input, &fits, &mut draft);
 
-    let want = spec.peers.len() as u32;
+    let want = gw.spec.peers.len() as u32;
     let slots: Vec<Slot> = fits
         .iter()
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| Slot::of(n, observed, want, *f == Fit::Cordoned))
         .collect();
     let mut memory = Memory::of(&before, revision, &slots);
-    let timeout = Duration::from_secs(u64::from(spec.upgrade.handoff_timeout_seconds));
-    let age = |pod: &PodView| {
-        Duration::from_millis(now.duration_since(pod.created).as_millis().max(0) as u64)
-    };
-
     let mut outdated = Vec::new();
     for slot in &slots {
-        let node = slot.node;
-        // Pods whose agent exited for good: clean up once another pod
-        // serves; a node left with none gets a new one below.
-        for pod in &slot.ended {
-            if slot.active.is_some_and(|a| a != pod.name) || slot.live.is_empty() {
-                draft.steps.push(delete(
-                    pod,
-                    Reason::Cleanup,
-                    format!("node {node}: pod {} ended ({:?})", pod.name, pod.phase),
-                ));
-            }
-        }
-        match checks::stage(slot, revision, spec.upgrade.strategy) {
-            Stage::Vacating => draft.hold_in_flight(),
-            Stage::Drained | Stage::Held(_) => {}
-            Stage::Empty if !observed.missing_secrets.is_empty() => {}
-            Stage::Empty => {
-                draft.hold_in_flight();
-                draft.steps.push(Step {
-                    action: Action::CreatePod { node: node.into(), revision: revision.into() },
-                    reason: Reason::Create,
-                    message: format!(
-                        "node {node} has no agent: starting one at revision {revision}"
-                    ),
-                });
-            }
-            Stage::Outdated => outdated.push(slot),
-            Stage::Stranded => draft.busy = true,
-            Stage::Verifying(new) => {
-                if !slot.healthy_at(revision) {
-                    // Not verified yet: no other node starts meanwhile.
-                    draft.hold_in_flight();
-                    if memory.upgrading(node, new) && age(new) > timeout {
-                        memory.degrade(
-                            Reason::NotHealthy,
-                            format!(
-                                "node {node}: the agent of {} is not healthy {} s after it started: {}",
-                                new.name,
-                                timeout.as_secs(),
-                                health(slot)
-                            ),
-                        );
-                    }
-                }
-            }
-            Stage::Beside { new, old } => {
-                draft.hold_in_flight();
-                match checks::handoff(slot, new, &old, age(new), timeout) {
-                    Handoff::TookOver { pause_ms } => {
-                        // The old agents retired (or, for GracefulRestart,
-                        // stopped) and hold nothing.
-                        for o in &old {
-                            draft.steps.push(delete(
-                                o,
-                                Reason::Retire,
-                                format!(
-                                    "node {node}: {} took over{}; {} retired",
-                                    new.name,
-                                    pause_ms
-                                        .map(|p| format!(" (pause {p:.1} ms)"))
-                                        .unwrap_or_default(),
-                                    o.name
-                                ),
-                            ));
-                        }
-                        if !memory.upgrading(node, new) {
-                            let pause_ms = pause_ms.map(|p| p.round() as u64);
-                            memory.record(
-                                node,
-                                spec,
-                                UpgradeResult::Succeeded,
-                                pause_ms,
-                                None,
-                                now,
-                            );
-                        }
-                    }
-                    Handoff::Failed(why) => {
-                        draft.steps.push(delete(
-                            new,
-                            Reason::RollBack,
-                            format!(
-                                "node {node}: {} failed: {why}; the old agent keeps serving",
-                                new.name
-                            ),
-                        ));
-                        let reason = Some(why.to_string());
-                        memory.record(node, spec, UpgradeResult::RolledBack, None, reason, now);
-                        let message = format!("node {node}: {} failed: {why}", new.name);
-                        if memory.degrade(Reason::UpgradeFailed, message) {
-                            draft.notes.push(Note {
-                                warning: true,
-                                reason: Reason::UpgradeFailed,
-                                message: format!(
-                                    "node {node}: {} failed: {why}; rollout stopped (change the spec to resume)",
-                                    new.name
-                                ),
-                                related: Some(Related::pod(new.name.clone())),
-                            });
-                        }
-                    }
-                    Handoff::Waiting => {}
-                }
-            }
+        if advance(input, slot, &mut memory, &mut draft) {
+            outdated.push(slot);
         }
         failed_after_takeover(input, slot, &mut memory, &mut draft);
     }
-
-    // Start upgrading more nodes, if the rollout may.
-    let mut requeue = if draft.busy || draft.in_flight > 0 { BUSY } else { IDLE };
-    if !outdated.is_empty() {
-        let last_done = memory
-            .records
-            .values()
-            .filter(|r| r.result == UpgradeResult::Succeeded)
-            .map(|r| r.time.0)
-            .max();
-        let gate = checks::gate(&GateInput {
-            degraded: memory.degraded.is_some(),
-            paused: spec.upgrade.paused,
-            missing_secrets: !observed.missing_secrets.is_empty(),
-            last_done,
-            pause: Duration::from_secs(u64::from(spec.upgrade.pause_seconds)),
-            in_flight: draft.in_flight,
-            now,
-        });
-        match gate {
-            Gate::Stopped(_) => {}
-            Gate::Pausing(left) => requeue = requeue.min(left.max(Duration::from_millis(100))),
-            Gate::Open => {
-                for slot in outdated {
-                    if draft.in_flight >= spec.upgrade.max_nodes_in_flight {
-                        break;
-                    }
-                    draft.in_flight += 1;
-                    requeue = BUSY;
-                    start_upgrade(input, slot, &mut draft);
-                }
-            }
-        }
-    }
+    let requeue = start_more(input, outdated, &memory, &mut draft);
 
     let Draft { steps, mut notes, .. } = draft;
     let degraded = memory.degraded.clone();
     let status = status(input, &slots, &excluded, &memory.records, degraded, &before, &mut notes);
     Plan { steps, notes, status, requeue }
+}
+
+fn age(now: Timestamp, pod: &PodView) -> Duration {
+    Duration::from_millis(now.duration_since(pod.created).as_millis().max(0) as u64)
+}
+
+/// Moves one node's slot along its stage; true when it is outdated and
+/// waits for the rollout to start it.
+fn advance(input: &Input, slot: &Slot, memory: &mut Memory, draft: &mut Draft) -> bool {
+    let Input { gateway: gw, revision, observed, now } = *input;
+    let spec = &gw.spec;
+    let node = slot.node;
+    let timeout = Duration::from_secs(u64::from(spec.upgrade.handoff_timeout_seconds));
+    // Pods whose agent exited for good: clean up once another pod serves;
+    // a node left with none gets a new one below.
+    for pod in &slot.ended {
+        if slot.active.is_some_and(|a| a != pod.name) || slot.live.is_empty() {
+            draft.steps.push(delete(
+                pod,
+                Reason::Cleanup,
+                format!("node {node}: pod {} ended ({:?})", pod.name, pod.phase),
+            ));
+        }
+    }
+    match checks::stage(slot, revision, spec.upgrade.strategy) {
+        Stage::Vacating => draft.hold_in_flight(),
+        Stage::Drained | Stage::Held(_) => {}
+        Stage::Empty if !observed.missing_secrets.is_empty() => {}
+        Stage::Empty => {
+            draft.hold_in_flight();
+            draft.steps.push(Step {
+                action: Action::CreatePod { node: node.into(), revision: revision.into() },
+                reason: Reason::Create,
+                message: format!("node {node} has no agent: starting one at revision {revision}"),
+            });
+        }
+        Stage::Outdated => return true,
+        Stage::Stranded => draft.busy = true,
+        Stage::Verifying(new) => {
+            if !slot.healthy_at(revision) {
+                // Not verified yet: no other node starts meanwhile.
+                draft.hold_in_flight();
+                if memory.upgrading(node, new) && age(now, new) > timeout {
+                    memory.degrade(
+                        Reason::NotHealthy,
+                        format!(
+                            "node {node}: the agent of {} is not healthy {} s after it started: {}",
+                            new.name,
+                            timeout.as_secs(),
+                            health(slot)
+                        ),
+                    );
+                }
+            }
+        }
+        Stage::Beside { new, old } => {
+            draft.hold_in_flight();
+            let handoff = checks::handoff(slot, new, &old, age(now, new), timeout);
+            beside(input, slot, new, &old, handoff, memory, draft);
+        }
+    }
+    false
+}
+
+/// A new pod beside the old ones: retire them once it took over, roll it
+/// back when it failed.
+fn beside(
+    input: &Input,
+    slot: &Slot,
+    new: &PodView,
+    old: &[&PodView],
+    handoff: Handoff,
+    memory: &mut Memory,
+    draft: &mut Draft,
+) {
+    let (spec, now, node) = (&input.gateway.spec, input.now, slot.node);
+    match handoff {
+        Handoff::TookOver { pause_ms } => {
+            // The old agents retired (or, for GracefulRestart, stopped)
+            // and hold nothing.
+            let pause = pause_ms.map(|p| format!(" (pause {p:.1} ms)")).unwrap_or_default();
+            for o in old {
+                let message =
+                    format!("node {node}: {} took over{pause}; {} retired", new.name, o.name);
+                draft.steps.push(delete(o, Reason::Retire, message));
+            }
+            if !memory.upgrading(node, new) {
+                let pause_ms = pause_ms.map(|p| p.round() as u64);
+                memory.record(node, spec, UpgradeResult::Succeeded, pause_ms, None, now);
+            }
+        }
+        Handoff::Failed(why) => {
+            draft.steps.push(delete(
+                new,
+                Reason::RollBack,
+                format!("node {node}: {} failed: {why}; the old agent keeps serving", new.name),
+            ));
+            let reason = Some(why.to_string());
+            memory.record(node, spec, UpgradeResult::RolledBack, None, reason, now);
+            let message = format!("node {node}: {} failed: {why}", new.name);
+            if memory.degrade(Reason::UpgradeFailed, message) {
+                draft.notes.push(Note {
+                    warning: true,
+                    reason: Reason::UpgradeFailed,
+                    message: format!(
+                        "node {node}: {} failed: {why}; rollout stopped (change the spec to resume)",
+                        new.name
+                    ),
+                    related: Some(Related::pod(new.name.clone())),
+                });
+            }
+        }
+        Handoff::Waiting => {}
+    }
+}
+
+/// Starts upgrading more outdated nodes, as far as the rollout's gate and
+/// `maxNodesInFlight` allow; returns when to look again.
+fn start_more(input: &Input, outdated: Vec<&Slot>, memory: &Memory, draft: &mut Draft) -> Duration {
+    let (spec, now) = (&input.gateway.spec, input.now);
+    let mut requeue = if draft.busy || draft.in_flight > 0 { BUSY } else { IDLE };
+    if outdated.is_empty() {
+        return requeue;
+    }
+    let last_done = memory
+        .records
+        .values()
+        .filter(|r| r.result == UpgradeResult::Succeeded)
+        .map(|r| r.time.0)
+        .max();
+    let gate = checks::gate(&GateInput {
+        degraded: memory.degraded.is_some(),
+        paused: spec.upgrade.paused,
+        missing_secrets: !input.observed.missing_secrets.is_empty(),
+        last_done,
+        pause: Duration::from_secs(u64::from(spec.upgrade.pause_seconds)),
+        in_flight: draft.in_flight,
+        now,
+    });
+    match gate {
+        Gate::Stopped(_) => {}
+        Gate::Pausing(left) => requeue = requeue.min(left.max(Duration::from_millis(100))),
+        Gate::Open => {
+            for slot in outdated {
+                if draft.in_flight >= spec.upgrade.max_nodes_in_flight {
+                    break;
+                }
+                draft.in_flight += 1;
+                requeue = BUSY;
+                start_upgrade(input, slot, draft);
+            }
+        }
+    }
+    requeue
 }
 
 /// What a plan has so far.

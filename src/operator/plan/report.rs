@@ -36,7 +36,7 @@ pub(super) fn status(
     before: &BgpGatewayStatus,
     notes: &mut Vec<Note>,
 ) -> BgpGatewayStatus {
-    let Input { gateway: gw, revision, observed, now } = *input;
+    let Input { gateway: gw, revision, now, .. } = *input;
     // Drained nodes are out of service: the gateway waits for none of them.
     let slots: Vec<&Slot> = all_slots.iter().filter(|s| !s.drained()).collect();
     let total = slots.len();
@@ -50,45 +50,9 @@ pub(super) fn status(
                 && s.desired(revision).is_some_and(|p| s.active == Some(p.name.as_str()))
         })
         .count();
-    let (mut established, mut configured) = (0, 0);
-    let mut nodes: Vec<NodeStatus> = all_slots
-        .iter()
-        .map(|s| {
-            let agent = s.agent;
-            established += agent.map_or(0, |a| a.established);
-            configured += gw.spec.peers.len() as u32;
-            let pod = s.active.and_then(|a| s.live.iter().find(|p| p.name == a));
-            NodeStatus {
-                node: s.node.into(),
-                pod: s.active.map(String::from),
-                revision: pod.map(|p| p.revision.clone()),
-                active_agent: agent.map(|a| a.version.clone()),
-                sessions: SessionCounts {
-                    established: agent.map_or(0, |a| a.established),
-                    configured: gw.spec.peers.len() as u32,
-                },
-                routes_advertised: agent.map_or(0, |a| a.advertised),
-                last_upgrade: records.get(s.node).cloned(),
-                maintenance: s.maintenance(),
-            }
-        })
-        .collect();
-    nodes.extend(excluded.iter().map(|node| NodeStatus {
-        node: (*node).into(),
-        sessions: SessionCounts { established: 0, configured: gw.spec.peers.len() as u32 },
-        last_upgrade: records.get(*node).cloned(),
-        maintenance: Some(Maintenance::Excluded),
-        ..Default::default()
-    }));
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let out_of_service: Vec<String> = nodes
-        .iter()
-        .filter_map(|n| match n.maintenance? {
-            Maintenance::Drained => Some(format!("{} drained (cordoned, no agent)", n.node)),
-            Maintenance::Excluded => Some(format!("{} excluded ({EXCLUDE_LABEL})", n.node)),
-            Maintenance::Cordoned => None,
-        })
-        .collect();
+    let nodes = node_statuses(input, all_slots, excluded, records);
+    let established: u32 = nodes.iter().map(|n| n.sessions.established).sum();
+    let configured: u32 = (all_slots.len() as u32) * gw.spec.peers.len() as u32;
     let complete = total > 0 && at_revision == total;
     let rollout = if complete {
         "Complete".to_string()
@@ -99,8 +63,120 @@ pub(super) fn status(
     } else {
         format!("Progressing {at_revision}/{total}")
     };
+    let (ready, ready_reason, ready_message) = readiness(input, &slots, &nodes, healthy);
+    let mut conditions =
+        Conditions { before, generation: gw.metadata.generation, now, all: Vec::new() };
+    if conditions.set(ConditionType::Ready, ready, ready_reason, ready_message.clone())
+        && !ready
+        && total == 0
+    {
+        notes.push(Note::warning(ready_reason, ready_message.clone()));
+    }
+    let secrets_were =
+        before.conditions.iter().any(|c| c.reason == Reason::SecretNotFound.as_str());
+    if !input.observed.missing_secrets.is_empty() && !secrets_were {
+        notes.push(Note::warning(Reason::SecretNotFound, ready_message));
+    }
+    let rolling = if complete { Reason::RolloutComplete } else { Reason::Rolling };
+    let progress = progress(revision, &slots, at_revision, total);
+    conditions.set(ConditionType::Progressing, !complete, rolling, progress);
+    let (deg_on, deg_reason, deg_message) = match &degraded {
+        Some((r, m)) => (true, *r, m.clone()),
+        None => (false, Reason::AsExpected, "no rollout has failed at this revision".to_string()),
+    };
+    conditions.set(ConditionType::Degraded, deg_on, deg_reason, deg_message);
+    if complete
+        && before.current_revision.as_deref() != Some(revision)
+        && before.update_revision.is_some()
+    {
+        notes.push(Note {
+            warning: false,
+            reason: Reason::RolloutComplete,
+            message: format!("every node runs revision {revision}"),
+            related: Some(Related {
+                kind: "ConfigMap",
+                name: crate::operator::render::config_map_name(
+                    &kube::ResourceExt::name_any(gw),
+                    revision,
+                ),
+            }),
+        });
+    }
 
-    let (ready, ready_reason, mut ready_message) = if total == 0 && !out_of_service.is_empty() {
+    BgpGatewayStatus {
+        observed_generation: gw.metadata.generation,
+        conditions: conditions.all,
+        current_revision: if complete {
+            Some(revision.to_string())
+        } else {
+            before.current_revision.clone()
+        },
+        update_revision: Some(revision.to_string()),
+        image: Some(gw.spec.image.clone()).filter(|i| !i.is_empty()),
+        ready: Some(format!("{healthy}/{total}")),
+        sessions: Some(format!("{established}/{configured}")),
+        rollout: Some(rollout),
+        nodes,
+    }
+}
+
+/// One entry per node slot and per excluded node, by name.
+fn node_statuses(
+    input: &Input,
+    all_slots: &[Slot],
+    excluded: &[&str],
+    records: &BTreeMap<String, UpgradeRecord>,
+) -> Vec<NodeStatus> {
+    let configured = input.gateway.spec.peers.len() as u32;
+    let mut nodes: Vec<NodeStatus> = all_slots
+        .iter()
+        .map(|s| {
+            let agent = s.agent;
+            let pod = s.active.and_then(|a| s.live.iter().find(|p| p.name == a));
+            NodeStatus {
+                node: s.node.into(),
+                pod: s.active.map(String::from),
+                revision: pod.map(|p| p.revision.clone()),
+                active_agent: agent.map(|a| a.version.clone()),
+                sessions: SessionCounts {
+                    established: agent.map_or(0, |a| a.established),
+                    configured,
+                },
+                routes_advertised: agent.map_or(0, |a| a.advertised),
+                last_upgrade: records.get(s.node).cloned(),
+                maintenance: s.maintenance(),
+            }
+        })
+        .collect();
+    nodes.extend(excluded.iter().map(|node| NodeStatus {
+        node: (*node).into(),
+        sessions: SessionCounts { established: 0, configured },
+        last_upgrade: records.get(*node).cloned(),
+        maintenance: Some(Maintenance::Excluded),
+        ..Default::default()
+    }));
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes
+}
+
+/// The Ready condition: whether, why, and what to do about it.
+fn readiness(
+    input: &Input,
+    slots: &[&Slot],
+    nodes: &[NodeStatus],
+    healthy: usize,
+) -> (bool, Reason, String) {
+    let Input { gateway: gw, observed, .. } = *input;
+    let total = slots.len();
+    let out_of_service: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| match n.maintenance? {
+            Maintenance::Drained => Some(format!("{} drained (cordoned, no agent)", n.node)),
+            Maintenance::Excluded => Some(format!("{} excluded ({EXCLUDE_LABEL})", n.node)),
+            Maintenance::Cordoned => None,
+        })
+        .collect();
+    let (ready, reason, mut message) = if total == 0 && !out_of_service.is_empty() {
         (
             false,
             Reason::AllNodesInMaintenance,
@@ -147,106 +223,61 @@ pub(super) fn status(
         )
     };
     if total > 0 && !out_of_service.is_empty() {
-        ready_message += &format!("; out of service: {}", out_of_service.join(", "));
+        message += &format!("; out of service: {}", out_of_service.join(", "));
     }
-    let generation = gw.metadata.generation;
-    let mut conditions = Vec::new();
-    let mut set = |kind: ConditionType, on: bool, reason: Reason, message: String| {
-        let old = before.conditions.iter().find(|c| c.type_ == kind.as_str());
+    (ready, reason, message)
+}
+
+/// The Progressing message: how far, and which nodes' kubelets it waits for.
+fn progress(revision: &str, slots: &[&Slot], at_revision: usize, total: usize) -> String {
+    let away: Vec<&str> = slots
+        .iter()
+        .filter(|s| {
+            !s.node_ready && s.desired(revision).is_none_or(|p| s.active != Some(p.name.as_str()))
+        })
+        .map(|s| s.node)
+        .collect();
+    let mut message = format!("{at_revision}/{total} nodes at revision {revision}");
+    if !away.is_empty() {
+        message += &format!(
+            "; waiting for {}: not Ready (its kubelet does not report), its upgrade resumes when it is",
+            away.join(", ")
+        );
+    }
+    message
+}
+
+/// The conditions being written, each keeping its transition time while
+/// its status stays.
+struct Conditions<'a> {
+    before: &'a BgpGatewayStatus,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+    all: Vec<Condition>,
+}
+
+impl Conditions<'_> {
+    /// Sets one; true when its status changed.
+    fn set(&mut self, kind: ConditionType, on: bool, reason: Reason, message: String) -> bool {
+        let old = self.before.conditions.iter().find(|c| c.type_ == kind.as_str());
         let status = if on { "True" } else { "False" };
         let since = old
             .filter(|c| c.status == status)
-            .map_or(Time(now), |c| c.last_transition_time.clone());
-        conditions.push(Condition {
+            .map_or(Time(self.now), |c| c.last_transition_time.clone());
+        self.all.push(Condition {
             type_: kind.as_str().into(),
             status: status.into(),
             reason: reason.as_str().into(),
             message,
-            observed_generation: generation,
+            observed_generation: self.generation,
             last_transition_time: since,
         });
         old.is_none_or(|c| c.status != status)
-    };
-    if set(ConditionType::Ready, ready, ready_reason, ready_message.clone()) && !ready && total == 0
-    {
-        notes.push(Note {
-            warning: true,
-            reason: ready_reason,
-            message: ready_message.clone(),
-            related: None,
-        });
     }
-    if !observed.missing_secrets.is_empty() {
-        let was = before.conditions.iter().any(|c| c.reason == Reason::SecretNotFound.as_str());
-        if !was {
-            notes.push(Note {
-                warning: true,
-                reason: Reason::SecretNotFound,
-                message: ready_message,
-                related: None,
-            });
-        }
-    }
-    let progressing = !complete;
-    set(
-        ConditionType::Progressing,
-        progressing,
-        if complete { Reason::RolloutComplete } else { Reason::Rolling },
-        {
-            let away: Vec<&str> = slots
-                .iter()
-                .filter(|s| {
-                    !s.node_ready
-                        && s.desired(revision).is_none_or(|p| s.active != Some(p.name.as_str()))
-                })
-                .map(|s| s.node)
-                .collect();
-            let mut message = format!("{at_revision}/{total} nodes at revision {revision}");
-            if !away.is_empty() {
-                message += &format!(
-                    "; waiting for {}: not Ready (its kubelet does not report), its upgrade resumes when it is",
-                    away.join(", ")
-                );
-            }
-            message
-        },
-    );
-    let (deg_on, deg_reason, deg_message) = match &degraded {
-        Some((r, m)) => (true, *r, m.clone()),
-        None => (false, Reason::AsExpected, "no rollout has failed at this revision".to_string()),
-    };
-    set(ConditionType::Degraded, deg_on, deg_reason, deg_message);
-    if complete
-        && before.current_revision.as_deref() != Some(revision)
-        && before.update_revision.is_some()
-    {
-        notes.push(Note {
-            warning: false,
-            reason: Reason::RolloutComplete,
-            message: format!("every node runs revision {revision}"),
-            related: Some(Related {
-                kind: "ConfigMap",
-                name: crate::operator::render::config_map_name(
-                    &kube::ResourceExt::name_any(gw),
-                    revision,
-                ),
-            }),
-        });
-    }
+}
 
-    BgpGatewayStatus {
-        observed_generation: generation,
-        conditions,
-        current_revision: if complete {
-            Some(revision.to_string())
-        } else {
-            before.current_revision.clone()
-        },
-        update_revision: Some(revision.to_string()),
-        image: Some(gw.spec.image.clone()).filter(|i| !i.is_empty()),
-        ready: Some(format!("{healthy}/{total}")),
-        sessions: Some(format!("{established}/{configured}")),
-        rollout: Some(rollout),
-        nodes,
+impl Note {
+    fn warning(reason: Reason, message: String) -> Note {
+        Note { warning: true, reason, message, related: None }
     }
 }
