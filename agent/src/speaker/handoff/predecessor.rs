@@ -66,12 +66,7 @@ pub async fn hand_over(
             other,
         );
     }
-    // The whole pause must fit well inside every peer's hold time.
-    let smallest_hold = peers.iter().filter_map(|(_, _, hold)| *hold).filter(|h| *h > 0).min();
-    let budget = smallest_hold.map_or(Duration::from_secs(10), |h| {
-        (Duration::from_secs(u64::from(h)) / 3)
-            .clamp(Duration::from_secs(1), Duration::from_secs(30))
-    });
+    let budget = pause_budget(peers);
     info!(
         successor = hello.pid,
         version = hello.agent_version,
@@ -102,22 +97,7 @@ pub async fn hand_over(
 
     // Freeze every task at once, then collect.
     let started = Instant::now();
-    let mut thaws = Vec::new();
-    let mut replies = Vec::new();
-    for ((i, (_, commands, _)), base) in peers.iter().enumerate().zip(snapshots) {
-        let (reply, reply_rx) = oneshot::channel();
-        let (thaw_tx, thaw) = oneshot::channel();
-        if commands.send(PeerCommand::Freeze { reply, thaw, base }).await.is_ok() {
-            thaws.push(thaw_tx);
-            replies.push((i as u32, reply_rx));
-        }
-    }
-    let mut frozen = Vec::new();
-    for (i, r) in replies {
-        if let Ok(Some(f)) = r.await {
-            frozen.push((i, f));
-        }
-    }
+    let (thaws, frozen) = freeze(peers, snapshots).await;
     let deadline = started + budget;
     let froze = started.elapsed();
     let conversation = tokio::task::block_in_place(|| pass(&channel, &frozen, listeners, deadline));
@@ -126,16 +106,7 @@ pub async fn hand_over(
     r.listeners = 2;
     let outcome = conversation.and_then(|bytes| {
         r.state_bytes += bytes;
-        // Out of the successor's way first: the control socket's path.
-        let restore =
-            retire_control().map_err(|e| format!("cannot move the control socket aside: {e}"))?;
-        match channel.send(&Message::Retire, &[]) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                restore();
-                Err(format!("sending RETIRE: {e}"))
-            }
-        }
+        retire(&channel, retire_control)
     });
     match outcome {
         Ok(()) => {
@@ -162,6 +133,56 @@ pub async fn hand_over(
         }
     }
     r
+}
+
+/// The whole pause must fit well inside every peer's hold time: a third
+/// of the smallest, between 1 and 30 s (10 s with no hold time).
+fn pause_budget(peers: &[PeerHandle]) -> Duration {
+    let smallest_hold = peers.iter().filter_map(|(_, _, hold)| *hold).filter(|h| *h > 0).min();
+    smallest_hold.map_or(Duration::from_secs(10), |h| {
+        (Duration::from_secs(u64::from(h)) / 3)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30))
+    })
+}
+
+/// Freezes every peer task at once (each against its first-pass
+/// snapshot), then collects what each froze. Returns the thaw senders
+/// and the frozen sessions, numbered in `peers` order.
+async fn freeze(
+    peers: &[PeerHandle],
+    snapshots: Vec<Option<Arc<RibSnapshot>>>,
+) -> (Vec<oneshot::Sender<Thaw>>, Vec<(u32, FrozenPeer)>) {
+    let mut thaws = Vec::new();
+    let mut replies = Vec::new();
+    for ((i, (_, commands, _)), base) in peers.iter().enumerate().zip(snapshots) {
+        let (reply, reply_rx) = oneshot::channel();
+        let (thaw_tx, thaw) = oneshot::channel();
+        if commands.send(PeerCommand::Freeze { reply, thaw, base }).await.is_ok() {
+            thaws.push(thaw_tx);
+            replies.push((i as u32, reply_rx));
+        }
+    }
+    let mut frozen = Vec::new();
+    for (i, r) in replies {
+        if let Ok(Some(f)) = r.await {
+            frozen.push((i, f));
+        }
+    }
+    (thaws, frozen)
+}
+
+/// Out of the successor's way first (the control socket's path), then
+/// RETIRE; the path comes back if RETIRE cannot be sent.
+fn retire(
+    channel: &Channel,
+    retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
+) -> Result<(), String> {
+    let restore =
+        retire_control().map_err(|e| format!("cannot move the control socket aside: {e}"))?;
+    channel.send(&Message::Retire, &[]).map_err(|e| {
+        restore();
+        format!("sending RETIRE: {e}")
+    })
 }
 
 /// WELCOME and the first pass: each Established session's RIBs as they

@@ -22,7 +22,7 @@ use super::super::descriptors;
 use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::{ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step};
-use crate::handoff::protocol::{Message, RibPart, SessionState};
+use crate::handoff::protocol::{Message, RibPart, SessionState, Welcome};
 use crate::handoff::rib_state;
 use crate::handoff::session_state::{monotonic_ns, thaw};
 use crate::handoff::transport::{Channel, TransportError};
@@ -77,6 +77,79 @@ pub fn take_over(
     dir: &Path,
     incarnation: Option<String>,
 ) -> Result<Option<(Takeover, ActiveLock)>, String> {
+    let Some((channel, welcome)) = greet(dir, incarnation)? else { return Ok(None) };
+    let predecessor = AgentRef { pid: welcome.pid, version: welcome.agent_version.clone() };
+    info!(
+        predecessor = welcome.pid,
+        version = welcome.agent_version,
+        peers = welcome.peers.len(),
+        "taking over"
+    );
+    step("new:welcome");
+    // Room for every session's socket now, not while the sessions wait.
+    if let Err(e) = descriptors::reserve(channel.as_fd(), welcome.peers.len() + 64) {
+        warn!("cannot make room for {} sessions' sockets ahead: {e}", welcome.peers.len());
+    }
+    let mut got = Collected {
+        tables: welcome.peers.iter().map(|_| Table::default()).collect(),
+        peers: welcome.peers,
+        listeners: None,
+        states: Vec::new(),
+        bytes: 0,
+        done: false,
+    };
+    let gone = got.collect(&channel, dir)?;
+    // Everything is checked before COMMIT, so that any fault rolls back.
+    let collected = monotonic_ns();
+    let complete = got.done;
+    let frozen_at_ns = got.states.iter().map(|(s, _)| s.frozen_at_ns).min();
+    let mut sessions = Vec::new();
+    for (state, fd) in got.states {
+        let i = got.peers.iter().position(|p| *p == state.peer).expect("checked on arrival");
+        let table = std::mem::take(&mut got.tables[i]);
+        match adopted(state, fd, table, complete) {
+            Ok(a) => sessions.push(a),
+            Err(e) if complete => return Err(abort(&channel, e)),
+            Err(e) => warn!("cannot keep a session the dead predecessor passed: {e}"),
+        }
+    }
+    let decoded = monotonic_ns();
+    let mut r = report(HandoffRole::Successor, HandoffResult::Completed, None, predecessor.clone());
+    r.sessions = sessions.len();
+    r.state_bytes = got.bytes;
+    r.listeners = if got.listeners.is_some() { 2 } else { 0 };
+    let lock = match gone {
+        Some(lock) => {
+            r.result = HandoffResult::Partial;
+            r.reason = Some(format!(
+                "agent {} died mid-way; the rest falls back to Graceful Restart",
+                predecessor.pid
+            ));
+            warn!("{}", r.reason.as_deref().unwrap_or_default());
+            lock
+        }
+        None => commit(&channel, dir)?,
+    };
+    let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+    let at = frozen_at_ns.unwrap_or(collected);
+    info!(
+        collected_ms = ms(at, collected),
+        decoded_ms = ms(collected, decoded),
+        retired_ms = ms(decoded, monotonic_ns()),
+        "handoff: from the first freeze"
+    );
+    let takeover = Takeover { predecessor, listeners: got.listeners, sessions, report: r };
+    Ok(Some((takeover, lock)))
+}
+
+/// Tells the predecessor why we give up, and returns the reason.
+fn abort(channel: &Channel, why: String) -> String {
+    let _ = channel.send(&Message::Abort(why.clone()), &[]);
+    why
+}
+
+/// HELLO, and the predecessor's WELCOME. None: nobody to take over from.
+fn greet(dir: &Path, incarnation: Option<String>) -> Result<Option<(Channel, Welcome)>, String> {
     let path: PathBuf = dir.join(SOCKET);
     let channel = match Channel::connect(&path) {
         Ok(c) => c,
@@ -94,14 +167,14 @@ pub fn take_over(
     channel
         .send(&Message::Hello(our_hello(dir, incarnation)), &[])
         .map_err(|e| format!("saying HELLO: {e}"))?;
-    let welcome = match channel.recv(STEP) {
-        Ok((Message::Welcome(w), _)) => w,
+    match channel.recv(STEP) {
+        Ok((Message::Welcome(w), _)) => Ok(Some((channel, w))),
         Ok((Message::Abort(why), _)) => {
             // A retired agent still answers on its old socket; when no agent
             // holds the lock, nobody is active and we start cold. (The
             // retired agent's own look at the lock holds it for an instant:
             // look for a moment, not once.)
-            return match lock_after_close(dir) {
+            match lock_after_close(dir) {
                 Ok(Some(_)) => {
                     info!(
                         "the agent at {} refused ({why}) and none is active: starting cold",
@@ -110,167 +183,119 @@ pub fn take_over(
                     Ok(None)
                 }
                 _ => Err(format!("the running agent refused the handoff: {why}")),
-            };
-        }
-        Ok((m, _)) => return Err(format!("the running agent answered HELLO with {}", m.name())),
-        Err(e) => return Err(format!("waiting for the running agent's WELCOME: {e}")),
-    };
-    let predecessor = AgentRef { pid: welcome.pid, version: welcome.agent_version.clone() };
-    info!(
-        predecessor = welcome.pid,
-        version = welcome.agent_version,
-        peers = welcome.peers.len(),
-        "taking over"
-    );
-    step("new:welcome");
-    // Room for every session's socket now, not while the sessions wait.
-    if let Err(e) = descriptors::reserve(channel.as_fd(), welcome.peers.len() + 64) {
-        warn!("cannot make room for {} sessions' sockets ahead: {e}", welcome.peers.len());
-    }
-    let abort = |why: String| {
-        let _ = channel.send(&Message::Abort(why.clone()), &[]);
-        why
-    };
-    let mut got = Collected {
-        tables: welcome.peers.iter().map(|_| Table::default()).collect(),
-        peers: welcome.peers,
-        listeners: None,
-        states: Vec::new(),
-        bytes: 0,
-        done: false,
-    };
-    let gone = loop {
-        let received = channel.recv_sized(STEP).map(|(m, fds, size)| {
-            if matches!(m, Message::Sessions(_)) {
-                got.bytes += size;
             }
-            (m, fds)
-        });
-        match received {
-            Ok((Message::Listeners, fds)) => {
+        }
+        Ok((m, _)) => Err(format!("the running agent answered HELLO with {}", m.name())),
+        Err(e) => Err(format!("waiting for the running agent's WELCOME: {e}")),
+    }
+}
+
+/// COMMIT, then the predecessor's RETIRE: the node's lock is ours.
+fn commit(channel: &Channel, dir: &Path) -> Result<ActiveLock, String> {
+    channel.send(&Message::Commit, &[]).map_err(|e| format!("sending COMMIT: {e}"))?;
+    step("new:commit");
+    match channel.recv(STEP) {
+        Ok((Message::Retire, _)) => lock_waiting(dir, Some(STEP)),
+        Ok((Message::Abort(why), _)) => Err(format!("the running agent rolled back: {why}")),
+        Ok((m, _)) => Err(format!("expected RETIRE, got {}", m.name())),
+        Err(TransportError::Closed) => match lock_after_close(dir) {
+            Ok(Some(lock)) => Ok(lock),
+            _ => Err("the running agent closed the handoff after COMMIT and keeps serving".into()),
+        },
+        Err(e) => Err(format!("waiting for RETIRE: {e}")),
+    }
+}
+
+impl Collected {
+    /// Takes in the predecessor's state until DONE (None) or until it died
+    /// mid-way and let go of the node (its lock, now ours).
+    fn collect(&mut self, channel: &Channel, dir: &Path) -> Result<Option<ActiveLock>, String> {
+        loop {
+            let received = channel.recv_sized(STEP).map(|(m, fds, size)| {
+                if matches!(m, Message::Sessions(_)) {
+                    self.bytes += size;
+                }
+                (m, fds)
+            });
+            match received {
+                Ok((Message::Copied, _)) => {
+                    channel
+                        .send(&Message::Ready, &[])
+                        .map_err(|e| format!("sending READY: {e}"))?;
+                }
+                Ok((Message::Abort(why), _)) => {
+                    return Err(format!("the running agent gave up: {why}"));
+                }
+                Ok((Message::Done { sessions }, _)) => {
+                    if sessions as usize != self.states.len() {
+                        let why =
+                            format!("DONE says {sessions} sessions; {} arrived", self.states.len());
+                        return Err(abort(channel, why));
+                    }
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok((m, fds)) => self.take(m, fds).map_err(|why| abort(channel, why))?,
+                Err(TransportError::Closed) => match lock_after_close(dir) {
+                    Ok(Some(lock)) => return Ok(Some(lock)),
+                    _ => {
+                        return Err("the running agent closed the handoff and keeps serving".into());
+                    }
+                },
+                Err(e) => {
+                    return Err(abort(
+                        channel,
+                        format!("waiting for the running agent's state: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One part of the state: the listeners, sessions, or a RIB part.
+    fn take(&mut self, message: Message, fds: Vec<OwnedFd>) -> Result<(), String> {
+        match message {
+            Message::Listeners => {
                 let [bgp, admin]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-                    abort(format!("LISTENERS came with {} descriptors, not 2", fds.len()))
+                    format!("LISTENERS came with {} descriptors, not 2", fds.len())
                 })?;
-                got.listeners = Some((bgp, admin));
+                self.listeners = Some((bgp, admin));
                 step("new:listeners");
             }
-            Ok((Message::Sessions(states), fds)) => {
+            Message::Sessions(states) => {
                 if states.len() != fds.len() {
-                    return Err(abort(format!(
+                    return Err(format!(
                         "SESSIONS of {} came with {} descriptors",
                         states.len(),
                         fds.len()
-                    )));
+                    ));
                 }
                 for s in &states {
-                    if !got.peers.contains(&s.peer) {
-                        return Err(abort(format!(
-                            "a session with {}, not a peer in WELCOME",
-                            s.peer
-                        )));
+                    if !self.peers.contains(&s.peer) {
+                        return Err(format!("a session with {}, not a peer in WELCOME", s.peer));
                     }
-                    if got.states.iter().any(|(t, _)| t.peer == s.peer) {
-                        return Err(abort(format!("two sessions with {}", s.peer)));
+                    if self.states.iter().any(|(t, _)| t.peer == s.peer) {
+                        return Err(format!("two sessions with {}", s.peer));
                     }
                 }
-                got.states.extend(states.into_iter().zip(fds));
+                self.states.extend(states.into_iter().zip(fds));
                 step("new:sessions");
             }
-            Ok((Message::Rib { session, part, updates }, _)) => {
-                let Some(table) = got.tables.get_mut(session as usize) else {
-                    return Err(abort(format!(
+            Message::Rib { session, part, updates } => {
+                let Some(table) = self.tables.get_mut(session as usize) else {
+                    return Err(format!(
                         "RIB for peer {session}; WELCOME named {}",
-                        got.peers.len()
-                    )));
+                        self.peers.len()
+                    ));
                 };
-                got.bytes += updates.len();
-                let peer = got.peers[session as usize];
-                table.apply(part, &updates).map_err(|e| abort(format!("peer {peer}: {e}")))?;
+                self.bytes += updates.len();
+                let peer = self.peers[session as usize];
+                table.apply(part, &updates).map_err(|e| format!("peer {peer}: {e}"))?;
             }
-            Ok((Message::Copied, _)) => {
-                channel.send(&Message::Ready, &[]).map_err(|e| format!("sending READY: {e}"))?;
-            }
-            Ok((Message::Done { sessions }, _)) => {
-                if sessions as usize != got.states.len() {
-                    return Err(abort(format!(
-                        "DONE says {sessions} sessions; {} arrived",
-                        got.states.len()
-                    )));
-                }
-                got.done = true;
-                break None;
-            }
-            Ok((Message::Abort(why), _)) => {
-                return Err(format!("the running agent gave up: {why}"));
-            }
-            Ok((m, _)) => return Err(abort(format!("{} out of order", m.name()))),
-            Err(TransportError::Closed) => match lock_after_close(dir) {
-                Ok(Some(lock)) => break Some(lock),
-                _ => return Err("the running agent closed the handoff and keeps serving".into()),
-            },
-            Err(e) => return Err(abort(format!("waiting for the running agent's state: {e}"))),
+            m => return Err(format!("{} out of order", m.name())),
         }
-    };
-    // Everything is checked before COMMIT, so that any fault rolls back.
-    let collected = monotonic_ns();
-    let complete = got.done;
-    let frozen_at_ns = got.states.iter().map(|(s, _)| s.frozen_at_ns).min();
-    let mut sessions = Vec::new();
-    for (state, fd) in got.states {
-        let i = got.peers.iter().position(|p| *p == state.peer).expect("checked on arrival");
-        let table = std::mem::take(&mut got.tables[i]);
-        match adopted(state, fd, table, complete) {
-            Ok(a) => sessions.push(a),
-            Err(e) if complete => return Err(abort(e)),
-            Err(e) => warn!("cannot keep a session the dead predecessor passed: {e}"),
-        }
+        Ok(())
     }
-    let decoded = monotonic_ns();
-    let mut r = report(HandoffRole::Successor, HandoffResult::Completed, None, predecessor.clone());
-    r.sessions = sessions.len();
-    r.state_bytes = got.bytes;
-    r.listeners = if got.listeners.is_some() { 2 } else { 0 };
-    let lock =
-        match gone {
-            Some(lock) => {
-                r.result = HandoffResult::Partial;
-                r.reason = Some(format!(
-                    "agent {} died mid-way; the rest falls back to Graceful Restart",
-                    predecessor.pid
-                ));
-                warn!("{}", r.reason.as_deref().unwrap_or_default());
-                lock
-            }
-            None => {
-                channel.send(&Message::Commit, &[]).map_err(|e| format!("sending COMMIT: {e}"))?;
-                step("new:commit");
-                match channel.recv(STEP) {
-                    Ok((Message::Retire, _)) => lock_waiting(dir, Some(STEP))?,
-                    Ok((Message::Abort(why), _)) => {
-                        return Err(format!("the running agent rolled back: {why}"));
-                    }
-                    Ok((m, _)) => return Err(format!("expected RETIRE, got {}", m.name())),
-                    Err(TransportError::Closed) => match lock_after_close(dir) {
-                        Ok(Some(lock)) => lock,
-                        _ => return Err(
-                            "the running agent closed the handoff after COMMIT and keeps serving"
-                                .into(),
-                        ),
-                    },
-                    Err(e) => return Err(format!("waiting for RETIRE: {e}")),
-                }
-            }
-        };
-    let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
-    let at = frozen_at_ns.unwrap_or(collected);
-    info!(
-        collected_ms = ms(at, collected),
-        decoded_ms = ms(collected, decoded),
-        retired_ms = ms(decoded, monotonic_ns()),
-        "handoff: from the first freeze"
-    );
-    let takeover = Takeover { predecessor, listeners: got.listeners, sessions, report: r };
-    Ok(Some((takeover, lock)))
 }
 
 fn adopted(
