@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 pub use negotiate::{Collision, LocalOffer, Negotiated, negotiate, resolve_collision};
 
 use crate::wire::{
-    AfiSafi, DecodeError, Malformed, Message, Notification, RefreshSubtype, Update, WireContext,
-    code,
+    AfiSafi, DecodeError, Malformed, Message, Notification, Open, RefreshSubtype, Update,
+    WireContext, code,
 };
 
 /// RFC 4271 §8.2.2: the hold time used until the OPENs are exchanged.
@@ -247,13 +247,7 @@ impl Session {
                     self.start(&mut out);
                 }
             }
-            (_, Input::Stop(notification)) => {
-                self.stopped = true;
-                let connected =
-                    matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established);
-                let sent = connected.then_some(notification);
-                self.down(&mut out, DownReason::Stopped, sent, None);
-            }
+            (_, Input::Stop(notification)) => self.stop(notification, &mut out),
             (State::Idle, Input::TimerFired(Timer::ConnectRetry)) if !self.stopped => {
                 self.start(&mut out);
             }
@@ -285,25 +279,10 @@ impl Session {
             }
             (State::Connect | State::Active, _) => {}
             (State::OpenSent, Input::Received(Message::Open(open), _)) => {
-                match negotiate(&self.config.offer, &open) {
-                    Ok(n) => {
-                        out.push(Output::Send(Message::Keepalive));
-                        self.arm_session_timers(&n, &mut out);
-                        self.negotiated = Some(n);
-                        self.state = State::OpenConfirm;
-                    }
-                    Err((notification, why)) => {
-                        self.down(&mut out, DownReason::OpenRefused(why), Some(notification), None)
-                    }
-                }
+                self.open_received(&open, &mut out)
             }
             (State::OpenConfirm, Input::Received(Message::Keepalive, _)) => {
-                let n = self.negotiated.clone().expect("negotiated in OpenSent");
-                self.rearm_hold(&mut out);
-                self.state = State::Established;
-                self.established_at = Some(now);
-                self.established_transitions += 1;
-                out.push(Output::Established(Box::new(n)));
+                self.establish(now, &mut out)
             }
             (State::Established, Input::Received(Message::Keepalive, _)) => {
                 self.rearm_hold(&mut out)
@@ -336,20 +315,56 @@ impl Session {
                 self.down(&mut out, DownReason::HoldTimerExpired, Some(n), None);
             }
             (_, Input::TcpFailed) => self.down(&mut out, DownReason::ConnectionClosed, None, None),
-            (state, Input::Received(m, _)) => {
-                // RFC 6608: which state the unexpected message arrived in.
-                let sub = match state {
-                    State::OpenSent => 1,
-                    State::OpenConfirm => 2,
-                    _ => 3,
-                };
-                let n = Notification::new(code::FSM, sub, []);
-                let why = DownReason::Unexpected { message: m.kind(), state: state.as_str() };
-                self.down(&mut out, why, Some(n), None);
-            }
+            (state, Input::Received(m, _)) => self.unexpected(state, &m, &mut out),
             (_, Input::TcpConnected | Input::TimerFired(_)) => {}
         }
         out
+    }
+
+    fn stop(&mut self, notification: Notification, out: &mut Vec<Output>) {
+        self.stopped = true;
+        let connected =
+            matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established);
+        let sent = connected.then_some(notification);
+        self.down(out, DownReason::Stopped, sent, None);
+    }
+
+    /// The peer's OPEN in OpenSent: what both sides agree on, or why not.
+    fn open_received(&mut self, open: &Open, out: &mut Vec<Output>) {
+        match negotiate(&self.config.offer, open) {
+            Ok(n) => {
+                out.push(Output::Send(Message::Keepalive));
+                self.arm_session_timers(&n, out);
+                self.negotiated = Some(n);
+                self.state = State::OpenConfirm;
+            }
+            Err((notification, why)) => {
+                self.down(out, DownReason::OpenRefused(why), Some(notification), None)
+            }
+        }
+    }
+
+    /// The KEEPALIVE that confirms our OPEN.
+    fn establish(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let n = self.negotiated.clone().expect("negotiated in OpenSent");
+        self.rearm_hold(out);
+        self.state = State::Established;
+        self.established_at = Some(now);
+        self.established_transitions += 1;
+        out.push(Output::Established(Box::new(n)));
+    }
+
+    /// A message the state does not expect: an FSM error, with the state
+    /// it arrived in as its subcode (RFC 6608).
+    fn unexpected(&mut self, state: State, m: &Message, out: &mut Vec<Output>) {
+        let sub = match state {
+            State::OpenSent => 1,
+            State::OpenConfirm => 2,
+            _ => 3,
+        };
+        let n = Notification::new(code::FSM, sub, []);
+        let why = DownReason::Unexpected { message: m.kind(), state: state.as_str() };
+        self.down(out, why, Some(n), None);
     }
 
     fn start(&mut self, out: &mut Vec<Output>) {

@@ -15,6 +15,7 @@
 //! the task reports in `report`.
 
 mod connections;
+mod events;
 mod handoff;
 mod limits;
 mod report;
@@ -489,52 +490,8 @@ impl PeerTask {
             Output::CancelTimer(t) => {
                 self.slot(which)?.timers.remove(&t);
             }
-            Output::Established(n) => {
-                if which == Which::Inbound {
-                    self.promote_inbound();
-                }
-                self.established_transitions += 1;
-                // The R-bit belongs only to the first OPEN after our restart.
-                self.main.session.offer_mut().set_restarting(false);
-                if self.helper.is_some() {
-                    // RFC 4724 §4.2: families the peer no longer keeps
-                    // forwarding state for are not to be trusted any more.
-                    let kept = |f: AfiSafi| {
-                        n.peer_graceful_restart.as_ref().is_some_and(|g| {
-                            g.families.iter().any(|x| x.family == f && x.forwarding)
-                        })
-                    };
-                    for (family, v4) in
-                        [(AfiSafi::IPV4_UNICAST, true), (AfiSafi::IPV6_UNICAST, false)]
-                    {
-                        if !kept(family) {
-                            self.rib_in.purge_stale(Some(v4));
-                        }
-                    }
-                }
-                self.last_negotiated = Some((*n).clone());
-                self.import_session_up();
-                self.metrics.established.get_or_create(&self.label()).set(1);
-                info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
-                self.last_error = None;
-                self.sent = self.export();
-                let full = self.sent.full();
-                self.advertise(&full, true).await;
-            }
-            Output::Update(update, malformed) => {
-                if let Some(family) = update.as_end_of_rib() {
-                    // RFC 4724 §4.2: what the restarted peer did not send again is gone.
-                    if self.helper.is_some() {
-                        let purged = self.rib_in.purge_stale(Some(family == AfiSafi::IPV4_UNICAST));
-                        info!(peer = %self.peer.address, ?family, purged, "End-of-RIB: stale routes purged");
-                        if self.rib_in.stale() == 0 {
-                            self.helper = None;
-                        }
-                    }
-                } else if let Some(next) = self.take_in(update, &malformed) {
-                    return Some(next);
-                }
-            }
+            Output::Established(n) => self.on_established(which, *n).await,
+            Output::Update(update, malformed) => return self.on_update(update, &malformed),
             Output::RefreshRequested(family) => {
                 let mut delta = self.sent.full();
                 let wanted = family.family();
@@ -542,46 +499,7 @@ impl PeerTask {
                 self.advertise(&delta, false).await;
             }
             Output::Down { reason, sent, received } => {
-                let slot = self.slot(which)?;
-                if let Some(conn) = slot.conn.take() {
-                    // The NOTIFICATION queued just before goes out first.
-                    tokio::spawn(conn.close(Duration::from_secs(2)));
-                }
-                slot.timers.remove(&Timer::Hold);
-                if which == Which::Inbound {
-                    self.inbound = None;
-                    return None;
-                }
-                if received.is_some() {
-                    self.metrics.error(self.peer.address, ErrorKind::NotificationReceived);
-                }
-                if sent.as_ref().is_some_and(|n| n.code == code::HOLD_TIMER_EXPIRED) {
-                    self.metrics.error(self.peer.address, ErrorKind::HoldTimerExpired);
-                }
-                // A reset for maxPrefixes has said why already.
-                if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
-                    self.last_error = Some(reason.to_string());
-                }
-                info!(peer = %self.peer.address, %reason, "session down");
-                let helping = !self.stopping
-                    && self.last_negotiated.as_ref().is_some_and(|n| {
-                        graceful::helper_applies(n, sent.as_ref(), received.as_ref())
-                    });
-                if helping {
-                    let n = self.last_negotiated.as_ref().expect("checked");
-                    let stale = self.rib_in.mark_stale();
-                    let until = Instant::now() + graceful::restart_time(n);
-                    info!(peer = %self.peer.address, stale, "peer restarting: keeping its routes stale");
-                    if self.helper.is_none() || stale > 0 {
-                        self.helper = Some(Helper::Restarting(until));
-                    }
-                } else {
-                    self.rib_in.clear();
-                    self.helper = None;
-                }
-                self.last_negotiated = None;
-                self.sent = AdjRibOut::default();
-                self.metrics.established.get_or_create(&self.label()).set(0);
+                self.on_down(which, reason, sent, received)?;
             }
         }
         None

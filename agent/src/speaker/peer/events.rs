@@ -1,0 +1,109 @@
+//! What the session core's events do to the peer around it: a session
+//! that comes up (Graceful Restart helper checks, the full export), an
+//! UPDATE or End-of-RIB, and a session that goes down (helper or clear).
+
+use super::*;
+use crate::session::{DownReason, Negotiated};
+use crate::wire::Malformed;
+
+impl PeerTask {
+    pub(super) async fn on_established(&mut self, which: Which, n: Negotiated) {
+        if which == Which::Inbound {
+            self.promote_inbound();
+        }
+        self.established_transitions += 1;
+        // The R-bit belongs only to the first OPEN after our restart.
+        self.main.session.offer_mut().set_restarting(false);
+        if self.helper.is_some() {
+            // RFC 4724 §4.2: families the peer no longer keeps forwarding
+            // state for are not to be trusted any more.
+            let kept = |f: AfiSafi| {
+                n.peer_graceful_restart
+                    .as_ref()
+                    .is_some_and(|g| g.families.iter().any(|x| x.family == f && x.forwarding))
+            };
+            for (family, v4) in [(AfiSafi::IPV4_UNICAST, true), (AfiSafi::IPV6_UNICAST, false)] {
+                if !kept(family) {
+                    self.rib_in.purge_stale(Some(v4));
+                }
+            }
+        }
+        info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
+        self.last_negotiated = Some(n);
+        self.import_session_up();
+        self.metrics.established.get_or_create(&self.label()).set(1);
+        self.last_error = None;
+        self.sent = self.export();
+        let full = self.sent.full();
+        self.advertise(&full, true).await;
+    }
+
+    /// An UPDATE, or an End-of-RIB that ends a Graceful Restart.
+    pub(super) fn on_update(&mut self, update: Update, malformed: &[Malformed]) -> Option<Input> {
+        let Some(family) = update.as_end_of_rib() else {
+            return self.take_in(update, malformed);
+        };
+        // RFC 4724 §4.2: what the restarted peer did not send again is gone.
+        if self.helper.is_some() {
+            let purged = self.rib_in.purge_stale(Some(family == AfiSafi::IPV4_UNICAST));
+            info!(peer = %self.peer.address, ?family, purged, "End-of-RIB: stale routes purged");
+            if self.rib_in.stale() == 0 {
+                self.helper = None;
+            }
+        }
+        None
+    }
+
+    /// A session went down: keep the peer's routes stale when it is
+    /// restarting (we help, RFC 4724/8538), else drop them.
+    pub(super) fn on_down(
+        &mut self,
+        which: Which,
+        reason: DownReason,
+        sent: Option<Notification>,
+        received: Option<Notification>,
+    ) -> Option<()> {
+        let slot = self.slot(which)?;
+        if let Some(conn) = slot.conn.take() {
+            // The NOTIFICATION queued just before goes out first.
+            tokio::spawn(conn.close(Duration::from_secs(2)));
+        }
+        slot.timers.remove(&Timer::Hold);
+        if which == Which::Inbound {
+            self.inbound = None;
+            return Some(());
+        }
+        if received.is_some() {
+            self.metrics.error(self.peer.address, ErrorKind::NotificationReceived);
+        }
+        if sent.as_ref().is_some_and(|n| n.code == code::HOLD_TIMER_EXPIRED) {
+            self.metrics.error(self.peer.address, ErrorKind::HoldTimerExpired);
+        }
+        // A reset for maxPrefixes has said why already.
+        if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
+            self.last_error = Some(reason.to_string());
+        }
+        info!(peer = %self.peer.address, %reason, "session down");
+        let helping = !self.stopping
+            && self
+                .last_negotiated
+                .as_ref()
+                .is_some_and(|n| graceful::helper_applies(n, sent.as_ref(), received.as_ref()));
+        if helping {
+            let n = self.last_negotiated.as_ref().expect("checked");
+            let stale = self.rib_in.mark_stale();
+            let until = Instant::now() + graceful::restart_time(n);
+            info!(peer = %self.peer.address, stale, "peer restarting: keeping its routes stale");
+            if self.helper.is_none() || stale > 0 {
+                self.helper = Some(Helper::Restarting(until));
+            }
+        } else {
+            self.rib_in.clear();
+            self.helper = None;
+        }
+        self.last_negotiated = None;
+        self.sent = AdjRibOut::default();
+        self.metrics.established.get_or_create(&self.label()).set(0);
+        Some(())
+    }
+}
