@@ -229,6 +229,28 @@ fn expected_flags(code: u8) -> Option<u8> {
     })
 }
 
+/// The attribute's flags against what its type requires. Err: an
+/// unrecognized well-known attribute (the session ends); Some: a complaint
+/// that makes the attribute malformed (RFC 7606 §3 c).
+fn check_flags(flags: u8, code: u8, value: &[u8]) -> Result<Option<String>, DecodeError> {
+    match expected_flags(code) {
+        Some(expected) if flags & (OPTIONAL | TRANSITIVE) != expected => {
+            Ok(Some(format!("attribute {code} has flags {flags:#04x}")))
+        }
+        None if flags & OPTIONAL == 0 => {
+            let mut data = vec![flags, code];
+            data.extend_from_slice(&attr_length_bytes(flags, value.len()));
+            data.extend_from_slice(value);
+            Err(DecodeError::update(
+                subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
+                data,
+                format!("unrecognized well-known attribute {code}"),
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Attributes whose malformation only drops the attribute (RFC 7606 §7, RFC 6793 §6).
 fn discardable(code: u8) -> bool {
     use attr_code::*;
@@ -253,7 +275,9 @@ impl AttrDecoder {
         first
     }
 
-    /// Decodes one non-MP attribute into the set.
+    /// Decodes one non-MP attribute into the set. A well-formed UPDATE
+    /// with a bad attribute is not an error: the attribute is noted in
+    /// `malformed` with the RFC 7606 action it calls for.
     pub fn decode(
         &mut self,
         flags: u8,
@@ -262,72 +286,56 @@ impl AttrDecoder {
         ctx: &WireContext,
         malformed: &mut Vec<Malformed>,
     ) -> Result<(), DecodeError> {
-        use attr_code::*;
-        let mut complain = |reason: String| {
+        let complaint = match check_flags(flags, code, value)? {
+            Some(complaint) => Some(complaint),
+            None => self.take(flags, code, value, ctx).err(),
+        };
+        if let Some(reason) = complaint {
             let action = if discardable(code) {
                 MalformedAction::AttributeDiscard
             } else {
                 MalformedAction::TreatAsWithdraw
             };
             malformed.push(Malformed { attr: code, action, reason });
-        };
-        match expected_flags(code) {
-            Some(expected) if flags & (OPTIONAL | TRANSITIVE) != expected => {
-                complain(format!("attribute {code} has flags {flags:#04x}"));
-                return Ok(());
-            }
-            None if flags & OPTIONAL == 0 => {
-                let mut data = vec![flags, code];
-                data.extend_from_slice(&attr_length_bytes(flags, value.len()));
-                data.extend_from_slice(value);
-                return Err(DecodeError::update(
-                    subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
-                    data,
-                    format!("unrecognized well-known attribute {code}"),
-                ));
-            }
-            _ => {}
         }
+        Ok(())
+    }
+
+    /// Takes one attribute's value; Err says what is wrong with it.
+    fn take(&mut self, flags: u8, code: u8, value: &[u8], ctx: &WireContext) -> Result<(), String> {
+        use attr_code::*;
         let a = &mut self.attrs;
         let u32_of = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes);
+        let bytes = |name: &str| format!("{name} of {} bytes", value.len());
         match code {
             ORIGIN => match value {
                 [0] => a.origin = Some(Origin::Igp),
                 [1] => a.origin = Some(Origin::Egp),
                 [2] => a.origin = Some(Origin::Incomplete),
-                _ => complain(format!("ORIGIN {value:?} is not 0, 1 or 2")),
+                _ => return Err(format!("ORIGIN {value:?} is not 0, 1 or 2")),
             },
-            AS_PATH => match AsPath::decode(value, ctx.four_octet_as) {
-                Some(p) => a.as_path = Some(p),
-                None => complain("malformed AS_PATH".into()),
-            },
-            NEXT_HOP => match u32_of(value) {
-                Some(v) => a.next_hop = Some(Ipv4Addr::from(v)),
-                None => complain(format!("NEXT_HOP of {} bytes", value.len())),
-            },
-            MED => match u32_of(value) {
-                Some(v) => a.med = Some(v),
-                None => complain(format!("MULTI_EXIT_DISC of {} bytes", value.len())),
-            },
+            AS_PATH => {
+                let path = AsPath::decode(value, ctx.four_octet_as).ok_or("malformed AS_PATH")?;
+                a.as_path = Some(path);
+            }
+            NEXT_HOP => a.next_hop = Some(Ipv4Addr::from(u32_of(value).ok_or(bytes("NEXT_HOP"))?)),
+            MED => a.med = Some(u32_of(value).ok_or(bytes("MULTI_EXIT_DISC"))?),
             // RFC 7606 §7.5: LOCAL_PREF from an external peer is discarded.
             LOCAL_PREF if ctx.ebgp => {}
-            LOCAL_PREF => match u32_of(value) {
-                Some(v) => a.local_pref = Some(v),
-                None => complain(format!("LOCAL_PREF of {} bytes", value.len())),
-            },
+            LOCAL_PREF => a.local_pref = Some(u32_of(value).ok_or(bytes("LOCAL_PREF"))?),
             ATOMIC_AGGREGATE if value.is_empty() => a.atomic_aggregate = true,
-            ATOMIC_AGGREGATE => complain("ATOMIC_AGGREGATE with a value".into()),
-            AGGREGATOR => match decode_aggregator(value, ctx.four_octet_as) {
-                Some(agg) => a.aggregator = Some(agg),
-                None => complain(format!("AGGREGATOR of {} bytes", value.len())),
-            },
+            ATOMIC_AGGREGATE => return Err("ATOMIC_AGGREGATE with a value".into()),
+            AGGREGATOR => {
+                let agg = decode_aggregator(value, ctx.four_octet_as).ok_or(bytes("AGGREGATOR"))?;
+                a.aggregator = Some(agg);
+            }
             COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => {
                 a.communities = value
                     .chunks_exact(4)
                     .map(|c| Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                     .collect();
             }
-            COMMUNITIES => complain(format!("COMMUNITIES of {} bytes", value.len())),
+            COMMUNITIES => return Err(bytes("COMMUNITIES")),
             LARGE_COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(12) => {
                 a.large_communities = value
                     .chunks_exact(12)
@@ -337,18 +345,17 @@ impl AttrDecoder {
                     })
                     .collect();
             }
-            LARGE_COMMUNITIES => complain(format!("LARGE_COMMUNITY of {} bytes", value.len())),
+            LARGE_COMMUNITIES => return Err(bytes("LARGE_COMMUNITY")),
             // RFC 6793 §4.2.2: only meaningful from a 2-octet speaker.
             AS4_PATH if ctx.four_octet_as => {}
-            AS4_PATH => match AsPath::decode(value, true) {
-                Some(p) => self.as4_path = Some(p),
-                None => complain("malformed AS4_PATH".into()),
-            },
+            AS4_PATH => {
+                self.as4_path = Some(AsPath::decode(value, true).ok_or("malformed AS4_PATH")?)
+            }
             AS4_AGGREGATOR if ctx.four_octet_as => {}
-            AS4_AGGREGATOR => match decode_aggregator(value, true) {
-                Some(agg) => self.as4_aggregator = Some(agg),
-                None => complain(format!("AS4_AGGREGATOR of {} bytes", value.len())),
-            },
+            AS4_AGGREGATOR => {
+                let agg = decode_aggregator(value, true).ok_or(bytes("AS4_AGGREGATOR"))?;
+                self.as4_aggregator = Some(agg);
+            }
             // Unknown optional: transitive ones go on with Partial set,
             // non-transitive ones are dropped quietly (RFC 4271 §9).
             _ if flags & TRANSITIVE != 0 => a.other.push(RawAttr {
