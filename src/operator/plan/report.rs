@@ -54,14 +54,11 @@ pub(super) fn status(
     let established: u32 = nodes.iter().map(|n| n.sessions.established).sum();
     let configured: u32 = (all_slots.len() as u32) * gw.spec.peers.len() as u32;
     let complete = total > 0 && at_revision == total;
-    let rollout = if complete {
-        "Complete".to_string()
-    } else if degraded.is_some() {
-        format!("Degraded {at_revision}/{total}")
-    } else if gw.spec.upgrade.paused {
-        format!("Paused {at_revision}/{total}")
-    } else {
-        format!("Progressing {at_revision}/{total}")
+    let rollout = match (complete, degraded.is_some(), gw.spec.upgrade.paused) {
+        (true, _, _) => "Complete".to_string(),
+        (_, true, _) => format!("Degraded {at_revision}/{total}"),
+        (_, _, true) => format!("Paused {at_revision}/{total}"),
+        _ => format!("Progressing {at_revision}/{total}"),
     };
     let (ready, ready_reason, ready_message) = readiness(input, &slots, &nodes, healthy);
     let mut conditions =
@@ -89,18 +86,7 @@ pub(super) fn status(
         && before.current_revision.as_deref() != Some(revision)
         && before.update_revision.is_some()
     {
-        notes.push(Note {
-            warning: false,
-            reason: Reason::RolloutComplete,
-            message: format!("every node runs revision {revision}"),
-            related: Some(Related {
-                kind: "ConfigMap",
-                name: crate::operator::render::config_map_name(
-                    &kube::ResourceExt::name_any(gw),
-                    revision,
-                ),
-            }),
-        });
+        notes.push(completed(input));
     }
 
     BgpGatewayStatus {
@@ -117,6 +103,20 @@ pub(super) fn status(
         sessions: Some(format!("{established}/{configured}")),
         rollout: Some(rollout),
         nodes,
+    }
+}
+
+/// The Event of a rollout that just completed, naming its ConfigMap.
+fn completed(input: &Input) -> Note {
+    let name = kube::ResourceExt::name_any(input.gateway);
+    Note {
+        warning: false,
+        reason: Reason::RolloutComplete,
+        message: format!("every node runs revision {}", input.revision),
+        related: Some(Related {
+            kind: "ConfigMap",
+            name: crate::operator::render::config_map_name(&name, input.revision),
+        }),
     }
 }
 

@@ -108,6 +108,19 @@ pub async fn hand_over(
         r.state_bytes += bytes;
         retire(&channel, retire_control)
     });
+    conclude(&channel, outcome, thaws, &mut r, hello.pid);
+    r
+}
+
+/// Retired (every session task told so), or rolled back: ABORT to the
+/// successor and every session resumes where it froze.
+fn conclude(
+    channel: &Channel,
+    outcome: Result<(), String>,
+    thaws: Vec<oneshot::Sender<Thaw>>,
+    r: &mut HandoffReport,
+    successor: u32,
+) {
     match outcome {
         Ok(()) => {
             step("old:retire");
@@ -115,15 +128,10 @@ pub async fn hand_over(
                 let _ = t.send(Thaw::Retire);
             }
             r.result = HandoffResult::Completed;
-            info!(
-                successor = hello.pid,
-                sessions = r.sessions,
-                bytes = r.state_bytes,
-                "handed over: retired"
-            );
+            info!(successor, sessions = r.sessions, bytes = r.state_bytes, "handed over: retired");
         }
         Err(reason) => {
-            warn!(successor = hello.pid, "handoff rolled back, carrying on: {reason}");
+            warn!(successor, "handoff rolled back, carrying on: {reason}");
             let _ = channel.set_send_timeout(Duration::from_millis(100));
             let _ = channel.send(&Message::Abort(reason.clone()), &[]);
             for t in thaws {
@@ -132,7 +140,6 @@ pub async fn hand_over(
             r.reason = Some(reason);
         }
     }
-    r
 }
 
 /// The whole pause must fit well inside every peer's hold time: a third
