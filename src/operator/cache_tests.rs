@@ -217,3 +217,39 @@ fn a_node_change_wakes_only_the_gateways_it_concerns() {
         concerned(&node(&[("rack", "a")]), &gateways, &pods).into_iter().map(|r| r.name).collect();
     assert_eq!(woken, ["edge", "all", "left"]);
 }
+
+#[test]
+fn a_settled_nodes_agent_is_asked_again_only_when_its_pods_change_or_in_a_while() {
+    let settled = AgentView {
+        pod: Some("p1".into()),
+        active: true,
+        established: 1,
+        all_advertised: true,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let one = pod("p1", "u1", false);
+    let two = pod("p2", "u2", false);
+    let mut unready = one.clone();
+    unready.ready = false;
+    let short = AgentView { established: 0, ..settled.clone() };
+    let other_pod = AgentView { pod: Some("p0".into()), ..settled.clone() };
+    // (answer recorded, pods now, when, reused)
+    type Case = (Option<AgentView>, Vec<PodView>, Instant, bool);
+    let cases: Vec<Case> = vec![
+        (Some(settled.clone()), vec![one.clone()], t0, true),
+        (Some(settled.clone()), vec![one.clone()], t0 + AGENT_REFRESH, false),
+        (Some(settled.clone()), vec![unready], t0, false),
+        (Some(settled.clone()), vec![one.clone(), two], t0, false),
+        (Some(short), vec![one.clone()], t0, false),
+        (Some(other_pod), vec![one.clone()], t0, false),
+        (None, vec![one.clone()], t0, false),
+    ];
+    for (i, (view, now_pods, when, reused)) in cases.into_iter().enumerate() {
+        let answers = AgentAnswers::default();
+        answers.record("ns/edge", "n1", &[&one], view.clone(), t0);
+        let pods: Vec<&PodView> = now_pods.iter().collect();
+        assert_eq!(answers.reuse("ns/edge", "n1", &pods, 1, when).is_some(), reused, "case {i}");
+        assert!(answers.reuse("ns/edge", "n2", &pods, 1, when).is_none(), "case {i}: never asked");
+    }
+}

@@ -107,6 +107,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         caches: observe::Caches { nodes, pods },
         expectations: cache::Expectations::default(),
         versions: cache::Versions::default(),
+        answers: cache::AgentAnswers::default(),
     });
     let running = controller(&client, context, node_writer, pod_writer);
 

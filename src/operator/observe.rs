@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
@@ -16,6 +16,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use nonstop_agent::speaker::status::{AgentStatus, HandoffResult, HandoffRole, Role};
 
+use super::cache::AgentAnswers;
 use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
@@ -80,6 +81,7 @@ impl Cached {
 pub async fn observe(
     client: &Client,
     gw: &BgpGateway,
+    answers: &AgentAnswers,
     cached: Cached,
     revision: &str,
     finalizer: &str,
@@ -97,23 +99,7 @@ pub async fn observe(
         }
     }
     let Cached { nodes, addresses, pods } = cached;
-    // Ask every node that has a pod of this gateway, a bounded number at a
-    // time (a thousand nodes must not take a thousand sockets at once).
-    let asked: Vec<(String, IpAddr)> =
-        addresses.into_iter().filter(|(node, _)| pods.iter().any(|p| &p.node == node)).collect();
-    let port = gw.spec.admin_port;
-    let ips: Vec<IpAddr> = asked.iter().map(|(_, ip)| *ip).collect();
-    let answers: Vec<_> = stream::iter(ips)
-        .map(move |ip| agent_status(ip, port))
-        .buffered(AGENTS_AT_ONCE)
-        .collect()
-        .await;
-    let agents = asked
-        .into_iter()
-        .zip(answers)
-        .filter_map(|((node, _), answer)| Some((node, agent_view(&answer.ok()?))))
-        .collect();
-
+    let agents = ask_agents(gw, &addresses, &pods, answers).await;
     Ok(Observed {
         nodes,
         pods,
@@ -121,6 +107,51 @@ pub async fn observe(
         missing_secrets,
         has_finalizer: gw.finalizers().iter().any(|f| f == finalizer),
     })
+}
+
+/// Each node's active agent, from its admin port: asked again where the
+/// node's pods changed or its agent is not settled, reused elsewhere for a
+/// while (see [`AgentAnswers`]); a bounded number asked at a time (a
+/// thousand nodes must not take a thousand sockets at once).
+async fn ask_agents(
+    gw: &BgpGateway,
+    addresses: &BTreeMap<String, IpAddr>,
+    pods: &[PodView],
+    answers: &AgentAnswers,
+) -> BTreeMap<String, AgentView> {
+    let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
+    let want = gw.spec.peers.len() as u32;
+    let now = Instant::now();
+    let mut agents = BTreeMap::new();
+    let mut asked = Vec::new();
+    let mut with_pods = Vec::new();
+    for (node, ip) in addresses {
+        let mine: Vec<&PodView> = pods.iter().filter(|p| &p.node == node).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        with_pods.push(node.as_str());
+        match answers.reuse(&key, node, &mine, want, now) {
+            Some(view) => {
+                agents.extend(view.map(|v| (node.clone(), v)));
+            }
+            None => asked.push((node.clone(), *ip, mine)),
+        }
+    }
+    answers.keep_only(&key, &with_pods);
+    let port = gw.spec.admin_port;
+    let ips: Vec<IpAddr> = asked.iter().map(|(_, ip, _)| *ip).collect();
+    let got: Vec<_> = stream::iter(ips)
+        .map(move |ip| agent_status(ip, port))
+        .buffered(AGENTS_AT_ONCE)
+        .collect()
+        .await;
+    for ((node, _, mine), answer) in asked.into_iter().zip(got) {
+        let view = answer.ok().map(|s| agent_view(&s));
+        answers.record(&key, &node, &mine, view.clone(), now);
+        agents.extend(view.map(|v| (node, v)));
+    }
+    agents
 }
 
 fn internal_ip(node: &Node) -> Option<IpAddr> {

@@ -19,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::cache::{Expectations, Versions};
+use super::cache::{AgentAnswers, Expectations, Versions};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::observe::{Cached, Caches, observe};
@@ -47,6 +47,8 @@ pub struct Context {
     pub expectations: Expectations,
     /// Each gateway's version last read or written.
     pub versions: Versions,
+    /// Each node's last agent answer.
+    pub answers: AgentAnswers,
 }
 
 impl std::fmt::Debug for Context {
@@ -115,7 +117,8 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
         ctx.may_write()?;
         ensure_config_map(&ctx.client, &gw, &revision).await?;
     }
-    let observed = observe(&ctx.client, &gw, cached_pods, &revision, FINALIZER).await?;
+    let observed =
+        observe(&ctx.client, &gw, &ctx.answers, cached_pods, &revision, FINALIZER).await?;
     let plan = plan(&Input {
         gateway: &gw,
         revision: &revision,
