@@ -39,7 +39,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
+    // Interrupted, the bench still cleans up (the guards' Drop): the
+    // paused controller-manager, the simulated nodes, the lab's operator.
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let result = tokio::select! {
+        result = run() => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        _ = terminate.recv() => Err("terminated".into()),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -191,9 +200,14 @@ async fn ensure_crd(client: &Client) -> Result<(), String> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let crd = BgpGateway::crd();
     let name = crd.name_any();
-    api.patch(&name, &PatchParams::apply("scale-bench").force(), &Patch::Apply(&crd))
-        .await
-        .map_err(|e| format!("the CRD: {e}"))?;
+    // Created, not server-side applied: the lab's 1.20 API server does not
+    // know the CEL rules' field and refuses them in an apply (a create
+    // drops them, as `kubectl apply` does there).
+    match api.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(format!("the CRD: {e}")),
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = api.get(&name).await.map_err(|e| e.to_string())?;

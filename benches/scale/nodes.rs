@@ -70,6 +70,13 @@ pub async fn create(client: &Client, count: usize, racks: usize) -> Result<(), S
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
                     .await
                     .map_err(|e| format!("node {name} status: {e}"))?;
+                // The API server taints a new node not-ready (admission);
+                // the node lifecycle controller, paused for the bench,
+                // would lift it once the node reports Ready.
+                let untaint = json!({"spec": {"taints": null}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(untaint))
+                    .await
+                    .map_err(|e| format!("node {name} taints: {e}"))?;
                 Ok(())
             }
         })
