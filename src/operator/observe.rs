@@ -49,8 +49,8 @@ impl Cached {
     pub fn of(caches: &Caches, gw: &BgpGateway) -> Cached {
         let namespace = gw.namespace().unwrap_or_default();
         let label = render::label_value(&gw.name_any());
-        let nodes = caches.nodes.state();
-        let pods = caches
+        let cached_nodes = caches.nodes.state();
+        let mut pods: Vec<PodView> = caches
             .pods
             .state()
             .iter()
@@ -58,9 +58,17 @@ impl Cached {
             .filter(|p| p.labels().get(GATEWAY_LABEL) == Some(&label))
             .filter_map(|p| pod_view(p))
             .collect();
+        // A watch cache has no order; the planner walks nodes by name (the
+        // order a LIST gives, and the order a rollout takes the nodes in).
+        let mut nodes: Vec<NodeView> = cached_nodes.iter().map(|n| node_view(n)).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
         Cached {
-            nodes: nodes.iter().map(|n| node_view(n)).collect(),
-            addresses: nodes.iter().filter_map(|n| Some((n.name_any(), internal_ip(n)?))).collect(),
+            nodes,
+            addresses: cached_nodes
+                .iter()
+                .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+                .collect(),
             pods,
         }
     }
