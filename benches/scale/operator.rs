@@ -32,7 +32,6 @@ impl Operator {
             .args(["run", "--lease-namespace", "default", "--lease-name", "nonstop-scale-bench"])
             .args(["--identity", "scale-bench", "--metrics", METRICS])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
