@@ -155,7 +155,8 @@ fn wait_routes(router: &Router, want: &[String]) {
 }
 
 /// The messages of the gateway's Events with `reason` (this gateway's, not
-/// an earlier one's of the same name).
+/// an earlier one's of the same name); with `""`, every Event as
+/// `reason: message`.
 fn events(lab: &Lab, reason: &str) -> Vec<String> {
     let uid = lab.kubectl(&["get", "bgpgw", "edge", "-o", "jsonpath={.metadata.uid}"]).unwrap();
     let text = lab.kubectl(&["get", "events", "-o", "json"]).unwrap();
@@ -164,8 +165,16 @@ fn events(lab: &Lab, reason: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["involvedObject"]["uid"] == uid.as_str() && e["reason"] == reason)
-        .filter_map(|e| e["message"].as_str().map(String::from))
+        .filter(|e| e["involvedObject"]["uid"] == uid.as_str())
+        .filter(|e| reason.is_empty() || e["reason"] == reason)
+        .filter_map(|e| {
+            let message = e["message"].as_str()?;
+            Some(if reason.is_empty() {
+                format!("{}: {message}", e["reason"].as_str().unwrap_or("?"))
+            } else {
+                message.to_string()
+            })
+        })
         .collect()
 }
 
@@ -252,7 +261,12 @@ fn the_readme_journey_from_helm_install_to_helm_uninstall() {
             let rollout = if image.ends_with("0.2.0") { 1 } else { 2 };
             for node in NODES {
                 let n = retired.iter().filter(|m| m.contains(&format!("node {node}:"))).count();
-                assert_eq!(n, rollout, "{node}'s Retire Events: {retired:#?}");
+                assert_eq!(
+                    n,
+                    rollout,
+                    "{node}'s Retire Events; all Events: {:#?}",
+                    events(&lab, "")
+                );
             }
         }
         if let Some(before) = before_uninstall {

@@ -339,11 +339,14 @@ fn advance(input: &Input, slot: &Slot, memory: &mut Memory, draft: &mut Draft) -
     // a node left with none gets a new one below.
     for pod in &slot.ended {
         if slot.active.is_some_and(|a| a != pod.name) || slot.live.is_empty() {
-            draft.steps.push(delete(
-                pod,
-                Reason::Cleanup,
-                format!("node {node}: pod {} ended ({:?})", pod.name, pod.phase),
-            ));
+            draft.steps.push(match handed_over(slot, pod) {
+                Some(message) => delete(pod, Reason::Retire, message),
+                None => delete(
+                    pod,
+                    Reason::Cleanup,
+                    format!("node {node}: pod {} ended ({:?})", pod.name, pod.phase),
+                ),
+            });
         }
     }
     match checks::stage(slot, revision, spec.upgrade.strategy) {
@@ -402,11 +405,8 @@ fn beside(
         Handoff::TookOver { pause_ms } => {
             // The old agents retired (or, for GracefulRestart, stopped)
             // and hold nothing.
-            let pause = pause_ms.map(|p| format!(" (pause {p:.1} ms)")).unwrap_or_default();
             for o in old {
-                let message =
-                    format!("node {node}: {} took over{pause}; {} retired", new.name, o.name);
-                draft.steps.push(delete(o, Reason::Retire, message));
+                draft.steps.push(delete(o, Reason::Retire, retired(node, new, o, pause_ms)));
             }
             if !memory.upgrading(node, new) {
                 let pause_ms = pause_ms.map(|p| p.round() as u64);
@@ -436,6 +436,23 @@ fn beside(
         }
         Handoff::Waiting => {}
     }
+}
+
+fn retired(node: &str, new: &PodView, old: &PodView, pause_ms: Option<f64>) -> String {
+    let pause = pause_ms.map(|p| format!(" (pause {p:.1} ms)")).unwrap_or_default();
+    format!("node {node}: {} took over{pause}; {} retired", new.name, old.name)
+}
+
+/// The retirement of `ended` when only its end was seen: the node's active
+/// agent took over by a handoff after `ended` started, and `ended` has
+/// exited since. A real kubelet can report the old pod Succeeded before
+/// any reconcile saw both pods beside each other.
+fn handed_over(slot: &Slot, ended: &PodView) -> Option<String> {
+    let agent = slot.agent?;
+    let new = slot.live.iter().find(|p| slot.active == Some(p.name.as_str()))?;
+    let at = i64::try_from(agent.handoff_at_ms?).ok()?;
+    (ended.created < new.created && at >= new.created.as_millisecond())
+        .then(|| retired(slot.node, new, ended, agent.handoff_pause_ms))
 }
 
 /// Starts upgrading more outdated nodes, as far as the rollout's gate and

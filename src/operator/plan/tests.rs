@@ -420,6 +420,38 @@ fn a_nodes_last_handoff_comes_from_its_agent_so_no_status_write_loses_it() {
 }
 
 #[test]
+fn a_handoff_seen_only_after_the_old_pod_ended_is_still_a_retirement() {
+    // No reconcile saw both pods live: by the first one after the handoff,
+    // the kubelet already reported the old pod Succeeded.
+    let gw = gateway("Handoff", "");
+    let mut observed = serving(&["n1"]);
+    observed.pods[0].phase = Phase::Succeeded;
+    observed.pods.push(pod("n1", NEW, 100));
+    let mut a = agent(&observed.pods[1]);
+    a.handoff_at_ms = Some(t(101).as_millisecond() as u64);
+    observed.agents.insert("n1".into(), a.clone());
+    let plan = run(&gw, NEW, &observed, 102);
+    assert_eq!(actions(&plan), [delete("n1", OLD)]);
+    let step = &plan.steps[0];
+    assert_eq!(step.reason, Reason::Retire, "{}", step.message);
+    assert_eq!(
+        step.message,
+        "node n1: edge-n1-bbbbbbbbbb took over (pause 3.4 ms); edge-n1-aaaaaaaaaa retired"
+    );
+
+    // Without a handoff report (GracefulRestart, a crash), or a report
+    // older than the active pod, an ended pod is only cleaned up.
+    for handoff_at in [None, Some(t(50))] {
+        let mut a = a.clone();
+        a.handoff_at_ms = handoff_at.map(|t| t.as_millisecond() as u64);
+        observed.agents.insert("n1".into(), a);
+        let plan = run(&gw, NEW, &observed, 102);
+        assert_eq!(actions(&plan), [delete("n1", OLD)]);
+        assert_eq!(plan.steps[0].reason, Reason::Cleanup, "{handoff_at:?}");
+    }
+}
+
+#[test]
 fn an_agent_that_just_started_is_not_healthy_before_its_sessions_are() {
     // Recreate: n1 came back at NEW, its agent answering but with no
     // peer in its status yet (0 of 0). n2 must wait.
