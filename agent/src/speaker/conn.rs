@@ -55,6 +55,17 @@ impl Conn {
         self.wbuf.extend_from_slice(bytes);
     }
 
+    /// Appends bytes to send, taking the buffer itself when nothing is
+    /// queued (a full table's UPDATEs are not copied again).
+    pub fn queue_owned(&mut self, bytes: Vec<u8>) {
+        if self.wbuf.is_empty() {
+            self.wbuf = bytes;
+            self.wpos = 0;
+        } else {
+            self.wbuf.extend_from_slice(&bytes);
+        }
+    }
+
     /// Bytes queued but not yet written.
     pub fn pending(&self) -> usize {
         self.wbuf.len() - self.wpos

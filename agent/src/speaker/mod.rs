@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
-use peer::{Local, PeerCommand, PeerOptions, PeerTask, canonical};
+use peer::{Local, PeerCommand, PeerOptions, PeerTask};
 use status::{AgentStatus, Metrics, PeerStatus};
 
 use crate::config::{Config, ConfigError, Peer};
@@ -348,7 +348,7 @@ impl Speaker {
     }
 
     async fn dispatch(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
-        let ip = canonical(remote.ip());
+        let ip = remote.ip().to_canonical();
         match self.peers.get(&ip) {
             Some(p) => {
                 let _ = p.commands.send(PeerCommand::Inbound(stream)).await;

@@ -1,43 +1,36 @@
-//! A peer task's connections: dialling, accepting, reading whole messages
-//! off the socket, and RFC 4271 §6.8 when the peer and we dial each other.
+//! The core's connections: a dial's outcome, an accepted connection,
+//! whole messages framed off the bytes read, and RFC 4271 §6.8 when the
+//! peer and we dial each other.
 
-use super::*;
+use std::io;
+use std::time::Duration;
 
-impl PeerTask {
+use tracing::{debug, info, warn};
+
+use super::core::{ConnId, ConnInfo, PeerCore, PeerEffect, Slot, Which};
+use super::session_config;
+use crate::session::{Collision, Input, Session, State, resolve_collision};
+use crate::speaker::status::{Direction, ErrorKind, MessageKind};
+use crate::wire::{DecodeError, HEADER_LEN, Message, Notification, code, frame, subcode};
+
+impl PeerCore {
     /// A connection from the peer (RFC 4271 §6.8 when one is already up).
-    pub(super) async fn accept(&mut self, stream: TcpStream) {
-        if self.peer.ttl_security {
-            let v6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
-            let min = 255 - self.peer.ebgp_multihop.unwrap_or(1) + 1;
-            let gtsm =
-                sockopt::ttl(&stream, v6, 255).and_then(|()| sockopt::min_ttl(&stream, v6, min));
-            if let Err(e) = gtsm {
-                warn!(peer = %self.peer.address, "cannot apply GTSM to the accepted connection: {e}");
-            }
-        }
-        let Ok(conn) = Conn::new(stream) else { return };
+    pub(super) fn accept(&mut self, conn: ConnInfo) {
         if self.held_until().is_some() {
             // Reset for its prefix limit: not before restartAfter.
             debug!(peer = %self.peer.address, "refusing a connection: held down for maxPrefixes");
-            let mut conn = conn;
-            let cease = Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, []);
-            conn.queue(&Message::Notification(cease).to_bytes(&Default::default()));
-            tokio::spawn(conn.close(Duration::from_secs(1)));
+            self.refuse(conn.id, subcode::CONNECTION_REJECTED);
             return;
         }
         match self.main.session.state() {
             State::Idle | State::Connect | State::Active if !self.stopping => {
-                if let Some(dial) = self.main.dial.take() {
-                    dial.abort();
-                }
+                self.cancel_dial();
                 if self.main.session.state() == State::Idle {
-                    self.feed(Which::Main, Input::Start).await;
-                    if let Some(dial) = self.main.dial.take() {
-                        dial.abort();
-                    }
+                    self.feed(Which::Main, Input::Start);
+                    self.cancel_dial();
                 }
                 self.main.conn = Some(conn);
-                self.feed(Which::Main, Input::TcpConnected).await;
+                self.feed(Which::Main, Input::TcpConnected);
             }
             State::OpenSent | State::OpenConfirm if self.inbound.is_none() => {
                 debug!(peer = %self.peer.address, "connection collision: keeping both until the OPENs decide");
@@ -45,8 +38,8 @@ impl PeerTask {
                     Slot::new(Session::new(session_config(&self.peer, &self.local, true)));
                 slot.conn = Some(conn);
                 self.inbound = Some(slot);
-                self.feed(Which::Inbound, Input::Start).await;
-                self.feed(Which::Inbound, Input::TcpConnected).await;
+                self.feed(Which::Inbound, Input::Start);
+                self.feed(Which::Inbound, Input::TcpConnected);
             }
             _ => {
                 // RFC 4271 §6.8: an Established session keeps priority over a new
@@ -54,38 +47,47 @@ impl PeerTask {
                 // settled) simply refuses it.
                 let established = self.main.session.state() == State::Established;
                 debug!(peer = %self.peer.address, established, "refusing a second connection");
-                let mut conn = conn;
                 let sub = if established {
                     subcode::CONNECTION_COLLISION_RESOLUTION
                 } else {
                     subcode::CONNECTION_REJECTED
                 };
-                let cease = Notification::new(code::CEASE, sub, []);
-                conn.queue(&Message::Notification(cease).to_bytes(&Default::default()));
-                tokio::spawn(conn.close(Duration::from_secs(1)));
+                self.refuse(conn.id, sub);
             }
         }
     }
 
-    pub(super) async fn on_dialled(&mut self, result: io::Result<TcpStream>) {
-        if self.main.session.state() != State::Connect || self.main.conn.is_some() {
-            return; // late: the peer's own connection won, or we gave up
-        }
-        match result.and_then(Conn::new) {
+    /// Sends Cease with `subcode` on a connection the core does not take.
+    fn refuse(&mut self, conn: ConnId, subcode: u8) {
+        let cease = Notification::new(code::CEASE, subcode, []);
+        let bytes = Message::Notification(cease).to_bytes(&Default::default());
+        self.effects.push(PeerEffect::Send { conn, bytes });
+        self.effects.push(PeerEffect::Close { conn, linger: Duration::from_secs(1) });
+    }
+
+    pub(super) fn on_dialled(&mut self, result: io::Result<ConnInfo>) {
+        self.dialling = false;
+        let late = self.main.session.state() != State::Connect || self.main.conn.is_some();
+        match result {
+            // Late: the peer's own connection won, or we gave up.
+            Ok(conn) if late => {
+                self.effects.push(PeerEffect::Close { conn: conn.id, linger: Duration::ZERO });
+            }
+            Err(_) if late => {}
             Ok(conn) => {
                 self.main.conn = Some(conn);
-                self.feed(Which::Main, Input::TcpConnected).await;
+                self.feed(Which::Main, Input::TcpConnected);
             }
             Err(e) => {
                 self.note_dial_failure(&e);
-                self.feed(Which::Main, Input::TcpFailed).await;
+                self.feed(Which::Main, Input::TcpFailed);
             }
         }
     }
 
     /// Records why a dial failed, with what to check when MD5 is on.
     pub(super) fn note_dial_failure(&mut self, e: &io::Error) {
-        let hint = if self.password.is_some() && e.kind() == io::ErrorKind::TimedOut {
+        let hint = if self.md5 && e.kind() == io::ErrorKind::TimedOut {
             " (TCP MD5 is on: a password mismatch drops packets without a word; \
              check the password on both sides)"
         } else {
@@ -95,24 +97,27 @@ impl PeerTask {
         self.metrics.error(self.peer.address, ErrorKind::Transport);
     }
 
-    pub(super) async fn on_read(&mut self, which: Which, result: io::Result<usize>) {
-        match result {
-            Ok(0) | Err(_) => {
-                if let Err(e) = &result {
-                    self.last_error = Some(format!("reading: {e}"));
-                    self.metrics.error(self.peer.address, ErrorKind::Transport);
-                }
-                self.feed(which, Input::TcpFailed).await;
-            }
-            Ok(_) => self.drain(which).await,
+    /// A connection ended under us: its session fails over TCP.
+    pub(super) fn on_closed(&mut self, conn: ConnId, error: Option<String>) {
+        let Some(which) = self.holder(conn) else { return };
+        if let Some(e) = error {
+            self.last_error = Some(e);
+            self.metrics.error(self.peer.address, ErrorKind::Transport);
+        }
+        self.feed(which, Input::TcpFailed);
+        // A session that went down closed it already; no state keeps a dead one.
+        if let Some(which) = self.holder(conn)
+            && let Some(slot) = self.slot(which)
+        {
+            slot.conn = None;
+            self.effects.push(PeerEffect::Close { conn, linger: Duration::ZERO });
         }
     }
 
     /// The slot that now holds connection `id`, if any: a collision can move
     /// a connection from the inbound slot to the main one while it is read.
-    pub(super) fn holder(&self, id: u64) -> Option<Which> {
-        let holds =
-            |slot: Option<&Slot>| slot.and_then(|s| s.conn.as_ref()).is_some_and(|c| c.id == id);
+    pub(super) fn holder(&self, id: ConnId) -> Option<Which> {
+        let holds = |slot: Option<&Slot>| slot.and_then(|s| s.conn).is_some_and(|c| c.id == id);
         if holds(Some(&self.main)) {
             Some(Which::Main)
         } else if holds(self.inbound.as_ref()) {
@@ -122,24 +127,32 @@ impl PeerTask {
         }
     }
 
-    /// Decodes and handles every whole message in the slot's read buffer.
-    pub(super) async fn drain(&mut self, which: Which) {
-        let Some(id) = self.slot(which).and_then(|s| s.conn.as_ref()).map(|c| c.id) else {
-            return;
-        };
+    /// Handles every whole message at the start of `buf`, read from `conn`:
+    /// how many bytes it took (the rest is the start of the next message)
+    /// and what to do.
+    pub fn receive(
+        &mut self,
+        conn: ConnId,
+        buf: &[u8],
+        now: std::time::Instant,
+    ) -> (usize, Vec<PeerEffect>) {
+        self.now = now;
+        let consumed = self.frame_all(conn, buf);
+        (consumed, std::mem::take(&mut self.effects))
+    }
+
+    fn frame_all(&mut self, id: ConnId, buf: &[u8]) -> usize {
         let mut consumed = 0;
         loop {
             // Follow the connection; stop if it was closed by what we fed.
-            let Some(which) = self.holder(id) else { return };
-            let slot = self.slot(which).expect("holder found it");
-            let ctx = slot.session.wire_context();
-            let conn = slot.conn.as_mut().expect("holder found it");
-            let buf = &conn.rbuf[consumed..];
-            let input = match frame(buf, &ctx) {
-                Ok(None) => break,
-                Ok(Some(h)) if buf.len() < h.len => break,
+            let Some(which) = self.holder(id) else { return consumed };
+            let ctx = self.slot(which).expect("holder found it").session.wire_context();
+            let rest = &buf[consumed..];
+            let input = match frame(rest, &ctx) {
+                Ok(None) => return consumed,
+                Ok(Some(h)) if rest.len() < h.len => return consumed,
                 Ok(Some(h)) => {
-                    let decoded = Message::decode_framed(h, &buf[HEADER_LEN..h.len], &ctx);
+                    let decoded = Message::decode_framed(h, &rest[HEADER_LEN..h.len], &ctx);
                     consumed += h.len;
                     match decoded {
                         Ok((m, malformed)) => Input::Received(m, malformed),
@@ -160,15 +173,10 @@ impl PeerTask {
             if let Input::Undecodable(e) = &input {
                 self.note_decode_error(e);
             }
-            self.feed(which, input).await;
+            self.feed(which, input);
             if fatal {
-                return;
+                return consumed;
             }
-        }
-        if let Some(which) = self.holder(id)
-            && let Some(conn) = self.slot(which).and_then(|s| s.conn.as_mut())
-        {
-            conn.rbuf.drain(..consumed);
         }
     }
 
@@ -182,15 +190,13 @@ impl PeerTask {
     pub(super) fn promote_inbound(&mut self) {
         if let Some(mut slot) = self.inbound.take() {
             slot.session.set_passive(self.peer.passive);
-            if let Some(dial) = self.main.dial.take() {
-                dial.abort();
-            }
+            self.cancel_dial();
             self.main = slot;
         }
     }
 
     /// RFC 4271 §6.8, once the OPENs tell both identifiers.
-    pub(super) async fn check_collision(&mut self) {
+    pub(super) fn check_collision(&mut self) {
         let Some(inbound) = &self.inbound else { return };
         let (a, b) = (self.main.session.state(), inbound.session.state());
         let opening = |s| matches!(s, State::OpenSent | State::OpenConfirm);
@@ -208,42 +214,14 @@ impl PeerTask {
         match resolve_collision(self.local.router_id, remote) {
             Collision::KeepInbound => {
                 info!(peer = %self.peer.address, "collision: keeping the peer's connection");
-                Box::pin(self.feed(Which::Main, Input::Stop(cease))).await;
+                self.feed(Which::Main, Input::Stop(cease));
                 self.promote_inbound();
             }
             Collision::KeepOutbound => {
                 info!(peer = %self.peer.address, "collision: keeping our connection");
-                Box::pin(self.feed(Which::Inbound, Input::Stop(cease))).await;
+                self.feed(Which::Inbound, Input::Stop(cease));
                 self.inbound = None;
             }
         }
-    }
-
-    pub(super) fn spawn_dial(&self) -> JoinHandle<io::Result<TcpStream>> {
-        let remote = SocketAddr::new(self.peer.address, self.peer.port);
-        let local = self.peer.local_address;
-        let timeout = Duration::from_secs(u64::from(self.peer.connect_retry_time));
-        let password = self.password.clone();
-        let (gtsm, multihop) = (self.peer.ttl_security, self.peer.ebgp_multihop);
-        tokio::spawn(async move {
-            let v6 = remote.is_ipv6();
-            let socket = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
-            if let Some(key) = &password {
-                sockopt::md5(&socket, v6, remote.ip(), key)?;
-            }
-            if gtsm {
-                // RFC 5082: send with 255, accept only what a direct neighbour sends.
-                sockopt::ttl(&socket, v6, 255)?;
-                sockopt::min_ttl(&socket, v6, 255 - multihop.unwrap_or(1) + 1)?;
-            } else if let Some(hops) = multihop {
-                sockopt::ttl(&socket, v6, hops)?;
-            }
-            if let Some(ip) = local {
-                socket.bind(SocketAddr::new(ip, 0))?;
-            }
-            tokio::time::timeout(timeout, socket.connect(remote))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
-        })
     }
 }

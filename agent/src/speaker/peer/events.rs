@@ -2,12 +2,19 @@
 //! that comes up (Graceful Restart helper checks, the full export), an
 //! UPDATE or End-of-RIB, and a session that goes down (helper or clear).
 
-use super::*;
-use crate::session::{DownReason, Negotiated};
-use crate::wire::Malformed;
+use std::time::Duration;
 
-impl PeerTask {
-    pub(super) async fn on_established(&mut self, which: Which, n: Negotiated) {
+use tracing::info;
+
+use super::core::{Helper, PeerCore, PeerEffect, Which};
+use crate::graceful;
+use crate::rib::AdjRibOut;
+use crate::session::{DownReason, Input, Negotiated, Timer};
+use crate::speaker::status::ErrorKind;
+use crate::wire::{AfiSafi, Malformed, Notification, Update, code};
+
+impl PeerCore {
+    pub(super) fn on_established(&mut self, which: Which, n: Negotiated) {
         if which == Which::Inbound {
             self.promote_inbound();
         }
@@ -35,7 +42,7 @@ impl PeerTask {
         self.last_error = None;
         self.sent = self.export();
         let full = self.sent.full();
-        self.advertise(&full, true).await;
+        self.advertise(&full, true);
     }
 
     /// An UPDATE, or an End-of-RIB that ends a Graceful Restart.
@@ -64,11 +71,11 @@ impl PeerTask {
         received: Option<Notification>,
     ) -> Option<()> {
         let slot = self.slot(which)?;
+        slot.timers.remove(&Timer::Hold);
         if let Some(conn) = slot.conn.take() {
             // The NOTIFICATION queued just before goes out first.
-            tokio::spawn(conn.close(Duration::from_secs(2)));
+            self.effects.push(PeerEffect::Close { conn: conn.id, linger: Duration::from_secs(2) });
         }
-        slot.timers.remove(&Timer::Hold);
         if which == Which::Inbound {
             self.inbound = None;
             return Some(());
@@ -92,10 +99,11 @@ impl PeerTask {
         if helping {
             let n = self.last_negotiated.as_ref().expect("checked");
             let stale = self.rib_in.mark_stale();
-            let until = Instant::now() + graceful::restart_time(n);
+            let until = self.now + graceful::restart_time(n);
             info!(peer = %self.peer.address, stale, "peer restarting: keeping its routes stale");
             if self.helper.is_none() || stale > 0 {
-                self.helper = Some(Helper::Restarting(until));
+                let long_lived = graceful::long_lived_time(n);
+                self.helper = Some(Helper::Restarting { until, long_lived });
             }
         } else {
             self.rib_in.clear();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{PeerTask, Which};
+use super::core::{PeerCore, Which};
 use crate::config::{LimitAction, LimitVerdict};
 use crate::graceful;
 use crate::import::{ImportRules, Screened, screen};
@@ -37,7 +37,7 @@ pub(super) struct ImportState {
 const FAMILIES: [(AfiSafi, bool, &str); 2] =
     [(AfiSafi::IPV4_UNICAST, true, "ipv4-unicast"), (AfiSafi::IPV6_UNICAST, false, "ipv6-unicast")];
 
-impl PeerTask {
+impl PeerCore {
     /// Screens an UPDATE, applies it to the Adj-RIB-In and holds the peer
     /// to its prefix limit: what to feed the session next, if anything.
     pub(super) fn take_in(
@@ -105,7 +105,7 @@ impl PeerTask {
         warn!(peer = %self.peer.address, family = name, count, limit = limit.limit, ?after,
             "routes past maxPrefixes: session reset with {notification}");
         self.metrics.error(self.peer.address, ErrorKind::PrefixLimit);
-        self.import.held_until = Some(Instant::now() + after);
+        self.import.held_until = Some(self.now + after);
         self.last_error = Some(format!(
             "maxPrefixes: {count} {name} routes, limit {}; session reset, up again in {}s",
             limit.limit, limit.restart_after
@@ -119,11 +119,11 @@ impl PeerTask {
     }
 
     /// The hold-down after a reset for the limit is over: start again.
-    pub(super) async fn end_hold_down(&mut self) {
+    pub(super) fn end_hold_down(&mut self) {
         self.import.held_until = None;
         self.import.verdicts = Default::default();
         info!(peer = %self.peer.address, "maxPrefixes hold-down over: taking the session up again");
-        self.feed(Which::Main, Input::Start).await;
+        self.feed(Which::Main, Input::Start);
     }
 
     /// A new session: counts start again.
@@ -132,10 +132,10 @@ impl PeerTask {
     }
 
     /// What the status says about the limit.
-    pub(super) fn prefix_limit_note(&self) -> Option<String> {
+    pub(super) fn prefix_limit_note(&self, now: Instant) -> Option<String> {
         let limit = &self.peer.import.max_prefixes;
         if let Some(until) = self.import.held_until {
-            let left = until.saturating_duration_since(Instant::now()).as_secs();
+            let left = until.saturating_duration_since(now).as_secs();
             return Some(format!("reset for maxPrefixes {}: up again in {left}s", limit.limit));
         }
         let notes: Vec<String> = FAMILIES

@@ -1,8 +1,14 @@
-//! What a peer task tells the world: its status snapshot and metric labels.
+//! What a peer core tells the world: its status snapshot and metric labels.
 
-use super::*;
+use std::time::{Instant, SystemTime};
 
-impl PeerTask {
+use super::core::PeerCore;
+use super::unix_ms;
+use crate::config::Family;
+use crate::session::State;
+use crate::speaker::status::{Direction, PeerLabel, PeerStatus, RouteLabels};
+
+impl PeerCore {
     pub(super) fn label(&self) -> PeerLabel {
         PeerLabel { peer: self.peer.address.to_string() }
     }
@@ -11,23 +17,23 @@ impl PeerTask {
         RouteLabels { peer: self.peer.address.to_string(), direction }
     }
 
-    pub(super) fn publish(&self) {
+    /// The peer as `GET /status` shows it, at `now` (`wall` is the same
+    /// moment on the wall clock).
+    pub fn status(&self, now: Instant, wall: SystemTime) -> PeerStatus {
         let session = &self.main.session;
         let n = session.negotiated();
         let established = session.state() == State::Established;
-        let since = session
-            .established_at()
-            .map(|at| SystemTime::now() - Instant::now().saturating_duration_since(at));
+        let since = session.established_at().map(|at| wall - now.saturating_duration_since(at));
         let advertised = if established { self.sent.len() } else { 0 };
         self.series.routes_sent.set(advertised as i64);
-        let status = PeerStatus {
+        PeerStatus {
             address: self.peer.address.to_string(),
             asn: self.peer.asn,
             state: session.state(),
             uptime_seconds: 0,
             established_since_ms: since.map(unix_ms),
             established_transitions: self.established_transitions,
-            local_address: self.main.conn.as_ref().map(|c| canonical(c.local.ip()).to_string()),
+            local_address: self.main.conn.map(|c| c.local.ip().to_canonical().to_string()),
             hold_time: n.map(|n| n.hold_time),
             keepalive_time: n.map(|n| n.keepalive_time),
             capabilities: n.map(capability_names).unwrap_or_default(),
@@ -44,12 +50,11 @@ impl PeerTask {
                 .map(|(p, why)| format!("{p}: {why}"))
                 .collect(),
             routes_refused: self.import.refused,
-            prefix_limit: self.prefix_limit_note(),
+            prefix_limit: self.prefix_limit_note(now),
             messages_received: self.messages_received,
             messages_sent: self.messages_sent,
             last_error: self.last_error.clone(),
-        };
-        self.status.send_replace(status);
+        }
     }
 }
 
