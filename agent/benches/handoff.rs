@@ -17,9 +17,10 @@ mod support;
 #[path = "common/table.rs"]
 mod table;
 
-use std::time::Duration;
-
 use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
 
 use support::routers::{AGENT_AS, ROUTER_AS, address_pairs, spawn_bird};
 use support::{Agent, Daemon, Link, eventually};
@@ -46,8 +47,59 @@ fn ready(agent: &Agent, sessions: usize, routes: u32) -> Result<(), String> {
     }
 }
 
-/// Pauses (ms) and state sizes (bytes) of `handoffs` upgrades in a row.
-fn run(case: &Case, handoffs: u32) -> Vec<(f64, u64)> {
+/// The `key=value` fields of the last line of `log` that says `marker`.
+fn fields(log: &str, marker: &str) -> Vec<(String, String)> {
+    let Some(line) = log.lines().rev().find(|l| l.contains(marker)) else { return vec![] };
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A duration as tracing prints it (`12.3ms`, `850µs`, `1.2s`, or a bare
+/// number of ms), in ms.
+fn ms(text: &str) -> Option<f64> {
+    let units = [("ms", 1.0), ("µs", 1e-3), ("us", 1e-3), ("ns", 1e-6), ("s", 1e3)];
+    for (unit, scale) in units {
+        if let Some(n) = text.strip_suffix(unit) {
+            return n.parse::<f64>().ok().map(|n| n * scale);
+        }
+    }
+    text.parse().ok()
+}
+
+/// Where a handoff's pause went, from both agents' logs: the predecessor
+/// freezing every session, then passing them; the successor collecting
+/// from the first freeze, decoding, retiring the predecessor, and building
+/// and starting its peer tasks.
+fn phases(old_log: &Path, new_log: &Path) -> Vec<(&'static str, f64)> {
+    let old = fs::read_to_string(old_log).unwrap_or_default();
+    let new = fs::read_to_string(new_log).unwrap_or_default();
+    let pick = |log: &str, marker: &str, key: &str| {
+        fields(log, marker).into_iter().find(|(k, _)| k == key).and_then(|(_, v)| ms(&v))
+    };
+    [
+        ("freeze", pick(&old, "handoff: frozen, then passed", "froze")),
+        ("collect", pick(&new, "handoff: from the first freeze", "collected_ms")),
+        ("decode", pick(&new, "handoff: from the first freeze", "decoded_ms")),
+        ("retire", pick(&new, "handoff: from the first freeze", "retired_ms")),
+        ("build tasks", pick(&new, "peer tasks started", "built")),
+        ("start tasks", pick(&new, "peer tasks started", "elapsed")),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| v.map(|v| (name, v)))
+    .collect()
+}
+
+/// One handoff as measured.
+struct Measured {
+    pause_ms: f64,
+    state_bytes: u64,
+    phases: Vec<(&'static str, f64)>,
+}
+
+/// `handoffs` upgrades in a row.
+fn run(case: &Case, handoffs: u32) -> Vec<Measured> {
     let link = Link::new("bench-handoff");
     let (_bird, peers) = bird_many(&link, case.sessions, case.routes);
     let yaml = format!("asn: {AGENT_AS}\nrouterId: {}\npeers:\n{peers}", link.a_v4);
@@ -67,7 +119,11 @@ fn run(case: &Case, handoffs: u32) -> Vec<(f64, u64)> {
             }
         });
         assert_eq!(report["sessions"], case.sessions, "{report}");
-        out.push((report["pause_ms"].as_f64().unwrap(), report["state_bytes"].as_u64().unwrap()));
+        let old_log = if n == 0 { "agent.log".to_string() } else { format!("agent-{}.log", n - 1) };
+        let phases = phases(&link.dir.join(old_log), &link.dir.join(format!("agent-{n}.log")));
+        let pause_ms = report["pause_ms"].as_f64().unwrap();
+        let state_bytes = report["state_bytes"].as_u64().unwrap();
+        out.push(Measured { pause_ms, state_bytes, phases });
         agent.daemon.signal("TERM");
         agent.daemon.wait_exit(Duration::from_secs(5));
         agent = new;
@@ -135,16 +191,19 @@ fn main() {
     println!("|---|---|---|---|");
     for case in cases {
         let mut runs = run(case, handoffs);
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let median = runs[runs.len() / 2];
+        runs.sort_by(|a, b| a.pause_ms.total_cmp(&b.pause_ms));
+        let median = &runs[runs.len() / 2];
         println!(
             "| {} | {} | {:.1} ({:.1}–{:.1}) | {:.1} MB |",
             case.sessions,
             case.routes,
-            median.0,
-            runs[0].0,
-            runs[runs.len() - 1].0,
-            median.1 as f64 / 1e6
+            median.pause_ms,
+            runs[0].pause_ms,
+            runs[runs.len() - 1].pause_ms,
+            median.state_bytes as f64 / 1e6
         );
+        let phases: Vec<String> =
+            median.phases.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
+        eprintln!("    the median handoff's phases, ms: {}", phases.join(", "));
     }
 }

@@ -329,10 +329,8 @@ impl Speaker {
             self.metrics.clone(),
             PeerOptions { restarting, password },
         );
-        if let Some((a, resumed)) = adopted
-            && let Err(e) = task.adopt(a, resumed)
-        {
-            warn!(peer = %config.address, "cannot resume the adopted session, starting anew: {e}");
+        if let Some((a, resumed)) = adopted {
+            task.adopt(a, resumed);
         }
         PreparedPeer { config, task, commands: tx, status: status_rx }
     }

@@ -29,10 +29,11 @@ use super::peer::{self, Local};
 use super::status::Metrics;
 use super::succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 use super::{
-    CONTROL_SOCKET, Exit, ListenerFd, RunError, RunOptions, Speaker, Standing, Takeover,
-    adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir, read_passwords, renderer,
+    CONTROL_SOCKET, Exit, ListenerFd, PreparedPeer, RunError, RunOptions, Speaker, Standing,
+    Takeover, adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir, read_passwords,
+    renderer,
 };
-use crate::config::Config;
+use crate::config::{Config, Peer};
 use crate::restart::{self, Ended};
 
 /// The signals the agent answers, installed before anything else: a
@@ -245,6 +246,9 @@ fn open(
     })
 }
 
+/// A peer to start, with the session adopted for it, if any.
+type PeerJob = (Peer, Option<(peer::Adopted, oneshot::Sender<Duration>)>);
+
 impl Speaker {
     /// Every task is built, its adopted socket registered, before any runs:
     /// the last adopted session waits for no other session's first moves.
@@ -255,15 +259,16 @@ impl Speaker {
             .unwrap_or_default();
         let starting = std::time::Instant::now();
         let mut resumed = Vec::new();
-        let mut prepared = Vec::new();
+        let mut jobs = Vec::new();
         for p in self.config.peers.clone() {
             let a = adopted.remove(&p.address).map(|a| {
                 let (tx, rx) = oneshot::channel();
                 resumed.push(rx);
                 (a, tx)
             });
-            prepared.push(self.prepare_peer(p, a));
+            jobs.push((p, a));
         }
+        let prepared = self.prepare_peers(jobs);
         let built = starting.elapsed();
         for p in prepared {
             self.spawn_peer(p);
@@ -276,6 +281,26 @@ impl Speaker {
         if let Some(t) = takeover {
             self.took_over(t, resumed).await;
         }
+    }
+
+    /// Builds the peer tasks, on two threads when there are many: a
+    /// handoff builds them inside its pause, and a thousand take tens of
+    /// milliseconds on one core.
+    fn prepare_peers(&self, mut jobs: Vec<PeerJob>) -> Vec<PreparedPeer> {
+        const ALONE: usize = 64;
+        if jobs.len() < ALONE {
+            return jobs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect();
+        }
+        let theirs = jobs.split_off(jobs.len() / 2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                theirs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect::<Vec<_>>()
+            });
+            let mut mine: Vec<PreparedPeer> =
+                jobs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect();
+            mine.extend(other.join().expect("a thread building peer tasks"));
+            mine
+        })
     }
 
     /// Serves until told to stop or until a successor took everything.

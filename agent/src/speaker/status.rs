@@ -315,6 +315,8 @@ pub struct PeerSeries {
     sent: [Counter; 5],
     pub routes_received: Gauge,
     pub routes_sent: Gauge,
+    /// 1 while the session is Established.
+    pub established: Gauge,
 }
 
 impl PeerSeries {
@@ -336,6 +338,7 @@ impl PeerSeries {
             sent: messages(Direction::Sent),
             routes_received: routes(Direction::Received),
             routes_sent: routes(Direction::Sent),
+            established: metrics.established.get_or_create(&PeerLabel { peer }).clone(),
         }
     }
 

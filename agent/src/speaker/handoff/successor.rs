@@ -66,7 +66,7 @@ struct Collected {
     peers: Vec<IpAddr>,
     tables: Vec<Table>,
     listeners: Option<(OwnedFd, OwnedFd)>,
-    states: Vec<(SessionState, OwnedFd)>,
+    states: Vec<(SessionState, tokio::net::TcpStream)>,
     bytes: usize,
     done: bool,
 }
@@ -278,7 +278,13 @@ impl Collected {
                         return Err(format!("two sessions with {}", s.peer));
                     }
                 }
-                self.states.extend(states.into_iter().zip(fds));
+                // Registered now, while the predecessor passes the rest: a
+                // thousand registrations are not paid inside the pause.
+                for (state, fd) in states.into_iter().zip(fds) {
+                    let stream = register(fd)
+                        .map_err(|e| format!("session with {}: its socket: {e}", state.peer))?;
+                    self.states.push((state, stream));
+                }
                 step("new:sessions");
             }
             Message::Rib { session, part, updates } => {
@@ -300,14 +306,22 @@ impl Collected {
 
 fn adopted(
     state: SessionState,
-    fd: OwnedFd,
+    stream: tokio::net::TcpStream,
     table: Table,
     complete: bool,
 ) -> Result<Adopted, String> {
     let negotiated = thaw(&state).map_err(|e| format!("session with {}: {e}", state.peer))?;
     let Table { rib_in, sent, unread, unwritten } = table;
-    let stream = std::net::TcpStream::from(fd);
     Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
+}
+
+/// A passed session's socket, registered with the agent's runtime (the
+/// predecessor's socket is non-blocking already; the flag is the shared
+/// socket's, set again for certain).
+fn register(fd: OwnedFd) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = std::net::TcpStream::from(fd);
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
 }
 
 /// Closes an adopted session we have no peer config for: Cease, Peer
@@ -319,7 +333,8 @@ pub fn let_go(a: Adopted, message: &str) {
     );
     let mut bytes = a.unwritten;
     bytes.extend(crate::wire::Message::Notification(cease).to_bytes(&a.negotiated.wire));
-    let mut stream = a.stream;
+    let Ok(mut stream) = a.stream.into_std() else { return };
+    let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&bytes);
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -38,7 +38,7 @@ impl PeerCore {
         info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
         self.last_negotiated = Some(n);
         self.import_session_up();
-        self.metrics.established.get_or_create(&self.label()).set(1);
+        self.series.established.set(1);
         self.last_error = None;
         self.sent = self.export();
         let full = self.sent.full();
@@ -111,7 +111,7 @@ impl PeerCore {
         }
         self.last_negotiated = None;
         self.sent = AdjRibOut::default();
-        self.metrics.established.get_or_create(&self.label()).set(0);
+        self.series.established.set(0);
         Some(())
     }
 }

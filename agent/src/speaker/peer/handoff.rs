@@ -23,7 +23,6 @@ use crate::handoff::session_state::{self, monotonic_ns};
 use crate::handoff::{features, rib_state};
 use crate::rib::{AdjRibIn, AdjRibOut};
 use crate::session::{Negotiated, Output, Session, State, Timer};
-use crate::speaker::status::Direction;
 use crate::wire::{Message, RouteRefresh};
 
 /// A paused session, as the successor needs it.
@@ -59,7 +58,9 @@ pub enum Thaw {
 pub struct Adopted {
     pub negotiated: Negotiated,
     pub state: SessionState,
-    pub stream: std::net::TcpStream,
+    /// Registered with the runtime as it arrived, while the predecessor
+    /// was still passing the others (not inside the pause).
+    pub stream: tokio::net::TcpStream,
     pub rib_in: AdjRibIn,
     pub sent: AdjRibOut,
     pub unread: Vec<u8>,
@@ -151,7 +152,7 @@ impl PeerCore {
         if let Some(conn) = self.inbound.take().and_then(|s| s.conn) {
             self.effects.push(PeerEffect::Close { conn: conn.id, linger });
         }
-        self.metrics.established.get_or_create(&self.label()).set(0);
+        self.series.established.set(0);
         debug!(peer = %self.peer.address, passed, "retired");
     }
 
@@ -184,7 +185,7 @@ impl PeerCore {
                 self.feed(Which::Main, input);
             }
         }
-        self.metrics.established.get_or_create(&self.label()).set(1);
+        self.series.established.set(1);
         let new = self.export();
         if complete {
             let delta = self.sent.delta_to(&new);
@@ -208,10 +209,7 @@ impl PeerCore {
             }
         }
         self.sent = new;
-        self.metrics
-            .routes
-            .get_or_create(&self.route_label(Direction::Received))
-            .set(self.rib_in.len() as i64);
+        self.series.routes_received.set(self.rib_in.len() as i64);
     }
 }
 
@@ -229,7 +227,7 @@ pub struct AdoptedCore {
 impl Adopted {
     /// Apart: what the core takes, and the socket with its unread and
     /// unwritten bytes.
-    pub fn split(self) -> (AdoptedCore, std::net::TcpStream, Vec<u8>, Vec<u8>) {
+    pub fn split(self) -> (AdoptedCore, tokio::net::TcpStream, Vec<u8>, Vec<u8>) {
         let Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete } = self;
         (AdoptedCore { negotiated, state, rib_in, sent, complete }, stream, unread, unwritten)
     }

@@ -6,15 +6,11 @@ use super::core::PeerCore;
 use super::unix_ms;
 use crate::config::Family;
 use crate::session::State;
-use crate::speaker::status::{Direction, PeerLabel, PeerStatus, RouteLabels};
+use crate::speaker::status::{PeerLabel, PeerStatus};
 
 impl PeerCore {
     pub(super) fn label(&self) -> PeerLabel {
         PeerLabel { peer: self.peer.address.to_string() }
-    }
-
-    pub(super) fn route_label(&self, direction: Direction) -> RouteLabels {
-        RouteLabels { peer: self.peer.address.to_string(), direction }
     }
 
     /// The peer as `GET /status` shows it, at `now` (`wall` is the same
