@@ -169,6 +169,9 @@ struct Speaker {
     local: Local,
     peers: HashMap<IpAddr, PeerHandle>,
     metrics: Metrics,
+    /// The configured peers' metric series, looked up at start (taken as
+    /// their tasks are built).
+    series: HashMap<IpAddr, status::PeerSeries>,
     /// The status receivers of the current peers, for the status endpoints.
     views: watch::Sender<Vec<watch::Receiver<PeerStatus>>>,
     /// How the previous run in this state dir ended (decides the R-bit).
@@ -327,10 +330,12 @@ impl Speaker {
             rx,
             status_tx,
             self.metrics.clone(),
-            PeerOptions { restarting, password },
+            PeerOptions { restarting, password, series: self.series.get(&config.address).cloned() },
         );
-        if let Some((a, resumed)) = adopted {
-            task.adopt(a, resumed);
+        if let Some((a, resumed)) = adopted
+            && let Err(e) = task.adopt(a, resumed)
+        {
+            warn!(peer = %config.address, "cannot resume the adopted session, starting anew: {e}");
         }
         PreparedPeer { config, task, commands: tx, status: status_rx }
     }

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::admin::{self, StopMode, request};
 use super::handoff::{self, Knock, Takeover as TakenOver};
 use super::peer::{self, Local};
-use super::status::Metrics;
+use super::status::{Metrics, PeerSeries};
 use super::succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 use super::{
     CONTROL_SOCKET, Exit, ListenerFd, PreparedPeer, RunError, RunOptions, Speaker, Standing,
@@ -75,7 +75,6 @@ struct Doors {
 
 struct Opened {
     doors: Doors,
-    metrics: Metrics,
     views: watch::Sender<Vec<watch::Receiver<super::status::PeerStatus>>>,
     standing: Arc<std::sync::Mutex<Standing>>,
 }
@@ -106,12 +105,17 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             info!(answer = answer.trim(), "asked the running agent to stop in restart mode");
         }
     }
+    // Each peer's metric series, looked up before a handoff's pause rather
+    // than a thousand at a time inside it.
+    let metrics = Metrics::default();
+    let series: HashMap<IpAddr, PeerSeries> =
+        config.peers.iter().map(|p| (p.address, PeerSeries::new(&metrics, p.address))).collect();
     let (mut takeover, lock) = match acquire(&options, &mut signals).await? {
         Acquired::Node(takeover, lock) => (takeover, lock),
         Acquired::Stopped(signal) => return stopped_before_serving(signal),
     };
-    let Opened { mut doors, metrics, views, standing } =
-        open(&options, &config, router_id, takeover.as_mut())?;
+    let Opened { mut doors, views, standing } =
+        open(&options, &config, router_id, takeover.as_mut(), &metrics)?;
     let mut speaker = Speaker {
         local: Local { asn: config.asn, router_id },
         previous: restart::read(&options.state_dir),
@@ -123,6 +127,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         config,
         peers: HashMap::new(),
         metrics,
+        series,
         views,
         passwords,
         standing,
@@ -191,6 +196,7 @@ fn open(
     config: &Config,
     router_id: Ipv4Addr,
     takeover: Option<&mut TakenOver>,
+    metrics: &Metrics,
 ) -> Result<Opened, RunError> {
     let (listener, admin) = match takeover.and_then(|t| t.listeners.take()) {
         Some((bgp, admin)) => (adopt_listener(bgp, "BGP")?, adopt_listener(admin, "admin")?),
@@ -209,7 +215,6 @@ fn open(
     let (knock_tx, knocks) = mpsc::channel(1);
     handoff::serve(&options.state_dir, knock_tx).map_err(state_err)?;
 
-    let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
@@ -240,7 +245,6 @@ fn open(
             stop_tx: Some(stop_tx),
             render: Some(render),
         },
-        metrics,
         views,
         standing,
     })
@@ -287,13 +291,16 @@ impl Speaker {
     /// handoff builds them inside its pause, and a thousand take tens of
     /// milliseconds on one core.
     fn prepare_peers(&self, mut jobs: Vec<PeerJob>) -> Vec<PreparedPeer> {
-        const ALONE: usize = 64;
+        const ALONE: usize = 256;
         if jobs.len() < ALONE {
             return jobs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect();
         }
         let theirs = jobs.split_off(jobs.len() / 2);
+        // Adopted sockets are registered with this runtime from either thread.
+        let runtime = tokio::runtime::Handle::current();
         std::thread::scope(|s| {
             let other = s.spawn(|| {
+                let _inside = runtime.enter();
                 theirs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect::<Vec<_>>()
             });
             let mut mine: Vec<PreparedPeer> =

@@ -66,7 +66,7 @@ struct Collected {
     peers: Vec<IpAddr>,
     tables: Vec<Table>,
     listeners: Option<(OwnedFd, OwnedFd)>,
-    states: Vec<(SessionState, tokio::net::TcpStream)>,
+    states: Vec<(SessionState, OwnedFd)>,
     bytes: usize,
     done: bool,
 }
@@ -278,13 +278,7 @@ impl Collected {
                         return Err(format!("two sessions with {}", s.peer));
                     }
                 }
-                // Registered now, while the predecessor passes the rest: a
-                // thousand registrations are not paid inside the pause.
-                for (state, fd) in states.into_iter().zip(fds) {
-                    let stream = register(fd)
-                        .map_err(|e| format!("session with {}: its socket: {e}", state.peer))?;
-                    self.states.push((state, stream));
-                }
+                self.states.extend(states.into_iter().zip(fds));
                 step("new:sessions");
             }
             Message::Rib { session, part, updates } => {
@@ -306,22 +300,14 @@ impl Collected {
 
 fn adopted(
     state: SessionState,
-    stream: tokio::net::TcpStream,
+    fd: OwnedFd,
     table: Table,
     complete: bool,
 ) -> Result<Adopted, String> {
     let negotiated = thaw(&state).map_err(|e| format!("session with {}: {e}", state.peer))?;
     let Table { rib_in, sent, unread, unwritten } = table;
-    Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
-}
-
-/// A passed session's socket, registered with the agent's runtime (the
-/// predecessor's socket is non-blocking already; the flag is the shared
-/// socket's, set again for certain).
-fn register(fd: OwnedFd) -> std::io::Result<tokio::net::TcpStream> {
     let stream = std::net::TcpStream::from(fd);
-    stream.set_nonblocking(true)?;
-    tokio::net::TcpStream::from_std(stream)
+    Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
 }
 
 /// Closes an adopted session we have no peer config for: Cease, Peer
@@ -333,8 +319,7 @@ pub fn let_go(a: Adopted, message: &str) {
     );
     let mut bytes = a.unwritten;
     bytes.extend(crate::wire::Message::Notification(cease).to_bytes(&a.negotiated.wire));
-    let Ok(mut stream) = a.stream.into_std() else { return };
-    let _ = stream.set_nonblocking(false);
+    let mut stream = a.stream;
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&bytes);
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -168,7 +168,8 @@ impl PeerCore {
         options: &PeerOptions,
         now: Instant,
     ) -> Self {
-        let series = PeerSeries::new(&metrics, peer.address);
+        let series =
+            options.series.clone().unwrap_or_else(|| PeerSeries::new(&metrics, peer.address));
         let mut session = Session::new(session_config(&peer, &local, peer.passive));
         session.offer_mut().set_restarting(options.restarting);
         Self {

@@ -58,9 +58,7 @@ pub enum Thaw {
 pub struct Adopted {
     pub negotiated: Negotiated,
     pub state: SessionState,
-    /// Registered with the runtime as it arrived, while the predecessor
-    /// was still passing the others (not inside the pause).
-    pub stream: tokio::net::TcpStream,
+    pub stream: std::net::TcpStream,
     pub rib_in: AdjRibIn,
     pub sent: AdjRibOut,
     pub unread: Vec<u8>,
@@ -227,7 +225,7 @@ pub struct AdoptedCore {
 impl Adopted {
     /// Apart: what the core takes, and the socket with its unread and
     /// unwritten bytes.
-    pub fn split(self) -> (AdoptedCore, tokio::net::TcpStream, Vec<u8>, Vec<u8>) {
+    pub fn split(self) -> (AdoptedCore, std::net::TcpStream, Vec<u8>, Vec<u8>) {
         let Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete } = self;
         (AdoptedCore { negotiated, state, rib_in, sent, complete }, stream, unread, unwritten)
     }

@@ -81,6 +81,9 @@ pub struct PeerOptions {
     pub restarting: bool,
     /// The TCP MD5 key (RFC 2385), read from the peer's Secret.
     pub password: Option<Arc<[u8]>>,
+    /// The peer's metric series if looked up already (a successor does
+    /// it before its handoff's pause).
+    pub series: Option<crate::speaker::status::PeerSeries>,
 }
 
 /// The local side of every session of this agent.

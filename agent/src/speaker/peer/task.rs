@@ -334,10 +334,15 @@ impl PeerTask {
     /// Builds the task around a session adopted from the predecessor;
     /// `resumed` hears how long the session went untended, once the task
     /// takes it up.
-    pub fn adopt(&mut self, adopted: Adopted, resumed: oneshot::Sender<Duration>) {
+    pub fn adopt(
+        &mut self,
+        adopted: Adopted,
+        resumed: oneshot::Sender<Duration>,
+    ) -> io::Result<()> {
         let (core, stream, unread, unwritten) = adopted.split();
+        stream.set_nonblocking(true)?;
         let (local, remote) = (core.state.local, core.state.remote);
-        let mut conn = Conn::adopted(stream, local, remote);
+        let mut conn = Conn::adopted(TcpStream::from_std(stream)?, local, remote);
         conn.rbuf.extend_from_slice(&unread);
         conn.queue(&unwritten);
         let frozen_at_ns = core.state.frozen_at_ns;
@@ -347,5 +352,6 @@ impl PeerTask {
         // The status says Established from the successor's first answer,
         // not Idle until the task has run once: the session never left.
         self.publish();
+        Ok(())
     }
 }
