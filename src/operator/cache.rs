@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
@@ -99,6 +99,25 @@ pub fn slim_node(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(status) = node.status.as_mut() {
         status.images = None;
+    }
+}
+
+/// Drops what the operator never reads from a cached gateway pod: all of
+/// its spec but the node, all of its status but the phase, conditions and
+/// container states, and the managed fields. A thousand pods cost a
+/// fraction of what they did whole.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec { node_name: spec.node_name.take(), ..Default::default() };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            phase: status.phase.take(),
+            conditions: status.conditions.take(),
+            container_statuses: status.container_statuses.take(),
+            ..Default::default()
+        };
     }
 }
 

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
+use crate::operator::observe::pod_view;
 use crate::operator::plan::Phase;
 
 fn node(labels: &[(&str, &str)]) -> Node {
@@ -105,6 +106,41 @@ fn a_slim_node_keeps_what_the_operator_reads() {
     assert_eq!(n.status.as_ref().unwrap().images, None);
     assert_eq!(n.metadata.managed_fields, None);
     assert_eq!(NodeFingerprint::of(&n), before);
+}
+
+#[test]
+fn a_slim_pod_keeps_what_the_operator_reads() {
+    let mut p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": "edge-n1-r1", "namespace": "ns", "uid": "u1",
+            "labels": {"nonstop.dev/gateway": "edge", "nonstop.dev/revision": "r1"},
+            "ownerReferences": [{"apiVersion": "nonstop.dev/v1alpha1", "kind": "BgpGateway",
+                "name": "edge", "uid": "g1", "controller": true}],
+            "managedFields": [{"manager": "nonstop-operator", "operation": "Apply"}],
+            "creationTimestamp": "2026-12-01T00:00:00Z"
+        },
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{"name": "agent", "image": "nonstop:1", "args": ["run"]}],
+            "volumes": [{"name": "state", "hostPath": {"path": "/var/lib/nonstop"}}]
+        },
+        "status": {
+            "phase": "Failed", "hostIP": "10.0.0.1", "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "agent", "image": "nonstop:1", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 2, "message": "error: bad config"}}}]
+        }
+    }))
+    .unwrap();
+    let before = pod_view(&p).expect("a gateway pod");
+    slim_pod(&mut p);
+    assert_eq!(pod_view(&p), Some(before.clone()));
+    assert_eq!(before.failure.as_deref(), Some("agent exited with code 2: error: bad config"));
+    assert_eq!(p.metadata.managed_fields, None);
+    assert_eq!(p.metadata.owner_references.as_ref().map(Vec::len), Some(1), "its owner reconciles");
+    let spec = p.spec.as_ref().unwrap();
+    assert!(spec.containers.is_empty() && spec.volumes.is_none());
+    assert_eq!(p.status.as_ref().unwrap().host_ip, None);
 }
 
 fn pod(name: &str, uid: &str, deleting: bool) -> PodView {

@@ -145,7 +145,8 @@ fn controller(
         watcher(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(render::GATEWAY_LABEL),
-        ),
+        )
+        .modify(cache::slim_pod),
     )
     .default_backoff()
     .touched_objects();
