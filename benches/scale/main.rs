@@ -183,13 +183,23 @@ async fn client(kubeconfig: &std::path::Path) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
+/// The bench's namespace and its `default` ServiceAccount, which pods need
+/// and which the paused controller-manager would otherwise create.
 async fn ensure_namespace(client: &Client) -> Result<(), String> {
     let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
     match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(format!("namespace {NAMESPACE}: {e}")),
+    }
+    let api =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), NAMESPACE);
+    let sa = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    match api.create(&PostParams::default(), &sa).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(format!("namespace {NAMESPACE}: {e}")),
+        Err(e) => Err(format!("service account {NAMESPACE}/default: {e}")),
     }
 }
 
