@@ -289,3 +289,21 @@ fn a_settled_nodes_agent_is_asked_again_only_when_its_pods_change_or_in_a_while(
         assert!(answers.reuse("ns/edge", "n2", &pods, 1, when).is_none(), "case {i}: never asked");
     }
 }
+
+#[tokio::test]
+async fn a_reconcile_plans_only_from_caches_that_have_listed_everything() {
+    use kube::runtime::{reflector, watcher};
+    let (nodes, mut node_writer) = reflector::store::<Node>();
+    let (pods, mut pod_writer) = reflector::store::<Pod>();
+    let caches = crate::operator::observe::Caches { nodes, pods };
+    let wait = Duration::from_millis(50);
+    assert!(!caches.synced(wait).await, "nothing listed yet");
+    // Pods listed, nodes not: planning now would decommission every node.
+    pod_writer.apply_watcher_event(&watcher::Event::Init);
+    pod_writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(!caches.synced(wait).await, "the nodes are not listed yet");
+    node_writer.apply_watcher_event(&watcher::Event::Init);
+    node_writer.apply_watcher_event(&watcher::Event::InitApply(node(&[("gw", "edge")])));
+    node_writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(caches.synced(wait).await);
+}

@@ -36,6 +36,20 @@ pub struct Caches {
     pub pods: Store<Pod>,
 }
 
+impl Caches {
+    /// Whether both caches hold a full listing, waiting up to `limit` for
+    /// it. Until then an empty cache means "not read yet", not "no nodes"
+    /// or "no pods": a new leader planning from it would decommission every
+    /// node it cannot see yet.
+    pub async fn synced(&self, limit: Duration) -> bool {
+        let both = async {
+            self.nodes.wait_until_ready().await.is_ok()
+                && self.pods.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(limit, both).await.unwrap_or(false)
+    }
+}
+
 /// A gateway's nodes and pods as the watch caches hold them.
 #[derive(Debug, Clone, Default)]
 pub struct Cached {

@@ -87,6 +87,9 @@ impl Context {
     }
 }
 
+/// How long a reconcile waits for the watch caches' first full listing.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
+
 pub async fn reconcile(cached: Arc<BgpGateway>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
@@ -99,6 +102,12 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let key = format!("{namespace}/{name}");
+    // A new leader's first reconciles can come before its node and pod
+    // watches have listed everything.
+    if !ctx.caches.synced(CACHE_SYNC_WAIT).await {
+        info!(gateway = %key, "the node and pod caches are not filled yet: waiting");
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     let gateways: Api<BgpGateway> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(mut gw) = current(&gateways, &cached, ctx, &key).await? else {
         return Ok(Requeue::await_change());
