@@ -48,8 +48,14 @@ pub fn restarting(previous: Option<Previous>, now_ms: u64, restart_time: Duratio
     }
 }
 
+/// Milliseconds since the Unix epoch: the one wall-clock unit the agent
+/// records and reports (restart record, handoff time, session uptimes).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    unix_ms(SystemTime::now())
 }
 
 /// The previous run's record, if there is a readable one.

@@ -132,14 +132,6 @@ impl AdjRibIn {
         self.routes.iter().map(|(p, r)| (p, &*r.route))
     }
 
-    /// The routes of one staleness.
-    pub fn iter_with(&self, staleness: Staleness) -> impl Iterator<Item = (Prefix, &Route)> {
-        self.routes
-            .iter()
-            .filter(move |(_, r)| r.staleness == staleness)
-            .map(|(p, r)| (p, &*r.route))
-    }
-
     /// The routes of one staleness, with their shared attributes (routes
     /// with equal attributes share one `Arc`).
     pub fn iter_shared_with(

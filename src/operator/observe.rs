@@ -271,7 +271,6 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
         version: status.version.clone(),
         active: status.role == Role::Active,
         established: up.len() as u32,
-        configured: status.peers.len() as u32,
         advertised: up.iter().map(|p| p.routes_advertised as u64).sum(),
         all_advertised: up
             .iter()

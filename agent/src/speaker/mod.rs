@@ -32,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -253,15 +253,15 @@ fn renderer(
     let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
     Arc::new(move |path: &str| match path {
         "/status" => {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let now_ms = restart::now_ms();
             let mut peers: Vec<PeerStatus> = views
                 .borrow()
                 .iter()
                 .map(|rx| {
                     let mut p = rx.borrow().clone();
-                    p.uptime_seconds = p.established_since_ms.map_or(0, |since| {
-                        (now_ms.saturating_sub(u128::from(since)) / 1000) as u64
-                    });
+                    p.uptime_seconds = p
+                        .established_since_ms
+                        .map_or(0, |since| now_ms.saturating_sub(since) / 1000);
                     p
                 })
                 .collect();

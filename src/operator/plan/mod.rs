@@ -101,7 +101,6 @@ pub struct AgentView {
     /// Active (not retired).
     pub active: bool,
     pub established: u32,
-    pub configured: u32,
     /// Prefixes advertised, summed over Established peers.
     pub advertised: u64,
     /// Every announced prefix reached every Established peer that can carry it.

@@ -58,7 +58,6 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
         version: "0.1.0".into(),
         active: true,
         established: 1,
-        configured: 1,
         advertised: 2,
         all_advertised: true,
         handoff_pause_ms: Some(3.4),
@@ -459,7 +458,7 @@ fn an_agent_that_just_started_is_not_healthy_before_its_sessions_are() {
     let mut observed = serving(&["n1", "n2"]);
     observed.pods[0] = pod("n1", NEW, 100);
     let mut fresh = agent(&observed.pods[0]);
-    (fresh.established, fresh.configured, fresh.advertised) = (0, 0, 0);
+    (fresh.established, fresh.advertised) = (0, 0);
     observed.agents.insert("n1".into(), fresh);
     let plan = run(&gw, NEW, &observed, 101);
     assert!(actions(&plan).is_empty(), "n2 waits for n1's session: {:?}", plan.steps);

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 use super::core::{ConnId, ConnInfo, PeerCore, PeerEffect, Slot, Which};
-use super::{session_config, unix_ms};
+use super::session_config;
 use crate::handoff::protocol::{Feature, RibPart, SessionState};
 use crate::handoff::session_state::{self, monotonic_ns};
 use crate::handoff::{features, rib_state};
+use crate::restart::unix_ms;
 use crate::rib::{AdjRibIn, AdjRibOut};
 use crate::session::{Negotiated, Output, Session, State, Timer};
 use crate::wire::{Message, RouteRefresh};

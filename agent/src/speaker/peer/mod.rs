@@ -33,7 +33,7 @@ pub use task::PeerTask;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -141,10 +141,6 @@ fn session_config(peer: &Peer, local: &Local, passive: bool) -> SessionConfig {
         connect_retry: Duration::from_secs(u64::from(peer.connect_retry_time)),
         passive,
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

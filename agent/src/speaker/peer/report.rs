@@ -3,8 +3,8 @@
 use std::time::{Instant, SystemTime};
 
 use super::core::PeerCore;
-use super::unix_ms;
 use crate::config::Family;
+use crate::restart::unix_ms;
 use crate::session::State;
 use crate::speaker::status::{PeerLabel, PeerStatus};
 
