@@ -8,7 +8,9 @@
 //!  AdjRibOut(old) ─ diff ─▶ AdjRibOut(new) = what to announce, what to withdraw
 //! ```
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -26,23 +28,45 @@ pub struct Route {
 }
 
 /// Shares identical routes between prefixes (a table has far fewer attribute
-/// sets than prefixes).
+/// sets than prefixes). Each set is kept with its hash: growing the table
+/// or probing it then never reads a set's attributes, which are cold in
+/// memory by the time the table has a quarter million of them.
 #[derive(Debug, Default, Clone)]
-struct Interner(HashSet<Arc<Route>>);
+struct Interner {
+    sets: HashTable<(u64, Arc<Route>)>,
+    hasher: DefaultHashBuilder,
+}
 
 impl Interner {
     fn intern(&mut self, route: Route) -> Arc<Route> {
-        if let Some(r) = self.0.get(&route) {
-            return r.clone();
+        let hash = self.hasher.hash_one(&route);
+        let same = |(h, r): &(u64, Arc<Route>)| *h == hash && **r == route;
+        match self.sets.entry(hash, same, |(h, _)| *h) {
+            Entry::Occupied(e) => e.get().1.clone(),
+            Entry::Vacant(e) => e.insert((hash, Arc::new(route))).get().1.clone(),
         }
-        let r = Arc::new(route);
-        self.0.insert(r.clone());
-        r
+    }
+
+    /// The shared set equal to `route`; a new set is a copy of it, not the
+    /// decoder's own: moving those into the table left them among the
+    /// message buffers and cost 20 MB of peak RSS on a full table
+    /// (`cargo bench --bench ingest`). A set seen before costs no copy.
+    fn intern_copy(&mut self, route: &Route) -> Arc<Route> {
+        let hash = self.hasher.hash_one(route);
+        let same = |(h, r): &(u64, Arc<Route>)| *h == hash && **r == *route;
+        match self.sets.entry(hash, same, |(h, _)| *h) {
+            Entry::Occupied(e) => e.get().1.clone(),
+            Entry::Vacant(e) => e.insert((hash, Arc::new(route.clone()))).get().1.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.sets.len()
     }
 
     /// Drops sets no prefix uses any more.
     fn sweep(&mut self) {
-        self.0.retain(|r| Arc::strong_count(r) > 1);
+        self.sets.retain(|(_, r)| Arc::strong_count(r) > 1);
     }
 }
 
@@ -56,17 +80,11 @@ pub enum Staleness {
     LongLived,
 }
 
-#[derive(Debug, Clone)]
-struct InRoute {
-    route: Arc<Route>,
-    staleness: Staleness,
-}
-
 /// Routes received from one peer. A clone shares every route's attributes
 /// with the original (a handoff snapshots a full table in a few tens of ms).
 #[derive(Debug, Default, Clone)]
 pub struct AdjRibIn {
-    routes: PrefixMap<InRoute>,
+    routes: PrefixMap<Staleness, Arc<Route>>,
     /// How many of `routes` are stale: kept up to date, since the status
     /// reads it after every read from the socket and a full table is a
     /// million routes.
@@ -103,33 +121,43 @@ impl AdjRibIn {
         self.routes.count(ipv4)
     }
 
-    fn insert(&mut self, prefix: Prefix, route: InRoute) {
-        self.stale += usize::from(route.staleness != Staleness::Fresh);
-        if let Some(old) = self.routes.insert(prefix, route) {
-            self.stale -= usize::from(old.staleness != Staleness::Fresh);
+    fn insert(&mut self, prefix: Prefix, route: Arc<Route>, staleness: Staleness) {
+        self.stale += usize::from(staleness != Staleness::Fresh);
+        if let Some((old, _)) = self.routes.insert(prefix, staleness, route) {
+            self.stale -= usize::from(old != Staleness::Fresh);
+        }
+    }
+
+    /// Every prefix of an UPDATE with the one route they share. The last
+    /// takes `route` itself: one atomic decrement less per UPDATE, which
+    /// was a tenth of `apply` on a full table (the fence waits for the
+    /// table's stores).
+    fn insert_all(&mut self, prefixes: &[Prefix], route: Arc<Route>) {
+        for (p, route) in prefixes.iter().zip(std::iter::repeat_n(route, prefixes.len())) {
+            self.insert(*p, route, Staleness::Fresh);
         }
     }
 
     fn remove(&mut self, prefix: &Prefix) -> bool {
-        let Some(old) = self.routes.remove(prefix) else { return false };
-        self.stale -= usize::from(old.staleness != Staleness::Fresh);
+        let Some((old, _)) = self.routes.remove(prefix) else { return false };
+        self.stale -= usize::from(old != Staleness::Fresh);
         true
     }
 
     fn recount(&mut self) {
-        self.stale = self.routes.values().filter(|r| r.staleness != Staleness::Fresh).count();
+        self.stale = self.routes.values().filter(|(s, _)| *s != Staleness::Fresh).count();
     }
 
     pub fn get(&self, prefix: &Prefix) -> Option<&Route> {
-        self.routes.get(prefix).map(|r| &*r.route)
+        self.routes.get(prefix).map(|(_, r)| &**r)
     }
 
     pub fn staleness(&self, prefix: &Prefix) -> Option<Staleness> {
-        self.routes.get(prefix).map(|r| r.staleness)
+        self.routes.get(prefix).map(|(s, _)| s)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, &Route)> {
-        self.routes.iter().map(|(p, r)| (p, &*r.route))
+        self.routes.iter().map(|(p, _, r)| (p, &**r))
     }
 
     /// The routes of one staleness, with their shared attributes (routes
@@ -138,10 +166,7 @@ impl AdjRibIn {
         &self,
         staleness: Staleness,
     ) -> impl Iterator<Item = (Prefix, &Arc<Route>)> {
-        self.routes
-            .iter()
-            .filter(move |(_, r)| r.staleness == staleness)
-            .map(|(p, r)| (p, &r.route))
+        self.routes.iter().filter(move |(_, s, _)| *s == staleness).map(|(p, _, r)| (p, r))
     }
 
     /// Puts a route back as it was (a successor taking over a session).
@@ -156,7 +181,7 @@ impl AdjRibIn {
             self.routes.reserve_like(first, prefixes.len());
         }
         for p in prefixes {
-            self.insert(*p, InRoute { route: route.clone(), staleness });
+            self.insert(*p, route.clone(), staleness);
         }
     }
 
@@ -168,13 +193,10 @@ impl AdjRibIn {
         let changed = self
             .routes
             .iter()
-            .filter(|(p, r)| {
-                base.routes.get(p).is_none_or(|b| {
-                    b.staleness != r.staleness
-                        || (!Arc::ptr_eq(&b.route, &r.route) && b.route != r.route)
-                })
+            .filter(|(p, s, r)| {
+                base.routes.get(p).is_none_or(|(bs, b)| bs != *s || (!Arc::ptr_eq(b, r) && b != *r))
             })
-            .map(|(p, r)| (p, &r.route, r.staleness))
+            .map(|(p, s, r)| (p, r, s))
             .collect();
         let gone = base.routes.keys().filter(|p| !self.routes.contains_key(p)).collect();
         InChanges { changed, gone }
@@ -193,8 +215,8 @@ impl AdjRibIn {
     /// The peer went away gracefully: keep everything, marked stale (RFC 4724 §4.2).
     pub fn mark_stale(&mut self) -> usize {
         let mut n = 0;
-        for r in self.routes.values_mut().filter(|r| r.staleness == Staleness::Fresh) {
-            r.staleness = Staleness::Stale;
+        for (s, _) in self.routes.values_mut().filter(|(s, _)| **s == Staleness::Fresh) {
+            *s = Staleness::Stale;
             n += 1;
         }
         self.stale += n;
@@ -204,9 +226,8 @@ impl AdjRibIn {
     /// Drops what is still stale, of one family or all; returns how many.
     pub fn purge_stale(&mut self, ipv4: Option<bool>) -> usize {
         let before = self.routes.len();
-        self.routes.retain(|p, r| {
-            r.staleness == Staleness::Fresh || ipv4.is_some_and(|v4| p.is_ipv4() != v4)
-        });
+        self.routes
+            .retain(|p, s, _| s == Staleness::Fresh || ipv4.is_some_and(|v4| p.is_ipv4() != v4));
         self.recount();
         before - self.routes.len()
     }
@@ -216,21 +237,20 @@ impl AdjRibIn {
     pub fn to_long_lived(&mut self) -> (usize, usize) {
         use crate::route::Community;
         let before = self.routes.len();
-        self.routes.retain(|_, r| {
-            r.staleness == Staleness::Fresh
-                || !r.route.attrs.communities.contains(&Community::NO_LLGR)
+        self.routes.retain(|_, s, r| {
+            s == Staleness::Fresh || !r.attrs.communities.contains(&Community::NO_LLGR)
         });
         let dropped = before - self.routes.len();
         self.recount();
         let mut kept = 0;
         let interner = &mut self.interner;
-        for r in self.routes.values_mut().filter(|r| r.staleness == Staleness::Stale) {
-            let mut route = (*r.route).clone();
+        for (s, r) in self.routes.values_mut().filter(|(s, _)| **s == Staleness::Stale) {
+            let mut route = (**r).clone();
             if !route.attrs.communities.contains(&Community::LLGR_STALE) {
                 route.attrs.communities.push(Community::LLGR_STALE);
             }
-            r.route = interner.intern(route);
-            r.staleness = Staleness::LongLived;
+            *r = interner.intern(route);
+            *s = Staleness::LongLived;
             kept += 1;
         }
         (kept, dropped)
@@ -254,26 +274,23 @@ impl AdjRibIn {
         if let Some(nh) = v4_next_hop
             && !nlri.is_empty()
         {
-            // A copy, not the decoder's own: moving those into the table
-            // left them among the message buffers and cost 20 MB of peak
-            // RSS on a full table (`cargo bench --bench ingest`).
-            let v4_attrs = attrs.clone();
-            let route = self.interner.intern(Route { attrs: v4_attrs, next_hop: nh.into() });
-            for p in &nlri {
-                self.insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
-            }
+            let route = Route { attrs, next_hop: nh.into() };
+            let shared = self.interner.intern_copy(&route);
+            attrs = route.attrs;
+            self.insert_all(&nlri, shared);
             change.announced += nlri.len();
         }
         if let Some(reach) = mp_reach {
-            let route =
-                self.interner.intern(Route { attrs: attrs.clone(), next_hop: reach.next_hop });
-            for p in &reach.nlri {
-                self.insert(*p, InRoute { route: route.clone(), staleness: Staleness::Fresh });
-            }
+            let shared = self.interner.intern_copy(&Route { attrs, next_hop: reach.next_hop });
+            self.insert_all(&reach.nlri, shared);
             change.announced += reach.nlri.len();
         }
+        // A sweep visits every set, so one per as many UPDATEs as there are
+        // sets keeps its cost per UPDATE constant: sweeping every 4,096
+        // UPDATEs made a quarter million sets cost more than the rest of
+        // the ingest (`cargo bench --bench ingest`, attribute sets of 4).
         self.updates_since_sweep += 1;
-        if self.updates_since_sweep >= 4096 {
+        if self.updates_since_sweep as usize >= self.interner.len().max(4096) {
             self.interner.sweep();
             self.updates_since_sweep = 0;
         }
