@@ -278,7 +278,7 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     });
     let events = s.events();
     let told = events["items"].as_array().into_iter().flatten().any(|e| {
-        let text = e["note"].as_str().or(e["message"].as_str());
+        let text = e["note"].as_str().or_else(|| e["message"].as_str());
         e["reason"] == "Exclude" && text.is_some_and(|m| m.contains("node-3"))
     });
     assert!(told, "an Exclude Event naming node-3: {events}");

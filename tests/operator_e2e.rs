@@ -97,7 +97,10 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
     let events = s.events();
     let warned = events["items"].as_array().into_iter().flatten().any(|e| {
         e["reason"] == "UpgradeFailed"
-            && e["note"].as_str().or(e["message"].as_str()).is_some_and(|m| m.contains("refused"))
+            && e["note"]
+                .as_str()
+                .or_else(|| e["message"].as_str())
+                .is_some_and(|m| m.contains("refused"))
     });
     assert!(warned, "an UpgradeFailed Event naming the reason: {events}");
     eventually(Duration::from_secs(30), "the v3 pod gone, v2 everywhere", || {

@@ -7,7 +7,8 @@
 //! while it sends (`birdc show status`): left alone it holds its last
 //! UPDATE back for about 3 s. Needs root, gobgpd and bird2.
 //!
-//! Run: `cargo bench -p nonstop-agent --bench ingest` (PREFIXES=… to change size).
+//! Run: `cargo bench -p nonstop-agent --bench ingest` (PREFIXES=… to change
+//! size; ONLY=one-gobgpd,fours-bird2,advertise,… to run some cases).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -142,7 +143,7 @@ fn start_gobgpd(link: &Link, n: u32, sets: Sets) -> (Daemon, u32) {
             .nth(1)
             .and_then(|t| t.split(',').next())
             .and_then(|c| c.parse().ok())
-            .ok_or(text.clone())?;
+            .ok_or_else(|| text.clone())?;
         if count > 0 && count == last.0 && last.1.elapsed() > Duration::from_secs(3) {
             return Ok(count);
         }
@@ -308,6 +309,11 @@ fn report(role: &str, rows: [(&str, &Measurement); 2]) {
     );
 }
 
+/// Whether the case named `case` runs: all of them unless ONLY names some.
+fn selected(case: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| only.split(',').any(|c| c.trim() == case))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here.
@@ -317,6 +323,7 @@ fn main() {
     for (sets, sender) in [Sets::One, Sets::Fours]
         .into_iter()
         .flat_map(|sets| [(sets, Sender::Gobgpd), (sets, Sender::Bird)])
+        .filter(|(sets, sender)| selected(&format!("{}-{}", sets.short(), sender.name())))
     {
         println!(
             "\nfull-table ingest: {n} IPv4 prefixes ({}) from a {} sender",
@@ -326,6 +333,9 @@ fn main() {
         let ours = agent_run(sender, n, sets);
         let theirs = bird_run(sender, n, sets);
         report("receiver", [("nonstop-agent", &ours), ("bird2", &theirs)]);
+    }
+    if !selected("advertise") {
+        return;
     }
     println!("\nadvertising: {n} IPv4 prefixes (one attribute set) to a bird2 receiver");
     let ours = advertise_run(true, n);

@@ -189,7 +189,11 @@ impl Kubelet {
             on_node.push(Running {
                 name: pod.name_any(),
                 gateway: pod.labels().get("nonstop.dev/gateway").cloned().unwrap_or_default(),
-                created: pod.metadata.creation_timestamp.as_ref().map_or(Timestamp::now(), |t| t.0),
+                created: pod
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or_else(Timestamp::now, |t| t.0),
             });
         }
     }

@@ -154,7 +154,8 @@ pub fn row(what: &str, took: Duration, from: &Sample, to: &Sample, nodes: usize)
         .collect();
     let reconciles = to.reconciles - from.reconciles;
     let per = |n: f64, d: f64| if d > 0.0 { format!("{:.2}", n / d) } else { "–".into() };
-    let ms = |q| quantile(from, to, q).map_or("–".into(), |s| format!("{:.0} ms", s * 1000.0));
+    let ms =
+        |q| quantile(from, to, q).map_or_else(|| "–".into(), |s| format!("{:.0} ms", s * 1000.0));
     format!(
         "| {what} | {:.1} s | {reconciles} | {requests} ({}) | {} | {} | {:.1} | {} / {} |",
         took.as_secs_f64(),

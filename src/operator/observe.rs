@@ -234,8 +234,9 @@ fn failure(pod: &Pod) -> Option<String> {
     let agent = statuses.iter().find(|c| c.name == render::AGENT)?;
     let said = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
         let words = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
-        let last =
-            words.and_then(|m| m.lines().rev().find(|l| l.contains("error")).or(m.lines().last()));
+        let last = words.and_then(|m| {
+            m.lines().rev().find(|l| l.contains("error")).or_else(|| m.lines().last())
+        });
         format!(
             "agent exited with code {}{}",
             t.exit_code,

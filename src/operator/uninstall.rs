@@ -57,7 +57,7 @@ pub async fn run(timeout: Duration) -> Result<(), String> {
         let mut per_gateway: BTreeMap<(String, String), usize> = BTreeMap::new();
         for pod in &agents.items {
             let gateway = (pod.annotations().get(GATEWAY_LABEL))
-                .or(pod.labels().get(GATEWAY_LABEL))
+                .or_else(|| pod.labels().get(GATEWAY_LABEL))
                 .cloned()
                 .unwrap_or_default();
             *per_gateway.entry((pod.namespace().unwrap_or_default(), gateway)).or_default() += 1;

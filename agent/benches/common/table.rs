@@ -26,6 +26,14 @@ impl Sets {
             Sets::Fours => "attribute sets of 4",
         }
     }
+
+    /// Its name in the ingest bench's ONLY filter.
+    pub fn short(self) -> &'static str {
+        match self {
+            Sets::One => "one",
+            Sets::Fours => "fours",
+        }
+    }
 }
 
 /// The `i`th /24 of the table, and the MED that groups 4 prefixes per set.

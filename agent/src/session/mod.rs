@@ -185,7 +185,7 @@ impl Session {
     ) -> (Session, Vec<Output>) {
         let mut out = vec![Output::Send(Message::Keepalive)];
         if negotiated.hold_time > 0 {
-            let hold = hold_remaining.unwrap_or(secs(negotiated.hold_time));
+            let hold = hold_remaining.unwrap_or_else(|| secs(negotiated.hold_time));
             out.push(Output::ArmTimer(Timer::Hold, hold));
             out.push(Output::ArmTimer(Timer::Keepalive, secs(negotiated.keepalive_time)));
         }

@@ -160,6 +160,15 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [MessageKind; 5] = [
+        MessageKind::Open,
+        MessageKind::Update,
+        MessageKind::Notification,
+        MessageKind::Keepalive,
+        MessageKind::RouteRefresh,
+    ];
+
     pub fn of(m: &crate::wire::Message) -> Self {
         use crate::wire::Message::*;
         match m {

@@ -318,15 +318,18 @@ impl AttrDecoder {
                 let path = AsPath::decode(value, ctx.four_octet_as).ok_or("malformed AS_PATH")?;
                 a.as_path = Some(path);
             }
-            NEXT_HOP => a.next_hop = Some(Ipv4Addr::from(u32_of(value).ok_or(bytes("NEXT_HOP"))?)),
-            MED => a.med = Some(u32_of(value).ok_or(bytes("MULTI_EXIT_DISC"))?),
+            NEXT_HOP => {
+                a.next_hop = Some(Ipv4Addr::from(u32_of(value).ok_or_else(|| bytes("NEXT_HOP"))?))
+            }
+            MED => a.med = Some(u32_of(value).ok_or_else(|| bytes("MULTI_EXIT_DISC"))?),
             // RFC 7606 §7.5: LOCAL_PREF from an external peer is discarded.
             LOCAL_PREF if ctx.ebgp => {}
-            LOCAL_PREF => a.local_pref = Some(u32_of(value).ok_or(bytes("LOCAL_PREF"))?),
+            LOCAL_PREF => a.local_pref = Some(u32_of(value).ok_or_else(|| bytes("LOCAL_PREF"))?),
             ATOMIC_AGGREGATE if value.is_empty() => a.atomic_aggregate = true,
             ATOMIC_AGGREGATE => return Err("ATOMIC_AGGREGATE with a value".into()),
             AGGREGATOR => {
-                let agg = decode_aggregator(value, ctx.four_octet_as).ok_or(bytes("AGGREGATOR"))?;
+                let agg = decode_aggregator(value, ctx.four_octet_as)
+                    .ok_or_else(|| bytes("AGGREGATOR"))?;
                 a.aggregator = Some(agg);
             }
             COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => {
@@ -353,7 +356,7 @@ impl AttrDecoder {
             }
             AS4_AGGREGATOR if ctx.four_octet_as => {}
             AS4_AGGREGATOR => {
-                let agg = decode_aggregator(value, true).ok_or(bytes("AS4_AGGREGATOR"))?;
+                let agg = decode_aggregator(value, true).ok_or_else(|| bytes("AS4_AGGREGATOR"))?;
                 self.as4_aggregator = Some(agg);
             }
             // Unknown optional: transitive ones go on with Partial set,

@@ -126,7 +126,7 @@ impl Open {
                 Capability::FourOctetAs(asn) => Some(*asn),
                 _ => None,
             })
-            .unwrap_or(u32::from(self.my_as))
+            .unwrap_or_else(|| u32::from(self.my_as))
     }
 
     pub fn has(&self, code: u8) -> bool {

@@ -180,7 +180,9 @@ impl Daemon {
     /// Waits for the process to end, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let name = self.name.clone();
-        eventually(limit, &format!("{name} to exit"), || self.exited().ok_or("running".to_string()))
+        eventually(limit, &format!("{name} to exit"), || {
+            self.exited().ok_or_else(|| "running".to_string())
+        })
     }
 
     /// Stopped by a signal (state T in /proc), e.g. at a handoff step.

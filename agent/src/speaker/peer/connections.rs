@@ -137,11 +137,17 @@ impl PeerCore {
         now: std::time::Instant,
     ) -> (usize, Vec<PeerEffect>) {
         self.now = now;
-        let consumed = self.frame_all(conn, buf);
+        // Counted here and added once per read: an atomic add per message
+        // fenced the table's stores on every UPDATE of a full table.
+        let mut received = [0u64; MessageKind::ALL.len()];
+        let consumed = self.frame_all(conn, buf, &mut received);
+        for (kind, n) in MessageKind::ALL.into_iter().zip(received).filter(|(_, n)| *n > 0) {
+            self.series.message(Direction::Received, kind).inc_by(n);
+        }
         (consumed, std::mem::take(&mut self.effects))
     }
 
-    fn frame_all(&mut self, id: ConnId, buf: &[u8]) -> usize {
+    fn frame_all(&mut self, id: ConnId, buf: &[u8], received: &mut [u64]) -> usize {
         let mut consumed = 0;
         loop {
             // Follow the connection; stop if it was closed by what we fed.
@@ -164,7 +170,7 @@ impl PeerCore {
             let fatal = matches!(input, Input::Undecodable(_));
             if let Input::Received(m, malformed) = &input {
                 self.messages_received += 1;
-                self.series.message(Direction::Received, MessageKind::of(m)).inc();
+                received[MessageKind::of(m) as usize] += 1;
                 for bad in malformed {
                     warn!(peer = %self.peer.address, attr = bad.attr, action = ?bad.action, "{}", bad.reason);
                     self.metrics.error(self.peer.address, ErrorKind::MalformedAttribute);

@@ -208,7 +208,7 @@ impl Router for Bird<'_> {
             let line = text
                 .lines()
                 .find(|l| l.trim_start().starts_with(label))
-                .ok_or(format!("no {label}"))?;
+                .ok_or_else(|| format!("no {label}"))?;
             let total = line.rsplit('/').next().unwrap_or("").trim();
             total.parse().map_err(|_| format!("cannot read {line}"))
         };

@@ -182,7 +182,8 @@ fn demo(cli: &Cli) -> Result<(), String> {
     let started = Instant::now();
     let repo =
         std::fs::canonicalize(&cli.repo).map_err(|e| format!("{}: {e}", cli.repo.display()))?;
-    let given = |p: &Option<PathBuf>, what: &str| p.clone().ok_or(format!("--{what} is needed"));
+    let given =
+        |p: &Option<PathBuf>, what: &str| p.clone().ok_or_else(|| format!("--{what} is needed"));
     let (lab_binary, binaries) = (given(&cli.lab, "lab")?, given(&cli.binaries, "binaries")?);
     let lab = Lab { dir: nonstop_lab::lab_dir(), binary: lab_binary.clone() };
     say(

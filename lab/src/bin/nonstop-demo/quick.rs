@@ -290,7 +290,7 @@ pub fn demo(agent: &Path) -> Result<(), String> {
     );
     println!(
         "  agent v1 (pid {v1_pid}) → v2 (pid {v2_pid}): handoff pause {} ms, {} session, {} listeners, {} KB of state",
-        report["pause_ms"].as_f64().map_or("?".into(), |p| format!("{p:.1}")),
+        report["pause_ms"].as_f64().map_or_else(|| "?".into(), |p| format!("{p:.1}")),
         report["sessions"],
         report["listeners"],
         report["state_bytes"].as_u64().unwrap_or(0).div_ceil(1000)
