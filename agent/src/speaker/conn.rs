@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::peer::ConnId;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub struct Conn {
     /// Unique for the agent's life: tells a slot's connection from the one
     /// that replaced it (a collision can swap them mid-read).
-    pub id: u64,
+    pub id: ConnId,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     pub rbuf: Vec<u8>,
@@ -46,7 +48,7 @@ impl Conn {
         let (reader, writer) = stream.into_split();
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Conn {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: ConnId(NEXT.fetch_add(1, Ordering::Relaxed)),
             reader,
             writer,
             rbuf: Vec::with_capacity(64 * 1024),

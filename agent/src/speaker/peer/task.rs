@@ -65,7 +65,7 @@ impl std::fmt::Debug for PeerTask {
 }
 
 fn info_of(conn: &Conn) -> ConnInfo {
-    ConnInfo { id: ConnId(conn.id), local: conn.local, remote: conn.remote }
+    ConnInfo { id: conn.id, local: conn.local, remote: conn.remote }
 }
 
 async fn dialled(dial: &mut Option<JoinHandle<io::Result<TcpStream>>>) -> io::Result<TcpStream> {
@@ -112,7 +112,7 @@ impl PeerTask {
         });
         self.step(PeerEvent::Start);
         if adopted.is_some()
-            && let Some(conn) = self.conns.first().map(|c| ConnId(c.id))
+            && let Some(conn) = self.conns.first().map(|c| c.id)
         {
             // What the predecessor had read but not handled.
             self.received(conn);
@@ -122,7 +122,7 @@ impl PeerTask {
             let deadline = self.core.next_deadline();
             let mut conns = self.conns.iter_mut();
             let (a, b) = (conns.next(), conns.next());
-            let ids = (a.as_ref().map(|c| ConnId(c.id)), b.as_ref().map(|c| ConnId(c.id)));
+            let ids = (a.as_ref().map(|c| c.id), b.as_ref().map(|c| c.id));
             let (a_read, a_write) = conn::halves(a);
             let (b_read, b_write) = conn::halves(b);
             let publish_at = self.published_at + PUBLISH_EVERY;
@@ -170,7 +170,7 @@ impl PeerTask {
                     }
                 }
                 PeerEffect::Send { conn, bytes } => {
-                    if let Some(c) = self.conns.iter_mut().find(|c| ConnId(c.id) == conn) {
+                    if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
                         c.queue_owned(bytes);
                     }
                 }
@@ -189,7 +189,7 @@ impl PeerTask {
     }
 
     fn take(&mut self, conn: ConnId) -> Option<Conn> {
-        let at = self.conns.iter().position(|c| ConnId(c.id) == conn)?;
+        let at = self.conns.iter().position(|c| c.id == conn)?;
         Some(self.conns.remove(at))
     }
 
@@ -222,11 +222,11 @@ impl PeerTask {
     /// Hands the connection's read buffer to the core; keeps what it did
     /// not take (the start of the next message).
     fn received(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.iter_mut().find(|c| ConnId(c.id) == conn) else { return };
+        let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) else { return };
         let mut buf = std::mem::take(&mut c.rbuf);
         let (consumed, effects) = self.core.receive(conn, &buf, Instant::now());
         self.apply(effects);
-        if let Some(c) = self.conns.iter_mut().find(|c| ConnId(c.id) == conn) {
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
             buf.drain(..consumed);
             c.rbuf = buf;
         }
@@ -344,7 +344,7 @@ impl PeerTask {
     /// The core's frozen session with its socket and buffers.
     fn frozen(&self, base: Option<&RibSnapshot>) -> Option<FrozenPeer> {
         let frozen = self.core.freeze(base, Instant::now(), SystemTime::now())?;
-        let conn = self.conns.iter().find(|c| ConnId(c.id) == frozen.conn)?;
+        let conn = self.conns.iter().find(|c| c.id == frozen.conn)?;
         let socket = match conn.dup() {
             Ok(fd) => fd,
             Err(e) => {
