@@ -156,102 +156,9 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
     let annotations =
         BTreeMap::from([(GATEWAY_LABEL.into(), name.clone()), (NODE_LABEL.into(), node.into())]);
 
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
-        ..Default::default()
-    };
-    let takeover = match spec.upgrade.strategy {
-        Strategy::GracefulRestart => "restart",
-        Strategy::Handoff | Strategy::Recreate => "handoff",
-    };
-    let env = vec![
-        EnvVar {
-            name: "NONSTOP_POD".into(),
-            value_from: Some(field("metadata.name")),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "NODE_IP".into(),
-            value_from: Some(field("status.hostIP")),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "NONSTOP_TAKEOVER".into(),
-            value: Some(takeover.into()),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "NONSTOP_POD_CREATED_MS".into(),
-            value: Some(created_ms.to_string()),
-            ..Default::default()
-        },
-        // So `kubectl exec POD -- nonstop-agent status` needs no flags.
-        EnvVar {
-            name: "NONSTOP_STATE_DIR".into(),
-            value: Some(STATE_DIR.into()),
-            ..Default::default()
-        },
-    ];
-    let mut args: Vec<String> =
-        ["run", "--config", "/etc/nonstop/config/agent.yaml", "--state-dir", STATE_DIR]
-            .map(String::from)
-            .to_vec();
-    args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
-    if spec.router_id.is_none() {
-        args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
-    }
-    if spec.admin_bind == AdminBind::Node {
-        args.extend(["--admin-ip".into(), "$(NODE_IP)".into()]);
-    }
-
-    let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&name, revision),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "state".into(),
-            host_path: Some(HostPathVolumeSource {
-                path: state_dir_on_node(&namespace, &name),
-                type_: Some("DirectoryOrCreate".into()),
-            }),
-            ..Default::default()
-        },
-    ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount { name: "state".into(), mount_path: STATE_DIR.into(), ..Default::default() },
-    ];
-    // Each Secret a peer names, mounted where the agent reads
-    // `<secrets dir>/<name>/<key>`: the password never enters the ConfigMap.
-    for (i, secret) in secret_names(spec).into_iter().enumerate() {
-        let volume = format!("secret-{i}");
-        volumes.push(Volume {
-            name: volume.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                default_mode: Some(0o400),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: volume,
-            mount_path: format!("{SECRETS_DIR}/{secret}"),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
-
+    let env = agent_env(spec, created_ms);
+    let args = agent_args(spec);
+    let (volumes, mounts) = volumes(spec, &namespace, &name, revision);
     let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
     Pod {
         metadata: ObjectMeta {
@@ -322,6 +229,121 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
         }),
         ..Pod::default()
     }
+}
+
+/// The agent's environment: its pod, its node's address, how it takes
+/// over, when its pod was made, and its state dir.
+fn agent_env(spec: &BgpGatewaySpec, created_ms: u64) -> Vec<EnvVar> {
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let takeover = match spec.upgrade.strategy {
+        Strategy::GracefulRestart => "restart",
+        Strategy::Handoff | Strategy::Recreate => "handoff",
+    };
+    vec![
+        EnvVar {
+            name: "NONSTOP_POD".into(),
+            value_from: Some(field("metadata.name")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NODE_IP".into(),
+            value_from: Some(field("status.hostIP")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NONSTOP_TAKEOVER".into(),
+            value: Some(takeover.into()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "NONSTOP_POD_CREATED_MS".into(),
+            value: Some(created_ms.to_string()),
+            ..Default::default()
+        },
+        // So `kubectl exec POD -- nonstop-agent status` needs no flags.
+        EnvVar {
+            name: "NONSTOP_STATE_DIR".into(),
+            value: Some(STATE_DIR.into()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The agent's command line.
+fn agent_args(spec: &BgpGatewaySpec) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["run", "--config", "/etc/nonstop/config/agent.yaml", "--state-dir", STATE_DIR]
+            .map(String::from)
+            .to_vec();
+    args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
+    if spec.router_id.is_none() {
+        args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
+    }
+    if spec.admin_bind == AdminBind::Node {
+        args.extend(["--admin-ip".into(), "$(NODE_IP)".into()]);
+    }
+    args
+}
+
+/// The agent's volumes and where they are mounted: its config, its state
+/// dir on the node, and each Secret a peer names.
+fn volumes(
+    spec: &BgpGatewaySpec,
+    namespace: &str,
+    name: &str,
+    revision: &str,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(name, revision),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "state".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: state_dir_on_node(namespace, name),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount { name: "state".into(), mount_path: STATE_DIR.into(), ..Default::default() },
+    ];
+    // Each Secret a peer names, mounted where the agent reads
+    // `<secrets dir>/<name>/<key>`: the password never enters the ConfigMap.
+    for (i, secret) in secret_names(spec).into_iter().enumerate() {
+        let volume = format!("secret-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{SECRETS_DIR}/{secret}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    (volumes, mounts)
 }
 
 /// The agent runs as root with one capability left: NET_BIND_SERVICE, for
