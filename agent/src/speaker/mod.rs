@@ -117,7 +117,7 @@ pub enum RunError {
     #[error("cannot listen for {what} on {addr}: {source}{}", bind_hint(source))]
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("handoff failed, the running agent keeps serving: {0}")]
-    Handoff(String),
+    Handoff(#[from] handoff::HandoffError),
     #[error(
         "retired, and no agent has been active on this node for {0:?} (the successor died): \
          exiting so that this agent is restarted and takes the node back with Graceful Restart"

@@ -22,6 +22,7 @@
 //! smallest hold time (so no peer's hold timer can run out meanwhile), the
 //! successor's steps by [`STEP`].
 
+mod error;
 mod predecessor;
 mod successor;
 
@@ -36,6 +37,7 @@ use tracing::{info, warn};
 use super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use crate::handoff::protocol::{Feature, Hello, Message, PROTOCOL, STATE_SCHEMA};
 use crate::handoff::transport::{self, Channel};
+pub use error::HandoffError;
 pub use predecessor::hand_over;
 pub use successor::{Takeover, let_go, take_over};
 
@@ -95,22 +97,19 @@ pub fn lock_holder(dir: &Path) -> String {
 }
 
 /// Waits for the lock, saying every 5 s who holds it.
-pub fn lock_waiting(dir: &Path, limit: Option<Duration>) -> Result<ActiveLock, String> {
+pub fn lock_waiting(dir: &Path, limit: Option<Duration>) -> Result<ActiveLock, HandoffError> {
     let started = Instant::now();
     let mut said = Duration::ZERO;
     loop {
         match try_lock(dir) {
             Ok(Some(lock)) => return Ok(lock),
             Ok(None) => {}
-            Err(e) => return Err(format!("cannot lock {}: {e}", dir.join(LOCK).display())),
+            Err(source) => return Err(HandoffError::Lock { path: dir.join(LOCK), source }),
         }
         let waited = started.elapsed();
         if limit.is_some_and(|l| waited >= l) {
-            return Err(format!(
-                "agent pid {} still holds {} after {waited:?}",
-                lock_holder(dir),
-                dir.join(LOCK).display()
-            ));
+            let (holder, path) = (lock_holder(dir), dir.join(LOCK));
+            return Err(HandoffError::LockHeld { holder, path, waited });
         }
         if waited >= said + Duration::from_secs(5) {
             said = waited;

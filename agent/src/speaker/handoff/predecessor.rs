@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use super::super::descriptors;
 use super::super::peer::{FrozenPeer, PeerCommand, RibSnapshot, Thaw};
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
+use super::error::{HandoffError, Other};
 use super::{Knock, read_token, report, step};
 use crate::handoff::protocol::{MAX_FDS, Message, RibPart, SessionState, Welcome};
 use crate::handoff::transport::{self, Channel, MAX_PACKET, TransportError};
@@ -89,8 +90,8 @@ pub async fn hand_over(
         Err(reason) => {
             warn!(successor = hello.pid, "handoff given up before any pause: {reason}");
             let _ = channel.set_send_timeout(Duration::from_millis(100));
-            let _ = channel.send(&Message::Abort(reason.clone()), &[]);
-            r.reason = Some(reason);
+            let _ = channel.send(&Message::Abort(reason.to_string()), &[]);
+            r.reason = Some(reason.to_string());
             return r;
         }
     };
@@ -116,7 +117,7 @@ pub async fn hand_over(
 /// successor and every session resumes where it froze.
 fn conclude(
     channel: &Channel,
-    outcome: Result<(), String>,
+    outcome: Result<(), HandoffError>,
     thaws: Vec<oneshot::Sender<Thaw>>,
     r: &mut HandoffReport,
     successor: u32,
@@ -133,11 +134,11 @@ fn conclude(
         Err(reason) => {
             warn!(successor, "handoff rolled back, carrying on: {reason}");
             let _ = channel.set_send_timeout(Duration::from_millis(100));
-            let _ = channel.send(&Message::Abort(reason.clone()), &[]);
+            let _ = channel.send(&Message::Abort(reason.to_string()), &[]);
             for t in thaws {
                 let _ = t.send(Thaw::Resume);
             }
-            r.reason = Some(reason);
+            r.reason = Some(reason.to_string());
         }
     }
 }
@@ -183,12 +184,11 @@ async fn freeze(
 fn retire(
     channel: &Channel,
     retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
-) -> Result<(), String> {
-    let restore =
-        retire_control().map_err(|e| format!("cannot move the control socket aside: {e}"))?;
+) -> Result<(), HandoffError> {
+    let restore = retire_control().map_err(HandoffError::ControlSocket)?;
     channel.send(&Message::Retire, &[]).map_err(|e| {
         restore();
-        format!("sending RETIRE: {e}")
+        HandoffError::sending("RETIRE")(e)
     })
 }
 
@@ -198,10 +198,10 @@ fn retire(
 async fn snapshot(
     channel: &Channel,
     peers: &[PeerHandle],
-) -> Result<(Vec<Option<Arc<RibSnapshot>>>, usize), String> {
-    let send = |m: &Message| channel.send(m, &[]).map_err(|e| format!("sending {}: {e}", m.name()));
+) -> Result<(Vec<Option<Arc<RibSnapshot>>>, usize), HandoffError> {
+    let send = |m: &Message| channel.send(m, &[]).map_err(HandoffError::sending(m.name()));
     // Nothing is paused yet; a successor that stops reading is given up on.
-    channel.set_send_timeout(SNAPSHOT_STEP).map_err(|e| e.to_string())?;
+    channel.set_send_timeout(SNAPSHOT_STEP).map_err(HandoffError::Timeout)?;
     let welcome = Welcome {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
@@ -230,9 +230,9 @@ async fn snapshot(
     send(&Message::Copied)?;
     match channel.recv(SNAPSHOT_STEP) {
         Ok((Message::Ready, _)) => Ok((snapshots, bytes)),
-        Ok((Message::Abort(why), _)) => Err(format!("the successor gave up: {why}")),
-        Ok((m, _)) => Err(format!("expected READY, got {}", m.name())),
-        Err(e) => Err(format!("waiting for READY: {e}")),
+        Ok((Message::Abort(why), _)) => Err(HandoffError::GaveUp(Other::Successor, why)),
+        Ok((m, _)) => Err(HandoffError::Unexpected { expected: "READY", got: m.name() }),
+        Err(e) => Err(HandoffError::waiting("READY")(e)),
     }
 }
 
@@ -241,8 +241,8 @@ async fn snapshot(
 fn send_parts(
     peer: u32,
     parts: &[(RibPart, Vec<u8>)],
-    mut send: impl FnMut(&Message) -> Result<(), String>,
-) -> Result<usize, String> {
+    mut send: impl FnMut(&Message) -> Result<(), HandoffError>,
+) -> Result<usize, HandoffError> {
     let mut bytes = 0;
     for (part, stream) in parts {
         let room = MAX_PACKET - 16;
@@ -266,14 +266,14 @@ fn pass(
     frozen: &[(u32, FrozenPeer)],
     listeners: [BorrowedFd<'_>; 2],
     deadline: Instant,
-) -> Result<usize, String> {
+) -> Result<usize, HandoffError> {
     let left = || deadline.saturating_duration_since(Instant::now());
-    let send = |m: &Message, fds: &[BorrowedFd<'_>]| -> Result<(), String> {
+    let send = |m: &Message, fds: &[BorrowedFd<'_>]| -> Result<(), HandoffError> {
         if left().is_zero() {
-            return Err(format!("the pause the hold times allow ran out before {}", m.name()));
+            return Err(HandoffError::PauseSpent(m.name()));
         }
-        channel.set_send_timeout(left()).map_err(|e| e.to_string())?;
-        channel.send(m, fds).map_err(|e| format!("sending {}: {e}", m.name()))
+        channel.set_send_timeout(left()).map_err(HandoffError::Timeout)?;
+        channel.send(m, fds).map_err(HandoffError::sending(m.name()))
     };
     send(&Message::Listeners, &listeners)?;
     step("old:listeners");
@@ -293,10 +293,10 @@ fn pass(
         let fds: Vec<BorrowedFd<'_>> = rest[..n].iter().map(|f| f.1.socket.as_fd()).collect();
         bytes += packet.len();
         if left().is_zero() {
-            return Err("the pause the hold times allow ran out before SESSIONS".into());
+            return Err(HandoffError::PauseSpent("SESSIONS"));
         }
-        channel.set_send_timeout(left()).map_err(|e| e.to_string())?;
-        channel.send_encoded(&packet, &fds).map_err(|e| format!("sending SESSIONS: {e}"))?;
+        channel.set_send_timeout(left()).map_err(HandoffError::Timeout)?;
+        channel.send_encoded(&packet, &fds).map_err(HandoffError::sending("SESSIONS"))?;
         rest = &rest[n..];
     }
     step("old:sessions");
@@ -310,12 +310,10 @@ fn pass(
             step("old:commit");
             Ok(bytes)
         }
-        Ok((Message::Commit, _)) => Err("COMMIT came after the pause the hold times allow".into()),
-        Ok((Message::Abort(why), _)) => Err(format!("the successor gave up: {why}")),
-        Ok((m, _)) => Err(format!("expected COMMIT, got {}", m.name())),
-        Err(TransportError::Timeout(_)) => {
-            Err("no COMMIT within the pause the hold times allow".into())
-        }
-        Err(e) => Err(format!("waiting for COMMIT: {e}")),
+        Ok((Message::Commit, _)) => Err(HandoffError::LateCommit),
+        Ok((Message::Abort(why), _)) => Err(HandoffError::GaveUp(Other::Successor, why)),
+        Ok((m, _)) => Err(HandoffError::Unexpected { expected: "COMMIT", got: m.name() }),
+        Err(TransportError::Timeout(_)) => Err(HandoffError::NoCommit),
+        Err(e) => Err(HandoffError::waiting("COMMIT")(e)),
     }
 }

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::super::descriptors;
 use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
+use super::error::{HandoffError, Other};
 use super::{ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step};
 use crate::handoff::protocol::{Message, RibPart, SessionState, Welcome};
 use crate::handoff::rib_state;
@@ -49,13 +50,16 @@ struct Table {
 }
 
 impl Table {
-    fn apply(&mut self, part: RibPart, bytes: &[u8]) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        part: RibPart,
+        bytes: &[u8],
+    ) -> Result<(), crate::handoff::protocol::BadMessage> {
         match part {
             RibPart::Unread => self.unread.extend_from_slice(bytes),
             RibPart::Unwritten => self.unwritten.extend_from_slice(bytes),
             part => {
-                rib_state::apply(&mut self.rib_in, &mut self.sent, part, bytes)
-                    .map_err(|e| e.to_string())?;
+                rib_state::apply(&mut self.rib_in, &mut self.sent, part, bytes)?;
             }
         }
         Ok(())
@@ -76,7 +80,7 @@ struct Collected {
 pub fn take_over(
     dir: &Path,
     incarnation: Option<String>,
-) -> Result<Option<(Takeover, ActiveLock)>, String> {
+) -> Result<Option<(Takeover, ActiveLock)>, HandoffError> {
     let Some((channel, welcome)) = greet(dir, incarnation)? else { return Ok(None) };
     let predecessor = AgentRef { pid: welcome.pid, version: welcome.agent_version.clone() };
     info!(
@@ -143,13 +147,16 @@ pub fn take_over(
 }
 
 /// Tells the predecessor why we give up, and returns the reason.
-fn abort(channel: &Channel, why: String) -> String {
-    let _ = channel.send(&Message::Abort(why.clone()), &[]);
+fn abort(channel: &Channel, why: HandoffError) -> HandoffError {
+    let _ = channel.send(&Message::Abort(why.to_string()), &[]);
     why
 }
 
 /// HELLO, and the predecessor's WELCOME. None: nobody to take over from.
-fn greet(dir: &Path, incarnation: Option<String>) -> Result<Option<(Channel, Welcome)>, String> {
+fn greet(
+    dir: &Path,
+    incarnation: Option<String>,
+) -> Result<Option<(Channel, Welcome)>, HandoffError> {
     let path: PathBuf = dir.join(SOCKET);
     let channel = match Channel::connect(&path) {
         Ok(c) => c,
@@ -161,12 +168,12 @@ fn greet(dir: &Path, incarnation: Option<String>) -> Result<Option<(Channel, Wel
         {
             return Ok(None);
         }
-        Err(e) => return Err(format!("cannot reach the running agent at {}: {e}", path.display())),
+        Err(source) => return Err(HandoffError::Unreachable { path, source }),
     };
-    channel.set_send_timeout(STEP).map_err(|e| e.to_string())?;
+    channel.set_send_timeout(STEP).map_err(HandoffError::Timeout)?;
     channel
         .send(&Message::Hello(our_hello(dir, incarnation)), &[])
-        .map_err(|e| format!("saying HELLO: {e}"))?;
+        .map_err(HandoffError::sending("HELLO"))?;
     match channel.recv(STEP) {
         Ok((Message::Welcome(w), _)) => Ok(Some((channel, w))),
         Ok((Message::Abort(why), _)) => {
@@ -182,34 +189,38 @@ fn greet(dir: &Path, incarnation: Option<String>) -> Result<Option<(Channel, Wel
                     );
                     Ok(None)
                 }
-                _ => Err(format!("the running agent refused the handoff: {why}")),
+                _ => Err(HandoffError::Refused(why)),
             }
         }
-        Ok((m, _)) => Err(format!("the running agent answered HELLO with {}", m.name())),
-        Err(e) => Err(format!("waiting for the running agent's WELCOME: {e}")),
+        Ok((m, _)) => Err(HandoffError::Unexpected { expected: "WELCOME", got: m.name() }),
+        Err(e) => Err(HandoffError::waiting("WELCOME")(e)),
     }
 }
 
 /// COMMIT, then the predecessor's RETIRE: the node's lock is ours.
-fn commit(channel: &Channel, dir: &Path) -> Result<ActiveLock, String> {
-    channel.send(&Message::Commit, &[]).map_err(|e| format!("sending COMMIT: {e}"))?;
+fn commit(channel: &Channel, dir: &Path) -> Result<ActiveLock, HandoffError> {
+    channel.send(&Message::Commit, &[]).map_err(HandoffError::sending("COMMIT"))?;
     step("new:commit");
     match channel.recv(STEP) {
         Ok((Message::Retire, _)) => lock_waiting(dir, Some(STEP)),
-        Ok((Message::Abort(why), _)) => Err(format!("the running agent rolled back: {why}")),
-        Ok((m, _)) => Err(format!("expected RETIRE, got {}", m.name())),
+        Ok((Message::Abort(why), _)) => Err(HandoffError::RolledBack(why)),
+        Ok((m, _)) => Err(HandoffError::Unexpected { expected: "RETIRE", got: m.name() }),
         Err(TransportError::Closed) => match lock_after_close(dir) {
             Ok(Some(lock)) => Ok(lock),
-            _ => Err("the running agent closed the handoff after COMMIT and keeps serving".into()),
+            _ => Err(HandoffError::ClosedKeepsServing { after_commit: true }),
         },
-        Err(e) => Err(format!("waiting for RETIRE: {e}")),
+        Err(e) => Err(HandoffError::waiting("RETIRE")(e)),
     }
 }
 
 impl Collected {
     /// Takes in the predecessor's state until DONE (None) or until it died
     /// mid-way and let go of the node (its lock, now ours).
-    fn collect(&mut self, channel: &Channel, dir: &Path) -> Result<Option<ActiveLock>, String> {
+    fn collect(
+        &mut self,
+        channel: &Channel,
+        dir: &Path,
+    ) -> Result<Option<ActiveLock>, HandoffError> {
         loop {
             let received = channel.recv_sized(STEP).map(|(m, fds, size)| {
                 if matches!(m, Message::Sessions(_)) {
@@ -219,18 +230,16 @@ impl Collected {
             });
             match received {
                 Ok((Message::Copied, _)) => {
-                    channel
-                        .send(&Message::Ready, &[])
-                        .map_err(|e| format!("sending READY: {e}"))?;
+                    channel.send(&Message::Ready, &[]).map_err(HandoffError::sending("READY"))?;
                 }
                 Ok((Message::Abort(why), _)) => {
-                    return Err(format!("the running agent gave up: {why}"));
+                    return Err(HandoffError::GaveUp(Other::Running, why));
                 }
                 Ok((Message::Done { sessions }, _)) => {
                     if sessions as usize != self.states.len() {
                         let why =
                             format!("DONE says {sessions} sessions; {} arrived", self.states.len());
-                        return Err(abort(channel, why));
+                        return Err(abort(channel, HandoffError::Inconsistent(why)));
                     }
                     self.done = true;
                     return Ok(None);
@@ -238,33 +247,34 @@ impl Collected {
                 Ok((m, fds)) => self.take(m, fds).map_err(|why| abort(channel, why))?,
                 Err(TransportError::Closed) => match lock_after_close(dir) {
                     Ok(Some(lock)) => return Ok(Some(lock)),
-                    _ => {
-                        return Err("the running agent closed the handoff and keeps serving".into());
-                    }
+                    _ => return Err(HandoffError::ClosedKeepsServing { after_commit: false }),
                 },
-                Err(e) => {
-                    return Err(abort(
-                        channel,
-                        format!("waiting for the running agent's state: {e}"),
-                    ));
-                }
+                Err(e) => return Err(abort(channel, HandoffError::waiting("the state")(e))),
             }
         }
     }
 
     /// One part of the state: the listeners, sessions, or a RIB part.
-    fn take(&mut self, message: Message, fds: Vec<OwnedFd>) -> Result<(), String> {
+    fn take(&mut self, message: Message, fds: Vec<OwnedFd>) -> Result<(), HandoffError> {
+        let inconsistent = |why: String| Err(HandoffError::Inconsistent(why));
         match message {
             Message::Listeners => {
-                let [bgp, admin]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-                    format!("LISTENERS came with {} descriptors, not 2", fds.len())
-                })?;
+                let [bgp, admin]: [OwnedFd; 2] = match fds.try_into() {
+                    Ok(both) => both,
+                    Err(fds) => {
+                        let fds: Vec<OwnedFd> = fds;
+                        return inconsistent(format!(
+                            "LISTENERS came with {} descriptors, not 2",
+                            fds.len()
+                        ));
+                    }
+                };
                 self.listeners = Some((bgp, admin));
                 step("new:listeners");
             }
             Message::Sessions(states) => {
                 if states.len() != fds.len() {
-                    return Err(format!(
+                    return inconsistent(format!(
                         "SESSIONS of {} came with {} descriptors",
                         states.len(),
                         fds.len()
@@ -272,10 +282,13 @@ impl Collected {
                 }
                 for s in &states {
                     if !self.peers.contains(&s.peer) {
-                        return Err(format!("a session with {}, not a peer in WELCOME", s.peer));
+                        return inconsistent(format!(
+                            "a session with {}, not a peer in WELCOME",
+                            s.peer
+                        ));
                     }
                     if self.states.iter().any(|(t, _)| t.peer == s.peer) {
-                        return Err(format!("two sessions with {}", s.peer));
+                        return inconsistent(format!("two sessions with {}", s.peer));
                     }
                 }
                 self.states.extend(states.into_iter().zip(fds));
@@ -283,16 +296,18 @@ impl Collected {
             }
             Message::Rib { session, part, updates } => {
                 let Some(table) = self.tables.get_mut(session as usize) else {
-                    return Err(format!(
+                    return inconsistent(format!(
                         "RIB for peer {session}; WELCOME named {}",
                         self.peers.len()
                     ));
                 };
                 self.bytes += updates.len();
                 let peer = self.peers[session as usize];
-                table.apply(part, &updates).map_err(|e| format!("peer {peer}: {e}"))?;
+                table
+                    .apply(part, &updates)
+                    .map_err(|source| HandoffError::BadState { peer: peer.to_string(), source })?;
             }
-            m => return Err(format!("{} out of order", m.name())),
+            m => return Err(HandoffError::OutOfOrder(m.name())),
         }
         Ok(())
     }
@@ -303,8 +318,9 @@ fn adopted(
     fd: OwnedFd,
     table: Table,
     complete: bool,
-) -> Result<Adopted, String> {
-    let negotiated = thaw(&state).map_err(|e| format!("session with {}: {e}", state.peer))?;
+) -> Result<Adopted, HandoffError> {
+    let negotiated = thaw(&state)
+        .map_err(|source| HandoffError::BadState { peer: state.peer.to_string(), source })?;
     let Table { rib_in, sent, unread, unwritten } = table;
     let stream = std::net::TcpStream::from(fd);
     Ok(Adopted { negotiated, state, stream, rib_in, sent, unread, unwritten, complete })
