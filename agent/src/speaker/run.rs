@@ -138,7 +138,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let took_over = takeover.is_some();
     speaker.start_peers(takeover).await;
     // Status is served once it is whole: a successor's last_handoff, pause
-    // included, is there from the first answer (the operator reads it once).
+    // included, is there from the first answer (the operator reads it once),
+    // and so is every peer (a status with the handoff but no peers yet, for
+    // the few ms of the heartbeat's fsync, told tests the sessions were gone).
+    speaker.publish_views();
     let render = doors.render.take().expect("render");
     let admin_listener = doors.admin.take().expect("admin listener");
     let admin_task = tokio::spawn(admin::serve_tcp(admin_listener, render.clone()));
@@ -148,7 +151,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     speaker.previous = None;
     write_order(&speaker.options);
     speaker.heartbeat(Ended::Running);
-    speaker.publish_views();
     info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
 
     let exit = speaker.serve(&mut signals, &mut doors, took_over).await;
