@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nonstop_testbed::{netns, tables};
 use serde_json::Value;
 
 use crate::network::{ROUTER_NS, RouterKind, router_config, write};
@@ -31,9 +32,7 @@ pub fn router_dir(dir: &Path) -> PathBuf {
 }
 
 fn in_router(args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ROUTER_NS]).args(args);
-    c
+    netns::exec(ROUTER_NS, args)
 }
 
 /// The lab daemons each kind of router runs.
@@ -148,36 +147,23 @@ pub fn stop(dir: &Path) {
     }
 }
 
-fn output(what: &str, mut cmd: Command) -> std::result::Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
-    }
-}
-
 fn gobgp(args: &[&str]) -> std::result::Result<String, String> {
     let mut full = vec!["gobgp"];
     full.extend_from_slice(args);
-    output("gobgp", in_router(&full))
+    netns::output("gobgp", in_router(&full))
 }
 
 fn birdc(dir: &Path, command: &str) -> std::result::Result<String, String> {
     let ctl = router_dir(dir).join("bird.ctl").display().to_string();
     let mut c = Command::new("birdc");
     c.args(["-s", &ctl, command]);
-    output("birdc", c)
+    netns::output("birdc", c)
 }
 
 fn vtysh(dir: &Path, command: &str) -> std::result::Result<String, String> {
     let mut c = in_router(&["vtysh", "--vty_socket", &router_dir(dir).display().to_string()]);
     c.args(["-c", command]);
-    output("vtysh", c)
+    netns::output("vtysh", c)
 }
 
 /// One BGP session as the router sees it.
@@ -227,94 +213,32 @@ impl Router {
 
     /// Every configured session and whether it is Established.
     pub fn sessions(&self) -> std::result::Result<Vec<Session>, String> {
-        match self.kind {
-            RouterKind::Gobgpd => {
-                let v: Value = serde_json::from_str(&gobgp(&["-j", "neighbor"])?)
-                    .map_err(|e| e.to_string())?;
-                Ok(v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| Session {
-                        neighbor: n["conf"]["neighbor_address"].as_str().unwrap_or("").into(),
-                        established: n["state"]["session_state"] == 6,
-                    })
-                    .collect())
-            }
-            RouterKind::Bird => {
-                let text = birdc(&self.dir, "show protocols all")?;
-                let mut out = Vec::new();
-                let mut established = false;
-                for line in text.lines() {
-                    let t = line.trim();
-                    if let Some(state) = t.strip_prefix("BGP state:") {
-                        established = state.trim() == "Established";
-                    }
-                    if let Some(addr) = t.strip_prefix("Neighbor address:") {
-                        out.push(Session { neighbor: addr.trim().into(), established });
-                    }
-                }
-                Ok(out)
-            }
+        let neighbors = match self.kind {
+            RouterKind::Gobgpd => tables::gobgp_neighbors(&gobgp(&["-j", "neighbor"])?)?,
+            RouterKind::Bird => tables::bird_neighbors(&birdc(&self.dir, "show protocols all")?),
             RouterKind::Frr => {
-                let v: Value = serde_json::from_str(&vtysh(&self.dir, "show bgp neighbors json")?)
-                    .map_err(|e| e.to_string())?;
-                Ok(v.as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(addr, n)| Session {
-                        neighbor: addr.clone(),
-                        established: n["bgpState"] == "Established",
-                    })
-                    .collect())
+                tables::frr_neighbors(&vtysh(&self.dir, "show bgp neighbors json")?)?
             }
-        }
+        };
+        Ok(neighbors
+            .into_iter()
+            .map(|n| Session { neighbor: n.address, established: n.established })
+            .collect())
     }
 
-    /// The IPv4 unicast table.
+    /// The IPv4 unicast table: each prefix's next hops, sorted.
     pub fn routes(&self) -> std::result::Result<Routes, String> {
-        let mut routes = Routes::new();
-        match self.kind {
-            RouterKind::Gobgpd => {
-                let v: Value = serde_json::from_str(&gobgp(&["-j", "global", "rib"])?)
-                    .map_err(|e| e.to_string())?;
-                for (prefix, paths) in v.as_object().into_iter().flatten() {
-                    for p in paths.as_array().into_iter().flatten() {
-                        let nh = p["attrs"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .find_map(|a| a["nexthop"].as_str())
-                            .unwrap_or("");
-                        routes.entry(prefix.clone()).or_default().push(nh.into());
-                    }
-                }
-            }
-            RouterKind::Bird => {
-                let text = birdc(&self.dir, "show route all")?;
-                let mut prefix = String::new();
-                for line in text.lines() {
-                    if let Some(first) = line.split_whitespace().next()
-                        && !line.starts_with(char::is_whitespace)
-                        && first.contains('/')
-                    {
-                        prefix = first.to_string();
-                    }
-                    if let Some(nh) = line.trim().strip_prefix("BGP.next_hop:") {
-                        routes.entry(prefix.clone()).or_default().push(nh.trim().into());
-                    }
-                }
-            }
+        let paths = match self.kind {
+            RouterKind::Gobgpd => tables::gobgp_routes(&gobgp(&["-j", "global", "rib"])?)?,
+            RouterKind::Bird => tables::bird_routes(&birdc(&self.dir, "show route all")?),
             RouterKind::Frr => {
-                let v: Value =
-                    serde_json::from_str(&vtysh(&self.dir, "show bgp ipv4 unicast json")?)
-                        .map_err(|e| e.to_string())?;
-                for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
-                    for p in paths.as_array().into_iter().flatten() {
-                        let nh = p["nexthops"][0]["ip"].as_str().unwrap_or("");
-                        routes.entry(prefix.clone()).or_default().push(nh.into());
-                    }
-                }
+                tables::frr_routes(&vtysh(&self.dir, "show bgp ipv4 unicast json")?)?
             }
+        };
+        let mut routes = Routes::new();
+        // BIRD lists its own (static, direct) routes too: no BGP next hop.
+        for (prefix, route) in paths.into_iter().filter(|(_, r)| !r.next_hop.is_empty()) {
+            routes.entry(prefix).or_default().push(route.next_hop);
         }
         for hops in routes.values_mut() {
             hops.sort();

@@ -74,9 +74,7 @@ impl Netns {
     }
 
     pub fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args);
-        c
+        nonstop_testbed::netns::exec(&self.name, args)
     }
 }
 

@@ -158,44 +158,7 @@ impl Router for Bird<'_> {
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
         let (table, proto) = if v6 { ("t6", "agent6") } else { ("t4", "agent4") };
         let text = self.birdc(&format!("show route all table {table} protocol {proto}"))?;
-        let mut out = BTreeMap::new();
-        let mut current: Option<(String, RouteView)> = None;
-        for line in text.lines() {
-            if !line.starts_with(char::is_whitespace) && line.contains('/') {
-                if let Some((p, v)) = current.take() {
-                    out.insert(p, v);
-                }
-                let prefix = line.split_whitespace().next().unwrap().to_string();
-                current = Some((
-                    prefix,
-                    RouteView {
-                        next_hop: String::new(),
-                        as_path: vec![],
-                        med: None,
-                        communities: vec![],
-                    },
-                ));
-                continue;
-            }
-            let Some((_, view)) = current.as_mut() else { continue };
-            let line = line.trim();
-            if let Some(v) = line.strip_prefix("BGP.next_hop: ") {
-                view.next_hop = v.split_whitespace().next().unwrap_or("").to_string();
-            } else if let Some(v) = line.strip_prefix("BGP.as_path: ") {
-                view.as_path = v.split_whitespace().filter_map(|a| a.parse().ok()).collect();
-            } else if let Some(v) = line.strip_prefix("BGP.med: ") {
-                view.med = v.parse().ok();
-            } else if let Some(v) = line.strip_prefix("BGP.community: ") {
-                view.communities = v
-                    .split(") (")
-                    .map(|c| c.trim_matches(|ch| ch == '(' || ch == ')').replace(',', ":"))
-                    .collect();
-            }
-        }
-        if let Some((p, v)) = current {
-            out.insert(p, v);
-        }
-        Ok(out)
+        Ok(tables::bird_routes(&text).into_iter().collect())
     }
 
     fn timers(&self, neighbor: &str) -> Result<Timers, String> {

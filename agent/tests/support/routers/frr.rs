@@ -186,37 +186,7 @@ impl Router for Frr<'_> {
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
         let family = if v6 { "ipv6" } else { "ipv4" };
         let text = self.vtysh(&format!("show bgp {family} unicast json detail"))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
-            for path in paths.as_array().into_iter().flatten() {
-                let as_path: Vec<u64> = path["aspath"]["segments"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|s| s["list"].as_array().cloned().unwrap_or_default())
-                    .filter_map(|a| a.as_u64())
-                    .collect();
-                if as_path.first() != Some(&u64::from(AGENT_AS)) {
-                    continue;
-                }
-                out.insert(
-                    prefix.clone(),
-                    RouteView {
-                        next_hop: path["nexthops"][0]["ip"].as_str().unwrap_or("").to_string(),
-                        as_path,
-                        med: path["metric"].as_u64(),
-                        communities: path["community"]["list"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|c| c.as_str().map(String::from))
-                            .collect(),
-                    },
-                );
-            }
-        }
-        Ok(out)
+        Ok(from_agent(tables::frr_routes(&text)?))
     }
 
     fn timers(&self, neighbor: &str) -> Result<Timers, String> {

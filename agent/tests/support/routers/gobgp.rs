@@ -212,52 +212,7 @@ impl Router for Gobgp<'_> {
     fn learnt(&self, v6: bool) -> Result<BTreeMap<String, RouteView>, String> {
         let family = if v6 { "ipv6" } else { "ipv4" };
         let text = self.cli(&["-j", "global", "rib", "-a", family])?;
-        let table: BTreeMap<String, Vec<Value>> =
-            serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (prefix, paths) in table {
-            for path in &paths {
-                let mut view = RouteView {
-                    next_hop: String::new(),
-                    as_path: vec![],
-                    med: None,
-                    communities: vec![],
-                };
-                for attr in path["attrs"].as_array().into_iter().flatten() {
-                    match attr["type"].as_u64() {
-                        Some(2) => {
-                            for seg in attr["as_paths"].as_array().into_iter().flatten() {
-                                view.as_path.extend(
-                                    seg["asns"]
-                                        .as_array()
-                                        .into_iter()
-                                        .flatten()
-                                        .filter_map(Value::as_u64),
-                                );
-                            }
-                        }
-                        Some(3) | Some(14) => {
-                            view.next_hop = attr["nexthop"].as_str().unwrap_or("").to_string()
-                        }
-                        Some(4) => view.med = attr["metric"].as_u64(),
-                        Some(8) => {
-                            view.communities = attr["communities"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_u64)
-                                .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
-                                .collect()
-                        }
-                        _ => {}
-                    }
-                }
-                if view.as_path.first() == Some(&u64::from(AGENT_AS)) {
-                    out.insert(prefix.clone(), view);
-                }
-            }
-        }
-        Ok(out)
+        Ok(from_agent(tables::gobgp_routes(&text)?))
     }
 
     fn timers(&self, neighbor: &str) -> Result<Timers, String> {

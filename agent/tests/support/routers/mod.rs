@@ -6,6 +6,8 @@
 //! ipv4-unicast) and over IPv6 transport (carrying ipv6-unicast).
 
 use std::collections::BTreeMap;
+
+use nonstop_testbed::tables;
 use std::fs;
 
 use super::{Daemon, Link, Netns, eventually};
@@ -13,14 +15,8 @@ use super::{Daemon, Link, Netns, eventually};
 pub const ROUTER_AS: u32 = 65000;
 pub const AGENT_AS: u32 = 65001;
 
-/// A route as a router shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteView {
-    pub next_hop: String,
-    pub as_path: Vec<u64>,
-    pub med: Option<u64>,
-    pub communities: Vec<String>,
-}
+/// A route as a router shows it (read by the lab's readers too).
+pub use nonstop_testbed::tables::Route as RouteView;
 
 /// Hold time and keepalive interval a router reports for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +114,12 @@ pub struct GrSetup {
 }
 
 fn run(ns: &Netns, args: &[&str]) -> Result<String, String> {
-    let out = ns.exec(args).output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    nonstop_testbed::netns::output(&format!("{args:?}"), ns.exec(args))
+}
+
+/// The paths from the agent (its AS first) of a table, by prefix.
+fn from_agent(paths: Vec<(String, RouteView)>) -> BTreeMap<String, RouteView> {
+    paths.into_iter().filter(|(_, r)| r.as_path.first() == Some(&u64::from(AGENT_AS))).collect()
 }
 
 mod bird;
