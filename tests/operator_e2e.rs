@@ -69,6 +69,12 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
         metrics.contains("nonstop_operator_rollout_steps_total{reason=\"Retire\"}"),
         "{metrics}"
     );
+    let build = format!(
+        "nonstop_build_info{{component=\"operator\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build), "{metrics}");
+    assert!(metrics.contains("application/openmetrics-text"), "the content type: {metrics}");
     let status = hitless_roll(&s, "nonstop-agent:v1");
     assert_eq!(status["currentRevision"], first.as_str(), "back to the first revision");
     hitless_roll(&s, "nonstop-agent:v2");

@@ -180,6 +180,12 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
             }
         });
     }
+    let build = format!(
+        "nonstop_build_info{{component=\"agent\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let metrics = agent.get("/metrics").unwrap();
+    assert!(metrics.contains(&build), "no `{build}` in\n{metrics}");
     assert!(!agent.daemon.log_text().contains("panicked"), "{}", agent.daemon.log_text());
 }
 

@@ -107,7 +107,10 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
         "/metrics" => {
             let mut text = String::new();
             let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-            Answer::ok("text/plain; version=0.0.4", text)
+            // What prometheus_client writes is OpenMetrics (`# EOF`, the info
+            // type); labelled as Prometheus' older text format, a scrape of
+            // `nonstop_build_info` failed to parse.
+            Answer::ok("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
         }
         "/healthz" => Answer::ok("text/plain", "ok\n".into()),
         _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),

@@ -71,6 +71,7 @@ pub async fn run(options: Options) -> Result<(), String> {
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    nonstop_agent::speaker::status::register_build_info(&mut registry, "operator");
     let listener = tokio::net::TcpListener::bind(options.metrics)
         .await
         .map_err(|e| format!("cannot listen on {} for metrics: {e}", options.metrics))?;

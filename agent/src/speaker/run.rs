@@ -219,6 +219,7 @@ fn open(
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    super::status::register_build_info(&mut registry, "agent");
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
     let render = renderer(

@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
@@ -248,6 +249,17 @@ impl Default for Metrics {
             handoff_state_bytes: Gauge::default(),
         }
     }
+}
+
+/// `nonstop_build_info{component, version} 1`, Prometheus' build-info
+/// convention: which build a scrape came from, for dashboards and alerts to
+/// join other series on. `component` is `agent` or `operator`.
+pub fn register_build_info(registry: &mut Registry, component: &str) {
+    let labels = vec![
+        ("component".to_string(), component.to_string()),
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    registry.register("nonstop_build", "The build that runs", Info::new(labels));
 }
 
 impl Metrics {
