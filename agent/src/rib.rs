@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::config::Announcement;
 use crate::prefix_map::PrefixMap;
 use crate::route::{NextHop, Prefix};
-use crate::wire::{AsPath, Origin, PathAttrs, Update, UpdateBuilder, WireContext};
+use crate::wire::{AsPath, Origin, PathAttrs, Update, UpdateBuilder, WireContext, prefix_wire_len};
 
 /// The attributes of a route and where it points. `attrs.next_hop` is kept
 /// empty: the next hop of every family lives in `next_hop`.
@@ -332,37 +332,36 @@ pub const DEFAULT_LOCAL_PREF: u32 = 100;
 /// prepends our AS and sends no LOCAL_PREF; iBGP sends LOCAL_PREF; `self`
 /// next hops become the session's own address of the prefix's family.
 pub fn export(announce: &[Announcement], rules: &ExportRules) -> AdjRibOut {
-    let mut out = AdjRibOut::default();
+    let mut out = AdjRibOut { routes: HashMap::with_capacity(announce.len()), skipped: Vec::new() };
+    let builder = UpdateBuilder::new(rules.wire);
+    let max = rules.wire.max_message_len();
     let mut interner = Interner::default();
+    // Announcements mostly come in runs with the same attributes (a list of
+    // prefixes under one community): each run builds and sizes its route
+    // once. `fixed` is the UPDATE's size without the prefix.
+    let mut last: Option<(&Announcement, Arc<Route>, usize)> = None;
     for a in announce {
-        let next_hop = match (a.next_hop, a.prefix.is_ipv4()) {
-            (NextHop::Address(ip), _) => Some(ip),
-            (NextHop::SelfAddress, true) => rules.local_v4.map(IpAddr::V4),
-            (NextHop::SelfAddress, false) => rules.local_v6.map(IpAddr::V6),
+        let (route, fixed) = match &last {
+            Some((prev, route, fixed)) if same_route(prev, a) => (route.clone(), *fixed),
+            _ => {
+                let Some(next_hop) = export_next_hop(a, rules) else {
+                    let family = if a.prefix.is_ipv4() { "IPv4" } else { "IPv6" };
+                    out.skipped.push((
+                        a.prefix,
+                        format!(
+                            "no local {family} address on this session for nextHop: self; set nextHop"
+                        ),
+                    ));
+                    continue;
+                };
+                let attrs = export_attrs(a, rules);
+                let fixed = builder.head_len(&attrs, next_hop, a.prefix.is_ipv4());
+                let route = interner.intern(Route { attrs, next_hop });
+                last = Some((a, route.clone(), fixed));
+                (route, fixed)
+            }
         };
-        let Some(next_hop) = next_hop else {
-            let family = if a.prefix.is_ipv4() { "IPv4" } else { "IPv6" };
-            out.skipped.push((
-                a.prefix,
-                format!("no local {family} address on this session for nextHop: self; set nextHop"),
-            ));
-            continue;
-        };
-        let attrs = PathAttrs {
-            origin: Some(Origin::Igp),
-            as_path: Some(if rules.ibgp {
-                AsPath::default()
-            } else {
-                AsPath::sequence([rules.local_asn])
-            }),
-            med: a.med,
-            local_pref: rules.ibgp.then(|| a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
-            communities: a.communities.clone(),
-            large_communities: a.large_communities.clone(),
-            ..Default::default()
-        };
-        let len = UpdateBuilder::new(rules.wire).single_len(&attrs, next_hop, &a.prefix);
-        let max = rules.wire.max_message_len();
+        let len = fixed + prefix_wire_len(&a.prefix);
         if len > max {
             out.skipped.push((
                 a.prefix,
@@ -373,9 +372,46 @@ pub fn export(announce: &[Announcement], rules: &ExportRules) -> AdjRibOut {
             ));
             continue;
         }
-        out.routes.insert(a.prefix, interner.intern(Route { attrs, next_hop }));
+        out.routes.insert(a.prefix, route);
     }
     out
+}
+
+/// Whether two announcements export as the same route: same family and the
+/// same configured attributes.
+fn same_route(a: &Announcement, b: &Announcement) -> bool {
+    a.prefix.is_ipv4() == b.prefix.is_ipv4()
+        && a.next_hop == b.next_hop
+        && a.med == b.med
+        && a.local_pref == b.local_pref
+        && a.communities == b.communities
+        && a.large_communities == b.large_communities
+}
+
+/// The next hop an announcement goes out with; None for `self` where the
+/// session has no local address of the prefix's family.
+fn export_next_hop(a: &Announcement, rules: &ExportRules) -> Option<IpAddr> {
+    match (a.next_hop, a.prefix.is_ipv4()) {
+        (NextHop::Address(ip), _) => Some(ip),
+        (NextHop::SelfAddress, true) => rules.local_v4.map(IpAddr::V4),
+        (NextHop::SelfAddress, false) => rules.local_v6.map(IpAddr::V6),
+    }
+}
+
+fn export_attrs(a: &Announcement, rules: &ExportRules) -> PathAttrs {
+    PathAttrs {
+        origin: Some(Origin::Igp),
+        as_path: Some(if rules.ibgp {
+            AsPath::default()
+        } else {
+            AsPath::sequence([rules.local_asn])
+        }),
+        med: a.med,
+        local_pref: rules.ibgp.then(|| a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
+        communities: a.communities.clone(),
+        large_communities: a.large_communities.clone(),
+        ..Default::default()
+    }
 }
 
 /// What to send to move a peer from `old` to `new`: routes grouped by their
@@ -412,22 +448,26 @@ impl AdjRibOut {
     }
 
     pub fn delta_to(&self, new: &AdjRibOut) -> Delta {
-        let mut groups: HashMap<Arc<Route>, Vec<Prefix>> = HashMap::new();
+        // Grouped by the shared route's address: equal routes are one
+        // `Arc` (interned), and hashing a pointer is cheaper than a route.
+        let mut index: HashMap<*const Route, usize> = HashMap::new();
+        let mut groups: Vec<(Arc<Route>, Vec<Prefix>)> = Vec::new();
         for (p, r) in &new.routes {
             if self.routes.get(p) != Some(r) {
-                groups.entry(r.clone()).or_default().push(*p);
+                let i = *index.entry(Arc::as_ptr(r)).or_insert_with(|| {
+                    groups.push((r.clone(), Vec::new()));
+                    groups.len() - 1
+                });
+                groups[i].1.push(*p);
             }
         }
         let mut withdraw: Vec<Prefix> =
             self.routes.keys().filter(|p| !new.routes.contains_key(*p)).copied().collect();
         withdraw.sort();
-        let mut announce: Vec<(Arc<Route>, Vec<Prefix>)> = groups
-            .into_iter()
-            .map(|(r, mut ps)| {
-                ps.sort();
-                (r, ps)
-            })
-            .collect();
+        let mut announce = groups;
+        for (_, ps) in &mut announce {
+            ps.sort_unstable();
+        }
         announce.sort_by(|a, b| a.1[0].cmp(&b.1[0]));
         Delta { announce, withdraw }
     }

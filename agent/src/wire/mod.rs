@@ -31,7 +31,7 @@ pub use notification::{Notification, code, subcode};
 pub use open::{
     AfiSafi, Capability, GrFamily, GracefulRestartCap, LlgrFamily, Open, capability_code,
 };
-pub use update::{MpReach, MpUnreach, Update, UpdateBuilder};
+pub use update::{MpReach, MpUnreach, Update, UpdateBuilder, prefix_wire_len};
 
 /// Length of the fixed header: marker (16), length (2), type (1).
 pub const HEADER_LEN: usize = 19;

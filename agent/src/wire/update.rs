@@ -328,8 +328,9 @@ pub(crate) fn read_prefixes(
     Ok(())
 }
 
-/// Bytes a prefix takes in NLRI.
-pub(crate) fn prefix_wire_len(p: &Prefix) -> usize {
+/// The bytes a prefix takes in an NLRI field: its length octet and the
+/// octets its length covers.
+pub fn prefix_wire_len(p: &Prefix) -> usize {
     1 + usize::from(p.len()).div_ceil(8)
 }
 
@@ -432,8 +433,13 @@ impl UpdateBuilder {
     /// announcement that cannot be sent at all is larger than the session's
     /// message size (4096 bytes without extended messages, RFC 8654).
     pub fn single_len(&self, attrs: &PathAttrs, next_hop: IpAddr, prefix: &Prefix) -> usize {
-        let (_, fixed) = self.announce_head(attrs, next_hop, prefix.is_ipv4());
-        fixed + prefix_wire_len(prefix)
+        self.head_len(attrs, next_hop, prefix.is_ipv4()) + prefix_wire_len(prefix)
+    }
+
+    /// [`Self::single_len`] without the prefix's own bytes, which
+    /// [`prefix_wire_len`] gives.
+    pub fn head_len(&self, attrs: &PathAttrs, next_hop: IpAddr, ipv4: bool) -> usize {
+        self.announce_head(attrs, next_hop, ipv4).1
     }
 
     /// Appends UPDATEs announcing `prefixes` (one family) with `attrs`. IPv4
