@@ -24,6 +24,7 @@ pub mod restart;
 pub mod rib;
 pub mod route;
 pub mod session;
+pub mod show;
 pub mod speaker;
 pub mod wire;
 

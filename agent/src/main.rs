@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
 use nonstop_agent::speaker::status::{AgentStatus, Role};
 use nonstop_agent::speaker::{self, RunOptions, Takeover};
+use nonstop_agent::{restart, show};
 
 /// The nonstop BGP gateway agent: speaks BGP to the routers in front of a node
 /// and hands its live sessions to its successor on upgrade.
@@ -70,6 +71,13 @@ enum Command {
         #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
     },
+    /// Show the running agent's peers or last handoff as a table.
+    Show {
+        #[arg(value_enum)]
+        what: ShowWhat,
+        #[arg(long, env = "NONSTOP_STATE_DIR")]
+        state_dir: PathBuf,
+    },
     /// Stop the running agent, and wait until it has.
     Stop {
         #[arg(long, env = "NONSTOP_STATE_DIR")]
@@ -89,6 +97,15 @@ enum Command {
 enum TakeoverArg {
     Handoff,
     Restart,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ShowWhat {
+    /// Each peer: AS, state, up/down, routes accepted, stale, refused and
+    /// advertised, last error.
+    Peers,
+    /// The last handoff: which side, result, sessions, pause, reason.
+    Handoff,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -139,20 +156,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Stop { state_dir, mode, timeout } => stop(&state_dir, mode, timeout),
-        Command::Status { state_dir } => {
-            let socket = state_dir.join(speaker::CONTROL_SOCKET);
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            match runtime.expect("tokio runtime").block_on(speaker::get(&socket, "/status")) {
-                Ok(body) => {
-                    print!("{body}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: no agent answers on {}: {e}", socket.display());
-                    ExitCode::from(1)
-                }
+        Command::Status { state_dir } => match status_body(&state_dir) {
+            Ok(body) => {
+                print!("{body}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Show { what, state_dir } => show(&state_dir, what),
         Command::Ready { state_dir, pod } => ready(&state_dir, pod.as_deref()),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -214,13 +228,38 @@ fn stop(state_dir: &std::path::Path, mode: StopArg, timeout: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn ready(state_dir: &std::path::Path, pod: Option<&str>) -> ExitCode {
+/// The running agent's status document, or why there is none.
+fn status_body(state_dir: &std::path::Path) -> Result<String, String> {
     let socket = state_dir.join(speaker::CONTROL_SOCKET);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let body = match runtime.expect("tokio runtime").block_on(speaker::get(&socket, "/status")) {
+    runtime
+        .expect("tokio runtime")
+        .block_on(speaker::get(&socket, "/status"))
+        .map_err(|e| format!("no agent answers on {}: {e}", socket.display()))
+}
+
+fn show(state_dir: &std::path::Path, what: ShowWhat) -> ExitCode {
+    let status: AgentStatus = match status_body(state_dir).and_then(|body| {
+        serde_json::from_str(&body).map_err(|e| format!("the agent's status does not parse: {e}"))
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match what {
+        ShowWhat::Peers => print!("{}", show::peers(&status)),
+        ShowWhat::Handoff => print!("{}", show::handoff(&status, restart::now_ms())),
+    }
+    ExitCode::SUCCESS
+}
+
+fn ready(state_dir: &std::path::Path, pod: Option<&str>) -> ExitCode {
+    let body = match status_body(state_dir) {
         Ok(body) => body,
         Err(e) => {
-            println!("not ready: no agent answers on {}: {e}", socket.display());
+            println!("not ready: {e}");
             return ExitCode::from(1);
         }
     };

@@ -180,6 +180,26 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
             }
         });
     }
+    // `show peers` says what the router's own table says: what it learnt
+    // from us is our ADVERTISED, what it originates our ACCEPTED.
+    let rows = agent.show_peers();
+    for (address, v6, originated) in
+        [(&link.b_v4, false, &setup.originate_v4), (&link.b_v6, true, &setup.originate_v6)]
+    {
+        let row = rows.iter().find(|r| r["PEER"] == **address);
+        let row = row.unwrap_or_else(|| panic!("no row for {address} in {rows:?}"));
+        let learnt = router.learnt(v6).unwrap().len();
+        assert_eq!(row["STATE"], "Established", "{row:?}");
+        assert_eq!(
+            row["ADVERTISED"],
+            learnt.to_string(),
+            "{} learnt {learnt}: {row:?}",
+            router.kind()
+        );
+        assert_eq!(row["ACCEPTED"], originated.len().to_string(), "{row:?}");
+        assert_eq!((row["STALE"].as_str(), row["LAST ERROR"].as_str()), ("0", "-"), "{row:?}");
+    }
+
     let build = format!(
         "nonstop_build_info{{component=\"agent\",version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")

@@ -10,6 +10,7 @@
 
 pub mod routers;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -291,6 +292,38 @@ impl Agent {
         s.read_to_string(&mut response).map_err(|e| e.to_string())?;
         let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP response")?;
         if head.starts_with("HTTP/1.1 200") { Ok(body.to_string()) } else { Err(head.to_string()) }
+    }
+
+    /// `nonstop-agent show peers`, each row read by the header's columns.
+    pub fn show_peers(&self) -> Vec<BTreeMap<String, String>> {
+        let out = Command::new(AGENT)
+            .args(["show", "peers", "--state-dir", self.state_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "show peers: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines().skip(1);
+        let header = lines.next().expect("a header row");
+        let mut starts: Vec<(usize, &str)> = Vec::new();
+        let mut at = 0;
+        for name in header.split("  ").filter(|n| !n.is_empty()) {
+            let start = at + header[at..].find(name).unwrap();
+            starts.push((start, name.trim()));
+            at = start + name.len();
+        }
+        lines
+            .map(|row| {
+                let cell = |i: usize| {
+                    let end = starts.get(i + 1).map_or(row.len(), |(e, _)| *e).min(row.len());
+                    row.get(starts[i].0..end).unwrap_or("").trim().to_string()
+                };
+                starts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, name))| (name.to_string(), cell(i)))
+                    .collect()
+            })
+            .collect()
     }
 
     pub fn peer(&self, address: &str) -> Result<serde_json::Value, String> {

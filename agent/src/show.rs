@@ -1,0 +1,150 @@
+//! What `nonstop-agent show …` prints: the status document as the tables a
+//! network engineer reads elsewhere (`birdc show protocols`, `gobgp
+//! neighbor`). Pure formatting of an [`AgentStatus`]; the command fetches it.
+
+use crate::speaker::status::{
+    AgentStatus, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
+};
+
+/// `show peers`: a line about the agent, then one row per peer.
+///
+/// ACCEPTED is what the peer's routes left in the Adj-RIB-In after the
+/// import policy (stale ones included), REFUSED what the policy turned away
+/// since the session came up, ADVERTISED what we send it: the router's own
+/// CLI shows the first as its advertised count and the last as received.
+pub fn peers(status: &AgentStatus) -> String {
+    let mut out = agent_line(status);
+    let rows = status.peers.iter().map(peer_row).collect();
+    out.push_str(&table(
+        &[
+            "PEER",
+            "AS",
+            "STATE",
+            "UP/DOWN",
+            "ACCEPTED",
+            "STALE",
+            "REFUSED",
+            "ADVERTISED",
+            "LAST ERROR",
+        ],
+        rows,
+    ));
+    out
+}
+
+fn agent_line(s: &AgentStatus) -> String {
+    let role = match s.role {
+        Role::Active => "active",
+        Role::Retired => "retired",
+    };
+    let pod = s.pod.as_deref().map(|p| format!(", pod {p}")).unwrap_or_default();
+    format!(
+        "nonstop-agent {} pid {}{pod}: AS {}, router ID {}, {role}, up {}, {} prefix(es) announced\n",
+        s.version,
+        s.pid,
+        s.asn,
+        s.router_id,
+        duration(s.uptime_seconds),
+        s.routes_announced,
+    )
+}
+
+fn peer_row(p: &PeerStatus) -> Vec<String> {
+    let up_down = if p.state == crate::session::State::Established {
+        duration(p.uptime_seconds)
+    } else if p.established_transitions == 0 {
+        "never".to_string()
+    } else {
+        "down".to_string()
+    };
+    vec![
+        p.address.clone(),
+        p.asn.to_string(),
+        p.state.as_str().to_string(),
+        up_down,
+        p.routes_received.to_string(),
+        p.routes_stale.to_string(),
+        p.routes_refused.to_string(),
+        p.routes_advertised.to_string(),
+        p.last_error.clone().unwrap_or_else(|| "-".to_string()),
+    ]
+}
+
+/// `show handoff`: the last handoff this agent took part in, and its
+/// successor once retired. `now_ms` is the wall clock (Unix ms).
+pub fn handoff(status: &AgentStatus, now_ms: u64) -> String {
+    let mut out = agent_line(status);
+    match &status.last_handoff {
+        None => out.push_str("no handoff yet: this agent started the node's sessions itself\n"),
+        Some(h) => out.push_str(&handoff_lines(h, now_ms)),
+    }
+    if let Some(s) = &status.successor {
+        out.push_str(&format!("retired: agent {} pid {} took over\n", s.version, s.pid));
+    }
+    out
+}
+
+fn handoff_lines(h: &HandoffReport, now_ms: u64) -> String {
+    let side = match h.role {
+        HandoffRole::Successor => "took over from",
+        HandoffRole::Predecessor => "handed over to",
+    };
+    let result = match h.result {
+        HandoffResult::Completed => "completed",
+        HandoffResult::Partial => "partial",
+        HandoffResult::Refused => "refused",
+        HandoffResult::RolledBack => "rolled back",
+    };
+    let ago = duration(now_ms.saturating_sub(h.at_ms) / 1000);
+    let mut out = format!(
+        "last handoff: {result}, {ago} ago: {side} agent {} pid {}\n",
+        h.other.version, h.other.pid
+    );
+    let pause = h.pause_ms.map(|ms| format!(", longest pause {ms:.1} ms")).unwrap_or_default();
+    out.push_str(&format!(
+        "  {} session(s), {} listener(s), {:.1} MB of state{pause}\n",
+        h.sessions,
+        h.listeners,
+        h.state_bytes as f64 / 1e6
+    ));
+    if let Some(reason) = &h.reason {
+        out.push_str(&format!("  reason: {reason}\n"));
+    }
+    out
+}
+
+/// Seconds as `gobgp neighbor` shows them: `HH:MM:SS`, with days in front
+/// once there are any.
+pub fn duration(seconds: u64) -> String {
+    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    if d > 0 { format!("{d}d {h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}:{s:02}") }
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

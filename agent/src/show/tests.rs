@@ -1,0 +1,126 @@
+use super::*;
+use crate::session::State;
+use crate::speaker::status::AgentRef;
+
+fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
+    AgentStatus {
+        version: "0.1.0".into(),
+        pid: 42,
+        pod: Some("edge-abc12".into()),
+        asn: 65001,
+        router_id: "10.0.0.1".into(),
+        listen: "0.0.0.0:179".into(),
+        uptime_seconds: 3_723,
+        routes_announced: 3,
+        role: Role::Active,
+        successor: None,
+        last_handoff: None,
+        peers,
+    }
+}
+
+fn peer(address: &str, state: State, transitions: u64) -> PeerStatus {
+    PeerStatus {
+        address: address.into(),
+        asn: 65000,
+        state,
+        uptime_seconds: if state == State::Established { 90_061 } else { 0 },
+        established_transitions: transitions,
+        routes_received: 1000,
+        routes_stale: 10,
+        routes_refused: 2,
+        routes_advertised: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn durations_read_like_gobgp() {
+    for (seconds, shown) in [
+        (0, "00:00:00"),
+        (59, "00:00:59"),
+        (3_723, "01:02:03"),
+        (86_399, "23:59:59"),
+        (90_061, "1d 01:01:01"),
+        (864_000, "10d 00:00:00"),
+    ] {
+        assert_eq!(duration(seconds), shown, "{seconds} s");
+    }
+}
+
+#[test]
+fn peers_are_one_aligned_row_each_with_counts_and_last_error() {
+    let mut down = peer("2001:db8::1", State::Active, 1);
+    down.last_error = Some("hold timer expired".into());
+    let text = peers(&agent(vec![
+        peer("10.0.0.2", State::Established, 1),
+        down,
+        peer("10.0.0.3", State::Connect, 0),
+    ]));
+    let expected = "\
+nonstop-agent 0.1.0 pid 42, pod edge-abc12: AS 65001, router ID 10.0.0.1, active, up 01:02:03, 3 prefix(es) announced
+PEER         AS     STATE        UP/DOWN      ACCEPTED  STALE  REFUSED  ADVERTISED  LAST ERROR
+10.0.0.2     65000  Established  1d 01:01:01  1000      10     2        3           -
+2001:db8::1  65000  Active       down         1000      10     2        3           hold timer expired
+10.0.0.3     65000  Connect      never        1000      10     2        3           -
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn no_peers_is_the_header_alone() {
+    let text = peers(&agent(vec![]));
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("PEER"));
+}
+
+#[test]
+fn handoff_says_which_side_what_crossed_and_why() {
+    let report = |role, result, reason: Option<&str>, pause| HandoffReport {
+        role,
+        result,
+        reason: reason.map(str::to_string),
+        other: AgentRef { pid: 7, version: "0.0.9".into() },
+        sessions: 3,
+        listeners: 1,
+        state_bytes: 1_650_000,
+        pause_ms: pause,
+        at_ms: 1_000_000,
+    };
+    let now = 1_000_000 + 65_000;
+    let cases = [
+        (None, None, "no handoff yet: this agent started the node's sessions itself\n"),
+        (
+            Some(report(HandoffRole::Successor, HandoffResult::Completed, None, Some(4.94))),
+            None,
+            "last handoff: completed, 00:01:05 ago: took over from agent 0.0.9 pid 7\n  \
+             3 session(s), 1 listener(s), 1.6 MB of state, longest pause 4.9 ms\n",
+        ),
+        (
+            Some(report(
+                HandoffRole::Predecessor,
+                HandoffResult::RolledBack,
+                Some("successor gave no answer in 10 s"),
+                None,
+            )),
+            None,
+            "last handoff: rolled back, 00:01:05 ago: handed over to agent 0.0.9 pid 7\n  \
+             3 session(s), 1 listener(s), 1.6 MB of state\n  reason: successor gave no answer in 10 s\n",
+        ),
+        (
+            Some(report(HandoffRole::Predecessor, HandoffResult::Completed, None, None)),
+            Some(AgentRef { pid: 7, version: "0.0.9".into() }),
+            "last handoff: completed, 00:01:05 ago: handed over to agent 0.0.9 pid 7\n  \
+             3 session(s), 1 listener(s), 1.6 MB of state\nretired: agent 0.0.9 pid 7 took over\n",
+        ),
+    ];
+    for (last, successor, expected) in cases {
+        let mut status = agent(vec![]);
+        status.last_handoff = last;
+        status.successor = successor;
+        let text = handoff(&status, now);
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert!(first.starts_with("nonstop-agent 0.1.0 pid 42"), "{first}");
+        assert_eq!(rest, expected);
+    }
+}
