@@ -112,6 +112,7 @@ fn every_value_reaches_the_objects() {
         assert!(args.contains(&policy), "{policy}: {args:?}");
     }
     assert_eq!(env(container, "NONSTOP_LOG"), "nonstop=debug,info");
+    assert_eq!(env(container, "NONSTOP_LOG_FORMAT"), "json");
     assert_eq!(env(container, "NONSTOP_AGENT_IMAGE"), "registry.example/nonstop-agent:9.9.8");
     let job = named(&objects, "Job", "nonstop-uninstall").unwrap();
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 630);
@@ -143,6 +144,7 @@ fn wrong_values_are_refused_by_name() {
         ("uninstall.timeoutSeconds=soon", "/uninstall/timeoutSeconds", "want integer"),
         ("agent.image.tag=2", "/agent/image/tag", "want string"),
         ("policy.prefixes={203.0.113.0}", "/policy/prefixes/0", ""),
+        ("logFormat=logfmt", "/logFormat", ""),
     ];
     for (set, path, why) in cases {
         let err = helm(&["template", "t", chart.to_str().unwrap(), "--set", set]).unwrap_err();

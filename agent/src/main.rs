@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
 use nonstop_agent::speaker::status::{AgentStatus, Role};
 use nonstop_agent::speaker::{self, RunOptions, Takeover};
-use nonstop_agent::{restart, show};
+use nonstop_agent::{LogFormat, restart, show};
 
 /// The nonstop BGP gateway agent: speaks BGP to the routers in front of a node
 /// and hands its live sessions to its successor on upgrade.
@@ -115,7 +115,13 @@ enum StopArg {
 }
 
 fn main() -> ExitCode {
-    nonstop_agent::init_logging();
+    let log_format = match nonstop_agent::init_logging() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match Cli::parse().command {
         Command::Run {
             config,
@@ -149,6 +155,11 @@ fn main() -> ExitCode {
             runtime.shutdown_background();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                // A log collector reads the reason as one more JSON line.
+                Err(e) if log_format == LogFormat::Json => {
+                    tracing::error!(error = %e, "nonstop-agent stopped on an error");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)

@@ -42,3 +42,34 @@ fn help_lists_the_commands() {
     assert_eq!(code, 0);
     assert!(text.contains("check"), "{text}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_an_unknown_format_is_refused() {
+    // `run` with a missing config: its failure, as a log line.
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nonstop-agent"))
+            .args(["run", "--config", "/nonexistent/agent.yaml", "--state-dir", "/nonexistent"])
+            .env("NONSTOP_LOG_FORMAT", format)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, text) = run("logfmt");
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(text.trim(), "error: NONSTOP_LOG_FORMAT must be text or json, got \"logfmt\"");
+    let (code, text) = run("json");
+    assert_eq!(code, 2, "{text}");
+    let logged: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logged.is_empty(), "no JSON line in {text}");
+    assert_eq!(logged.len(), text.lines().count(), "a line that is not JSON: {text}");
+    let last = logged.last().unwrap();
+    assert!(last["timestamp"].is_string(), "{last}");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert_eq!(last["fields"]["message"], "nonstop-agent stopped on an error", "{last}");
+    let error = last["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot read config /nonexistent/agent.yaml"), "{last}");
+}

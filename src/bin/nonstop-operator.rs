@@ -87,7 +87,13 @@ fn main() -> ExitCode {
             allowed_images,
             allowed_prefixes,
         } => {
-            nonstop_agent::init_logging();
+            let log_format = match nonstop_agent::init_logging() {
+                Ok(format) => format,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let policy = match nonstop::operator::policy::Policy::new(
                 &allowed_namespaces,
                 &allowed_images,
@@ -113,11 +119,16 @@ fn main() -> ExitCode {
                 lease_duration: Duration::from_secs(lease_seconds.max(2)),
                 metrics,
                 agent_image: agent_image.filter(|i| !i.trim().is_empty()),
+                log_format,
                 policy,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime.expect("tokio runtime").block_on(nonstop::operator::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if log_format == nonstop_agent::LogFormat::Json => {
+                    tracing::error!(error = %e, "nonstop-operator stopped on an error");
+                    ExitCode::from(1)
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(1)

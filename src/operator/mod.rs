@@ -57,6 +57,8 @@ pub struct Options {
     pub metrics: SocketAddr,
     /// The image of gateways that leave `spec.image` out.
     pub agent_image: Option<String>,
+    /// The operator's log format, which the agents it starts use too.
+    pub log_format: nonstop_agent::LogFormat,
     /// What cluster admins allow a gateway to be.
     pub policy: policy::Policy,
 }
@@ -103,6 +105,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         agent_image: options.agent_image.clone(),
+        log_format: options.log_format,
         leadership: elector.leadership(),
         policy: options.policy.clone(),
         caches: observe::Caches { nodes, pods },

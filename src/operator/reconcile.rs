@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The image of gateways that leave `spec.image` out (`--agent-image`).
     pub agent_image: Option<String>,
+    /// Passed to the agents' pods (`NONSTOP_LOG_FORMAT`).
+    pub log_format: nonstop_agent::LogFormat,
     /// Asked before every write: a replica that lost the lead writes nothing.
     pub leadership: Leadership,
     /// What cluster admins allow (the operator's --allowed-* flags).
@@ -296,7 +298,7 @@ async fn apply(
         }
         Action::CreatePod { node, revision } => {
             let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
-            let pod = render::pod(gw, node, revision, now);
+            let pod = render::pod(gw, node, revision, now, ctx.log_format);
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => ctx.expectations.created(key, &pod.name_any()),
                 Err(kube::Error::Api(e)) if e.code == 409 => {} // made by an earlier reconcile

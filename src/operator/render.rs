@@ -8,6 +8,7 @@
 //!        ──pod(node)────▶ edge-node-1-7f3a9c2d1b (pinned to node-1)
 //! ```
 
+use nonstop_agent::LogFormat;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
@@ -146,7 +147,13 @@ pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
 /// The agent pod for `node` at `revision`, created at `created_ms` (Unix
 /// ms): the agent learns it, so that an older pod's agent never takes the
 /// node back from a newer one.
-pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod {
+pub fn pod(
+    gw: &BgpGateway,
+    node: &str,
+    revision: &str,
+    created_ms: u64,
+    log_format: LogFormat,
+) -> Pod {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone().unwrap_or_default();
     let pod_name = pod_name(&name, node, revision);
@@ -156,7 +163,7 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
     let annotations =
         BTreeMap::from([(GATEWAY_LABEL.into(), name.clone()), (NODE_LABEL.into(), node.into())]);
 
-    let env = agent_env(spec, created_ms);
+    let env = agent_env(spec, created_ms, log_format);
     let args = agent_args(spec);
     let (volumes, mounts) = volumes(spec, &namespace, &name, revision);
     let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
@@ -233,7 +240,7 @@ pub fn pod(gw: &BgpGateway, node: &str, revision: &str, created_ms: u64) -> Pod 
 
 /// The agent's environment: its pod, its node's address, how it takes
 /// over, when its pod was made, and its state dir.
-fn agent_env(spec: &BgpGatewaySpec, created_ms: u64) -> Vec<EnvVar> {
+fn agent_env(spec: &BgpGatewaySpec, created_ms: u64, log_format: LogFormat) -> Vec<EnvVar> {
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
         ..Default::default()
@@ -242,7 +249,7 @@ fn agent_env(spec: &BgpGatewaySpec, created_ms: u64) -> Vec<EnvVar> {
         Strategy::GracefulRestart => "restart",
         Strategy::Handoff | Strategy::Recreate => "handoff",
     };
-    vec![
+    let mut env = vec![
         EnvVar {
             name: "NONSTOP_POD".into(),
             value_from: Some(field("metadata.name")),
@@ -269,7 +276,17 @@ fn agent_env(spec: &BgpGatewaySpec, created_ms: u64) -> Vec<EnvVar> {
             value: Some(STATE_DIR.into()),
             ..Default::default()
         },
-    ]
+    ];
+    // Only when not the default, so that pods of an operator that logs text
+    // look as they did before the setting existed.
+    if log_format != LogFormat::Text {
+        env.push(EnvVar {
+            name: "NONSTOP_LOG_FORMAT".into(),
+            value: Some(log_format.as_str().into()),
+            ..Default::default()
+        });
+    }
+    env
 }
 
 /// The agent's command line.

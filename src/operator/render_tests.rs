@@ -37,7 +37,7 @@ fn the_revision_changes_with_what_reaches_the_pod_only() {
 fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     let gw = example();
     let rev = revision(&gw.spec);
-    let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000);
+    let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000, LogFormat::Text);
     assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}").as_str()));
     let spec = pod.spec.unwrap();
     assert_eq!(spec.host_network, Some(true));
@@ -124,7 +124,7 @@ fn long_gateway_and_node_names_still_make_valid_labels() {
     {
         let mut gw = example();
         gw.metadata.name = Some(gateway.into());
-        let p = pod(&gw, node, &revision(&gw.spec), 1_800_000_000_000);
+        let p = pod(&gw, node, &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text);
         let labels = p.metadata.labels.clone().unwrap();
         for (k, v) in &labels {
             assert!(valid(v), "label {k}={v} ({} characters)", v.len());
@@ -142,7 +142,7 @@ fn long_gateway_and_node_names_still_make_valid_labels() {
 #[test]
 fn the_admin_port_can_be_kept_to_the_node_address() {
     let args = |gw: &BgpGateway| {
-        let pod = pod(gw, "node-1", &revision(&gw.spec), 1_800_000_000_000);
+        let pod = pod(gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text);
         pod.spec.unwrap().containers[0].args.clone().unwrap().join(" ")
     };
     let mut gw = example();
@@ -154,7 +154,7 @@ fn the_admin_port_can_be_kept_to_the_node_address() {
 #[test]
 fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
     let gw = example();
-    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000);
+    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text);
     let tolerations = pod.spec.unwrap().tolerations.unwrap();
     for key in [
         "node.kubernetes.io/unschedulable",
@@ -163,5 +163,19 @@ fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
     ] {
         let t = tolerations.iter().find(|t| t.key.as_deref() == Some(key)).expect(key);
         assert_eq!(t.toleration_seconds, None, "{key}: never evicted for it");
+    }
+}
+
+#[test]
+fn the_log_format_reaches_the_agent_only_when_json() {
+    let gw = example();
+    let rev = revision(&gw.spec);
+    for (format, want) in [(LogFormat::Text, None), (LogFormat::Json, Some("json"))] {
+        let pod = pod(&gw, "node-1", &rev, 1_800_000_000_000, format);
+        let spec = pod.spec.unwrap();
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        let got = env.iter().find(|e| e.name == "NONSTOP_LOG_FORMAT");
+        assert_eq!(got.and_then(|e| e.value.as_deref()), want, "{format:?}");
+        assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-1-{rev}").as_str()));
     }
 }
