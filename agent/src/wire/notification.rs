@@ -175,6 +175,13 @@ impl fmt::Display for Notification {
         if let Some(message) = self.shutdown_message() {
             write!(f, ": \"{message}\"")?;
         }
+        // RFC 8538 §3: a Hard Reset carries the Cease it stands for.
+        if self.code == code::CEASE
+            && self.subcode == subcode::HARD_RESET
+            && let [inner, data @ ..] = &self.data[..]
+        {
+            write!(f, " for {}", Notification::new(code::CEASE, *inner, data))?;
+        }
         Ok(())
     }
 }
@@ -182,6 +189,30 @@ impl fmt::Display for Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_read_with_their_names_message_and_what_a_hard_reset_stands_for() {
+        let reset = |data: &[u8]| Notification::new(code::CEASE, subcode::HARD_RESET, data);
+        let mut shutdown_data = vec![5];
+        shutdown_data.extend(b"maint");
+        for (n, shown) in [
+            (
+                Notification::new(code::CEASE, subcode::ADMINISTRATIVE_RESET, []),
+                "Cease/Administrative Reset (6/4)",
+            ),
+            (reset(&[]), "Cease/Hard Reset (6/9)"),
+            (
+                reset(&[subcode::ADMINISTRATIVE_RESET]),
+                "Cease/Hard Reset (6/9) for Cease/Administrative Reset (6/4)",
+            ),
+            (
+                reset(&[&[subcode::ADMINISTRATIVE_SHUTDOWN][..], &shutdown_data].concat()),
+                "Cease/Hard Reset (6/9) for Cease/Administrative Shutdown (6/2): \"maint\"",
+            ),
+        ] {
+            assert_eq!(n.to_string(), shown);
+        }
+    }
 
     #[test]
     fn shutdown_communication_round_trips_and_is_cut_on_a_char_boundary() {
