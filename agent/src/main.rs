@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
-use nonstop_agent::speaker::status::{AgentStatus, Role};
+use nonstop_agent::speaker::status::{AgentStatus, EventsDocument, Role};
 use nonstop_agent::speaker::{self, RunOptions, Takeover};
 use nonstop_agent::{LogFormat, restart, show};
 
@@ -71,10 +71,13 @@ enum Command {
         #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
     },
-    /// Show the running agent's peers or last handoff as a table.
+    /// Show the running agent's peers, recent session events or last
+    /// handoff as a table.
     Show {
         #[arg(value_enum)]
         what: ShowWhat,
+        /// For `events`: this peer's only (its address).
+        peer: Option<String>,
         #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
     },
@@ -106,6 +109,9 @@ enum ShowWhat {
     Peers,
     /// The last handoff: which side, result, sessions, pause, reason.
     Handoff,
+    /// Each session's recent events: state changes with their reason, both
+    /// OPENs, NOTIFICATIONs decoded, Graceful Restart, handoffs.
+    Events,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -167,7 +173,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Stop { state_dir, mode, timeout } => stop(&state_dir, mode, timeout),
-        Command::Status { state_dir } => match status_body(&state_dir) {
+        Command::Status { state_dir } => match get(&state_dir, "/status") {
             Ok(body) => {
                 print!("{body}");
                 ExitCode::SUCCESS
@@ -177,7 +183,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Show { what, state_dir } => show(&state_dir, what),
+        Command::Show { what, peer, state_dir } => show(&state_dir, what, peer.as_deref()),
         Command::Ready { state_dir, pod } => ready(&state_dir, pod.as_deref()),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -239,35 +245,48 @@ fn stop(state_dir: &std::path::Path, mode: StopArg, timeout: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The running agent's status document, or why there is none.
-fn status_body(state_dir: &std::path::Path) -> Result<String, String> {
+/// GET `path` from the running agent: the body, or why there is none.
+fn get(state_dir: &std::path::Path, path: &str) -> Result<String, String> {
     let socket = state_dir.join(speaker::CONTROL_SOCKET);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     runtime
         .expect("tokio runtime")
-        .block_on(speaker::get(&socket, "/status"))
+        .block_on(speaker::get(&socket, path))
         .map_err(|e| format!("no agent answers on {}: {e}", socket.display()))
 }
 
-fn show(state_dir: &std::path::Path, what: ShowWhat) -> ExitCode {
-    let status: AgentStatus = match status_body(state_dir).and_then(|body| {
-        serde_json::from_str(&body).map_err(|e| format!("the agent's status does not parse: {e}"))
-    }) {
-        Ok(s) => s,
+fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>) -> ExitCode {
+    let text = match what {
+        ShowWhat::Peers => fetch::<AgentStatus>(state_dir, "/status").map(|s| show::peers(&s)),
+        ShowWhat::Handoff => {
+            fetch::<AgentStatus>(state_dir, "/status").map(|s| show::handoff(&s, restart::now_ms()))
+        }
+        ShowWhat::Events => fetch::<EventsDocument>(state_dir, "/events")
+            .and_then(|doc| show::events(&doc, peer, restart::now_ms())),
+    };
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    match what {
-        ShowWhat::Peers => print!("{}", show::peers(&status)),
-        ShowWhat::Handoff => print!("{}", show::handoff(&status, restart::now_ms())),
     }
-    ExitCode::SUCCESS
+}
+
+/// A JSON document from the running agent.
+fn fetch<T: serde::de::DeserializeOwned>(
+    state_dir: &std::path::Path,
+    path: &str,
+) -> Result<T, String> {
+    let body = get(state_dir, path)?;
+    serde_json::from_str(&body).map_err(|e| format!("the agent's {path} does not parse: {e}"))
 }
 
 fn ready(state_dir: &std::path::Path, pod: Option<&str>) -> ExitCode {
-    let body = match status_body(state_dir) {
+    let body = match get(state_dir, "/status") {
         Ok(body) => body,
         Err(e) => {
             println!("not ready: {e}");

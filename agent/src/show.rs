@@ -3,7 +3,7 @@
 //! neighbor`). Pure formatting of an [`AgentStatus`]; the command fetches it.
 
 use crate::speaker::status::{
-    AgentStatus, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
+    AgentStatus, EventsDocument, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
 };
 
 /// `show peers`: a line about the agent, then one row per peer.
@@ -111,6 +111,39 @@ fn handoff_lines(h: &HandoffReport, now_ms: u64) -> String {
         out.push_str(&format!("  reason: {reason}\n"));
     }
     out
+}
+
+/// `show events [PEER]`: every peer's recent session events (or one
+/// peer's), oldest first, each with how long ago it last happened. Errs
+/// naming the peers there are when `peer` is none of them.
+pub fn events(doc: &EventsDocument, peer: Option<&str>, now_ms: u64) -> Result<String, String> {
+    let chosen: Vec<_> = doc.peers.iter().filter(|p| peer.is_none_or(|a| p.address == a)).collect();
+    if let (Some(wanted), true) = (peer, chosen.is_empty()) {
+        let known: Vec<&str> = doc.peers.iter().map(|p| p.address.as_str()).collect();
+        return Err(format!("no peer {wanted}; the agent's peers: {}", known.join(", ")));
+    }
+    let mut rows: Vec<(u64, Vec<String>)> = chosen
+        .iter()
+        .flat_map(|p| {
+            p.events.iter().map(|e| {
+                let times =
+                    if e.times > 1 { format!(" ({} times)", e.times) } else { String::new() };
+                let ago = duration(now_ms.saturating_sub(e.at_ms) / 1000);
+                let row = vec![
+                    ago,
+                    p.address.clone(),
+                    e.kind.as_str().to_string(),
+                    e.detail.clone() + &times,
+                ];
+                (e.at_ms, row)
+            })
+        })
+        .collect();
+    rows.sort_by_key(|(at, _)| *at);
+    if rows.is_empty() {
+        return Ok("no events yet\n".to_string());
+    }
+    Ok(table(&["AGO", "PEER", "EVENT", "DETAIL"], rows.into_iter().map(|(_, r)| r).collect()))
 }
 
 /// Seconds as `gobgp neighbor` shows them: `HH:MM:SS`, with days in front

@@ -206,6 +206,31 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
     );
     let metrics = agent.get("/metrics").unwrap();
     assert!(metrics.contains(&build), "no `{build}` in\n{metrics}");
+
+    // The router resets the session: `show events` tells it with the
+    // router's NOTIFICATION decoded. (gobgpd then waits 30 s before it takes
+    // the session up again.)
+    router.reset();
+    let events = eventually(Duration::from_secs(30), "the reset in show events", || {
+        let text = agent.show(&["events", &link.b_v4])?;
+        let kinds: Vec<&str> =
+            text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
+        let reset = kinds.iter().position(|k| *k == "notification-received");
+        match reset {
+            Some(i) if kinds[i + 1..].starts_with(&["down"]) => Ok(text),
+            _ => Err(text),
+        }
+    });
+    let line = events.lines().find(|l| l.contains("notification-received")).unwrap();
+    // What each router sends for it: FRR's `clear bgp`, under RFC 8538, is a
+    // Hard Reset for a configuration change.
+    let sent = match router.kind() {
+        "frr" => "Cease/Hard Reset (6/9) for Cease/Other Configuration Change (6/6)",
+        _ => "Cease/Administrative Reset (6/4)",
+    };
+    assert!(line.ends_with(sent), "{} sends {sent}: {events}", router.kind());
+    assert!(events.lines().nth(1).unwrap().contains("established"), "the first event: {events}");
+    assert!(!events.contains(&link.b_v6), "only the peer asked for: {events}");
     assert!(!agent.daemon.log_text().contains("panicked"), "{}", agent.daemon.log_text());
 }
 

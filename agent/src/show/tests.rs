@@ -1,6 +1,6 @@
 use super::*;
 use crate::session::State;
-use crate::speaker::status::AgentRef;
+use crate::speaker::status::{AgentRef, PeerEvents, SessionEvent, SessionEventKind};
 
 fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
     AgentStatus {
@@ -123,4 +123,54 @@ fn handoff_says_which_side_what_crossed_and_why() {
         assert!(first.starts_with("nonstop-agent 0.1.0 pid 42"), "{first}");
         assert_eq!(rest, expected);
     }
+}
+
+#[test]
+fn events_merge_peers_oldest_first_and_a_wrong_peer_is_named() {
+    let event = |at_s: u64, kind, detail: &str, times| SessionEvent {
+        at_ms: at_s * 1000,
+        kind,
+        detail: detail.into(),
+        times,
+    };
+    let doc = EventsDocument {
+        peers: vec![
+            PeerEvents {
+                address: "10.0.0.2".into(),
+                events: vec![
+                    event(100, SessionEventKind::Established, "peer AS 65000", 1),
+                    event(
+                        400,
+                        SessionEventKind::NotificationReceived,
+                        "Cease/Administrative Reset (6/4)",
+                        1,
+                    ),
+                    event(400, SessionEventKind::Down, "the peer sent Cease", 1),
+                ],
+            },
+            PeerEvents {
+                address: "10.0.0.3".into(),
+                events: vec![event(250, SessionEventKind::Connection, "connection refused", 12)],
+            },
+        ],
+    };
+    let now = 1000 * 1000;
+    let all = events(&doc, None, now).unwrap();
+    let expected = "\
+AGO       PEER      EVENT                  DETAIL
+00:15:00  10.0.0.2  established            peer AS 65000
+00:12:30  10.0.0.3  connection             connection refused (12 times)
+00:10:00  10.0.0.2  notification-received  Cease/Administrative Reset (6/4)
+00:10:00  10.0.0.2  down                   the peer sent Cease
+";
+    assert_eq!(all, expected);
+    let one = events(&doc, Some("10.0.0.3"), now).unwrap();
+    assert_eq!(one.lines().count(), 2, "{one}");
+    assert_eq!(
+        events(&doc, Some("10.0.0.9"), now),
+        Err("no peer 10.0.0.9; the agent's peers: 10.0.0.2, 10.0.0.3".to_string())
+    );
+    let quiet =
+        EventsDocument { peers: vec![PeerEvents { address: "10.0.0.2".into(), events: vec![] }] };
+    assert_eq!(events(&quiet, None, now).unwrap(), "no events yet\n");
 }

@@ -5,6 +5,7 @@
 //! ```text
 //!   GET /status   → the status document (JSON)
 //!   GET /metrics  → Prometheus text
+//!   GET /events   → each peer's recent session events (JSON)
 //!   POST /stop?mode=restart|decommission   (control socket only)
 //! ```
 //!

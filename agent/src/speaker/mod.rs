@@ -42,7 +42,7 @@ use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
 use peer::{Local, PeerCommand, PeerOptions, PeerTask};
-use status::{AgentStatus, Metrics, PeerStatus};
+use status::{AgentStatus, EventsDocument, Metrics, PeerEvents, PeerStatus};
 
 use crate::config::{Config, ConfigError, Peer};
 use crate::restart::{self, Ended, Previous};
@@ -287,6 +287,19 @@ fn renderer(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             status::render_metrics(&registry),
         )),
+        "/events" => {
+            let mut peers: Vec<PeerEvents> = views
+                .borrow()
+                .iter()
+                .map(|rx| {
+                    let p = rx.borrow();
+                    PeerEvents { address: p.address.clone(), events: p.events.clone() }
+                })
+                .collect();
+            peers.sort_by(|a, b| a.address.cmp(&b.address));
+            let body = serde_json::to_string_pretty(&EventsDocument { peers }).expect("JSON");
+            Some(("application/json", body + "\n"))
+        }
         _ => None,
     })
 }

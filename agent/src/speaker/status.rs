@@ -137,6 +137,85 @@ pub struct PeerStatus {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub last_error: Option<String>,
+    /// The session's recent events, oldest first (`GET /events`, `show
+    /// events`; left out of `/status`).
+    #[serde(skip)]
+    pub events: Vec<SessionEvent>,
+}
+
+/// `GET /events`: each peer's recent session events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventsDocument {
+    pub peers: Vec<PeerEvents>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerEvents {
+    pub address: String,
+    /// Oldest first.
+    pub events: Vec<SessionEvent>,
+}
+
+/// Something that happened to a peer's session, as `show events` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// Unix time (ms) of its last occurrence.
+    pub at_ms: u64,
+    pub kind: SessionEventKind,
+    pub detail: String,
+    /// How many times in a row it happened (a dial failing every retry).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionEventKind {
+    /// Both OPENs agreed; the detail has what each side offered.
+    Established,
+    /// The session went down, with the reason.
+    Down,
+    NotificationSent,
+    /// The peer's NOTIFICATION, decoded (code, subcode, shutdown message).
+    NotificationReceived,
+    /// A dial or a connection failed under the session.
+    Connection,
+    /// Two connections at once (RFC 4271 §6.8): which was kept.
+    Collision,
+    /// Helping a restarting peer, its End-of-RIB, stale timers (RFC 4724,
+    /// RFC 9494).
+    GracefulRestart,
+    /// Decommission: GRACEFUL_SHUTDOWN sent, the drain over.
+    Drain,
+    /// The peer went past `maxPrefixes`, or sent a malformed UPDATE.
+    Import,
+    /// The session crossed between agents.
+    Handoff,
+}
+
+impl SessionEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEventKind::Established => "established",
+            SessionEventKind::Down => "down",
+            SessionEventKind::NotificationSent => "notification-sent",
+            SessionEventKind::NotificationReceived => "notification-received",
+            SessionEventKind::Connection => "connection",
+            SessionEventKind::Collision => "collision",
+            SessionEventKind::GracefulRestart => "graceful-restart",
+            SessionEventKind::Drain => "drain",
+            SessionEventKind::Import => "import",
+            SessionEventKind::Handoff => "handoff",
+        }
+    }
 }
 
 /// Metric label: which peer.

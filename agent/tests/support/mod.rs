@@ -294,6 +294,20 @@ impl Agent {
         if head.starts_with("HTTP/1.1 200") { Ok(body.to_string()) } else { Err(head.to_string()) }
     }
 
+    /// `nonstop-agent show ARGS…`: its output, or its error.
+    pub fn show(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(AGENT)
+            .arg("show")
+            .args(args)
+            .args(["--state-dir", self.state_dir.to_str().unwrap()])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        String::from_utf8(out.stdout).map_err(|e| e.to_string())
+    }
+
     /// `nonstop-agent show peers`, each row read by the header's columns.
     pub fn show_peers(&self) -> Vec<BTreeMap<String, String>> {
         let out = Command::new(AGENT)

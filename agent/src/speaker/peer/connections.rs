@@ -5,12 +5,12 @@
 use std::io;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::core::{ConnId, ConnInfo, PeerCore, PeerEffect, Slot, Which};
 use super::session_config;
 use crate::session::{Collision, Input, Session, State, resolve_collision};
-use crate::speaker::status::{Direction, ErrorKind, MessageKind};
+use crate::speaker::status::{Direction, ErrorKind, MessageKind, SessionEventKind};
 use crate::wire::{DecodeError, HEADER_LEN, Message, Notification, code, frame, subcode};
 
 impl PeerCore {
@@ -93,7 +93,9 @@ impl PeerCore {
         } else {
             ""
         };
-        self.last_error = Some(format!("connecting to {}: {e}{hint}", self.peer.address));
+        let error = format!("connecting to {}: {e}{hint}", self.peer.address);
+        self.log.record(self.now, SessionEventKind::Connection, error.clone());
+        self.last_error = Some(error);
         self.metrics.error(self.peer.address, ErrorKind::Transport);
     }
 
@@ -101,6 +103,11 @@ impl PeerCore {
     pub(super) fn on_closed(&mut self, conn: ConnId, error: Option<String>) {
         let Some(which) = self.holder(conn) else { return };
         if let Some(e) = error {
+            // A live session's broken connection is news; an attempt that
+            // fails is told once by its Down (repeats collapse).
+            if which == Which::Main && self.main.session.state() == State::Established {
+                self.note(SessionEventKind::Connection, e.clone());
+            }
             self.last_error = Some(e);
             self.metrics.error(self.peer.address, ErrorKind::Transport);
         }
@@ -219,12 +226,18 @@ impl PeerCore {
         let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION, []);
         match resolve_collision(self.local.router_id, remote) {
             Collision::KeepInbound => {
-                info!(peer = %self.peer.address, "collision: keeping the peer's connection");
+                self.note(
+                    SessionEventKind::Collision,
+                    format!("keeping the peer's connection (its router ID {remote} is higher)"),
+                );
                 self.feed(Which::Main, Input::Stop(cease));
                 self.promote_inbound();
             }
             Collision::KeepOutbound => {
-                info!(peer = %self.peer.address, "collision: keeping our connection");
+                self.note(
+                    SessionEventKind::Collision,
+                    format!("keeping our connection (our router ID is higher than {remote})"),
+                );
                 self.feed(Which::Inbound, Input::Stop(cease));
                 self.inbound = None;
             }

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use super::event_log::EventLog;
 use super::limits::ImportState;
 use super::{Local, PeerOptions, session_config};
 use crate::config::{Announcement, Family, Peer};
 use crate::graceful;
 use crate::rib::{AdjRibIn, AdjRibOut, Delta, ExportRules, export};
 use crate::session::{Input, Negotiated, Output, Session, State, Timer};
-use crate::speaker::status::{Direction, MessageKind, Metrics, PeerSeries};
+use crate::speaker::status::{Direction, MessageKind, Metrics, PeerSeries, SessionEventKind};
 use crate::wire::{AfiSafi, Message, Notification, Update, UpdateBuilder, subcode};
 
 /// A connection, as the task names it to the core (unique for the agent's
@@ -139,6 +140,8 @@ pub struct PeerCore {
     pub(super) messages_received: u64,
     pub(super) messages_sent: u64,
     pub(super) last_error: Option<String>,
+    /// What happened to the session lately (`show events`).
+    pub(super) log: EventLog,
     pub(super) stopping: bool,
     /// A dial is under way.
     pub(super) dialling: bool,
@@ -190,6 +193,7 @@ impl PeerCore {
             messages_received: 0,
             messages_sent: 0,
             last_error: None,
+            log: EventLog::default(),
             stopping: false,
             dialling: false,
             import: ImportState::default(),
@@ -197,6 +201,13 @@ impl PeerCore {
             now,
             effects: Vec::new(),
         }
+    }
+
+    /// Records a session event and logs it, one line with stable fields
+    /// (`peer`, `event`, the detail as the message).
+    pub(super) fn note(&mut self, kind: SessionEventKind, detail: String) {
+        info!(peer = %self.peer.address, event = kind.as_str(), "{detail}");
+        self.log.record(self.now, kind, detail);
     }
 
     /// Handles one event at `now`; what the task is to do, in order.
@@ -258,7 +269,7 @@ impl PeerCore {
         let now = self.now;
         if self.drain_until.as_ref().is_some_and(|(at, _)| *at <= now) {
             let (_, farewell) = self.drain_until.take().expect("just seen");
-            info!(peer = %self.peer.address, "drained: closing with {farewell}");
+            self.note(SessionEventKind::Drain, format!("drained: closing with {farewell}"));
             self.stop(farewell);
             return;
         }
@@ -269,7 +280,13 @@ impl PeerCore {
             Some(Helper::Restarting { until, long_lived }) if until <= now => match long_lived {
                 Some(t) => {
                     let (kept, dropped) = self.rib_in.to_long_lived();
-                    info!(peer = %self.peer.address, kept, dropped, "restart time over: routes now long-lived stale");
+                    self.note(
+                        SessionEventKind::GracefulRestart,
+                        format!(
+                            "restart time over: {kept} routes now long-lived stale for {} s, {dropped} dropped",
+                            t.as_secs()
+                        ),
+                    );
                     self.helper = Some(Helper::LongLived(now + t));
                 }
                 None => self.end_helping("restart time over"),
@@ -318,7 +335,14 @@ impl PeerCore {
             *route = Arc::new(graceful::draining(route, ibgp));
         }
         let delta = self.sent.delta_to(&draining);
-        info!(peer = %self.peer.address, routes = draining.len(), ?drain, "draining: GRACEFUL_SHUTDOWN sent");
+        self.note(
+            SessionEventKind::Drain,
+            format!(
+                "draining: {} routes sent again with GRACEFUL_SHUTDOWN, closing in {} s",
+                draining.len(),
+                drain.as_secs()
+            ),
+        );
         self.advertise(&delta, false);
         self.sent = draining;
         self.drain_until = Some((self.now + drain, farewell));
@@ -345,7 +369,10 @@ impl PeerCore {
     /// Stops keeping a peer's stale routes.
     fn end_helping(&mut self, why: &str) {
         let purged = self.rib_in.purge_stale(None);
-        info!(peer = %self.peer.address, purged, "{why}: stale routes purged");
+        self.note(
+            SessionEventKind::GracefulRestart,
+            format!("{why}: {purged} stale routes purged"),
+        );
         self.helper = None;
     }
 

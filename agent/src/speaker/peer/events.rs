@@ -4,13 +4,11 @@
 
 use std::time::Duration;
 
-use tracing::info;
-
 use super::core::{Helper, PeerCore, PeerEffect, Which};
 use crate::graceful;
 use crate::rib::AdjRibOut;
 use crate::session::{DownReason, Input, Negotiated, Timer};
-use crate::speaker::status::ErrorKind;
+use crate::speaker::status::{ErrorKind, SessionEventKind};
 use crate::wire::{AfiSafi, Malformed, Notification, Update, code};
 
 impl PeerCore {
@@ -35,7 +33,7 @@ impl PeerCore {
                 }
             }
         }
-        info!(peer = %self.peer.address, hold = n.hold_time, keepalive = n.keepalive_time, "session Established");
+        self.note(SessionEventKind::Established, super::report::describe(&n));
         self.last_negotiated = Some(n);
         self.import_session_up();
         self.series.established.set(1);
@@ -53,7 +51,11 @@ impl PeerCore {
         // RFC 4724 §4.2: what the restarted peer did not send again is gone.
         if self.helper.is_some() {
             let purged = self.rib_in.purge_stale(Some(family == AfiSafi::IPV4_UNICAST));
-            info!(peer = %self.peer.address, ?family, purged, "End-of-RIB: stale routes purged");
+            let family = super::report::afi_safi_name(family);
+            self.note(
+                SessionEventKind::GracefulRestart,
+                format!("End-of-RIB for {family}: {purged} stale routes purged"),
+            );
             if self.rib_in.stale() == 0 {
                 self.helper = None;
             }
@@ -80,8 +82,12 @@ impl PeerCore {
             self.inbound = None;
             return Some(());
         }
-        if received.is_some() {
+        if let Some(n) = &received {
             self.metrics.error(self.peer.address, ErrorKind::NotificationReceived);
+            self.note(SessionEventKind::NotificationReceived, n.to_string());
+        }
+        if let Some(n) = &sent {
+            self.note(SessionEventKind::NotificationSent, n.to_string());
         }
         if sent.as_ref().is_some_and(|n| n.code == code::HOLD_TIMER_EXPIRED) {
             self.metrics.error(self.peer.address, ErrorKind::HoldTimerExpired);
@@ -90,7 +96,7 @@ impl PeerCore {
         if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
             self.last_error = Some(reason.to_string());
         }
-        info!(peer = %self.peer.address, %reason, "session down");
+        self.note(SessionEventKind::Down, reason.to_string());
         let helping = !self.stopping
             && self
                 .last_negotiated
@@ -98,13 +104,18 @@ impl PeerCore {
                 .is_some_and(|n| graceful::helper_applies(n, sent.as_ref(), received.as_ref()));
         if helping {
             let n = self.last_negotiated.as_ref().expect("checked");
+            let (restart, long_lived) = (graceful::restart_time(n), graceful::long_lived_time(n));
             let stale = self.rib_in.mark_stale();
-            let until = self.now + graceful::restart_time(n);
-            info!(peer = %self.peer.address, stale, "peer restarting: keeping its routes stale");
             if self.helper.is_none() || stale > 0 {
-                let long_lived = graceful::long_lived_time(n);
-                self.helper = Some(Helper::Restarting { until, long_lived });
+                self.helper = Some(Helper::Restarting { until: self.now + restart, long_lived });
             }
+            self.note(
+                SessionEventKind::GracefulRestart,
+                format!(
+                    "peer restarting: helping, {stale} routes kept stale for {} s",
+                    restart.as_secs()
+                ),
+            );
         } else {
             self.rib_in.clear();
             self.helper = None;

@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::core::{ConnId, ConnInfo, PeerCore, PeerEffect, Slot, Which};
 use super::session_config;
@@ -24,6 +24,7 @@ use crate::handoff::{features, rib_state};
 use crate::restart::unix_ms;
 use crate::rib::{AdjRibIn, AdjRibOut};
 use crate::session::{Negotiated, Output, Session, State, Timer};
+use crate::speaker::status::SessionEventKind;
 use crate::wire::{Message, RouteRefresh};
 
 /// A paused session, as the successor needs it.
@@ -152,7 +153,12 @@ impl PeerCore {
             self.effects.push(PeerEffect::Close { conn: conn.id, linger });
         }
         self.series.established.set(0);
-        debug!(peer = %self.peer.address, passed, "retired");
+        let what = if passed {
+            "handed to the successor agent, Established"
+        } else {
+            "left to the successor agent, which dials it again"
+        };
+        self.note(SessionEventKind::Handoff, what.to_string());
     }
 
     /// Takes up a session adopted from the predecessor over `conn`; it
@@ -171,6 +177,19 @@ impl PeerCore {
         self.main.conn = Some(conn);
         self.established_transitions = state.established_transitions;
         self.last_negotiated = Some(negotiated);
+        let state_note = if complete {
+            "with all its routing state"
+        } else {
+            "without all of its routing state"
+        };
+        self.note(
+            SessionEventKind::Handoff,
+            format!(
+                "taken over from the predecessor agent, {state_note}: {} routes from the peer, {} to it",
+                rib_in.len(),
+                sent.routes.len()
+            ),
+        );
         self.rib_in = rib_in;
         self.sent = sent;
         self.adoption = Some((outputs, complete));

@@ -13,14 +13,14 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::core::{PeerCore, Which};
 use crate::config::{LimitAction, LimitVerdict};
 use crate::graceful;
 use crate::import::{ImportRules, Screened, screen};
 use crate::session::Input;
-use crate::speaker::status::ErrorKind;
+use crate::speaker::status::{ErrorKind, SessionEventKind};
 use crate::wire::{AfiSafi, MalformedAction, Update};
 
 /// What the task tracks of its import rules.
@@ -106,10 +106,12 @@ impl PeerCore {
             "routes past maxPrefixes: session reset with {notification}");
         self.metrics.error(self.peer.address, ErrorKind::PrefixLimit);
         self.import.held_until = Some(self.now + after);
-        self.last_error = Some(format!(
+        let why = format!(
             "maxPrefixes: {count} {name} routes, limit {}; session reset, up again in {}s",
             limit.limit, limit.restart_after
-        ));
+        );
+        self.log.record(self.now, SessionEventKind::Import, why.clone());
+        self.last_error = Some(why);
         Input::Stop(notification)
     }
 
@@ -122,7 +124,10 @@ impl PeerCore {
     pub(super) fn end_hold_down(&mut self) {
         self.import.held_until = None;
         self.import.verdicts = Default::default();
-        info!(peer = %self.peer.address, "maxPrefixes hold-down over: taking the session up again");
+        self.note(
+            SessionEventKind::Import,
+            "maxPrefixes hold-down over: taking the session up again".into(),
+        );
         self.feed(Which::Main, Input::Start);
     }
 

@@ -21,6 +21,7 @@
 
 mod connections;
 mod core;
+mod event_log;
 mod events;
 mod handoff;
 mod limits;

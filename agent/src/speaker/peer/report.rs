@@ -50,11 +50,12 @@ impl PeerCore {
             messages_received: self.messages_received,
             messages_sent: self.messages_sent,
             last_error: self.last_error.clone(),
+            events: self.log.snapshot(now, wall),
         }
     }
 }
 
-fn family_name(f: Family) -> String {
+pub(super) fn family_name(f: Family) -> String {
     match f {
         Family::Ipv4Unicast => "ipv4-unicast".into(),
         Family::Ipv6Unicast => "ipv6-unicast".into(),
@@ -83,4 +84,56 @@ fn capability_names(n: &crate::session::Negotiated) -> Vec<String> {
         names.push("long-lived-graceful-restart".into());
     }
     names
+}
+
+/// An Established session in one line: what was agreed, then what each
+/// side's OPEN offered.
+pub(super) fn describe(n: &crate::session::Negotiated) -> String {
+    let families: Vec<String> = n.families.iter().map(|f| afi_safi_name(*f)).collect();
+    format!(
+        "peer AS {} router ID {}: hold {} s, keepalive {} s, {}; we offered {}; the peer offered {}",
+        n.peer_asn,
+        n.peer_router_id,
+        n.hold_time,
+        n.keepalive_time,
+        families.join(" "),
+        offered(&n.local_open),
+        offered(&n.peer_open),
+    )
+}
+
+pub(super) fn afi_safi_name(f: crate::wire::AfiSafi) -> String {
+    f.family().map_or_else(|| format!("afi {} safi {}", f.afi, f.safi), family_name)
+}
+
+/// The capabilities of an OPEN, by name, with what matters of each.
+pub(super) fn offered(open: &crate::wire::Open) -> String {
+    use crate::wire::Capability::*;
+    let names: Vec<String> = open
+        .capabilities
+        .iter()
+        .map(|c| match c {
+            Multiprotocol(f) => afi_safi_name(*f),
+            RouteRefresh => "route-refresh".into(),
+            EnhancedRouteRefresh => "enhanced-route-refresh".into(),
+            ExtendedMessage => "extended-message".into(),
+            FourOctetAs(asn) => format!("4-octet-as {asn}"),
+            GracefulRestart(g) => format!(
+                "graceful-restart {} s{}{}",
+                g.restart_time,
+                if g.restarting { " R" } else { "" },
+                if g.notification { " N" } else { "" }
+            ),
+            LongLivedGracefulRestart(fs) => format!(
+                "long-lived-graceful-restart {} s",
+                fs.iter().map(|f| f.stale_time).max().unwrap_or(0)
+            ),
+            Unknown { code: 5, .. } => "extended-next-hop".into(),
+            Unknown { code: 69, .. } => "add-path".into(),
+            Unknown { code: 73, .. } => "fqdn".into(),
+            Unknown { code: 128, .. } => "route-refresh (pre-standard)".into(),
+            Unknown { code, .. } => format!("capability {code}"),
+        })
+        .collect();
+    if names.is_empty() { "no capabilities".into() } else { names.join(", ") }
 }

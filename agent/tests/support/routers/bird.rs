@@ -127,6 +127,10 @@ impl Router for Bird<'_> {
         line.map(|l| l.trim().to_string()).ok_or(text)
     }
 
+    fn reset(&self) {
+        self.birdc("restart agent4").unwrap();
+    }
+
     fn churn(&self, announce: bool) {
         self.birdc(if announce { "enable churn4" } else { "disable churn4" }).unwrap();
     }

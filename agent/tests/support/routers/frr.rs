@@ -122,6 +122,10 @@ impl<'a> Frr<'a> {
 }
 
 impl Router for Frr<'_> {
+    fn reset(&self) {
+        self.vtysh(&format!("clear bgp ipv4 unicast {}", self.link.a_v4)).unwrap();
+    }
+
     fn last_reset(&self) -> Result<String, String> {
         let text = self.vtysh(&format!("show bgp neighbors {}", self.link.a_v4))?;
         let line = text.lines().find(|l| l.trim_start().starts_with("Last reset"));

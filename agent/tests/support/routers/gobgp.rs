@@ -161,6 +161,10 @@ impl<'a> Gobgp<'a> {
 }
 
 impl Router for Gobgp<'_> {
+    fn reset(&self) {
+        self.cli(&["neighbor", &self.link.a_v4, "reset"]).unwrap();
+    }
+
     fn last_reset(&self) -> Result<String, String> {
         let log = self.daemon.log_text();
         let line =

@@ -50,6 +50,9 @@ pub trait Router {
     /// Why the router says its IPv4 session with the agent last went down,
     /// in its own words (log line or CLI).
     fn last_reset(&self) -> Result<String, String>;
+    /// Resets the IPv4 session with the agent from the router's CLI, which
+    /// sends Cease/Administrative Reset.
+    fn reset(&self);
 }
 
 /// What a router says about its session with the agent.
