@@ -142,7 +142,7 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
     let sent_before = agent.peer(&link.b_v4).unwrap()["messages_sent"].as_u64().unwrap();
     if router.refresh(&link.a_v4) {
         let refresh = format!(
-            "nonstop_bgp_messages_total{{peer=\"{}\",direction=\"Received\",kind=\"RouteRefresh\"}} 1",
+            "nonstop_bgp_messages_total{{peer=\"{}\",direction=\"received\",kind=\"route_refresh\"}} 1",
             link.b_v4
         );
         eventually(Duration::from_secs(10), "the ROUTE-REFRESH at the agent", || {
@@ -167,9 +167,9 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
     for address in [&link.b_v4, &link.b_v6] {
         let lines = [
             format!("nonstop_bgp_session_established{{peer=\"{address}\"}} 1"),
-            format!("nonstop_bgp_routes{{peer=\"{address}\",direction=\"Received\"}} {ROUTES}"),
+            format!("nonstop_bgp_routes{{peer=\"{address}\",direction=\"received\"}} {ROUTES}"),
             format!(
-                "nonstop_bgp_messages_total{{peer=\"{address}\",direction=\"Received\",kind=\"Update\"}}"
+                "nonstop_bgp_messages_total{{peer=\"{address}\",direction=\"received\",kind=\"update\"}}"
             ),
         ];
         eventually(Duration::from_secs(5), "the metrics to match the status", || {

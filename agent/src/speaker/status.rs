@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,6 +17,27 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+
+/// Metric label values in snake_case, as Prometheus names things
+/// (`rolled_back`, `route_refresh`), whatever the Rust or JSON spelling.
+macro_rules! label_values {
+    ($ty:ty { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            /// The value as a metric label carries it.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),*
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.label())
+            }
+        }
+    };
+}
 
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,14 +99,16 @@ pub struct HandoffReport {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandoffRole {
     Successor,
     Predecessor,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, EncodeLabelValue)]
+label_values!(HandoffRole { Successor => "successor", Predecessor => "predecessor" });
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandoffResult {
     /// Everything crossed; the predecessor retired.
@@ -96,6 +121,13 @@ pub enum HandoffResult {
     /// An error or a timeout before commit; the predecessor carried on.
     RolledBack,
 }
+
+label_values!(HandoffResult {
+    Completed => "completed",
+    Partial => "partial",
+    Refused => "refused",
+    RolledBack => "rolled_back",
+});
 
 /// Metric labels of a handoff.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -224,13 +256,15 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     Received,
     Sent,
 }
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+label_values!(Direction { Received => "received", Sent => "sent" });
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum MessageKind {
     Open,
     Update,
@@ -238,6 +272,14 @@ pub enum MessageKind {
     Keepalive,
     RouteRefresh,
 }
+
+label_values!(MessageKind {
+    Open => "open",
+    Update => "update",
+    Notification => "notification",
+    Keepalive => "keepalive",
+    RouteRefresh => "route_refresh",
+});
 
 impl MessageKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
@@ -275,7 +317,7 @@ pub struct RouteLabels {
 }
 
 /// Kinds of errors a session can meet.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Bytes that could not be decoded; the session was reset.
     Decode,
@@ -291,6 +333,16 @@ pub enum ErrorKind {
     /// An AS_PATH from an external peer that RFC 7606 §7.2 treats as withdrawn.
     MalformedAsPath,
 }
+
+label_values!(ErrorKind {
+    Decode => "decode",
+    MalformedAttribute => "malformed_attribute",
+    NotificationReceived => "notification_received",
+    HoldTimerExpired => "hold_timer_expired",
+    Transport => "transport",
+    PrefixLimit => "prefix_limit",
+    MalformedAsPath => "malformed_as_path",
+});
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
