@@ -112,6 +112,7 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     }
     let gateways: Api<BgpGateway> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(mut gw) = current(&gateways, &cached, ctx, &key).await? else {
+        ctx.metrics.gateway(&namespace, &name, None);
         return Ok(Requeue::await_change());
     };
     admit(&gateways, &mut gw, ctx).await?;
@@ -158,6 +159,9 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     }
     if gw.metadata.deletion_timestamp.is_none() {
         write_status(ctx, &gateways, &gw, &key, plan.status).await?;
+    } else {
+        // Being decommissioned: its series go now, not at the last reconcile.
+        ctx.metrics.gateway(&namespace, &name, None);
     }
     Ok(Requeue::requeue(plan.requeue))
 }
@@ -251,6 +255,7 @@ async fn write_status(
             ctx.metrics.pause.observe(ms as f64 / 1000.0);
         }
     }
+    ctx.metrics.gateway(&gw.namespace().unwrap_or_default(), &gw.name_any(), Some(&status));
     if gw.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -358,6 +363,7 @@ async fn write_invalid(
         observed_generation: gw.metadata.generation,
         last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
     });
+    ctx.metrics.gateway(&gw.namespace().unwrap_or_default(), &gw.name_any(), Some(&status));
     let patch = Patch::Merge(json!({ "status": status }));
     let written = gateways.patch_status(&gw.name_any(), &PatchParams::default(), &patch).await?;
     let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
