@@ -28,6 +28,10 @@ use crate::api::{AdminBind, BgpGateway, BgpGatewaySpec, Strategy};
 pub const GATEWAY_LABEL: &str = "nonstop.dev/gateway";
 pub const REVISION_LABEL: &str = "nonstop.dev/revision";
 pub const NODE_LABEL: &str = "nonstop.dev/node";
+/// Where the agent serves `/metrics`: its pod declares no ports (on the host
+/// network they would be host ports, and the successor could never be
+/// scheduled beside its predecessor), so scrapers read the port here.
+pub const ADMIN_PORT_ANNOTATION: &str = "nonstop.dev/admin-port";
 /// Where the agent finds things inside its pod.
 pub const CONFIG_DIR: &str = "/etc/nonstop/config";
 pub const STATE_DIR: &str = "/var/run/nonstop";
@@ -160,8 +164,11 @@ pub fn pod(
     let spec = &gw.spec;
     let mut labels = labels(gw, revision);
     labels.insert(NODE_LABEL.into(), label_value(node));
-    let annotations =
-        BTreeMap::from([(GATEWAY_LABEL.into(), name.clone()), (NODE_LABEL.into(), node.into())]);
+    let annotations = BTreeMap::from([
+        (GATEWAY_LABEL.into(), name.clone()),
+        (NODE_LABEL.into(), node.into()),
+        (ADMIN_PORT_ANNOTATION.into(), spec.admin_port.to_string()),
+    ]);
 
     let env = agent_env(spec, created_ms, log_format);
     let args = agent_args(spec);

@@ -151,6 +151,18 @@ fn the_admin_port_can_be_kept_to_the_node_address() {
     assert!(args(&gw).contains("--admin-ip $(NODE_IP)"), "{}", args(&gw));
 }
 
+/// The pod declares no ports (host network): a scraper finds `/metrics` at
+/// the pod's address and the port in this annotation, as the chart's
+/// PodMonitor does.
+#[test]
+fn agent_pods_name_their_metrics_port_in_an_annotation() {
+    let mut gw = example();
+    gw.spec.admin_port = 9443;
+    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text);
+    assert_eq!(pod.metadata.annotations.unwrap()[ADMIN_PORT_ANNOTATION], "9443");
+    assert_eq!(pod.spec.unwrap().containers[0].ports, None, "no host ports");
+}
+
 #[test]
 fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
     let gw = example();

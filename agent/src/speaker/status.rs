@@ -384,13 +384,24 @@ impl Default for Metrics {
 
 /// `nonstop_build_info{component, version} 1`, Prometheus' build-info
 /// convention: which build a scrape came from, for dashboards and alerts to
-/// join other series on. `component` is `agent` or `operator`.
+/// join other series on. `component` is `agent` or `operator`. And
+/// `process_start_time_seconds`, by which restarts show.
 pub fn register_build_info(registry: &mut Registry, component: &str) {
     let labels = vec![
         ("component".to_string(), component.to_string()),
         ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
     ];
     registry.register("nonstop_build", "The build that runs", Info::new(labels));
+    // The standard process metric: a change of it on the same pod is a
+    // restart in place (the agent's pods restart on failure).
+    let started: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    started.set(now.map(|d| d.as_secs_f64()).unwrap_or_default());
+    registry.register(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch",
+        started,
+    );
 }
 
 impl Metrics {
