@@ -71,7 +71,9 @@ fn the_chart_renders_its_defaults() {
     assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert!(pod["affinity"]["podAntiAffinity"].is_object(), "one replica per node");
     assert!(find(&objects, "Service").is_some(), "metrics Service on by default");
-    assert!(find(&objects, "ServiceMonitor").is_none(), "ServiceMonitor off by default");
+    for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+        assert!(find(&objects, kind).is_none(), "{kind} off by default");
+    }
     let args = strings(&container["args"]);
     assert!(!args.iter().any(|a| a.starts_with("--allowed-")), "no policy by default: {args:?}");
     // The leader Lease belongs to the release, so uninstall removes it.
@@ -130,6 +132,31 @@ fn every_value_reaches_the_objects() {
     let monitor = find(&objects, "ServiceMonitor").expect("ServiceMonitor when enabled");
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+
+    // The agents: the pod's address with the port from the annotation the
+    // operator writes, and the gateway and node as labels.
+    let agents = find(&objects, "PodMonitor").expect("PodMonitor when enabled");
+    assert_eq!(strings(&agents["spec"]["namespaceSelector"]["matchNames"]), ["edge"]);
+    assert_eq!(
+        agents["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "nonstop-agent"
+    );
+    let endpoint = &agents["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["interval"], "20s");
+    let address = &endpoint["relabelings"][0];
+    assert_eq!(
+        strings(&address["sourceLabels"]),
+        ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_nonstop_dev_admin_port"]
+    );
+    assert_eq!(address["targetLabel"], "__address__");
+
+    // The PrometheusRule carries the rule file promtool tests, unchanged.
+    let rule = find(&objects, "PrometheusRule").expect("PrometheusRule when enabled");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let file = std::fs::read_to_string(root().join("charts/nonstop/files/prometheus-rules.yaml"));
+    let file: Value = serde_yaml_ng::from_str(&file.unwrap()).unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+    assert!(rule["spec"]["groups"].as_array().is_some_and(|g| !g.is_empty()));
 }
 
 #[test]
