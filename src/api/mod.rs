@@ -27,8 +27,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, SessionCounts, UpgradeRecord,
-    UpgradeResult,
+    BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, PeerDown, SessionCounts,
+    UpgradeRecord, UpgradeResult,
 };
 
 /// A BGP gateway: one active agent on each selected node, announcing the same

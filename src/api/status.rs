@@ -89,6 +89,27 @@ pub struct NodeStatus {
     /// Set while the node is in maintenance: what that means for its routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
+    /// The sessions of the active agent that are not Established, with the
+    /// reason each went down, as the agent reported it. Bounded: at most 4
+    /// per node and 128 over the gateway (by node name); `sessions` counts
+    /// them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub peers_down: Vec<PeerDown>,
+}
+
+/// A session that is down on a node, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerDown {
+    /// The peer's address.
+    pub peer: String,
+    /// Its RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm.
+    pub state: String,
+    /// The agent's last error for the session (a NOTIFICATION received or
+    /// sent, a refused connection, a hold timer), cut to 160 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A node's maintenance state, as the gateway treats it.

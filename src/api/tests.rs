@@ -110,6 +110,11 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
                 reason: None,
             }),
             maintenance: None,
+            peers_down: vec![crate::api::PeerDown {
+                peer: "10.99.0.1".into(),
+                state: "Active".into(),
+                last_error: Some("connection refused".into()),
+            }],
         }],
         ..Default::default()
     });
@@ -118,6 +123,10 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
     assert_eq!(back.spec, gw.spec);
     assert_eq!(back.status, gw.status);
     assert!(yaml.contains("pauseMs: 4") && yaml.contains("routesAdvertised: 2"), "{yaml}");
+    assert!(
+        yaml.contains("peersDown:") && yaml.contains("lastError: connection refused"),
+        "{yaml}"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use super::cache::AgentAnswers;
 use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
-use crate::api::BgpGateway;
+use crate::api::{BgpGateway, PeerDown};
 
 /// How long a node's agent has to answer; a slow one counts as silent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -286,6 +286,39 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
             .as_ref()
             .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
             .map(|h| h.at_ms),
+        down: peers_down(status),
+    }
+}
+
+/// The sessions that are not Established, the first [`PEERS_DOWN_PER_NODE`]
+/// by address, each last error cut to [`LAST_ERROR_CHARS`].
+fn peers_down(status: &AgentStatus) -> Vec<PeerDown> {
+    let mut down: Vec<_> = status
+        .peers
+        .iter()
+        .filter(|p| p.state != nonstop_agent::session::State::Established)
+        .collect();
+    down.sort_by_key(|p| p.address.parse::<IpAddr>().ok());
+    down.iter()
+        .take(PEERS_DOWN_PER_NODE)
+        .map(|p| PeerDown {
+            peer: p.address.clone(),
+            state: p.state.as_str().into(),
+            last_error: p.last_error.as_deref().map(|e| cut(e, LAST_ERROR_CHARS)),
+        })
+        .collect()
+}
+
+/// Sessions down listed per node in the gateway's status.
+pub const PEERS_DOWN_PER_NODE: usize = 4;
+/// Characters of a session's last error kept in the gateway's status.
+pub const LAST_ERROR_CHARS: usize = 160;
+
+/// `text`, or its first `max` characters and an ellipsis.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -295,4 +328,86 @@ pub async fn agent_status(ip: IpAddr, port: u16) -> Result<AgentStatus, String> 
         .await
         .map_err(|e| e.to_string())?;
     serde_json::from_str(&body).map_err(|e| format!("status does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use nonstop_agent::session::State;
+    use nonstop_agent::speaker::status::PeerStatus;
+
+    use super::*;
+
+    fn agent(peers: &[(&str, State, Option<&str>)]) -> AgentStatus {
+        AgentStatus {
+            version: "0.1.0".into(),
+            pid: 1,
+            pod: None,
+            asn: 65001,
+            router_id: "10.99.1.2".into(),
+            listen: "0.0.0.0:179".into(),
+            uptime_seconds: 1,
+            routes_announced: 1,
+            role: Role::Active,
+            successor: None,
+            last_handoff: None,
+            peers: peers
+                .iter()
+                .map(|(address, state, error)| PeerStatus {
+                    address: (*address).into(),
+                    state: *state,
+                    last_error: error.map(String::from),
+                    ..PeerStatus::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_sessions_down_are_listed_by_address_bounded_and_cut() {
+        use State::*;
+        let long = "x".repeat(500);
+        // (case, the agent's status, the sessions listed down: peer, state, error)
+        type Case<'a> = (&'a str, AgentStatus, Vec<(&'a str, &'a str, Option<String>)>);
+        let cases: Vec<Case> = vec![
+            ("all up", agent(&[("10.0.0.1", Established, Some("old error"))]), vec![]),
+            (
+                "by address, not by text",
+                agent(&[
+                    ("10.0.0.10", Active, None),
+                    ("10.0.0.9", Idle, Some("hold timer expired")),
+                    ("10.0.0.1", Established, None),
+                ]),
+                vec![
+                    ("10.0.0.9", "Idle", Some("hold timer expired".into())),
+                    ("10.0.0.10", "Active", None),
+                ],
+            ),
+            (
+                "at most four, errors cut",
+                agent(&[
+                    ("10.0.0.1", Connect, Some(&long)),
+                    ("10.0.0.2", Connect, None),
+                    ("10.0.0.3", Connect, None),
+                    ("10.0.0.4", Connect, None),
+                    ("10.0.0.5", Connect, None),
+                ]),
+                vec![
+                    ("10.0.0.1", "Connect", Some(format!("{}…", "x".repeat(LAST_ERROR_CHARS)))),
+                    ("10.0.0.2", "Connect", None),
+                    ("10.0.0.3", "Connect", None),
+                    ("10.0.0.4", "Connect", None),
+                ],
+            ),
+        ];
+        for (case, status, want) in cases {
+            let got: Vec<_> = agent_view(&status)
+                .down
+                .into_iter()
+                .map(|d| (d.peer, d.state, d.last_error))
+                .collect();
+            let want: Vec<_> =
+                want.into_iter().map(|(p, s, e)| (p.to_string(), s.to_string(), e)).collect();
+            assert_eq!(got, want, "{case}");
+        }
+    }
 }

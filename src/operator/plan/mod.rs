@@ -30,7 +30,7 @@ use std::time::Duration;
 
 mod checks;
 mod reason;
-mod report;
+pub(crate) mod report;
 use checks::{Gate, GateInput, Handoff, Stage};
 pub use reason::Reason;
 use report::{health, status};
@@ -109,6 +109,8 @@ pub struct AgentView {
     pub handoff_pause_ms: Option<f64>,
     /// When that handoff happened (Unix ms).
     pub handoff_at_ms: Option<u64>,
+    /// Its sessions that are not Established, first ones by address.
+    pub down: Vec<crate::api::PeerDown>,
 }
 
 /// What was observed, all at once.

@@ -18,7 +18,15 @@ pub(super) fn health(slot: &Slot) -> String {
     match slot.agent {
         None => "no agent answers on the node's admin port".into(),
         Some(a) if a.established < slot.want => {
-            format!("{}/{} sessions Established", a.established, slot.want)
+            let mut text = format!("{}/{} sessions Established", a.established, slot.want);
+            if let Some(down) = a.down.first() {
+                text += &format!(" ({} {}", down.peer, down.state);
+                if let Some(error) = &down.last_error {
+                    text += &format!(": {error}");
+                }
+                text += ")";
+            }
+            text
         }
         Some(a) if !a.all_advertised => {
             format!("{} prefixes advertised, not all announced ones", a.advertised)
@@ -145,6 +153,7 @@ fn node_statuses(
                 routes_advertised: agent.map_or(0, |a| a.advertised),
                 last_upgrade: records.get(s.node).cloned(),
                 maintenance: s.maintenance(),
+                peers_down: agent.map(|a| a.down.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -156,8 +165,19 @@ fn node_statuses(
         ..Default::default()
     }));
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    // The status must stay far below etcd's object limit (1.5 MB) at
+    // 1,000 nodes: sessions down are listed for the first nodes only.
+    let mut room = MAX_PEERS_DOWN;
+    for node in &mut nodes {
+        node.peers_down.truncate(room);
+        room -= node.peers_down.len();
+    }
     nodes
 }
+
+/// Sessions down listed in a gateway's status, over all its nodes (by node
+/// name); each node's `sessions` still counts every one.
+pub const MAX_PEERS_DOWN: usize = 128;
 
 /// The Ready condition: whether, why, and what to do about it.
 fn readiness(

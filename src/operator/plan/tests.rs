@@ -62,6 +62,7 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
         all_advertised: true,
         handoff_pause_ms: Some(3.4),
         handoff_at_ms: None,
+        down: vec![],
     }
 }
 
@@ -399,6 +400,51 @@ fn status_tells_the_state_at_a_glance() {
         before.last_transition_time, after.last_transition_time,
         "unchanged conditions keep their time"
     );
+}
+
+/// `kubectl describe` answers "which session is down and why": the node's
+/// entry lists it with the agent's last error, the Ready message names it,
+/// and the list stays bounded over many nodes.
+#[test]
+fn a_session_down_is_named_with_its_reason_and_the_list_is_bounded() {
+    use crate::api::PeerDown;
+    use crate::operator::plan::report::MAX_PEERS_DOWN;
+    let gw = gateway("Handoff", "");
+    let down = |peer: &str| PeerDown {
+        peer: peer.into(),
+        state: "Active".into(),
+        last_error: Some("NOTIFICATION received: Cease/Administrative Reset".into()),
+    };
+    let mut observed = serving(&["n1", "n2"]);
+    let n2 = observed.agents.get_mut("n2").unwrap();
+    n2.established = 0;
+    n2.down = vec![down("10.99.0.1")];
+    let plan = run(&gw, OLD, &observed, 0);
+    let nodes = &plan.status.nodes;
+    assert_eq!(nodes[0].peers_down, vec![], "n1 is whole");
+    assert_eq!(nodes[1].peers_down, vec![down("10.99.0.1")]);
+    let message = condition(&plan, "Ready").2;
+    assert!(
+        message.contains(
+            "n2: 0/1 sessions Established (10.99.0.1 Active: NOTIFICATION received: Cease/Administrative Reset)"
+        ),
+        "{message}"
+    );
+
+    // 100 nodes with 4 sessions down each: the first nodes list theirs up
+    // to the gateway's bound, every node still counts its sessions.
+    let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+    let mut observed = serving(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    for agent in observed.agents.values_mut() {
+        agent.established = 0;
+        agent.down = (1..=4).map(|i| down(&format!("10.99.0.{i}"))).collect();
+    }
+    let plan = run(&gw, OLD, &observed, 0);
+    let listed: usize = plan.status.nodes.iter().map(|n| n.peers_down.len()).sum();
+    assert_eq!(listed, MAX_PEERS_DOWN);
+    assert_eq!(plan.status.nodes[0].peers_down.len(), 4);
+    assert_eq!(plan.status.nodes[99].peers_down, vec![], "past the bound");
+    assert!(plan.status.nodes.iter().all(|n| n.sessions.established == 0));
 }
 
 #[test]
