@@ -381,3 +381,52 @@ fn md5_and_gtsm_sessions_hand_off_on_a_real_node() {
     let wire = capture.finish().on(&hop).unwrap();
     assert!(wire.bgp_messages > 0 && wire.is_calm(), "{wire:?}");
 }
+
+/// `kubectl describe bgpgw` answers "which session is down and why" without
+/// reaching into a node: a peer configured with the wrong AS is listed on
+/// each node with the agent's reason, and the list empties once it is fixed.
+#[test]
+fn describe_names_the_session_that_is_down_and_why() {
+    let s = Setup::new("e2e-describe");
+    let wrong_as = s.gateway("nonstop-agent:v1", "Handoff").replace(
+        "  - address: 10.99.0.1\n    asn: 65000\n",
+        "  - address: 10.99.0.1\n    asn: 65099\n",
+    );
+    assert_ne!(wrong_as, s.gateway("nonstop-agent:v1", "Handoff"), "the AS replaced");
+    s.ns.apply(&wrong_as).unwrap();
+    eventually(
+        Duration::from_secs(90),
+        "each node to list the session down with its reason",
+        || {
+            let status = s.status();
+            let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+            let named = nodes.iter().filter(|n| {
+                let down = &n["peersDown"][0];
+                down["peer"] == "10.99.0.1"
+                    && down["state"] != "Established"
+                    && down["lastError"].as_str().is_some_and(|e| e.contains("AS 65000"))
+            });
+            if nodes.len() == NODES.len() && named.count() == NODES.len() {
+                Ok(())
+            } else {
+                Err(status["nodes"].to_string())
+            }
+        },
+    );
+    let described = s.ns.kubectl(&["describe", "bgpgw", "edge"]).unwrap();
+    for text in ["Peers Down", "10.99.0.1", "peer says AS 65000, configured AS 65099"] {
+        assert!(described.contains(text), "no {text:?} in\n{described}");
+    }
+    let ready = s.condition("Ready").unwrap_or_default();
+    assert!(ready["message"].as_str().is_some_and(|m| m.contains("10.99.0.1")), "{ready}");
+
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
+    eventually(Duration::from_secs(60), "no session listed down", || {
+        let status = s.status();
+        let listed = status["nodes"].as_array().is_some_and(|n| {
+            n.iter().any(|n| n["peersDown"].as_array().is_some_and(|d| !d.is_empty()))
+        });
+        if !listed && status["sessions"] == "3/3" { Ok(()) } else { Err(status.to_string()) }
+    });
+}
