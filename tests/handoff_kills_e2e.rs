@@ -142,9 +142,44 @@ impl Lane<'_> {
         yaml
     }
 
+    /// What to read when a round fails: the lane's pods (those being
+    /// deleted too) and each one's log, this run's and the last one's.
+    fn diagnose(&self) -> String {
+        let selector = format!("nonstop.dev/gateway={}", self.gateway);
+        let mut out = self
+            .kubectl(&["get", "pods", "-l", &selector, "-o", "wide"])
+            .unwrap_or_else(|e| e.to_string());
+        let names =
+            self.kubectl(&["get", "pods", "-l", &selector, "-o", "name"]).unwrap_or_default();
+        for pod in names.lines() {
+            for previous in ["--previous=false", "--previous=true"] {
+                let log = self
+                    .kubectl(&["logs", pod, previous, "--tail=60"])
+                    .unwrap_or_else(|e| e.to_string());
+                out += &format!("\n--- {pod} {previous}\n{log}");
+            }
+        }
+        out
+    }
+
+    /// Runs `f`; if it panics, prints what [`Self::diagnose`] finds first.
+    fn explained<T>(&self, f: impl FnOnce() -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(value) => value,
+            Err(panic) => {
+                eprintln!("{}: {} failed; its pods:\n{}", self.node, self.gateway, self.diagnose());
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
     /// One round: the node on `from`, then bumped to `to`, the agent stopped
     /// at `step` killed; returns the image the node ends on.
     fn round(&self, step: &str, stopping: &str) -> String {
+        self.explained(|| self.round_unexplained(step, stopping))
+    }
+
+    fn round_unexplained(&self, step: &str, stopping: &str) -> String {
         let (from, to) = if step.starts_with("old:") {
             (stopping.to_string(), "nonstop-agent:v2".to_string())
         } else {

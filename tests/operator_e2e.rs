@@ -430,3 +430,25 @@ fn describe_names_the_session_that_is_down_and_why() {
         if !listed && status["sessions"] == "3/3" { Ok(()) } else { Err(status.to_string()) }
     });
 }
+
+/// A gateway deleted and applied again under the same name finds the old
+/// one's ConfigMap of the same revision (here left behind on purpose; in
+/// life, not yet garbage-collected, and about to be). The new gateway must
+/// own it: a ConfigMap collected with its old owner leaves the new pods
+/// waiting in ContainerCreating for good.
+#[test]
+fn a_gateway_applied_again_under_the_same_name_owns_its_config() {
+    let s = Setup::new("e2e-again");
+    let status = s.serving_v1("Handoff");
+    let config = format!("edge-{}", status["currentRevision"].as_str().unwrap());
+    s.ns.kubectl(&["delete", "bgpgw", "edge", "--cascade=orphan", "--timeout=120s"]).unwrap();
+    let owners = s.ns.get(&format!("configmap/{config}"), "{.metadata.ownerReferences}").unwrap();
+    assert!(owners.trim().is_empty(), "orphaned: {owners}");
+
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    let uid = s.ns.get("bgpgw/edge", "{.metadata.uid}").unwrap();
+    let owner = s.ns.get(&format!("configmap/{config}"), "{.metadata.ownerReferences[0].uid}");
+    assert_eq!(owner.unwrap().trim(), uid.trim(), "the ConfigMap belongs to the new gateway");
+}
