@@ -74,6 +74,10 @@ fn the_chart_renders_its_defaults() {
     for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
         assert!(find(&objects, kind).is_none(), "{kind} off by default");
     }
+    assert!(
+        named(&objects, "ConfigMap", "nonstop-operator-dashboard").is_none(),
+        "dashboard off by default"
+    );
     let args = strings(&container["args"]);
     assert!(!args.iter().any(|a| a.starts_with("--allowed-")), "no policy by default: {args:?}");
     // The leader Lease belongs to the release, so uninstall removes it.
@@ -143,7 +147,13 @@ fn every_value_reaches_the_objects() {
     );
     let endpoint = &agents["spec"]["podMetricsEndpoints"][0];
     assert_eq!(endpoint["interval"], "20s");
-    let address = &endpoint["relabelings"][0];
+    let ready = &endpoint["relabelings"][0];
+    assert_eq!(
+        (&ready["sourceLabels"][0], &ready["action"]),
+        (&Value::from("__meta_kubernetes_pod_ready"), &Value::from("keep")),
+        "only the node's active agent"
+    );
+    let address = &endpoint["relabelings"][1];
     assert_eq!(
         strings(&address["sourceLabels"]),
         ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_nonstop_dev_admin_port"]
@@ -157,6 +167,16 @@ fn every_value_reaches_the_objects() {
     let file: Value = serde_yaml_ng::from_str(&file.unwrap()).unwrap();
     assert_eq!(rule["spec"]["groups"], file["groups"]);
     assert!(rule["spec"]["groups"].as_array().is_some_and(|g| !g.is_empty()));
+
+    // The dashboard, for Grafana's sidecar, where it looks.
+    let dashboard =
+        named(&objects, "ConfigMap", "nonstop-operator-dashboard").expect("the dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "nonstop");
+    let json: Value = serde_json::from_str(dashboard["data"]["nonstop.json"].as_str().unwrap())
+        .expect("the dashboard is JSON");
+    let file = std::fs::read_to_string(root().join("charts/nonstop/files/dashboard.json"));
+    assert_eq!(json, serde_json::from_str::<Value>(&file.unwrap()).unwrap());
 }
 
 #[test]
