@@ -431,24 +431,28 @@ fn describe_names_the_session_that_is_down_and_why() {
     });
 }
 
-/// A gateway deleted and applied again under the same name finds the old
-/// one's ConfigMap of the same revision (here left behind on purpose; in
-/// life, not yet garbage-collected, and about to be). The new gateway must
-/// own it: a ConfigMap collected with its old owner leaves the new pods
-/// waiting in ContainerCreating for good.
+/// A gateway deleted and applied again under the same name, while the old
+/// one's ConfigMap of the same revision is still there (here left behind on
+/// purpose; in life, not yet garbage-collected, and about to be), serves
+/// from a ConfigMap it owns: one collected with its old owner left the new
+/// pods waiting in ContainerCreating for good.
 #[test]
 fn a_gateway_applied_again_under_the_same_name_owns_its_config() {
     let s = Setup::new("e2e-again");
-    let status = s.serving_v1("Handoff");
-    let config = format!("edge-{}", status["currentRevision"].as_str().unwrap());
+    s.serving_v1("Handoff");
     s.ns.kubectl(&["delete", "bgpgw", "edge", "--cascade=orphan", "--timeout=120s"]).unwrap();
-    let owners = s.ns.get(&format!("configmap/{config}"), "{.metadata.ownerReferences}").unwrap();
-    assert!(owners.trim().is_empty(), "orphaned: {owners}");
+    let left = s.ns.kubectl(&["get", "configmaps", "-o", "name"]).unwrap();
+    assert!(left.contains("configmap/edge-"), "the old config left behind: {left}");
 
     s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
     s.wait_routes_from(&NODES, Duration::from_secs(30));
     let uid = s.ns.get("bgpgw/edge", "{.metadata.uid}").unwrap();
-    let owner = s.ns.get(&format!("configmap/{config}"), "{.metadata.ownerReferences[0].uid}");
-    assert_eq!(owner.unwrap().trim(), uid.trim(), "the ConfigMap belongs to the new gateway");
+    for (pod, _) in s.pod_images().unwrap() {
+        let config =
+            s.ns.get(&format!("pod/{pod}"), "{.spec.volumes[?(@.name=='config')].configMap.name}");
+        let config = config.unwrap();
+        let owner = s.ns.get(&format!("configmap/{config}"), "{.metadata.ownerReferences[0].uid}");
+        assert_eq!(owner.unwrap().trim(), uid.trim(), "{pod} mounts {config}, the new gateway's");
+    }
 }

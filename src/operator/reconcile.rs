@@ -332,49 +332,15 @@ async fn apply(
     Ok(())
 }
 
-/// The revision's ConfigMap, owned by this gateway. One of the same name
-/// may be left by a deleted gateway of the same name: the garbage collector
-/// is about to remove it, and with it the config the new pods mount (they
-/// would wait in ContainerCreating for good). Such a one is replaced.
+/// The revision's ConfigMap. Its name carries the gateway's uid, so one
+/// that exists was made by an earlier reconcile of this very gateway.
 async fn ensure_config_map(client: &Client, gw: &BgpGateway, revision: &str) -> Result<(), Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &gw.namespace().unwrap_or_default());
-    let wanted = render::config_map(gw, revision);
-    match api.create(&PostParams::default(), &wanted).await {
-        Ok(_) => return Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
+    match api.create(&PostParams::default(), &render::config_map(gw, revision)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    let name = wanted.name_any();
-    let Some(existing) = api.get_opt(&name).await? else {
-        api.create(&PostParams::default(), &wanted).await?;
-        return Ok(());
-    };
-    if owned_by(&existing, gw) && existing.metadata.deletion_timestamp.is_none() {
-        return Ok(());
-    }
-    info!(
-        configmap = %name,
-        "the ConfigMap belongs to an earlier gateway of the same name: replacing it"
-    );
-    let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
-    // A 409 again (still being removed) fails this reconcile; the retry
-    // creates it.
-    api.create(&PostParams::default(), &wanted).await?;
-    Ok(())
-}
-
-/// Whether `object` names `gw` (this very gateway, by uid) as its owner.
-fn owned_by(object: &impl Resource, gw: &BgpGateway) -> bool {
-    let uid = gw.metadata.uid.as_deref();
-    object.meta().owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == uid)
 }
 
 /// Ready False with `reason` and `message`; nothing else is touched.

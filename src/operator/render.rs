@@ -108,17 +108,21 @@ fn labels(gw: &BgpGateway, revision: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// `<gateway>-<revision>`: the revision's agent config.
-pub fn config_map_name(gateway: &str, revision: &str) -> String {
-    format!("{gateway}-{revision}")
+/// `<gateway>-<revision>-<uid>`: the revision's agent config. The first 8
+/// characters of the gateway's uid keep a gateway applied again under the
+/// same name off the ConfigMap of the deleted one, which the garbage
+/// collector removes (the new pods would wait in ContainerCreating for it).
+pub fn config_map_name(gw: &BgpGateway, revision: &str) -> String {
+    let name = gw.metadata.name.as_deref().unwrap_or_default();
+    let uid: String = gw.metadata.uid.as_deref().unwrap_or_default().chars().take(8).collect();
+    if uid.is_empty() { format!("{name}-{revision}") } else { format!("{name}-{revision}-{uid}") }
 }
 
 pub fn config_map(gw: &BgpGateway, revision: &str) -> ConfigMap {
-    let name = gw.metadata.name.clone().unwrap_or_default();
     let yaml = serde_yaml_ng::to_string(&agent_config(&gw.spec)).expect("config serialises");
     ConfigMap {
         metadata: ObjectMeta {
-            name: Some(config_map_name(&name, revision)),
+            name: Some(config_map_name(gw, revision)),
             namespace: gw.metadata.namespace.clone(),
             labels: Some(labels(gw, revision)),
             owner_references: Some(vec![owner(gw)]),
@@ -172,7 +176,7 @@ pub fn pod(
 
     let env = agent_env(spec, created_ms, log_format);
     let args = agent_args(spec);
-    let (volumes, mounts) = volumes(spec, &namespace, &name, revision);
+    let (volumes, mounts) = volumes(spec, &namespace, &name, config_map_name(gw, revision));
     let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
     Pod {
         metadata: ObjectMeta {
@@ -318,15 +322,12 @@ fn volumes(
     spec: &BgpGatewaySpec,
     namespace: &str,
     name: &str,
-    revision: &str,
+    config: String,
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(name, revision),
-                ..Default::default()
-            }),
+            config_map: Some(ConfigMapVolumeSource { name: config, ..Default::default() }),
             ..Default::default()
         },
         Volume {

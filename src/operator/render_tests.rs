@@ -97,6 +97,25 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     assert_eq!(back, agent_config(&gw.spec), "the agent reads what was rendered");
 }
 
+/// A gateway deleted and applied again under the same name gets ConfigMaps
+/// of its own: the old one's, of the same revision, may still be there
+/// until the garbage collector removes it, under the new pods' feet.
+#[test]
+fn a_gateway_applied_again_does_not_share_the_old_ones_config() {
+    let mut old = example();
+    old.metadata.uid = Some("0b1e0d2c-aaaa-bbbb-cccc-000000000001".into());
+    let mut again = old.clone();
+    again.metadata.uid = Some("7f3a9c10-aaaa-bbbb-cccc-000000000002".into());
+    let rev = revision(&old.spec);
+    let (a, b) = (config_map(&old, &rev), config_map(&again, &rev));
+    assert_eq!(a.metadata.name.as_deref(), Some(format!("edge-{rev}-0b1e0d2c").as_str()));
+    assert_ne!(a.metadata.name, b.metadata.name);
+    let pod = pod(&again, "node-1", &rev, 1_800_000_000_000, LogFormat::Text);
+    let volumes = pod.spec.unwrap().volumes.unwrap();
+    let mounted = volumes.iter().find_map(|v| v.config_map.as_ref()).map(|c| c.name.clone());
+    assert_eq!(mounted, b.metadata.name, "the pod mounts its own gateway's config");
+}
+
 #[test]
 fn long_node_names_still_make_valid_pod_names() {
     let node = "n".repeat(250);

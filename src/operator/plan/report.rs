@@ -116,14 +116,13 @@ pub(super) fn status(
 
 /// The Event of a rollout that just completed, naming its ConfigMap.
 fn completed(input: &Input) -> Note {
-    let name = kube::ResourceExt::name_any(input.gateway);
     Note {
         warning: false,
         reason: Reason::RolloutComplete,
         message: format!("every node runs revision {}", input.revision),
         related: Some(Related {
             kind: "ConfigMap",
-            name: crate::operator::render::config_map_name(&name, input.revision),
+            name: crate::operator::render::config_map_name(input.gateway, input.revision),
         }),
     }
 }
