@@ -1,10 +1,18 @@
 //! Monitoring checked against a real Prometheus (Debian's): it finds the
-//! operator and the agents in the lab cluster by Kubernetes service
-//! discovery, with the relabeling of the chart's own PodMonitor, loads the
+//! operator and the agents in the lab cluster with the relabeling of the
+//! chart's own PodMonitor, loads the
 //! chart's rules (their `for` shortened to seconds), and then, after an
-//! upgrade, a refused upgrade and a peer configured wrongly, answers every
+//! upgrade, a refused upgrade and a session shut down at the router, answers every
 //! query of the chart's Grafana dashboard and fires and resolves the alerts
 //! those failures should fire.
+//!
+//! Debian builds Prometheus without Kubernetes service discovery, so the
+//! test stands in for it: every second it lists the cluster's pods and
+//! writes them, with the `__meta_kubernetes_pod_*` labels Kubernetes SD
+//! gives a pod (its IP, ready, phase, labels, annotations, container
+//! ports), to a file Prometheus discovers them from. Everything after
+//! discovery — relabeling, scraping, rules, alerts, queries — is
+//! Prometheus' own.
 //!
 //! Shares the lab's nodes with the other end-to-end tests (nextest group
 //! `lab-nodes`).
@@ -13,9 +21,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nonstop_lab::testing::{OPERATOR_NS, eventually};
+use nonstop_lab::testing::{Lab, OPERATOR_NS, eventually};
 use serde_json::Value;
 use support::{NODES, Setup};
 
@@ -121,7 +131,7 @@ fn encode(text: &str) -> String {
 /// The chart's PodMonitor, rendered by Helm, as a Prometheus scrape job:
 /// its selector and relabelings in Prometheus' own spelling, plus the
 /// labels the prometheus-operator adds (namespace, pod).
-fn agents_job(s: &Setup, kubeconfig: &Path) -> String {
+fn agents_job(s: &Setup, pods_file: &Path) -> String {
     let chart = root().join("charts/nonstop");
     let text = s
         .lab
@@ -141,10 +151,8 @@ fn agents_job(s: &Setup, kubeconfig: &Path) -> String {
         .expect("the chart's PodMonitor");
     let mut relabel = Vec::new();
     for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        let meta: String =
-            key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         relabel.push(serde_json::json!({
-            "source_labels": [format!("__meta_kubernetes_pod_label_{meta}")],
+            "source_labels": [format!("__meta_kubernetes_pod_label_{}", meta_name(key))],
             "regex": value, "action": "keep",
         }));
     }
@@ -171,7 +179,7 @@ fn agents_job(s: &Setup, kubeconfig: &Path) -> String {
     let job = serde_json::json!({
         "job_name": "nonstop-agents",
         "metrics_path": monitor["spec"]["podMetricsEndpoints"][0]["path"],
-        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
+        "file_sd_configs": [{"files": [pods_file], "refresh_interval": "1s"}],
         "relabel_configs": relabel,
     });
     serde_json::to_string(&job).unwrap()
@@ -179,14 +187,12 @@ fn agents_job(s: &Setup, kubeconfig: &Path) -> String {
 
 /// The operator's metrics port on each replica, as the chart's
 /// ServiceMonitor scrapes it.
-fn operator_job(kubeconfig: &Path) -> String {
+fn operator_job(pods_file: &Path) -> String {
     let job = serde_json::json!({
         "job_name": "nonstop-operator",
-        "kubernetes_sd_configs": [{
-            "role": "pod", "kubeconfig_file": kubeconfig,
-            "namespaces": {"names": [OPERATOR_NS]},
-        }],
+        "file_sd_configs": [{"files": [pods_file], "refresh_interval": "1s"}],
         "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_namespace"], "regex": OPERATOR_NS, "action": "keep"},
             {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
              "regex": "nonstop-operator", "action": "keep"},
             {"source_labels": ["__meta_kubernetes_pod_container_port_name"],
@@ -195,6 +201,100 @@ fn operator_job(kubeconfig: &Path) -> String {
         ],
     });
     serde_json::to_string(&job).unwrap()
+}
+
+/// A label name as Kubernetes SD spells it: anything else than letters
+/// and digits becomes `_`.
+fn meta_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// The target groups Kubernetes SD (role pod) would give for `pods` (a
+/// `kubectl get pods -o json`): one target per container port, or one per
+/// container without ports.
+fn pod_targets(pods: &Value) -> Value {
+    let mut groups = Vec::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let Some(ip) = pod["status"]["podIP"].as_str() else { continue };
+        let meta = &pod["metadata"];
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let mut labels = serde_json::Map::new();
+        let mut set = |k: String, v: &Value| {
+            labels.insert(k, v.as_str().unwrap_or_default().into());
+        };
+        set("__meta_kubernetes_namespace".into(), &meta["namespace"]);
+        set("__meta_kubernetes_pod_name".into(), &meta["name"]);
+        set("__meta_kubernetes_pod_uid".into(), &meta["uid"]);
+        set("__meta_kubernetes_pod_ip".into(), &ip.into());
+        set("__meta_kubernetes_pod_phase".into(), &pod["status"]["phase"]);
+        set("__meta_kubernetes_pod_ready".into(), &ready.to_string().into());
+        for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
+            for (k, v) in meta[field].as_object().into_iter().flatten() {
+                set(format!("__meta_kubernetes_pod_{kind}_{}", meta_name(k)), v);
+            }
+        }
+        for container in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let ports = container["ports"].as_array().cloned().unwrap_or_default();
+            if ports.is_empty() {
+                groups.push(serde_json::json!({"targets": [ip], "labels": labels}));
+            }
+            for port in ports {
+                let mut labels = labels.clone();
+                labels.insert(
+                    "__meta_kubernetes_pod_container_port_name".into(),
+                    port["name"].as_str().unwrap_or_default().into(),
+                );
+                let target = format!("{ip}:{}", port["containerPort"]);
+                groups.push(serde_json::json!({"targets": [target], "labels": labels}));
+            }
+        }
+    }
+    Value::Array(groups)
+}
+
+/// Keeps `file` up to date with the cluster's pods, every second, until
+/// dropped: the stand-in for Kubernetes SD.
+struct Discovery {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Discovery {
+    fn start(lab: &Lab, file: PathBuf) -> Discovery {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (lab, flag) = (lab.clone(), stop.clone());
+        let write = move || -> Result<(), String> {
+            let pods: Value =
+                serde_json::from_str(&lab.kubectl(&["get", "pods", "-A", "-o", "json"])?)
+                    .map_err(|e| e.to_string())?;
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, pod_targets(&pods).to_string()).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &file).map_err(|e| e.to_string())
+        };
+        write().expect("the first listing of the pods");
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = write() {
+                    eprintln!("discovery: {e}");
+                }
+            }
+        });
+        Discovery { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The chart's rules with every `for` cut to 3 s, so that alerts fire
@@ -231,13 +331,14 @@ fn dashboard_queries() -> Vec<(String, String)> {
 fn prometheus_scrapes_both_sides_answers_the_dashboard_and_fires_the_alerts() {
     let s = Setup::new("e2e-monitoring");
     s.serving_v1("Handoff");
-    let kubeconfig = s.lab.kubeconfig();
+    let pods_file = std::env::temp_dir().join(format!("nonstop-pods-{}.json", std::process::id()));
+    let _discovery = Discovery::start(&s.lab, pods_file.clone());
     let config = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
          rule_files: [rules.yaml]\n\
          scrape_configs:\n  - {}\n  - {}\n",
-        operator_job(&kubeconfig),
-        agents_job(&s, &kubeconfig)
+        operator_job(&pods_file),
+        agents_job(&s, &pods_file)
     );
     let prometheus = Prometheus::start(&config, &rules_for_the_test());
     let gateway = [("namespace", s.ns.name.as_str()), ("gateway", "edge")];
@@ -255,6 +356,18 @@ fn prometheus_scrapes_both_sides_answers_the_dashboard_and_fires_the_alerts() {
         if up.len() == 2 { Ok(()) } else { Err(format!("{up:?}")) }
     });
 
+    // node-1's session shut down at the router, then let up again (before
+    // any upgrade: a session down just after one fails the upgrade).
+    let uplink = support::uplink(NODES[0]);
+    s.router.set_session_enabled(&uplink, false).unwrap();
+    let node = [("gateway", "edge"), ("node", NODES[0])];
+    prometheus.wait_firing("NonstopBgpSessionDown", &node, true);
+    prometheus.wait_firing("NonstopGatewaySessionsMissing", &gateway, true);
+
+    s.router.set_session_enabled(&uplink, true).unwrap();
+    prometheus.wait_firing("NonstopBgpSessionDown", &node, false);
+    prometheus.wait_firing("NonstopGatewaySessionsMissing", &gateway, false);
+
     // An upgrade: the dashboard shows it.
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
@@ -266,19 +379,6 @@ fn prometheus_scrapes_both_sides_answers_the_dashboard_and_fires_the_alerts() {
     prometheus.wait_firing("NonstopRolloutFailed", &gateway, false);
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
 
-    // A peer configured with the wrong AS: every session down.
-    let wrong_as = s.gateway("nonstop-agent:v1", "Handoff").replace(
-        "  - address: 10.99.0.1\n    asn: 65000\n",
-        "  - address: 10.99.0.1\n    asn: 65099\n",
-    );
-    s.ns.apply(&wrong_as).unwrap();
-    prometheus.wait_firing(
-        "NonstopBgpSessionDown",
-        &[("gateway", "edge"), ("node", NODES[0])],
-        true,
-    );
-    prometheus.wait_firing("NonstopGatewaySessionsMissing", &gateway, true);
-
     // Every panel has something to show after all that.
     for (panel, query) in dashboard_queries() {
         eventually(Duration::from_secs(30), &format!("panel {panel:?}: {query}"), || {
@@ -287,10 +387,6 @@ fn prometheus_scrapes_both_sides_answers_the_dashboard_and_fires_the_alerts() {
         });
     }
 
-    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
-    s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
-    prometheus.wait_firing("NonstopBgpSessionDown", &[("gateway", "edge")], false);
-    prometheus.wait_firing("NonstopGatewaySessionsMissing", &gateway, false);
     // Nothing else fires, once the last rollout has ended (with `for` cut to
     // 3 s, NonstopRolloutStuck fires during every rollout). Reconcile errors
     // are left out: a single conflict keeps their 5-minute rate above 0.

@@ -211,6 +211,25 @@ impl Router {
         Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf() })
     }
 
+    /// Shuts the session with `neighbor` down at the router (a Cease /
+    /// Administrative Shutdown, and no reconnection) or lets it up again,
+    /// as an operator at the router would. gobgpd only.
+    pub fn set_session_enabled(
+        &self,
+        neighbor: &str,
+        enabled: bool,
+    ) -> std::result::Result<(), String> {
+        match self.kind {
+            RouterKind::Gobgpd => {
+                gobgp(&["neighbor", neighbor, if enabled { "enable" } else { "disable" }])
+                    .map(|_| ())
+            }
+            other => {
+                Err(format!("shutting a session down is done with gobgpd only, not {other:?}"))
+            }
+        }
+    }
+
     /// Every configured session and whether it is Established.
     pub fn sessions(&self) -> std::result::Result<Vec<Session>, String> {
         let neighbors = match self.kind {

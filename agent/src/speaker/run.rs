@@ -220,6 +220,7 @@ fn open(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     super::status::register_build_info(&mut registry, "agent");
+    super::status::register_agent_start(&mut registry, options.pod.as_deref());
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
     let render = renderer(

@@ -514,6 +514,30 @@ impl PeerSeries {
     }
 }
 
+/// `nonstop_agent_start_time_seconds{agent_pod}`: when this agent started,
+/// labelled with its own pod. On the host network every agent of a node
+/// answers on the same port, and during a handoff the old pod's address
+/// already answers with the new agent; a scraper labels what it reads by the
+/// pod it asked. The agent's own pod in the series keeps the new agent's
+/// start from reading as a restart of the old pod: a change of this value
+/// within one series is a restart in place.
+pub fn register_agent_start(registry: &mut Registry, pod: Option<&str>) {
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct AgentPod {
+        agent_pod: String,
+    }
+    let started: Family<AgentPod, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    started
+        .get_or_create(&AgentPod { agent_pod: pod.unwrap_or_default().to_string() })
+        .set(now.map(|d| d.as_secs_f64()).unwrap_or_default());
+    registry.register(
+        "nonstop_agent_start_time_seconds",
+        "When this agent started (Unix seconds), labelled with the pod it runs in",
+        started,
+    );
+}
+
 /// The registry rendered as OpenMetrics text.
 pub fn render_metrics(registry: &Arc<Registry>) -> String {
     let mut out = String::new();
