@@ -110,6 +110,11 @@ pub struct PeerDown {
     /// sent, a refused connection, a hold timer), cut to 160 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Why the session was last reset with a NOTIFICATION, when that is not
+    /// the last error (the connections after it failed otherwise), cut to
+    /// 160 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset: Option<String>,
 }
 
 /// A node's maintenance state, as the gateway treats it.

@@ -114,6 +114,7 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
                 peer: "10.99.0.1".into(),
                 state: "Active".into(),
                 last_error: Some("connection refused".into()),
+                last_reset: None,
             }],
         }],
         ..Default::default()

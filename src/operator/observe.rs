@@ -305,6 +305,11 @@ fn peers_down(status: &AgentStatus) -> Vec<PeerDown> {
             peer: p.address.clone(),
             state: p.state.as_str().into(),
             last_error: p.last_error.as_deref().map(|e| cut(e, LAST_ERROR_CHARS)),
+            last_reset: p
+                .last_reset
+                .as_deref()
+                .filter(|r| Some(*r) != p.last_error.as_deref())
+                .map(|r| cut(r, LAST_ERROR_CHARS)),
         })
         .collect()
 }
@@ -356,6 +361,7 @@ mod tests {
                     address: (*address).into(),
                     state: *state,
                     last_error: error.map(String::from),
+                    last_reset: Some("refused the OPEN: peer says AS 65000".into()),
                     ..PeerStatus::default()
                 })
                 .collect(),
@@ -403,7 +409,14 @@ mod tests {
             let got: Vec<_> = agent_view(&status)
                 .down
                 .into_iter()
-                .map(|d| (d.peer, d.state, d.last_error))
+                .map(|d| {
+                    // The reset shows where it differs from the last error.
+                    assert_eq!(
+                        d.last_reset.as_deref(),
+                        Some("refused the OPEN: peer says AS 65000")
+                    );
+                    (d.peer, d.state, d.last_error)
+                })
                 .collect();
             let want: Vec<_> =
                 want.into_iter().map(|(p, s, e)| (p.to_string(), s.to_string(), e)).collect();

@@ -169,6 +169,12 @@ pub struct PeerStatus {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub last_error: Option<String>,
+    /// Why the session was last reset with a NOTIFICATION, sent or received.
+    /// Kept through the failed connections that may follow (a router may
+    /// refuse them for a while after a NOTIFICATION), which overwrite
+    /// `last_error`; cleared when the session is Established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset: Option<String>,
     /// The session's recent events, oldest first (`GET /events`, `show
     /// events`; left out of `/status`).
     #[serde(skip)]

@@ -24,6 +24,9 @@ pub(super) fn health(slot: &Slot) -> String {
                 if let Some(error) = &down.last_error {
                     text += &format!(": {error}");
                 }
+                if let Some(reset) = &down.last_reset {
+                    text += &format!("; last reset: {reset}");
+                }
                 text += ")";
             }
             text

@@ -414,6 +414,7 @@ fn a_session_down_is_named_with_its_reason_and_the_list_is_bounded() {
         peer: peer.into(),
         state: "Active".into(),
         last_error: Some("NOTIFICATION received: Cease/Administrative Reset".into()),
+        last_reset: None,
     };
     let mut observed = serving(&["n1", "n2"]);
     let n2 = observed.agents.get_mut("n2").unwrap();

@@ -140,6 +140,8 @@ pub struct PeerCore {
     pub(super) messages_received: u64,
     pub(super) messages_sent: u64,
     pub(super) last_error: Option<String>,
+    /// Why the session was last reset with a NOTIFICATION, either way.
+    pub(super) last_reset: Option<String>,
     /// What happened to the session lately (`show events`).
     pub(super) log: EventLog,
     pub(super) stopping: bool,
@@ -193,6 +195,7 @@ impl PeerCore {
             messages_received: 0,
             messages_sent: 0,
             last_error: None,
+            last_reset: None,
             log: EventLog::default(),
             stopping: false,
             dialling: false,

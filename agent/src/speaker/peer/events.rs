@@ -38,6 +38,7 @@ impl PeerCore {
         self.import_session_up();
         self.series.established.set(1);
         self.last_error = None;
+        self.last_reset = None;
         self.sent = self.export();
         let full = self.sent.full();
         self.advertise(&full, true);
@@ -95,6 +96,9 @@ impl PeerCore {
         // A reset for maxPrefixes has said why already.
         if self.held_until().is_none() && (!self.stopping || self.last_error.is_none()) {
             self.last_error = Some(reason.to_string());
+        }
+        if sent.is_some() || received.is_some() {
+            self.last_reset = Some(reason.to_string());
         }
         self.note(SessionEventKind::Down, reason.to_string());
         let helping = !self.stopping

@@ -50,6 +50,7 @@ impl PeerCore {
             messages_received: self.messages_received,
             messages_sent: self.messages_sent,
             last_error: self.last_error.clone(),
+            last_reset: self.last_reset.clone(),
             events: self.log.snapshot(now, wall),
         }
     }
