@@ -3,13 +3,14 @@
 use std::process::Command;
 
 #[test]
-fn crd_subcommand_prints_the_committed_crd() {
+fn crd_subcommand_prints_the_committed_crds() {
     let out = Command::new(env!("CARGO_BIN_EXE_nonstop-operator")).arg("crd").output().unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/bgpgateways.nonstop.dev.yaml"
-    ))
-    .unwrap();
+    let committed: String = ["bgpgateways", "bgpgatewayrollouts"]
+        .map(|name| {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
+            std::fs::read_to_string(format!("{dir}{name}.nonstop.dev.yaml")).unwrap()
+        })
+        .concat();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
 }

@@ -15,6 +15,7 @@
 //! which the operator applies to every spec whatever the server's version.
 
 pub mod bounds;
+pub mod history;
 mod status;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,10 @@ pub struct Upgrade {
     /// Stop between nodes until set back to false.
     #[serde(default)]
     pub paused: bool,
+    /// Rollouts whose record (a BgpGatewayRollout) is kept, the newest ones.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u32,
 }
 
 fn default_admin_port() -> u16 {
@@ -151,6 +156,10 @@ fn default_handoff_timeout() -> u32 {
     60
 }
 
+fn default_history_limit() -> u32 {
+    10
+}
+
 impl Default for Upgrade {
     fn default() -> Self {
         Self {
@@ -159,6 +168,7 @@ impl Default for Upgrade {
             handoff_timeout_seconds: default_handoff_timeout(),
             pause_seconds: 0,
             paused: false,
+            history_limit: default_history_limit(),
         }
     }
 }
@@ -235,6 +245,9 @@ impl BgpGatewaySpec {
         }
         if self.upgrade.max_nodes_in_flight == 0 {
             problems.push("spec.upgrade.maxNodesInFlight", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.upgrade.history_limit) {
+            problems.push("spec.upgrade.historyLimit", "must be 1 to 100");
         }
         if self.upgrade.handoff_timeout_seconds == 0 {
             problems.push("spec.upgrade.handoffTimeoutSeconds", "must be at least 1");

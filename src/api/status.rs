@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Strategy;
+use super::history::Rollout;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -43,6 +44,13 @@ pub struct BgpGatewayStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
     pub nodes: Vec<NodeStatus>,
+    /// The rollout under way, or the last one. Every rollout, with each
+    /// node's upgrade, is the BgpGatewayRollout `<gateway>-<number>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollout: Option<Rollout>,
+    /// The last value of the `nonstop.dev/retry` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
 }
 
 /// The gateway's condition types.

@@ -304,12 +304,23 @@ fn cel_rules_and_rust_rules_agree() {
 #[test]
 fn generated_crds_match_the_types() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for relative in crd::PATHS {
-        let on_disk = std::fs::read_to_string(root.join(relative)).unwrap_or_default();
-        assert!(
-            on_disk == crd::yaml(),
-            "{relative} is stale: run `cargo run --bin crdgen` and commit the result"
-        );
+    for dir in crd::DIRS {
+        for (file, yaml) in crd::all() {
+            let relative = format!("{dir}/{file}");
+            let on_disk = std::fs::read_to_string(root.join(&relative)).unwrap_or_default();
+            assert!(
+                on_disk == yaml,
+                "{relative} is stale: run `cargo run --bin crdgen` and commit the result"
+            );
+        }
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let mut want: Vec<_> = crd::all().into_iter().map(|(file, _)| file).collect();
+        want.sort();
+        assert_eq!(files, want, "{dir} holds exactly the generated CRDs");
     }
 }
 

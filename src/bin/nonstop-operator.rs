@@ -16,7 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the BgpGateway CustomResourceDefinition (for `kubectl apply -f -`).
+    /// Print the CustomResourceDefinitions, BgpGateway and BgpGatewayRollout
+    /// (for `kubectl apply -f -`).
     Crd,
     /// Delete every BgpGateway and wait until the operator has taken each
     /// down gracefully (drain, withdraw). The chart runs this before
@@ -62,7 +63,7 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crd => {
-            print!("{}", nonstop::crd::yaml());
+            print!("{}", nonstop::crd::documents());
             ExitCode::SUCCESS
         }
         Command::Uninstall { timeout_seconds } => {

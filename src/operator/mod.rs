@@ -23,6 +23,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod requests;
+pub mod rollouts;
 pub mod uninstall;
 
 use std::net::SocketAddr;

@@ -158,6 +158,10 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
             .await;
     }
     if gw.metadata.deletion_timestamp.is_none() {
+        // The record first: a status written without it would not tell
+        // the next reconcile to write it again.
+        ctx.may_write()?;
+        super::rollouts::record(&ctx.client, &gw, &plan.status, plan.superseded.as_ref()).await?;
         write_status(ctx, &gateways, &gw, &key, plan.status).await?;
     } else {
         // Being decommissioned: its series go now, not at the last reconcile.
@@ -260,10 +264,28 @@ async fn write_status(
         return Ok(());
     }
     ctx.may_write()?;
-    let patch = Patch::Merge(json!({ "status": status }));
+    let mut new = json!(status);
+    drop_removed(&json!(gw.status), &mut new);
+    let patch = Patch::Merge(json!({ "status": new }));
     let written = gateways.patch_status(&gw.name_any(), &PatchParams::default(), &patch).await?;
     ctx.versions.saw(key, written.resource_version().as_deref());
     Ok(())
+}
+
+/// Makes `new` a JSON merge patch (RFC 7386) from `old`: a key `new` no
+/// longer has is set to null, or the server would keep its old value
+/// (a failed rollout's reason outliving its retry). Lists are replaced
+/// whole by a merge patch and need nothing.
+pub fn drop_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object_mut()) else { return };
+    for (key, was) in old {
+        match new.get_mut(key) {
+            Some(now) => drop_removed(was, now),
+            None => {
+                new.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
 }
 
 pub fn error_policy(gw: Arc<BgpGateway>, error: &Error, ctx: Arc<Context>) -> Requeue {
@@ -396,5 +418,41 @@ async fn publish(
     };
     if let Err(e) = recorder.publish(&event, reference).await {
         warn!("could not publish an Event: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::drop_removed;
+
+    #[test]
+    fn a_status_patch_clears_what_the_new_status_no_longer_has() {
+        let cases = [
+            // A retried rollout: its reason goes, its number stays.
+            (
+                json!({"lastRollout": {"number": 3, "reason": "refused", "result": "Failed"}}),
+                json!({"lastRollout": {"number": 3, "result": "Progressing"}}),
+                json!({"lastRollout": {"number": 3, "reason": null, "result": "Progressing"}}),
+            ),
+            // Lists are replaced whole: nothing to add.
+            (
+                json!({"nodes": [{"node": "n1", "maintenance": "Cordoned"}]}),
+                json!({"nodes": [{"node": "n1"}]}),
+                json!({"nodes": [{"node": "n1"}]}),
+            ),
+            // A whole field gone; nothing before at all.
+            (
+                json!({"image": "v1", "ready": "1/1"}),
+                json!({"ready": "1/1"}),
+                json!({"image": null, "ready": "1/1"}),
+            ),
+            (serde_json::Value::Null, json!({"ready": "0/0"}), json!({"ready": "0/0"})),
+        ];
+        for (old, mut new, want) in cases {
+            drop_removed(&old, &mut new);
+            assert_eq!(new, want, "from {old}");
+        }
     }
 }

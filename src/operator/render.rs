@@ -82,7 +82,7 @@ pub fn agent_config(spec: &BgpGatewaySpec) -> Config {
     }
 }
 
-fn owner(gw: &BgpGateway) -> OwnerReference {
+pub(crate) fn owner(gw: &BgpGateway) -> OwnerReference {
     gw.controller_owner_ref(&()).expect("a gateway read from the API server has a uid")
 }
 

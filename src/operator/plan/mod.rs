@@ -29,14 +29,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod checks;
+mod history;
 mod reason;
 pub(crate) mod report;
 use checks::{Gate, GateInput, Handoff, Stage};
+pub use history::History;
 pub use reason::Reason;
 use report::{health, status};
 
 use k8s_openapi::api::core::v1::Taint;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::nodes::{EXCLUDE_LABEL, Fit, fit};
@@ -186,6 +187,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub notes: Vec<Note>,
     pub status: BgpGatewayStatus,
+    /// A rollout the spec replaced before it finished (its record is
+    /// closed Superseded); the current one is `status.lastRollout`.
+    pub superseded: Option<crate::api::history::Rollout>,
     pub requeue: Duration,
 }
 
@@ -309,7 +313,8 @@ pub fn plan(input: &Input) -> Plan {
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| Slot::of(n, observed, want, *f == Fit::Cordoned))
         .collect();
-    let mut memory = Memory::of(&before, revision, &slots);
+    let retry = history::new_retry(gw, &before);
+    let mut memory = Memory::of(&before, revision, &slots, retry.is_some());
     let mut outdated = Vec::new();
     for slot in &slots {
         if advance(input, slot, &mut memory, &mut draft) {
@@ -321,8 +326,16 @@ pub fn plan(input: &Input) -> Plan {
 
     let Draft { steps, mut notes, .. } = draft;
     let degraded = memory.degraded.clone();
-    let status = status(input, &slots, &excluded, &memory.records, degraded, &before, &mut notes);
-    Plan { steps, notes, status, requeue }
+    let mut status =
+        status(input, &slots, &excluded, &memory.records, degraded.clone(), &before, &mut notes);
+    let History { current, superseded } =
+        history::history(input, &before, &status, degraded.as_ref(), retry.as_ref());
+    if let Some(retry) = &retry {
+        notes.push(history::retried(&before, retry));
+    }
+    status.last_rollout = current;
+    status.observed_retry = retry.map(|r| r.value).or(before.observed_retry);
+    Plan { steps, notes, status, superseded, requeue }
 }
 
 fn age(now: Timestamp, pod: &PodView) -> Duration {
@@ -522,9 +535,10 @@ struct Memory {
 }
 
 impl Memory {
-    fn of(before: &BgpGatewayStatus, revision: &str, slots: &[Slot]) -> Memory {
-        // Degraded holds for the revision it failed at; a new spec resumes.
-        let same_revision = before.update_revision.as_deref() == Some(revision);
+    fn of(before: &BgpGatewayStatus, revision: &str, slots: &[Slot], retried: bool) -> Memory {
+        // Degraded holds for the revision it failed at; a new spec or a
+        // retry resumes.
+        let same_revision = before.update_revision.as_deref() == Some(revision) && !retried;
         let degraded = before
             .conditions
             .iter()
@@ -570,7 +584,7 @@ impl Memory {
             mode: spec.upgrade.strategy,
             pause_ms,
             result,
-            time: Time(now),
+            time: crate::api::history::stored(now),
             reason,
         };
         self.records.insert(node.into(), record);
@@ -613,7 +627,7 @@ fn deletion(input: &Input) -> Plan {
     }
     let mut status = gw.status.clone().unwrap_or_default();
     status.rollout = Some("Deleting".into());
-    Plan { steps, notes: Vec::new(), status, requeue: BUSY }
+    Plan { steps, notes: Vec::new(), status, superseded: None, requeue: BUSY }
 }
 
 /// Scale-in and exclusion: the agent of a node the gateway no longer
@@ -718,12 +732,14 @@ fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
         mode: Strategy::Handoff,
         pause_ms: agent.handoff_pause_ms.map(|p| p.round() as u64),
         result: UpgradeResult::Succeeded,
-        time: Time(at),
+        time: crate::api::history::stored(at),
         reason: None,
     })
 }
 
 #[cfg(test)]
 mod checks_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ pub enum Reason {
     UpgradeFailed,
     /// A node's new agent was not healthy within the handoff timeout.
     NotHealthy,
+    /// A failed rollout resumes: the `nonstop.dev/retry` annotation changed.
+    Retry,
     /// Every node runs the spec's revision.
     RolloutComplete,
     /// Nodes are still being upgraded.
@@ -45,7 +47,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Finalizer,
         Reason::Create,
         Reason::Upgrade,
@@ -57,6 +59,7 @@ impl Reason {
         Reason::Decommissioned,
         Reason::UpgradeFailed,
         Reason::NotHealthy,
+        Reason::Retry,
         Reason::RolloutComplete,
         Reason::Rolling,
         Reason::AllNodesReady,
@@ -80,6 +83,7 @@ impl Reason {
             Reason::Decommissioned => "Decommissioned",
             Reason::UpgradeFailed => "UpgradeFailed",
             Reason::NotHealthy => "NotHealthy",
+            Reason::Retry => "Retry",
             Reason::RolloutComplete => "RolloutComplete",
             Reason::Rolling => "Rolling",
             Reason::AllNodesReady => "AllNodesReady",

@@ -114,6 +114,9 @@ pub(super) fn status(
         sessions: Some(format!("{established}/{configured}")),
         rollout: Some(rollout),
         nodes,
+        // The plan fills these in (`history`).
+        last_rollout: None,
+        observed_retry: None,
     }
 }
 

@@ -16,7 +16,7 @@ pub(super) fn t(s: i64) -> Timestamp {
     Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + s)
 }
 
-fn gateway(strategy: &str, extra: &str) -> BgpGateway {
+pub(super) fn gateway(strategy: &str, extra: &str) -> BgpGateway {
     let yaml = format!(
         "apiVersion: nonstop.dev/v1alpha1\nkind: BgpGateway\nmetadata: {{name: edge, namespace: ns, uid: u1, generation: 2}}\n\
          spec:\n  image: nonstop-agent:v2\n  asn: 65001\n  nodeSelector: {{gw: edge}}\n  peers: [{{address: 10.99.0.1, asn: 65000}}]\n\
@@ -67,7 +67,7 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
 }
 
 /// Three nodes serving at OLD, healthy.
-fn serving(nodes: &[&str]) -> Observed {
+pub(super) fn serving(nodes: &[&str]) -> Observed {
     let pods: Vec<PodView> = nodes.iter().map(|n| pod(n, OLD, 0)).collect();
     Observed {
         nodes: nodes.iter().map(|n| node(n)).collect(),
@@ -78,23 +78,23 @@ fn serving(nodes: &[&str]) -> Observed {
     }
 }
 
-fn run(gw: &BgpGateway, revision: &str, observed: &Observed, now: i64) -> Plan {
+pub(super) fn run(gw: &BgpGateway, revision: &str, observed: &Observed, now: i64) -> Plan {
     plan(&Input { gateway: gw, revision, observed, now: t(now) })
 }
 
-fn actions(plan: &Plan) -> Vec<Action> {
+pub(super) fn actions(plan: &Plan) -> Vec<Action> {
     plan.steps.iter().map(|s| s.action.clone()).collect()
 }
 
-fn create(node: &str, revision: &str) -> Action {
+pub(super) fn create(node: &str, revision: &str) -> Action {
     Action::CreatePod { node: node.into(), revision: revision.into() }
 }
 
-fn delete(node: &str, revision: &str) -> Action {
+pub(super) fn delete(node: &str, revision: &str) -> Action {
     Action::DeletePod { node: node.into(), pod: format!("edge-{node}-{revision}") }
 }
 
-fn condition(plan: &Plan, kind: &str) -> (String, String, String) {
+pub(super) fn condition(plan: &Plan, kind: &str) -> (String, String, String) {
     let c = plan.status.conditions.iter().find(|c| c.type_ == kind).unwrap();
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
