@@ -6,9 +6,11 @@
 //!                          (observe, plan, apply: [`operator`])
 //! ```
 //!
-//! The API types ([`api`]), the CRD they generate ([`crd`]) and the
-//! controller ([`operator`]).
+//! The API types ([`api`]), the CRDs they generate ([`crd`]), the
+//! controller ([`operator`]) and what the `kubectl nonstop` plugin prints
+//! ([`kubectl`]).
 
 pub mod api;
 pub mod crd;
+pub mod kubectl;
 pub mod operator;
