@@ -6,7 +6,7 @@
 //!              │  accept error: logged once per kind, backs off 10 ms → 1 s
 //!              └─ request head ≤ 8 KiB, read within `head_timeout`;
 //!                 the whole exchange within `exchange_timeout`
-//!   handler(method, path?query) ──▶ Answer { status, content type, body }
+//!   handler(method, path?query) ──▶ Reply ──await──▶ Answer { status, content type, body }
 //! ```
 //!
 //! The agent serves `/status` and `/metrics` on its admin TCP port and on
@@ -77,8 +77,20 @@ impl Answer {
     }
 }
 
+/// An answer to come: most are ready at once ([`Answer::now`]); one that
+/// asks other tasks (the agent's `/routes`) is awaited, within the
+/// exchange's timeout.
+pub type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+impl Answer {
+    /// This answer, as a reply that is ready.
+    pub fn now(self) -> Reply {
+        Box::pin(std::future::ready(self))
+    }
+}
+
 /// Answers a request from its method and path (with its query).
-pub type Handler = Arc<dyn Fn(&Method, &str) -> Answer + Send + Sync>;
+pub type Handler = Arc<dyn Fn(&Method, &str) -> Reply + Send + Sync>;
 
 /// A listener whose connections can be served.
 pub trait Listener: Send + 'static {
@@ -127,13 +139,16 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let answer = handler(request.method(), &path);
-        let response = Response::builder()
-            .status(answer.status)
-            .header(hyper::header::CONTENT_TYPE, answer.content_type)
-            .body(Full::new(Bytes::from(answer.body)))
-            .expect("a response from valid parts");
-        async move { Ok::<_, Infallible>(response) }
+        let reply = handler(request.method(), &path);
+        async move {
+            let answer = reply.await;
+            let response = Response::builder()
+                .status(answer.status)
+                .header(hyper::header::CONTENT_TYPE, answer.content_type)
+                .body(Full::new(Bytes::from(answer.body)))
+                .expect("a response from valid parts");
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -225,9 +240,12 @@ mod tests {
     async fn server(limits: Limits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handler: Handler = Arc::new(|method: &Method, path: &str| match path {
-            "/status" => Answer::ok("application/json", format!("{{\"method\":\"{method}\"}}")),
-            _ => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+        let handler: Handler = Arc::new(|method: &Method, path: &str| {
+            match path {
+                "/status" => Answer::ok("application/json", format!("{{\"method\":\"{method}\"}}")),
+                _ => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+            }
+            .now()
         });
         tokio::spawn(serve(listener, limits, handler));
         addr

@@ -252,14 +252,17 @@ impl Kubelet {
                 .await
                 .map_err(|e| format!("stand-in agent on {addr}: {e}"))?;
             let kubelet = self.clone();
-            let handler: Handler = Arc::new(move |_: &Method, path: &str| match path {
-                "/status" => match kubelet.status(&name) {
-                    Some(status) => {
-                        Answer::ok("application/json", serde_json::to_string(&status).unwrap())
-                    }
-                    None => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "no agent runs\n"),
-                },
-                _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
+            let handler: Handler = Arc::new(move |_: &Method, path: &str| {
+                match path {
+                    "/status" => match kubelet.status(&name) {
+                        Some(status) => {
+                            Answer::ok("application/json", serde_json::to_string(&status).unwrap())
+                        }
+                        None => Answer::text(StatusCode::SERVICE_UNAVAILABLE, "no agent runs\n"),
+                    },
+                    _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+                .now()
             });
             tokio::spawn(http::serve(listener, Limits::default(), handler));
         }

@@ -241,17 +241,20 @@ where
 
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    let handler = Arc::new(move |_: &Method, path: &str| match path {
-        "/metrics" => {
-            let mut text = String::new();
-            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-            // What prometheus_client writes is OpenMetrics (`# EOF`, the info
-            // type); labelled as Prometheus' older text format, a scrape of
-            // `nonstop_build_info` failed to parse.
-            Answer::ok("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    let handler = Arc::new(move |_: &Method, path: &str| {
+        match path {
+            "/metrics" => {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                // What prometheus_client writes is OpenMetrics (`# EOF`, the
+                // info type); labelled as Prometheus' older text format, a
+                // scrape of `nonstop_build_info` failed to parse.
+                Answer::ok("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+            }
+            "/healthz" => Answer::ok("text/plain", "ok\n".into()),
+            _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
         }
-        "/healthz" => Answer::ok("text/plain", "ok\n".into()),
-        _ => Answer::text(StatusCode::NOT_FOUND, "not found\n"),
+        .now()
     });
     http::serve(listener, Limits::default(), handler).await;
 }
