@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nonstop_agent::config::Config;
+use nonstop_agent::speaker::routes::RoutesDocument;
 use nonstop_agent::speaker::status::{AgentStatus, EventsDocument, Role};
 use nonstop_agent::speaker::{self, RunOptions, Takeover};
 use nonstop_agent::{LogFormat, restart, show};
@@ -76,8 +77,11 @@ enum Command {
     Show {
         #[arg(value_enum)]
         what: ShowWhat,
-        /// For `events`: this peer's only (its address).
+        /// For `events` and `routes`: this peer's only (its address).
         peer: Option<String>,
+        /// For `routes`: rows per table at most.
+        #[arg(long, default_value_t = nonstop_agent::speaker::routes::DEFAULT_LIMIT)]
+        limit: usize,
         #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
     },
@@ -112,6 +116,9 @@ enum ShowWhat {
     /// Each session's recent events: state changes with their reason, both
     /// OPENs, NOTIFICATIONs decoded, Graceful Restart, handoffs.
     Events,
+    /// Each peer's routes: received (after the import policy, stale ones
+    /// marked) and advertised, with next hop, AS path and communities.
+    Routes,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -183,7 +190,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Show { what, peer, state_dir } => show(&state_dir, what, peer.as_deref()),
+        Command::Show { what, peer, limit, state_dir } => {
+            show(&state_dir, what, peer.as_deref(), limit)
+        }
         Command::Ready { state_dir, pod } => ready(&state_dir, pod.as_deref()),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -255,7 +264,7 @@ fn get(state_dir: &std::path::Path, path: &str) -> Result<String, String> {
         .map_err(|e| format!("no agent answers on {}: {e}", socket.display()))
 }
 
-fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>) -> ExitCode {
+fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>, limit: usize) -> ExitCode {
     let text = match what {
         ShowWhat::Peers => fetch::<AgentStatus>(state_dir, "/status").map(|s| show::peers(&s)),
         ShowWhat::Handoff => {
@@ -263,6 +272,11 @@ fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>) -> Exit
         }
         ShowWhat::Events => fetch::<EventsDocument>(state_dir, "/events")
             .and_then(|doc| show::events(&doc, peer, restart::now_ms())),
+        ShowWhat::Routes => {
+            let only = peer.map(|p| format!("&peer={p}")).unwrap_or_default();
+            fetch::<RoutesDocument>(state_dir, &format!("/routes?limit={limit}{only}"))
+                .map(|doc| show::routes(&doc))
+        }
     };
     match text {
         Ok(text) => {

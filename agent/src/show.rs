@@ -2,6 +2,7 @@
 //! network engineer reads elsewhere (`birdc show protocols`, `gobgp
 //! neighbor`). Pure formatting of an [`AgentStatus`]; the command fetches it.
 
+use crate::speaker::routes::{PeerRoutes, RouteRow, RoutesDocument};
 use crate::speaker::status::{
     AgentStatus, EventsDocument, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
 };
@@ -144,6 +145,68 @@ pub fn events(doc: &EventsDocument, peer: Option<&str>, now_ms: u64) -> Result<S
         return Ok("no events yet\n".to_string());
     }
     Ok(table(&["AGO", "PEER", "EVENT", "DETAIL"], rows.into_iter().map(|(_, r)| r).collect()))
+}
+
+/// `show routes [PEER]`: for each peer, what it sent us (after the import
+/// policy; stale routes marked) and what we send it, by prefix, like
+/// `gobgp neighbor PEER adj-in` and `adj-out`.
+pub fn routes(doc: &RoutesDocument) -> String {
+    let mut out = String::new();
+    for peer in &doc.peers {
+        out.push_str(&format!(
+            "{} (AS {}, {}): {} received, {} advertised\n",
+            peer.address, peer.asn, peer.state, peer.received_total, peer.advertised_total
+        ));
+        out.push_str(&route_table("RECEIVED", &peer.received, peer.received_total, peer));
+        out.push_str(&route_table("ADVERTISED", &peer.advertised, peer.advertised_total, peer));
+        out.push('\n');
+    }
+    if doc.peers.is_empty() {
+        out.push_str("no peers configured\n");
+    }
+    out
+}
+
+fn route_table(title: &str, rows: &[RouteRow], total: usize, peer: &PeerRoutes) -> String {
+    if total == 0 {
+        return format!("  {} none\n", title.to_lowercase());
+    }
+    let number = |n: Option<u32>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let cells = rows
+        .iter()
+        .map(|r| {
+            vec![
+                format!("  {}", r.prefix),
+                r.next_hop.clone(),
+                if r.as_path.is_empty() { "-".into() } else { r.as_path.clone() },
+                r.origin.clone(),
+                number(r.med),
+                number(r.local_pref),
+                r.stale.clone().unwrap_or_else(|| "-".into()),
+                r.communities.join(" "),
+            ]
+        })
+        .collect();
+    let first = format!("  {title}");
+    let headers = [
+        first.as_str(),
+        "NEXT HOP",
+        "AS PATH",
+        "ORIGIN",
+        "MED",
+        "LOCAL PREF",
+        "STALE",
+        "COMMUNITIES",
+    ];
+    let mut out = table(&headers, cells);
+    if rows.len() < total {
+        out.push_str(&format!(
+            "  … {} more (show routes {} --limit {total})\n",
+            total - rows.len(),
+            peer.address
+        ));
+    }
+    out
 }
 
 /// Seconds as `gobgp neighbor` shows them: `HH:MM:SS`, with days in front

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::routers::{
@@ -199,6 +199,51 @@ fn interop(test: &str, start: impl for<'a> FnOnce(&'a Link, &RouterSetup) -> Box
         assert_eq!(row["ACCEPTED"], originated.len().to_string(), "{row:?}");
         assert_eq!((row["STALE"].as_str(), row["LAST ERROR"].as_str()), ("0", "-"), "{row:?}");
     }
+
+    // `show routes`: the router's routes prefix by prefix, with the next
+    // hop and AS path it sent, and ours as the router learnt them.
+    for (address, v6, originated) in
+        [(&link.b_v4, false, &setup.originate_v4), (&link.b_v6, true, &setup.originate_v6)]
+    {
+        let body = agent.get(&format!("/routes?peer={address}")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let peers = doc["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 1, "only the peer asked for: {body}");
+        let rows = |table: &str| peers[0][table].as_array().cloned().unwrap_or_default();
+        let received: BTreeSet<String> =
+            rows("received").iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            received,
+            originated.iter().cloned().collect::<BTreeSet<_>>(),
+            "{}",
+            router.kind()
+        );
+        for row in rows("received") {
+            assert_eq!(row["as_path"], ROUTER_AS.to_string(), "{row}");
+            assert!(row["stale"].is_null(), "{row}");
+            if !v6 {
+                assert_eq!(row["next_hop"], **address, "{row}");
+            }
+        }
+        let learnt = router.learnt(v6).unwrap();
+        let advertised = rows("advertised");
+        let prefixes: BTreeSet<String> =
+            advertised.iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect();
+        assert_eq!(prefixes, learnt.keys().cloned().collect::<BTreeSet<_>>(), "{}", router.kind());
+        for row in advertised {
+            let view = &learnt[row["prefix"].as_str().unwrap()];
+            assert_eq!(row["med"], 7, "{row}");
+            assert_eq!(row["communities"], serde_json::json!(view.communities), "{row}");
+        }
+    }
+    let text = agent.show(&["routes", &link.b_v4]).unwrap();
+    let learnt = router.learnt(false).unwrap().len();
+    let first = format!(
+        "{} (AS {ROUTER_AS}, Established): {ROUTES} received, {learnt} advertised",
+        link.b_v4
+    );
+    assert!(text.starts_with(&first), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("  RECEIVED") && l.contains("NEXT HOP")), "{text}");
 
     let build = format!(
         "nonstop_build_info{{component=\"agent\",version=\"{}\"}} 1",

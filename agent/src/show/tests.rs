@@ -174,3 +174,53 @@ AGO       PEER      EVENT                  DETAIL
         EventsDocument { peers: vec![PeerEvents { address: "10.0.0.2".into(), events: vec![] }] };
     assert_eq!(events(&quiet, None, now).unwrap(), "no events yet\n");
 }
+
+#[test]
+fn show_routes_prints_both_tables_and_says_what_it_left_out() {
+    let row = |prefix: &str, stale: Option<&str>| RouteRow {
+        prefix: prefix.into(),
+        next_hop: "10.99.0.1".into(),
+        as_path: "65000".into(),
+        origin: "igp".into(),
+        med: None,
+        local_pref: None,
+        communities: vec!["65000:100".into(), "llgr-stale".into()],
+        stale: stale.map(String::from),
+    };
+    let doc = RoutesDocument {
+        peers: vec![
+            PeerRoutes {
+                address: "10.99.0.1".into(),
+                asn: 65000,
+                state: "Established".into(),
+                received_total: 3,
+                received: vec![row("10.1.0.0/24", None), row("10.1.1.0/24", Some("llgr-stale"))],
+                advertised_total: 0,
+                advertised: vec![],
+            },
+            PeerRoutes {
+                address: "10.99.0.2".into(),
+                asn: 65002,
+                state: "Active".into(),
+                ..PeerRoutes::default()
+            },
+        ],
+    };
+    let text = routes(&doc);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "10.99.0.1 (AS 65000, Established): 3 received, 0 advertised");
+    assert_eq!(
+        lines[1],
+        "  RECEIVED     NEXT HOP   AS PATH  ORIGIN  MED  LOCAL PREF  STALE       COMMUNITIES"
+    );
+    assert_eq!(
+        lines[3],
+        "  10.1.1.0/24  10.99.0.1  65000    igp     -    -           llgr-stale  65000:100 llgr-stale"
+    );
+    assert_eq!(lines[4], "  … 1 more (show routes 10.99.0.1 --limit 3)");
+    assert_eq!(lines[5], "  advertised none");
+    assert!(
+        text.contains("10.99.0.2 (AS 65002, Active): 0 received, 0 advertised\n  received none\n")
+    );
+    assert_eq!(routes(&RoutesDocument::default()), "no peers configured\n");
+}

@@ -6,6 +6,7 @@
 //!   GET /status   → the status document (JSON)
 //!   GET /metrics  → Prometheus text
 //!   GET /events   → each peer's recent session events (JSON)
+//!   GET /routes[?peer=ADDR&limit=N] → what each session received and is sent (JSON)
 //!   POST /stop?mode=restart|decommission   (control socket only)
 //! ```
 //!
@@ -20,10 +21,11 @@ use hyper::{Method, StatusCode};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
-use crate::http::{self, Answer, Limits};
+use crate::http::{self, Answer, Limits, Reply};
 
-/// Renders the current answer for a path; None is 404.
-pub type Render = std::sync::Arc<dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync>;
+/// Answers a GET of a path (with its query), 404 included. Most pages are
+/// ready at once; `/routes` asks each peer's task for its tables first.
+pub type Render = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
 
 /// How the agent is asked to stop over the control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,7 @@ fn answer(
     path: &str,
     render: &Render,
     stop: Option<&mpsc::Sender<StopMode>>,
-) -> Answer {
+) -> Reply {
     let mode = match path {
         "/stop?mode=restart" => Some(StopMode::Restart),
         "/stop?mode=decommission" => Some(StopMode::Decommission),
@@ -64,16 +66,15 @@ fn answer(
                 format!("stopping ({mode:?}), pid {}\n", std::process::id()),
             ),
             Err(_) => Answer::text(StatusCode::CONFLICT, "already stopping\n"),
-        },
+        }
+        .now(),
         (&Method::POST, Some(_), None) => Answer::text(
             StatusCode::BAD_REQUEST,
             "POST /stop?mode=restart or /stop?mode=decommission\n",
-        ),
-        (&Method::GET, _, _) => match render(path) {
-            Some((content_type, body)) => Answer::ok(content_type, body),
-            None => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}\n")),
-        },
-        _ => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n"),
+        )
+        .now(),
+        (&Method::GET, _, _) => render(path),
+        _ => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "only GET here\n").now(),
     }
 }
 

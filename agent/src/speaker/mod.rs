@@ -17,7 +17,9 @@ mod admin;
 mod conn;
 mod descriptors;
 mod handoff;
+mod pages;
 pub mod peer;
+pub mod routes;
 mod run;
 pub use run::run;
 mod secrets;
@@ -32,9 +34,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -42,7 +43,8 @@ use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
 use peer::{Local, PeerCommand, PeerOptions, PeerTask};
-use status::{AgentStatus, EventsDocument, Metrics, PeerEvents, PeerStatus};
+use routes::PeerView;
+use status::{Metrics, PeerStatus};
 
 use crate::config::{Config, ConfigError, Peer};
 use crate::restart::{self, Ended, Previous};
@@ -172,8 +174,8 @@ struct Speaker {
     /// The configured peers' metric series, looked up at start (taken as
     /// their tasks are built).
     series: HashMap<IpAddr, status::PeerSeries>,
-    /// The status receivers of the current peers, for the status endpoints.
-    views: watch::Sender<Vec<watch::Receiver<PeerStatus>>>,
+    /// The current peers' status and tasks, for the admin door's pages.
+    views: watch::Sender<Vec<PeerView>>,
     /// How the previous run in this state dir ended (decides the R-bit).
     previous: Option<Previous>,
     /// TCP MD5 keys by peer address, read from the secrets dir.
@@ -241,69 +243,6 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunErro
     TcpListener::from_std(socket.into()).map_err(fail)
 }
 
-fn renderer(
-    config: &Config,
-    router_id: Ipv4Addr,
-    pod: Option<String>,
-    registry: Arc<Registry>,
-    views: watch::Receiver<Vec<watch::Receiver<PeerStatus>>>,
-    standing: Arc<std::sync::Mutex<Standing>>,
-) -> admin::Render {
-    let started = Instant::now();
-    let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
-    Arc::new(move |path: &str| match path {
-        "/status" => {
-            let now_ms = restart::now_ms();
-            let mut peers: Vec<PeerStatus> = views
-                .borrow()
-                .iter()
-                .map(|rx| {
-                    let mut p = rx.borrow().clone();
-                    p.uptime_seconds = p
-                        .established_since_ms
-                        .map_or(0, |since| now_ms.saturating_sub(since) / 1000);
-                    p
-                })
-                .collect();
-            peers.sort_by(|a, b| a.address.cmp(&b.address));
-            let standing = standing.lock().expect("standing");
-            let status = AgentStatus {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                pid: std::process::id(),
-                pod: pod.clone(),
-                asn,
-                router_id: router_id.to_string(),
-                listen: listen.to_string(),
-                uptime_seconds: started.elapsed().as_secs(),
-                routes_announced: announced,
-                role: standing.role,
-                successor: standing.successor.clone(),
-                last_handoff: standing.last_handoff.clone(),
-                peers,
-            };
-            Some(("application/json", serde_json::to_string_pretty(&status).expect("JSON") + "\n"))
-        }
-        "/metrics" => Some((
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            status::render_metrics(&registry),
-        )),
-        "/events" => {
-            let mut peers: Vec<PeerEvents> = views
-                .borrow()
-                .iter()
-                .map(|rx| {
-                    let p = rx.borrow();
-                    PeerEvents { address: p.address.clone(), events: p.events.clone() }
-                })
-                .collect();
-            peers.sort_by(|a, b| a.address.cmp(&b.address));
-            let body = serde_json::to_string_pretty(&EventsDocument { peers }).expect("JSON");
-            Some(("application/json", body + "\n"))
-        }
-        _ => None,
-    })
-}
-
 impl Speaker {
     fn start_peer(&mut self, config: Peer) {
         let prepared = self.prepare_peer(config, None);
@@ -360,7 +299,11 @@ impl Speaker {
     }
 
     fn publish_views(&self) {
-        self.views.send_replace(self.peers.values().map(|p| p.status.clone()).collect());
+        let views = self
+            .peers
+            .values()
+            .map(|p| PeerView { status: p.status.clone(), commands: p.commands.clone() });
+        self.views.send_replace(views.collect());
     }
 
     async fn dispatch(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {

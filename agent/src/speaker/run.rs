@@ -31,7 +31,6 @@ use super::succession::{newer_active, orphan_bound, stopped_before_serving, writ
 use super::{
     CONTROL_SOCKET, Exit, ListenerFd, PreparedPeer, RunError, RunOptions, Speaker, Standing,
     Takeover, adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir, read_passwords,
-    renderer,
 };
 use crate::config::{Config, Peer};
 use crate::restart::{self, Ended};
@@ -75,7 +74,7 @@ struct Doors {
 
 struct Opened {
     doors: Doors,
-    views: watch::Sender<Vec<watch::Receiver<super::status::PeerStatus>>>,
+    views: watch::Sender<Vec<super::routes::PeerView>>,
     standing: Arc<std::sync::Mutex<Standing>>,
 }
 
@@ -223,7 +222,7 @@ fn open(
     super::status::register_agent_start(&mut registry, options.pod.as_deref());
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
-    let render = renderer(
+    let render = super::pages::renderer(
         config,
         router_id,
         options.pod.clone(),

@@ -94,7 +94,12 @@ impl PeerCore {
     /// first pass.
     pub fn snapshot(&self) -> Option<Arc<RibSnapshot>> {
         self.handoff_features()?;
-        Some(Arc::new(RibSnapshot { rib_in: self.rib_in.clone(), sent: self.sent.clone() }))
+        Some(self.tables())
+    }
+
+    /// Copies both RIBs as they are, whatever the session's state.
+    pub fn tables(&self) -> Arc<RibSnapshot> {
+        Arc::new(RibSnapshot { rib_in: self.rib_in.clone(), sent: self.sent.clone() })
     }
 
     /// The session paused at `now`, for a successor: its state and its RIBs

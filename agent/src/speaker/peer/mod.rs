@@ -65,6 +65,9 @@ pub enum PeerCommand {
     /// A copy of both RIBs for a handoff to send while the session runs
     /// (None: no Established session to hand off).
     Snapshot(tokio::sync::oneshot::Sender<Option<Arc<RibSnapshot>>>),
+    /// A copy of both RIBs as they are, for `GET /routes` (stale routes of
+    /// a session that is down included).
+    Tables(tokio::sync::oneshot::Sender<Arc<RibSnapshot>>),
     /// Pause for a handoff: reply with the frozen session (None when not
     /// Established) and its routing state as changed since `base` (all of
     /// it without one), then wait for how the handoff ended.

@@ -264,6 +264,10 @@ impl PeerTask {
                 let _ = reply.send(self.core.snapshot());
                 return;
             }
+            PeerCommand::Tables(reply) => {
+                let _ = reply.send(self.core.tables());
+                return;
+            }
             PeerCommand::Freeze { reply, thaw, base } => {
                 return self.freeze(reply, thaw, base).await;
             }

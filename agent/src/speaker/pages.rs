@@ -1,0 +1,89 @@
+//! The admin door's pages: `/status`, `/metrics`, `/events` and `/routes`
+//! (see [`super::admin`] for the door itself), rendered from the current
+//! peers' status and, for `/routes`, their tasks' tables.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::StatusCode;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::routes::{self, PeerView, Query};
+use super::status::{self, AgentStatus, EventsDocument, PeerEvents, PeerStatus};
+use super::{Standing, admin};
+use crate::config::Config;
+use crate::http::Answer;
+use crate::restart;
+
+pub(super) fn renderer(
+    config: &Config,
+    router_id: Ipv4Addr,
+    pod: Option<String>,
+    registry: Arc<Registry>,
+    views: watch::Receiver<Vec<PeerView>>,
+    standing: Arc<std::sync::Mutex<Standing>>,
+) -> admin::Render {
+    let started = Instant::now();
+    let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
+    Arc::new(move |path: &str| {
+        let (page, query) = path.split_once('?').unwrap_or((path, ""));
+        let json = |body: String| Answer::ok("application/json", body + "\n").now();
+        match page {
+            "/status" => {
+                let now_ms = restart::now_ms();
+                let mut peers: Vec<PeerStatus> = views
+                    .borrow()
+                    .iter()
+                    .map(|view| {
+                        let mut p = view.status.borrow().clone();
+                        p.uptime_seconds = p
+                            .established_since_ms
+                            .map_or(0, |since| now_ms.saturating_sub(since) / 1000);
+                        p
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.address.cmp(&b.address));
+                let standing = standing.lock().expect("standing");
+                let status = AgentStatus {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    pid: std::process::id(),
+                    pod: pod.clone(),
+                    asn,
+                    router_id: router_id.to_string(),
+                    listen: listen.to_string(),
+                    uptime_seconds: started.elapsed().as_secs(),
+                    routes_announced: announced,
+                    role: standing.role,
+                    successor: standing.successor.clone(),
+                    last_handoff: standing.last_handoff.clone(),
+                    peers,
+                };
+                json(serde_json::to_string_pretty(&status).expect("JSON"))
+            }
+            "/metrics" => Answer::ok(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                status::render_metrics(&registry),
+            )
+            .now(),
+            "/events" => {
+                let mut peers: Vec<PeerEvents> = views
+                    .borrow()
+                    .iter()
+                    .map(|view| {
+                        let p = view.status.borrow();
+                        PeerEvents { address: p.address.clone(), events: p.events.clone() }
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.address.cmp(&b.address));
+                json(serde_json::to_string_pretty(&EventsDocument { peers }).expect("JSON"))
+            }
+            "/routes" => match Query::parse(query) {
+                Ok(query) => Box::pin(routes::answer(views.borrow().clone(), query)),
+                Err(e) => Answer::text(StatusCode::BAD_REQUEST, e + "\n").now(),
+            },
+            _ => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}\n")).now(),
+        }
+    })
+}
