@@ -181,12 +181,17 @@ fn upgrade_under_load(
     assert_eq!(ours(&*router).unwrap(), before, "{}: our routes changed", router.kind());
     assert_eq!(router.session().unwrap(), session);
     assert_eq!(router.withdrawals(), 0);
-    // The last agent's log starts with its takeover, with every route, and
-    // has nothing after it (no down, no reconnection).
+    // The last agent's log tells the session's whole story, carried from
+    // agent to agent: Established once, then one handoff per upgrade, each
+    // with every route, and nothing else (no down, no reconnection).
     let events = agent.show(&["events", &link.b_v4]).unwrap();
     let kinds: Vec<&str> =
         events.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
-    assert_eq!(kinds, ["handoff"], "{events}");
+    let story = kinds.iter().skip_while(|k| **k != "established").copied().collect::<Vec<_>>();
+    let mut want = vec!["established"];
+    want.extend(std::iter::repeat_n("handoff", UPGRADES));
+    assert_eq!(story, want, "{events}");
+    assert!(!kinds.contains(&"down"), "{events}");
     // (How many of the router's routes it holds depends on the churn.)
     let taken = "with all its routing state: ";
     let to_it = format!(", {UNDER_LOAD} to it");

@@ -8,6 +8,7 @@
 //!                                     ◀──  RIB {peer, part, UPDATE bytes} …   snapshot, live
 //!                                     ◀──  COPIED
 //!   READY (all of it applied) ────────▶
+//!                                     ◀──  EVENTS {peer, JSON} …   if HELLO asked; sessions live
 //!                                          ── every session frozen: the pause starts ──
 //!                                     ◀──  LISTENERS            + 2 fds
 //!                                     ◀──  SESSIONS [≤253]      + their fds
@@ -85,6 +86,12 @@ pub struct Hello {
     /// Absent from older agents' HELLO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+    /// The successor keeps each session's recent events: send them (after
+    /// READY, before the freeze). A predecessor that does not know the
+    /// field ignores it, and one that does sends nothing to a successor
+    /// that leaves it out: either side may be the older.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub events: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +192,13 @@ pub enum Message {
     /// The successor has applied all of the first pass: freeze now, so that
     /// none of it is left to do in the pause.
     Ready,
+    /// One peer's recent session events (by its index in WELCOME's
+    /// `peers`), as the JSON of `Vec<SessionEvent>`: the successor decodes
+    /// them once its sessions run, not while they wait.
+    Events {
+        session: u32,
+        json: Vec<u8>,
+    },
 }
 
 /// A handoff message that cannot be used, said so that a person can act.
@@ -203,6 +217,7 @@ const COMMIT: u8 = 8;
 const RETIRE: u8 = 9;
 const COPIED: u8 = 10;
 const READY: u8 = 11;
+const EVENTS: u8 = 12;
 
 fn json<T: Serialize>(kind: u8, value: &T) -> Vec<u8> {
     let mut out = vec![kind];
@@ -228,6 +243,7 @@ impl Message {
             Message::Retire => "RETIRE",
             Message::Copied => "COPIED",
             Message::Ready => "READY",
+            Message::Events { .. } => "EVENTS",
         }
     }
 
@@ -252,6 +268,13 @@ impl Message {
             Message::Retire => vec![RETIRE],
             Message::Copied => vec![COPIED],
             Message::Ready => vec![READY],
+            Message::Events { session, json } => {
+                let mut out = Vec::with_capacity(json.len() + 5);
+                out.push(EVENTS);
+                out.extend_from_slice(&session.to_be_bytes());
+                out.extend_from_slice(json);
+                out
+            }
         }
     }
 
@@ -290,6 +313,16 @@ impl Message {
             RETIRE => bare(Message::Retire),
             COPIED => bare(Message::Copied),
             READY => bare(Message::Ready),
+            EVENTS => match body {
+                [a, b, c, d, json @ ..] => Ok(Message::Events {
+                    session: u32::from_be_bytes([*a, *b, *c, *d]),
+                    json: json.to_vec(),
+                }),
+                _ => Err(BadMessage(format!(
+                    "EVENTS of {} bytes is shorter than its header",
+                    body.len()
+                ))),
+            },
             other => Err(BadMessage(format!("message kind {other} is not known"))),
         }
     }

@@ -16,6 +16,7 @@ fn hello(can_carry: &[Feature]) -> Hello {
         token: "t0ken".into(),
         can_carry: can_carry.to_vec(),
         incarnation: Some("edge-node-1-abc@1700000000000".into()),
+        events: true,
     }
 }
 
@@ -51,10 +52,28 @@ fn every_message_round_trips() {
         Message::Retire,
         Message::Copied,
         Message::Ready,
+        Message::Events {
+            session: 7,
+            json: br#"[{"at_ms":1,"kind":"handoff","detail":"x"}]"#.to_vec(),
+        },
     ];
     for m in messages {
         assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.name());
     }
+}
+
+/// A HELLO from an agent before `events` asks for none: its predecessor
+/// then sends no EVENTS, which that agent could not read. (An older
+/// predecessor ignores the field: HELLO does not deny unknown fields.)
+#[test]
+fn asking_for_events_is_understood_by_older_and_newer_agents() {
+    let mut old = serde_json::to_value(hello(&Feature::ALL)).unwrap();
+    old.as_object_mut().unwrap().remove("events");
+    let packet = [&[1u8][..], old.to_string().as_bytes()].concat();
+    let Ok(Message::Hello(h)) = Message::decode(&packet) else { panic!("not a HELLO") };
+    assert!(!h.events);
+    let new = serde_json::to_value(hello(&Feature::ALL)).unwrap();
+    assert_eq!(new["events"], true);
 }
 
 #[test]
@@ -67,6 +86,7 @@ fn bad_messages_say_what_is_wrong() {
         (&[6, 0, 0, 0, 1, 9], "RIB part 9 is not known"),
         (b"\x01{\"protocol\":1}", "HELLO: missing field"),
         (b"\x05[{]", "SESSIONS:"),
+        (&[12, 0, 1], "EVENTS of 2 bytes is shorter than its header"),
     ];
     for (bytes, needle) in cases {
         let err = Message::decode(bytes).unwrap_err().to_string();

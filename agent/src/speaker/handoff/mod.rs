@@ -27,6 +27,7 @@ mod predecessor;
 mod successor;
 
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,7 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
+use super::peer::PeerCommand;
+use super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole, SessionEvent};
 use crate::handoff::protocol::{Feature, Hello, Message, PROTOCOL, STATE_SCHEMA};
 use crate::handoff::transport::{self, Channel};
 pub use error::HandoffError;
@@ -220,6 +222,7 @@ fn our_hello(dir: &Path, incarnation: Option<String>) -> Hello {
             .filter(|f| !name(f).is_some_and(|n| cannot.contains(&n)))
             .collect(),
         incarnation,
+        events: true,
     }
 }
 
@@ -377,5 +380,20 @@ impl super::Speaker {
         );
         self.metrics.handoff(&report);
         self.standing.lock().expect("standing").last_handoff = Some(report);
+        self.inherit_events(t.events).await;
+    }
+
+    /// The predecessor's events for each peer, now that every session runs:
+    /// decoding them earlier would have lengthened the pause.
+    async fn inherit_events(&self, events: Vec<(IpAddr, Vec<u8>)>) {
+        for (peer, json) in events {
+            let Some(handle) = self.peers.get(&peer) else { continue };
+            match serde_json::from_slice::<Vec<SessionEvent>>(&json) {
+                Ok(events) => {
+                    let _ = handle.commands.send(PeerCommand::Inherit(events)).await;
+                }
+                Err(e) => warn!(%peer, "the predecessor's events do not parse, left out: {e}"),
+            }
+        }
     }
 }

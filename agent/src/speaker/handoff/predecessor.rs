@@ -82,7 +82,7 @@ pub async fn hand_over(
     }
 
     // First pass, live: every table as it stands.
-    let snapshots = match snapshot(&channel, peers).await {
+    let snapshots = match snapshot(&channel, peers, hello.events).await {
         Ok((snapshots, bytes)) => {
             r.state_bytes = bytes;
             snapshots
@@ -193,11 +193,14 @@ fn retire(
 }
 
 /// WELCOME and the first pass: each Established session's RIBs as they
-/// stand, while the sessions run. Returns the snapshots, in `peers` order,
-/// for the freeze to send only what changed since; and the bytes sent.
+/// stand, while the sessions run; then, once the successor is READY and
+/// if it asked, each peer's recent events. Returns the snapshots, in
+/// `peers` order, for the freeze to send only what changed since; and the
+/// bytes sent.
 async fn snapshot(
     channel: &Channel,
     peers: &[PeerHandle],
+    events: bool,
 ) -> Result<(Vec<Option<Arc<RibSnapshot>>>, usize), HandoffError> {
     let send = |m: &Message| channel.send(m, &[]).map_err(HandoffError::sending(m.name()));
     // Nothing is paused yet; a successor that stops reading is given up on.
@@ -229,11 +232,43 @@ async fn snapshot(
     }
     send(&Message::Copied)?;
     match channel.recv(SNAPSHOT_STEP) {
-        Ok((Message::Ready, _)) => Ok((snapshots, bytes)),
-        Ok((Message::Abort(why), _)) => Err(HandoffError::GaveUp(Other::Successor, why)),
-        Ok((m, _)) => Err(HandoffError::Unexpected { expected: "READY", got: m.name() }),
-        Err(e) => Err(HandoffError::waiting("READY")(e)),
+        Ok((Message::Ready, _)) => {}
+        Ok((Message::Abort(why), _)) => return Err(HandoffError::GaveUp(Other::Successor, why)),
+        Ok((m, _)) => return Err(HandoffError::Unexpected { expected: "READY", got: m.name() }),
+        Err(e) => return Err(HandoffError::waiting("READY")(e)),
     }
+    if events {
+        bytes += send_events(peers, |m| send(m)).await?;
+    }
+    Ok((snapshots, bytes))
+}
+
+/// Each peer's recent events, one EVENTS message per peer, the oldest
+/// left out if a log does not fit in a packet. Sent as late as can be
+/// before the freeze, so that the successor misses as little as can be.
+async fn send_events(
+    peers: &[PeerHandle],
+    send: impl Fn(&Message) -> Result<(), HandoffError>,
+) -> Result<usize, HandoffError> {
+    let mut bytes = 0;
+    for (i, (_, commands, _)) in peers.iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        if commands.send(PeerCommand::Events(tx)).await.is_err() {
+            continue;
+        }
+        let Ok(mut events) = rx.await else { continue };
+        let json = loop {
+            let json = serde_json::to_vec(&events).expect("events serialise");
+            if json.len() <= MAX_PACKET - 16 || events.is_empty() {
+                break json;
+            }
+            events.remove(0);
+        };
+        bytes += json.len();
+        send(&Message::Events { session: i as u32, json })?;
+    }
+    step("old:events");
+    Ok(bytes)
 }
 
 /// One peer's RIB parts as RIB messages of at most a packet each, cut at

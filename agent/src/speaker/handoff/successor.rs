@@ -38,6 +38,9 @@ pub struct Takeover {
     pub listeners: Option<(OwnedFd, OwnedFd)>,
     pub sessions: Vec<Adopted>,
     pub report: HandoffReport,
+    /// Each peer's recent events as the predecessor sent them (JSON of
+    /// `Vec<SessionEvent>`), decoded once the sessions run again.
+    pub events: Vec<(IpAddr, Vec<u8>)>,
 }
 
 /// One peer's state as it arrives: both RIBs applied part by part.
@@ -71,6 +74,7 @@ struct Collected {
     tables: Vec<Table>,
     listeners: Option<(OwnedFd, OwnedFd)>,
     states: Vec<(SessionState, OwnedFd)>,
+    events: Vec<(IpAddr, Vec<u8>)>,
     bytes: usize,
     done: bool,
 }
@@ -99,6 +103,7 @@ pub fn take_over(
         peers: welcome.peers,
         listeners: None,
         states: Vec::new(),
+        events: Vec::new(),
         bytes: 0,
         done: false,
     };
@@ -142,7 +147,8 @@ pub fn take_over(
         retired_ms = ms(decoded, monotonic_ns()),
         "handoff: from the first freeze"
     );
-    let takeover = Takeover { predecessor, listeners: got.listeners, sessions, report: r };
+    let takeover =
+        Takeover { predecessor, listeners: got.listeners, sessions, report: r, events: got.events };
     Ok(Some((takeover, lock)))
 }
 
@@ -254,7 +260,8 @@ impl Collected {
         }
     }
 
-    /// One part of the state: the listeners, sessions, or a RIB part.
+    /// One part of the state: the listeners, sessions, a RIB part or a
+    /// peer's events.
     fn take(&mut self, message: Message, fds: Vec<OwnedFd>) -> Result<(), HandoffError> {
         let inconsistent = |why: String| Err(HandoffError::Inconsistent(why));
         match message {
@@ -306,6 +313,15 @@ impl Collected {
                 table
                     .apply(part, &updates)
                     .map_err(|source| HandoffError::BadState { peer: peer.to_string(), source })?;
+            }
+            Message::Events { session, json } => {
+                let Some(peer) = self.peers.get(session as usize) else {
+                    return inconsistent(format!(
+                        "EVENTS for peer {session}; WELCOME named {}",
+                        self.peers.len()
+                    ));
+                };
+                self.events.push((*peer, json));
             }
             m => return Err(HandoffError::OutOfOrder(m.name())),
         }

@@ -1,9 +1,9 @@
 //! A peer's recent session events: a bounded ring, newest last, that
 //! collapses a failure repeated back to back into one with a count. Times
 //! are kept on the monotonic clock and turned into wall-clock milliseconds
-//! when shown. The log stays with its agent: a successor starts its own with
-//! the takeover (carried in the pause, 1,000 sessions' events cost the
-//! handoff about 10 ms).
+//! when shown. A successor inherits its predecessor's log: sent before the
+//! freeze and taken in once the sessions run again, so it costs the pause
+//! nothing.
 
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
@@ -48,6 +48,25 @@ impl EventLog {
             self.events.pop_front();
         }
         self.events.push_back(Logged { at, kind, detail, times: 1 });
+    }
+
+    /// Takes in a predecessor's events (wall-clock times, oldest first)
+    /// before ours; the oldest go when the log is full.
+    pub fn inherit(&mut self, events: Vec<SessionEvent>, now: Instant, wall: SystemTime) {
+        let wall_ms = unix_ms(wall);
+        let mut merged: Vec<Logged> = events
+            .into_iter()
+            .map(|e| {
+                let age = std::time::Duration::from_millis(wall_ms.saturating_sub(e.at_ms));
+                let at = now.checked_sub(age).unwrap_or(now);
+                Logged { at, kind: e.kind, detail: e.detail, times: e.times.max(1) }
+            })
+            .collect();
+        merged.extend(self.events.drain(..));
+        // Stable: what happened in the same instant keeps its order.
+        merged.sort_by_key(|e| e.at);
+        let extra = merged.len().saturating_sub(CAPACITY);
+        self.events = merged.into_iter().skip(extra).collect();
     }
 
     /// The events with wall-clock times, `now` and `wall` being one moment.
@@ -104,5 +123,42 @@ mod tests {
         assert_eq!(all.len(), CAPACITY);
         assert_eq!(all[0].detail, "reset 10", "the oldest went first");
         assert_eq!(all[CAPACITY - 1].detail, format!("reset {}", CAPACITY + 9));
+    }
+
+    #[test]
+    fn a_successor_keeps_its_predecessors_events_before_its_own() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ms = |back: u64| 1_800_000_000_000 - back * 1000;
+        let event = |back: u64, kind, detail: &str| SessionEvent {
+            at_ms: ms(back),
+            kind,
+            detail: detail.into(),
+            times: 1,
+        };
+        let mut log = EventLog::default();
+        log.record(t0, Handoff, "taken over".into());
+        log.inherit(
+            vec![event(300, Established, "hold 9 s"), event(60, Handoff, "handed over")],
+            t0,
+            wall,
+        );
+        let got: Vec<_> =
+            log.snapshot(t0, wall).into_iter().map(|e| (e.kind, e.detail, e.at_ms)).collect();
+        assert_eq!(
+            got,
+            [
+                (Established, "hold 9 s".to_string(), ms(300)),
+                (Handoff, "handed over".to_string(), ms(60)),
+                (Handoff, "taken over".to_string(), ms(0)),
+            ]
+        );
+        // A full predecessor's log: ours stays, its oldest go.
+        let many =
+            (0..CAPACITY as u64).map(|i| event(500 - i, Down, &format!("reset {i}"))).collect();
+        log.inherit(many, t0, wall);
+        let all = log.snapshot(t0, wall);
+        assert_eq!(all.len(), CAPACITY);
+        assert_eq!(all[CAPACITY - 1].detail, "taken over");
     }
 }

@@ -68,6 +68,10 @@ pub enum PeerCommand {
     /// A copy of both RIBs as they are, for `GET /routes` (stale routes of
     /// a session that is down included).
     Tables(tokio::sync::oneshot::Sender<Arc<RibSnapshot>>),
+    /// The session's recent events, for a successor to keep.
+    Events(tokio::sync::oneshot::Sender<Vec<crate::speaker::status::SessionEvent>>),
+    /// Events a predecessor recorded for this peer, older than ours.
+    Inherit(Vec<crate::speaker::status::SessionEvent>),
     /// Pause for a handoff: reply with the frozen session (None when not
     /// Established) and its routing state as changed since `base` (all of
     /// it without one), then wait for how the handoff ended.

@@ -268,6 +268,15 @@ impl PeerTask {
                 let _ = reply.send(self.core.tables());
                 return;
             }
+            PeerCommand::Events(reply) => {
+                let _ = reply.send(self.core.log.snapshot(Instant::now(), SystemTime::now()));
+                return;
+            }
+            PeerCommand::Inherit(events) => {
+                self.core.log.inherit(events, Instant::now(), SystemTime::now());
+                self.publish();
+                return;
+            }
             PeerCommand::Freeze { reply, thaw, base } => {
                 return self.freeze(reply, thaw, base).await;
             }
