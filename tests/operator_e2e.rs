@@ -295,10 +295,12 @@ fn the_demo_reports_a_hitless_upgrade() {
     let lab = Lab::attach(bin_dir().join("lab").to_str().unwrap());
     let _cleanup = Cleanup(lab.clone());
     let release = release_binaries(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let picture = std::env::temp_dir().join(format!("nonstop-demo-{}.svg", std::process::id()));
     let out = Command::new(bin_dir().join("nonstop-demo"))
         .args(["--lab", bin_dir().join("lab").to_str().unwrap()])
         .args(["--binaries", release.to_str().unwrap()])
         .args(["--repo", env!("CARGO_MANIFEST_DIR")])
+        .args(["--svg", picture.to_str().unwrap()])
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
@@ -314,6 +316,16 @@ fn the_demo_reports_a_hitless_upgrade() {
         let row = report.lines().find(|l| l.trim_start().starts_with(node)).unwrap_or("");
         assert!(row.ends_with(" ms"), "{node}'s handoff pause: {report}");
     }
+    // The picture (the README's, made the same way): every node green all
+    // along, with its handoff marked and the router's count beneath.
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    let _ = std::fs::remove_file(&picture);
+    for node in NODES {
+        assert!(svg.contains(&format!(">{node}</text>")), "{node}'s row: {svg}");
+    }
+    assert_eq!(svg.matches("handoff, pause ").count(), 3, "a mark per node: {svg}");
+    assert!(!svg.contains("height=\"18\" fill=\"#d64545\""), "a prefix went missing: {svg}");
+    assert!(svg.contains("0 session resets, 0 withdrawals, 0 UPDATEs from the gateway"));
 }
 
 /// TCP MD5 and GTSM on a real node, under the agent pod's security context

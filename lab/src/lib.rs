@@ -22,6 +22,7 @@ pub mod controlplane;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod picture;
 pub mod process;
 pub mod router;
 pub mod testing;

@@ -4,11 +4,13 @@
 //! and reports what the router saw: per node the handoff pause, and at the
 //! router the session resets, withdrawals and UPDATEs during the upgrade.
 //!
-//! `--quick` runs only the agent-level upgrade, without Kubernetes (`quick`).
+//! `--quick` runs only the agent-level upgrade, without Kubernetes (`quick`);
+//! `--svg FILE` also draws the rollout as the router saw it (`picture`).
 //!
 //! `script/demo` builds the binaries (the images hold the release build)
 //! and runs this with their paths.
 
+mod picture;
 mod quick;
 
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ struct Cli {
     /// The repository (chart, CRDs).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+    /// Also draw the rollout as the router saw it, as SVG, to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
@@ -226,6 +231,8 @@ fn demo(cli: &Cli) -> Result<(), String> {
     let before_pods = pods(&lab)?;
 
     say(started, "the upgrade: spec.image v1 → v2, one node at a time, each by a hitless handoff");
+    let sampler = cli.svg.as_ref().map(|_| picture::Sampler::start(router.clone()));
+    let bumped_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
     let rolled = Instant::now();
     lab.kubectl(&[
         "-n",
@@ -270,6 +277,17 @@ fn demo(cli: &Cli) -> Result<(), String> {
     println!("    UPDATEs from the gateway during the upgrade: {}", seen.announcements.len());
     println!("    routes before:   {before_routes}");
     println!("    routes after:    {after_routes}");
+    if let (Some(path), Some(sampler)) = (&cli.svg, sampler) {
+        let footer = format!(
+            "at the router ({}): {} session resets, {} withdrawals, {} UPDATEs from the gateway; rolled in {rollout_secs:.1} s",
+            format!("{:?}", router.kind).to_lowercase(),
+            seen.downs.len(),
+            seen.withdrawals.len(),
+            seen.announcements.len()
+        );
+        picture::write(&lab, path, sampler.finish(), bumped_ms, footer)?;
+        println!("  the picture: {}", path.display());
+    }
     println!();
     println!(
         "Look around: eval \"$(script/lab env)\"; kubectl get bgpgw -n {NS}; kubectl get events -n {NS}"
