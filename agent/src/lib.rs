@@ -14,6 +14,7 @@
 //! and [`route`] are shared with the operator's CRD, [`http`] (the bounded
 //! HTTP doors) with its binary.
 
+pub mod bmp;
 pub mod config;
 pub mod graceful;
 pub mod handoff;
