@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::CustomResource;
-use nonstop_agent::config::{Announcement, Peer, Problems, Shutdown, validate};
+use nonstop_agent::config::{Announcement, BmpCollector, Peer, Problems, Shutdown, validate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +114,13 @@ pub struct BgpGatewaySpec {
     pub upgrade: Upgrade,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// BMP (RFC 7854) collectors each agent exports its sessions to: Peer
+    /// Up/Down, Route Monitoring of what each peer sent and (RFC 8671) of
+    /// what the gateway sends, Statistics Reports. The collector connection
+    /// is handed over with the sessions, so an upgrade shows it nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub bmp: Vec<BmpCollector>,
 }
 
 /// How a change of image or config reaches the nodes.
@@ -238,6 +245,7 @@ impl BgpGatewaySpec {
         }
         validate::peers(&self.peers, self.asn, "spec.", &mut problems);
         validate::announcements(&self.announce, "spec.", &mut problems);
+        validate::bmp(&self.bmp, "spec.", &mut problems);
         match self.admin_port {
             0 => problems.push("spec.adminPort", "must be a port number, 1 to 65535"),
             179 => problems.push("spec.adminPort", "179 is the BGP port; pick another"),

@@ -79,6 +79,7 @@ pub fn agent_config(spec: &BgpGatewaySpec) -> Config {
         peers: spec.peers.clone(),
         announce: spec.announce.clone(),
         shutdown: spec.shutdown.clone(),
+        bmp: spec.bmp.clone(),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Config {
     pub announce: Vec<Announcement>,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// BMP (RFC 7854) collectors to export every session to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bmp: Vec<BmpCollector>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -230,6 +233,42 @@ pub struct Announcement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(max = 4_294_967_295u32)))]
     pub med: Option<u32>,
+}
+
+/// A BGP Monitoring Protocol (RFC 7854) collector, such as OpenBMP or
+/// pmacct's `pmbmpd`: the agent connects to it and reports each session's
+/// Peer Up and Down, every UPDATE received (pre-policy Adj-RIB-In) and sent
+/// (RFC 8671 Adj-RIB-Out), and periodic statistics. The connection is
+/// handed to the next agent with the sessions: an upgrade shows the
+/// collector nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BmpCollector {
+    /// The collector's address.
+    #[cfg_attr(feature = "schema", schemars(length(max = 45)))]
+    pub address: IpAddr,
+    /// The collector's TCP port.
+    #[serde(default = "default_bmp_port")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    pub port: u16,
+    /// Seconds between Statistics Reports (route counts per session); 0: none.
+    #[serde(default = "default_statistics_interval")]
+    pub statistics_interval: u16,
+}
+
+impl BmpCollector {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+fn default_bmp_port() -> u16 {
+    crate::bmp::DEFAULT_PORT
+}
+
+fn default_statistics_interval() -> u16 {
+    60
 }
 
 /// How the agent leaves when it goes away for good (RFC 8326).

@@ -91,6 +91,28 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
         ("AS_TRANS", format!("asn: 23456\n{peer}"), &["asn: AS 23456 is AS_TRANS"]),
         ("no peers", "asn: 1\npeers: []\n".into(), &["peers: at least one peer"]),
         (
+            "BMP collector on port 0",
+            format!("asn: 1\n{peer}bmp:\n  - address: 192.0.2.9\n    port: 0\n"),
+            &["bmp[0].port: port 0 cannot be dialled"],
+        ),
+        (
+            "BMP collector listed twice",
+            format!(
+                "asn: 1\n{peer}bmp:\n  - address: 192.0.2.9\n  - address: 192.0.2.9\n    port: 1790\n"
+            ),
+            &["bmp[1].address: 192.0.2.9:1790 is already bmp[0]"],
+        ),
+        (
+            "BMP collector at no address",
+            format!("asn: 1\n{peer}bmp:\n  - address: 0.0.0.0\n"),
+            &["bmp[0].address: 0.0.0.0 cannot be dialled"],
+        ),
+        (
+            "BMP typo",
+            format!("asn: 1\n{peer}bmp:\n  - address: 192.0.2.9\n    statsInterval: 5\n"),
+            &["unknown field `statsInterval`", "statisticsInterval"],
+        ),
+        (
             "hold time 2",
             format!("asn: 1\n{peer}    holdTime: 2\n"),
             &["peers[0].holdTime: holdTime must be 0", "got 2"],

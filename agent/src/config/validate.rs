@@ -77,6 +77,24 @@ pub(super) fn config(c: &Config, problems: &mut Problems) {
     }
     peers(&c.peers, c.asn, "", problems);
     announcements(&c.announce, "", problems);
+    bmp(&c.bmp, "", problems);
+}
+
+/// BMP collectors: each reachable, each once.
+pub fn bmp(collectors: &[super::BmpCollector], prefix: &str, problems: &mut Problems) {
+    for (i, c) in collectors.iter().enumerate() {
+        let at = |field: &str| format!("{prefix}bmp[{i}].{field}");
+        if c.port == 0 {
+            problems.push(at("port"), "port 0 cannot be dialled");
+        }
+        if c.address.is_unspecified() || c.address.is_multicast() {
+            problems.push(at("address"), format!("{} cannot be dialled", c.address));
+        }
+        if let Some(first) = collectors[..i].iter().position(|o| o.socket_addr() == c.socket_addr())
+        {
+            problems.push(at("address"), format!("{} is already bmp[{first}]", c.socket_addr()));
+        }
+    }
 }
 
 /// The local AS: 0 is reserved (RFC 7607) and 23456 stands in for 4-octet ASNs

@@ -92,6 +92,11 @@ pub struct Hello {
     /// that leaves it out: either side may be the older.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events: bool,
+    /// The successor carries BMP collector connections on: send them
+    /// (MONITORS, in the pause) rather than closing them. Like `events`,
+    /// either side may be the older.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitors: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +204,10 @@ pub enum Message {
         session: u32,
         json: Vec<u8>,
     },
+    /// Comes with one descriptor per BMP collector connection, in order:
+    /// each collector's address. Every message the frozen sessions made
+    /// has been written to them; the successor writes on.
+    Monitors(Vec<std::net::SocketAddr>),
 }
 
 /// A handoff message that cannot be used, said so that a person can act.
@@ -218,6 +227,7 @@ const RETIRE: u8 = 9;
 const COPIED: u8 = 10;
 const READY: u8 = 11;
 const EVENTS: u8 = 12;
+const MONITORS: u8 = 13;
 
 fn json<T: Serialize>(kind: u8, value: &T) -> Vec<u8> {
     let mut out = vec![kind];
@@ -244,6 +254,7 @@ impl Message {
             Message::Copied => "COPIED",
             Message::Ready => "READY",
             Message::Events { .. } => "EVENTS",
+            Message::Monitors(_) => "MONITORS",
         }
     }
 
@@ -275,6 +286,7 @@ impl Message {
                 out.extend_from_slice(json);
                 out
             }
+            Message::Monitors(collectors) => json(MONITORS, collectors),
         }
     }
 
@@ -323,6 +335,7 @@ impl Message {
                     body.len()
                 ))),
             },
+            MONITORS => parse("MONITORS", body).map(Message::Monitors),
             other => Err(BadMessage(format!("message kind {other} is not known"))),
         }
     }

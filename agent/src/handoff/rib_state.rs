@@ -29,11 +29,20 @@ const CTX: WireContext = WireContext { four_octet_as: true, extended_messages: t
 /// Routes are grouped by their shared `Arc` (both RIBs intern attributes),
 /// so a full table is grouped without hashing a single attribute.
 pub fn encode<'a>(routes: impl Iterator<Item = (Prefix, &'a Arc<Route>)>) -> Vec<u8> {
+    encode_as(routes, CTX)
+}
+
+/// Routes as UPDATE messages encoded for `ctx` (a session's own, for a
+/// BMP collector that reads them as that session would).
+pub fn encode_as<'a>(
+    routes: impl Iterator<Item = (Prefix, &'a Arc<Route>)>,
+    ctx: WireContext,
+) -> Vec<u8> {
     let mut groups: HashMap<*const Route, (&Route, Vec<Prefix>)> = HashMap::new();
     for (p, r) in routes {
         groups.entry(Arc::as_ptr(r)).or_insert_with(|| (&**r, Vec::new())).1.push(p);
     }
-    let builder = UpdateBuilder::new(CTX);
+    let builder = UpdateBuilder::new(ctx);
     let mut out = Vec::new();
     for (route, prefixes) in groups.into_values() {
         builder.announce(&route.attrs, route.next_hop, &prefixes, &mut out);

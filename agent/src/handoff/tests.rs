@@ -17,6 +17,7 @@ fn hello(can_carry: &[Feature]) -> Hello {
         can_carry: can_carry.to_vec(),
         incarnation: Some("edge-node-1-abc@1700000000000".into()),
         events: true,
+        monitors: true,
     }
 }
 
@@ -56,24 +57,30 @@ fn every_message_round_trips() {
             session: 7,
             json: br#"[{"at_ms":1,"kind":"handoff","detail":"x"}]"#.to_vec(),
         },
+        Message::Monitors(vec![
+            "192.0.2.9:1790".parse().unwrap(),
+            "[2001:db8::9]:1790".parse().unwrap(),
+        ]),
     ];
     for m in messages {
         assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.name());
     }
 }
 
-/// A HELLO from an agent before `events` asks for none: its predecessor
-/// then sends no EVENTS, which that agent could not read. (An older
+/// A HELLO from an agent before `events` (or `monitors`) asks for none: its
+/// predecessor then sends no EVENTS (MONITORS), which that agent could not read. (An older
 /// predecessor ignores the field: HELLO does not deny unknown fields.)
 #[test]
 fn asking_for_events_is_understood_by_older_and_newer_agents() {
-    let mut old = serde_json::to_value(hello(&Feature::ALL)).unwrap();
-    old.as_object_mut().unwrap().remove("events");
-    let packet = [&[1u8][..], old.to_string().as_bytes()].concat();
-    let Ok(Message::Hello(h)) = Message::decode(&packet) else { panic!("not a HELLO") };
-    assert!(!h.events);
-    let new = serde_json::to_value(hello(&Feature::ALL)).unwrap();
-    assert_eq!(new["events"], true);
+    for field in ["events", "monitors"] {
+        let mut old = serde_json::to_value(hello(&Feature::ALL)).unwrap();
+        old.as_object_mut().unwrap().remove(field);
+        let packet = [&[1u8][..], old.to_string().as_bytes()].concat();
+        let Ok(Message::Hello(h)) = Message::decode(&packet) else { panic!("not a HELLO") };
+        assert!(!(if field == "events" { h.events } else { h.monitors }), "{field}");
+        let new = serde_json::to_value(hello(&Feature::ALL)).unwrap();
+        assert_eq!(new[field], true, "{field}");
+    }
 }
 
 #[test]

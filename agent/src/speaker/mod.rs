@@ -17,6 +17,7 @@ mod admin;
 mod conn;
 mod descriptors;
 mod handoff;
+pub mod monitor;
 mod pages;
 pub mod peer;
 pub mod routes;
@@ -190,6 +191,10 @@ struct Speaker {
     deferred_passwords: HashSet<IpAddr>,
     /// Successor incarnations whose handoff failed here (see `handoff`).
     failed_successors: handoff::Failed,
+    /// Where peer tasks publish for BMP collectors (None: no collector).
+    tap: Option<monitor::Tap>,
+    /// The BMP collector connections.
+    exporter: monitor::Exporter,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -282,7 +287,12 @@ impl Speaker {
             rx,
             status_tx,
             self.metrics.clone(),
-            PeerOptions { restarting, password, series: self.series.get(&config.address).cloned() },
+            PeerOptions {
+                restarting,
+                password,
+                series: self.series.get(&config.address).cloned(),
+                tap: self.tap.clone(),
+            },
         );
         if let Some((a, resumed)) = adopted
             && let Err(e) = task.adopt(a, resumed)
@@ -348,8 +358,9 @@ impl Speaker {
         if new.asn != self.config.asn
             || new.listen != self.config.listen
             || new.admin != self.config.admin
+            || new.bmp != self.config.bmp
         {
-            warn!("asn, listen and admin changes take effect on restart; the rest is applied");
+            warn!("asn, listen, admin and bmp changes take effect on restart; the rest is applied");
         }
         let wanted: HashMap<IpAddr, Peer> =
             new.peers.iter().map(|p| (p.address, p.clone())).collect();

@@ -110,11 +110,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let series: HashMap<IpAddr, PeerSeries> =
         config.peers.iter().map(|p| (p.address, PeerSeries::new(&metrics, p.address))).collect();
     let (mut takeover, lock) = match acquire(&options, &mut signals).await? {
-        Acquired::Node(takeover, lock) => (takeover, lock),
+        Acquired::Node(takeover, lock) => (takeover.map(|t| *t), lock),
         Acquired::Stopped(signal) => return stopped_before_serving(signal),
     };
     let Opened { mut doors, views, standing } =
         open(&options, &config, router_id, takeover.as_mut(), &metrics)?;
+    // The collectors' tasks listen before any session runs: an adopted
+    // session's first words are for the connection handed over with it.
+    let tap = (!config.bmp.is_empty()).then(super::monitor::Tap::default);
+    let handed = takeover.as_mut().map(|t| std::mem::take(&mut t.monitors)).unwrap_or_default();
+    let exporter = match &tap {
+        Some(tap) => super::monitor::Exporter::start(&config.bmp, tap, views.subscribe(), handed),
+        None => super::monitor::Exporter::default(),
+    };
     let mut speaker = Speaker {
         local: Local { asn: config.asn, router_id },
         previous: restart::read(&options.state_dir),
@@ -133,6 +141,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         lock: Some(lock),
         deferred_passwords: Default::default(),
         failed_successors: handoff::Failed::default(),
+        tap,
+        exporter,
     };
     let took_over = takeover.is_some();
     speaker.start_peers(takeover).await;
@@ -158,7 +168,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
 enum Acquired {
     /// The node is this agent's: with what it took over, if anything.
-    Node(Option<TakenOver>, handoff::ActiveLock),
+    Node(Option<Box<TakenOver>>, handoff::ActiveLock),
     /// Told to stop while another agent still held the node.
     Stopped(&'static str),
 }
@@ -174,7 +184,7 @@ async fn acquire(options: &RunOptions, signals: &mut Signals) -> Result<Acquired
         Ok(None)
     };
     match found {
-        Ok(Some((t, lock))) => Ok(Acquired::Node(Some(t), lock)),
+        Ok(Some((t, lock))) => Ok(Acquired::Node(Some(Box::new(t)), lock)),
         Ok(None) => {
             let dir = options.state_dir.clone();
             // Told to stop while another agent still holds the node: this

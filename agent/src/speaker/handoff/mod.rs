@@ -223,6 +223,7 @@ fn our_hello(dir: &Path, incarnation: Option<String>) -> Hello {
             .collect(),
         incarnation,
         events: true,
+        monitors: true,
     }
 }
 
@@ -331,8 +332,15 @@ impl super::Speaker {
             }))
         };
         let dir = self.options.state_dir.clone();
-        let report =
-            hand_over(&dir, knock, &peers, [listener.as_fd(), admin.as_fd()], move_aside).await;
+        let report = hand_over(
+            &dir,
+            knock,
+            &peers,
+            [listener.as_fd(), admin.as_fd()],
+            &self.exporter,
+            move_aside,
+        )
+        .await;
         self.metrics.handoff(&report);
         let done = report.result == HandoffResult::Completed;
         if let Some(incarnation) = incarnation.filter(|_| !done) {

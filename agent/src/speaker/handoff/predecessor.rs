@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::super::descriptors;
+use super::super::monitor::{Exporter, Handed};
 use super::super::peer::{FrozenPeer, PeerCommand, RibSnapshot, Thaw};
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::error::{HandoffError, Other};
@@ -45,6 +46,7 @@ pub async fn hand_over(
     (channel, hello): Knock,
     peers: &[PeerHandle],
     listeners: [BorrowedFd<'_>; 2],
+    exporter: &Exporter,
     retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
 ) -> HandoffReport {
     let other = AgentRef { pid: hello.pid, version: hello.agent_version.clone() };
@@ -98,10 +100,19 @@ pub async fn hand_over(
 
     // Freeze every task at once, then collect.
     let started = Instant::now();
-    let (thaws, frozen) = freeze(peers, snapshots).await;
+    let (mut thaws, frozen) = freeze(peers, snapshots).await;
+    // The collectors go along only to a successor that carries them on.
+    let monitors = if hello.monitors {
+        let (handed, collector_thaws) = exporter.release().await;
+        thaws.extend(collector_thaws);
+        handed
+    } else {
+        Vec::new()
+    };
     let deadline = started + budget;
     let froze = started.elapsed();
-    let conversation = tokio::task::block_in_place(|| pass(&channel, &frozen, listeners, deadline));
+    let conversation =
+        tokio::task::block_in_place(|| pass(&channel, &frozen, listeners, &monitors, deadline));
     info!(?froze, total = ?started.elapsed(), "handoff: frozen, then passed");
     r.sessions = frozen.len();
     r.listeners = 2;
@@ -300,6 +311,7 @@ fn pass(
     channel: &Channel,
     frozen: &[(u32, FrozenPeer)],
     listeners: [BorrowedFd<'_>; 2],
+    monitors: &[Handed],
     deadline: Instant,
 ) -> Result<usize, HandoffError> {
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -312,6 +324,11 @@ fn pass(
     };
     send(&Message::Listeners, &listeners)?;
     step("old:listeners");
+    if !monitors.is_empty() {
+        let fds: Vec<BorrowedFd<'_>> = monitors.iter().map(|(_, fd)| fd.as_fd()).collect();
+        send(&Message::Monitors(monitors.iter().map(|(a, _)| *a).collect()), &fds)?;
+        step("old:monitors");
+    }
     let mut bytes = 0;
     let mut rest = frozen;
     while !rest.is_empty() {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::super::descriptors;
+use super::super::monitor::Handed;
 use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::error::{HandoffError, Other};
@@ -41,6 +42,8 @@ pub struct Takeover {
     /// Each peer's recent events as the predecessor sent them (JSON of
     /// `Vec<SessionEvent>`), decoded once the sessions run again.
     pub events: Vec<(IpAddr, Vec<u8>)>,
+    /// The predecessor's BMP collector connections, to write on.
+    pub monitors: Vec<Handed>,
 }
 
 /// One peer's state as it arrives: both RIBs applied part by part.
@@ -75,6 +78,7 @@ struct Collected {
     listeners: Option<(OwnedFd, OwnedFd)>,
     states: Vec<(SessionState, OwnedFd)>,
     events: Vec<(IpAddr, Vec<u8>)>,
+    monitors: Vec<Handed>,
     bytes: usize,
     done: bool,
 }
@@ -104,6 +108,7 @@ pub fn take_over(
         listeners: None,
         states: Vec::new(),
         events: Vec::new(),
+        monitors: Vec::new(),
         bytes: 0,
         done: false,
     };
@@ -147,8 +152,14 @@ pub fn take_over(
         retired_ms = ms(decoded, monotonic_ns()),
         "handoff: from the first freeze"
     );
-    let takeover =
-        Takeover { predecessor, listeners: got.listeners, sessions, report: r, events: got.events };
+    let takeover = Takeover {
+        predecessor,
+        listeners: got.listeners,
+        sessions,
+        report: r,
+        events: got.events,
+        monitors: got.monitors,
+    };
     Ok(Some((takeover, lock)))
 }
 
@@ -278,6 +289,17 @@ impl Collected {
                 };
                 self.listeners = Some((bgp, admin));
                 step("new:listeners");
+            }
+            Message::Monitors(collectors) => {
+                if collectors.len() != fds.len() {
+                    return inconsistent(format!(
+                        "MONITORS of {} collectors came with {} descriptors",
+                        collectors.len(),
+                        fds.len()
+                    ));
+                }
+                self.monitors = collectors.into_iter().zip(fds).collect();
+                step("new:monitors");
             }
             Message::Sessions(states) => {
                 if states.len() != fds.len() {

@@ -84,6 +84,8 @@ pub enum PeerEffect {
     Close { conn: ConnId, linger: Duration },
     /// Forget the connection without a FIN: a successor holds it now.
     Release { conn: ConnId },
+    /// Tell the BMP collectors (only when the agent exports BMP).
+    Monitor(crate::bmp::Monitored),
 }
 
 /// What the core waits for besides the sessions' own timers.
@@ -145,6 +147,8 @@ pub struct PeerCore {
     /// What happened to the session lately (`show events`).
     pub(super) log: EventLog,
     pub(super) stopping: bool,
+    /// The agent exports BMP: publish [`PeerEffect::Monitor`] effects.
+    pub(super) monitored: bool,
     /// A dial is under way.
     pub(super) dialling: bool,
     pub(super) import: ImportState,
@@ -198,6 +202,7 @@ impl PeerCore {
             last_reset: None,
             log: EventLog::default(),
             stopping: false,
+            monitored: options.tap.is_some(),
             dialling: false,
             import: ImportState::default(),
             adoption: None,
@@ -354,6 +359,9 @@ impl PeerCore {
     /// Closes every connection without a NOTIFICATION, as a crash would.
     fn vanish(&mut self) {
         self.stopping = true;
+        if self.main.session.state() == State::Established {
+            self.monitor(|c| c.down(&crate::session::DownReason::Stopped, None, None));
+        }
         self.cancel_dial();
         for which in [Which::Main, Which::Inbound] {
             if let Some(conn) = self.slot(which).and_then(|s| s.conn.take()) {
@@ -485,6 +493,9 @@ impl PeerCore {
         }
         if out.is_empty() {
             return;
+        }
+        if self.monitored {
+            self.effects.push(PeerEffect::Monitor(crate::bmp::Monitored::Sent(out.clone())));
         }
         self.effects.push(PeerEffect::Send { conn: conn.id, bytes: out });
         self.messages_sent += updates as u64;

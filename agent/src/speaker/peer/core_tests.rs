@@ -15,7 +15,7 @@ use crate::session::State;
 use crate::speaker::status::{Metrics, PeerStatus};
 use crate::wire::{
     AfiSafi, AsPath, Capability, GrFamily, GracefulRestartCap, HEADER_LEN, LlgrFamily, Message,
-    Open, Origin, PathAttrs, UpdateBuilder, WireContext, code, frame, subcode,
+    Notification, Open, Origin, PathAttrs, UpdateBuilder, WireContext, code, frame, subcode,
 };
 
 const LOCAL_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -117,13 +117,23 @@ struct Run {
     closed: Vec<ConnId>,
     released: Vec<ConnId>,
     dials: usize,
+    /// What the core published for BMP collectors.
+    monitored: Vec<crate::bmp::Monitored>,
 }
 
 impl Run {
     fn new(peer_extra: &str) -> Run {
         let now = Instant::now();
         let core = core(peer_extra, now);
-        Run { core, now, wire: HashMap::new(), closed: vec![], released: vec![], dials: 0 }
+        Run {
+            core,
+            now,
+            wire: HashMap::new(),
+            closed: vec![],
+            released: vec![],
+            dials: 0,
+            monitored: vec![],
+        }
     }
 
     fn handle(&mut self, event: PeerEvent) -> Vec<PeerEffect> {
@@ -143,6 +153,7 @@ impl Run {
                 }
                 PeerEffect::Close { conn, .. } => self.closed.push(*conn),
                 PeerEffect::Release { conn } => self.released.push(*conn),
+                PeerEffect::Monitor(m) => self.monitored.push(m.clone()),
             }
         }
     }
@@ -405,4 +416,58 @@ fn a_message_split_across_reads_waits_for_its_end() {
     assert_eq!(taken, 0);
     let (taken, _) = run.core.receive(ConnId(1), &update, run.now);
     assert_eq!((taken, run.status().routes_received), (update.len(), 2));
+}
+
+/// What BMP collectors are told, as the core publishes it: nothing unless
+/// the agent exports BMP; then Peer Up with both OPENs, every UPDATE each
+/// way, a replay of both tables on demand, and Peer Down with the
+/// NOTIFICATION that ended the session.
+#[test]
+fn a_monitored_session_tells_the_collectors_everything() {
+    use crate::bmp::{Monitored, PeerDown};
+    let mut quiet = Run::established("", &[]);
+    quiet.peer_sends(ConnId(1), &peer_routes(&THEIRS));
+    assert!(quiet.monitored.is_empty(), "published without BMP: {:?}", quiet.monitored);
+
+    let mut run = Run::new("");
+    run.core.monitored = true;
+    run.handle(PeerEvent::Start);
+    run.handle(PeerEvent::Dialled(Ok(conn(1))));
+    let open = peer_open(Ipv4Addr::new(10, 0, 0, 2), &[]);
+    run.peer_sends(ConnId(1), &bytes(&[open.clone(), Message::Keepalive]));
+    let [Monitored::Up(up), Monitored::Sent(table)] = &run.monitored[..] else {
+        panic!("not Peer Up then our table: {:?}", run.monitored);
+    };
+    assert_eq!((up.peer_asn, up.peer_id, up.adopted), (65000, Ipv4Addr::new(10, 0, 0, 2), false));
+    assert_eq!((up.local, up.remote), (conn(1).local, conn(1).remote));
+    assert_eq!(decode(&up.received_open), [open]);
+    assert_eq!(kinds(&decode(&up.sent_open)), ["OPEN"]);
+    assert_eq!(kinds(&decode(table)), ["UPDATE", "End-of-RIB"]);
+    assert_eq!(announced(&decode(table)), OURS);
+
+    run.monitored.clear();
+    run.peer_sends(ConnId(1), &peer_routes(&THEIRS));
+    let [Monitored::Received(update)] = &run.monitored[..] else {
+        panic!("not the peer's UPDATE: {:?}", run.monitored);
+    };
+    assert_eq!(announced(&decode(update)), THEIRS);
+
+    let replay = run.core.replay();
+    let [Monitored::Up(_), Monitored::Received(rib_in), Monitored::Sent(rib_out)] = &replay[..]
+    else {
+        panic!("not a replay of both tables: {replay:?}");
+    };
+    assert_eq!(
+        (announced(&decode(rib_in)), announced(&decode(rib_out))),
+        (THEIRS.map(String::from).to_vec(), OURS.map(String::from).to_vec())
+    );
+
+    run.monitored.clear();
+    let cease = Notification::new(code::CEASE, subcode::ADMINISTRATIVE_RESET, vec![]);
+    run.peer_sends(ConnId(1), &bytes(&[Message::Notification(cease)]));
+    let [Monitored::Down(PeerDown::RemoteNotification(pdu))] = &run.monitored[..] else {
+        panic!("not Peer Down with the peer's NOTIFICATION: {:?}", run.monitored);
+    };
+    assert_eq!(notification(&decode(pdu)), Some((code::CEASE, subcode::ADMINISTRATIVE_RESET)));
+    assert!(run.core.replay().is_empty(), "a session that is down replays nothing");
 }

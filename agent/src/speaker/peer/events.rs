@@ -9,7 +9,7 @@ use crate::graceful;
 use crate::rib::AdjRibOut;
 use crate::session::{DownReason, Input, Negotiated, Timer};
 use crate::speaker::status::{ErrorKind, SessionEventKind};
-use crate::wire::{AfiSafi, Malformed, Notification, Update, code};
+use crate::wire::{AfiSafi, Malformed, Message, Notification, Update, code};
 
 impl PeerCore {
     pub(super) fn on_established(&mut self, which: Which, n: Negotiated) {
@@ -35,6 +35,7 @@ impl PeerCore {
         }
         self.note(SessionEventKind::Established, super::report::describe(&n));
         self.last_negotiated = Some(n);
+        self.monitor(|c| c.up(false));
         self.import_session_up();
         self.series.established.set(1);
         self.last_error = None;
@@ -46,6 +47,10 @@ impl PeerCore {
 
     /// An UPDATE, or an End-of-RIB that ends a Graceful Restart.
     pub(super) fn on_update(&mut self, update: Update, malformed: &[Malformed]) -> Option<Input> {
+        self.monitor(|c| {
+            let ctx = c.main.session.wire_context();
+            Some(crate::bmp::Monitored::Received(Message::Update(update.clone()).to_bytes(&ctx)))
+        });
         let Some(family) = update.as_end_of_rib() else {
             return self.take_in(update, malformed);
         };
@@ -83,6 +88,7 @@ impl PeerCore {
             self.inbound = None;
             return Some(());
         }
+        self.monitor(|c| c.down(&reason, sent.as_ref(), received.as_ref()));
         if let Some(n) = &received {
             self.metrics.error(self.peer.address, ErrorKind::NotificationReceived);
             self.note(SessionEventKind::NotificationReceived, n.to_string());

@@ -209,6 +209,7 @@ impl PeerCore {
             }
         }
         self.series.established.set(1);
+        self.monitor(|c| c.up(true));
         let new = self.export();
         if complete {
             let delta = self.sent.delta_to(&new);

@@ -25,6 +25,7 @@ mod event_log;
 mod events;
 mod handoff;
 mod limits;
+mod monitor;
 mod report;
 mod task;
 
@@ -72,6 +73,9 @@ pub enum PeerCommand {
     Events(tokio::sync::oneshot::Sender<Vec<crate::speaker::status::SessionEvent>>),
     /// Events a predecessor recorded for this peer, older than ours.
     Inherit(Vec<crate::speaker::status::SessionEvent>),
+    /// A BMP collector connection (by id) was just made: publish Peer Up
+    /// and both Adj-RIBs for it alone.
+    Replay(u64),
     /// Pause for a handoff: reply with the frozen session (None when not
     /// Established) and its routing state as changed since `base` (all of
     /// it without one), then wait for how the handoff ended.
@@ -92,6 +96,8 @@ pub struct PeerOptions {
     /// The peer's metric series if looked up already (a successor does
     /// it before its handoff's pause).
     pub series: Option<crate::speaker::status::PeerSeries>,
+    /// Where to publish what the session does for BMP collectors.
+    pub tap: Option<crate::speaker::monitor::Tap>,
 }
 
 /// The local side of every session of this agent.

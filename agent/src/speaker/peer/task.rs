@@ -43,6 +43,8 @@ pub struct PeerTask {
     commands: mpsc::Receiver<PeerCommand>,
     status: watch::Sender<PeerStatus>,
     password: Option<Arc<[u8]>>,
+    /// Where BMP records go (None: the agent exports no BMP).
+    tap: Option<crate::speaker::monitor::Tap>,
     /// An adopted session not yet taken up: CLOCK_MONOTONIC of the
     /// predecessor's last read of it, and where to report the pause.
     resumed: Option<(u64, oneshot::Sender<Duration>)>,
@@ -96,6 +98,7 @@ impl PeerTask {
             dial: None,
             commands,
             status,
+            tap: options.tap,
             password: options.password,
             resumed: None,
             published_at: Instant::now(),
@@ -182,6 +185,11 @@ impl PeerTask {
                 PeerEffect::Release { conn } => {
                     if let Some(c) = self.take(conn) {
                         c.forget();
+                    }
+                }
+                PeerEffect::Monitor(what) => {
+                    if let Some(tap) = &self.tap {
+                        tap.publish(self.core.peer.address, None, what);
                     }
                 }
             }
@@ -275,6 +283,14 @@ impl PeerTask {
             PeerCommand::Inherit(events) => {
                 self.core.log.inherit(events, Instant::now(), SystemTime::now());
                 self.publish();
+                return;
+            }
+            PeerCommand::Replay(target) => {
+                if let Some(tap) = &self.tap {
+                    for what in self.core.replay() {
+                        tap.publish(self.core.peer.address, Some(target), what);
+                    }
+                }
                 return;
             }
             PeerCommand::Freeze { reply, thaw, base } => {
