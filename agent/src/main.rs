@@ -119,6 +119,9 @@ enum ShowWhat {
     /// Each peer's routes: received (after the import policy, stale ones
     /// marked) and advertised, with next hop, AS path and communities.
     Routes,
+    /// Each BMP collector: up or down and since when, connections made,
+    /// the last error.
+    Bmp,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -269,6 +272,9 @@ fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>, limit: 
         ShowWhat::Peers => fetch::<AgentStatus>(state_dir, "/status").map(|s| show::peers(&s)),
         ShowWhat::Handoff => {
             fetch::<AgentStatus>(state_dir, "/status").map(|s| show::handoff(&s, restart::now_ms()))
+        }
+        ShowWhat::Bmp => {
+            fetch::<AgentStatus>(state_dir, "/status").map(|s| show::bmp(&s, restart::now_ms()))
         }
         ShowWhat::Events => fetch::<EventsDocument>(state_dir, "/events")
             .and_then(|doc| show::events(&doc, peer, restart::now_ms())),

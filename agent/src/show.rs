@@ -4,7 +4,8 @@
 
 use crate::speaker::routes::{PeerRoutes, RouteRow, RoutesDocument};
 use crate::speaker::status::{
-    AgentStatus, EventsDocument, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
+    AgentStatus, CollectorStatus, EventsDocument, HandoffReport, HandoffResult, HandoffRole,
+    PeerStatus, Role,
 };
 
 /// `show peers`: a line about the agent, then one row per peer.
@@ -82,6 +83,32 @@ pub fn handoff(status: &AgentStatus, now_ms: u64) -> String {
     if let Some(s) = &status.successor {
         out.push_str(&format!("retired: agent {} pid {} took over\n", s.version, s.pid));
     }
+    out
+}
+
+/// `show bmp`: each BMP collector's connection.
+pub fn bmp(status: &AgentStatus, now_ms: u64) -> String {
+    let mut out = agent_line(status);
+    if status.bmp.is_empty() {
+        out.push_str("no BMP collector configured\n");
+        return out;
+    }
+    let row = |c: &CollectorStatus| {
+        let state = match (c.up, c.carried_on) {
+            (true, true) => "up (carried on)",
+            (true, false) => "up",
+            (false, _) => "down",
+        };
+        vec![
+            c.collector.clone(),
+            state.to_string(),
+            duration(now_ms.saturating_sub(c.since_ms) / 1000),
+            c.connects.to_string(),
+            c.last_error.clone().unwrap_or_default(),
+        ]
+    };
+    let rows = status.bmp.iter().map(row).collect();
+    out.push_str(&table(&["COLLECTOR", "STATE", "SINCE", "CONNECTS", "LAST ERROR"], rows));
     out
 }
 

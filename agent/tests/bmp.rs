@@ -7,7 +7,10 @@
 //! - the router changes routes: Route Monitoring follows, live;
 //! - an upgrade (a handoff to a successor agent): the collector sees no
 //!   Peer Down, no new Initiation, no reconnection, and the successor's
-//!   routes keep coming on the same connection.
+//!   routes keep coming on the same connection;
+//! - a reset by the router: Peer Down with its NOTIFICATION; a restarted
+//!   collector: told everything again; the agent stopping: Peer Down,
+//!   then Termination.
 
 mod support;
 
@@ -152,6 +155,14 @@ fn a_bmp_collector_sees_every_session_and_route_and_nothing_of_an_upgrade() {
     });
     old.daemon.signal("TERM");
     old.daemon.wait_exit(Duration::from_secs(5));
+    // The successor says it writes on the predecessor's connection.
+    let collector_at = format!("{}:{PORT}", link.b_v4);
+    let shown = new.show(&["bmp"]).unwrap();
+    let row = shown.lines().find(|l| l.starts_with(&collector_at)).unwrap_or_default();
+    assert!(row.contains("up (carried on)"), "{shown}");
+    let metrics = new.get("/metrics").unwrap();
+    let up = format!("nonstop_bmp_up{{collector=\"{collector_at}\"}} 1");
+    assert!(metrics.contains(&up), "no `{up}` in\n{metrics}");
     router.churn(true);
     let want_churn: BTreeSet<String> = churn.iter().cloned().collect();
     eventually(Duration::from_secs(30), "the successor's routes at the collector", || {
@@ -199,5 +210,17 @@ fn a_bmp_collector_sees_every_session_and_route_and_nothing_of_an_upgrade() {
             Err(format!("{} received, {} sent; {}", got_in.len(), got_out.len(), summary(&log)))
         }
     });
-    drop(new);
+
+    // The agent stops (a restart: sessions closed without a NOTIFICATION):
+    // Peer Down (reason 2, closed locally without one), then Termination.
+    let mut new = new;
+    new.stop("restart");
+    let down = eventually(Duration::from_secs(10), "Peer Down and Termination", || {
+        let log = messages(&path);
+        match (of_type(&log, "peer_down").as_slice(), of_type(&log, "term").len()) {
+            ([down], 1) => Ok((*down).clone()),
+            _ => Err(summary(&log)),
+        }
+    });
+    assert_eq!(down["reason_type"], 2, "{down}");
 }

@@ -228,6 +228,7 @@ impl Kubelet {
             routes_announced: 1,
             role: Role::Active,
             successor: None,
+            bmp: Vec::new(),
             last_handoff: Some(HandoffReport {
                 role: HandoffRole::Successor,
                 result: HandoffResult::Completed,

@@ -355,6 +355,7 @@ mod tests {
             role: Role::Active,
             successor: None,
             last_handoff: None,
+            bmp: vec![],
             peers: peers
                 .iter()
                 .map(|(address, state, error)| PeerStatus {

@@ -16,6 +16,7 @@ fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
         successor: None,
         last_handoff: None,
         peers,
+        bmp: vec![],
     }
 }
 
@@ -223,4 +224,40 @@ fn show_routes_prints_both_tables_and_says_what_it_left_out() {
         text.contains("10.99.0.2 (AS 65002, Active): 0 received, 0 advertised\n  received none\n")
     );
     assert_eq!(routes(&RoutesDocument::default()), "no peers configured\n");
+}
+
+#[test]
+fn bmp_shows_each_collector() {
+    use crate::speaker::status::CollectorStatus;
+    let now = 10_000_000;
+    let mut status = agent(vec![]);
+    assert!(bmp(&status, now).ends_with("no BMP collector configured\n"));
+    status.bmp = vec![
+        CollectorStatus {
+            collector: "192.0.2.50:1790".into(),
+            up: true,
+            since_ms: now - 3_723_000,
+            connects: 0,
+            carried_on: true,
+            last_error: None,
+        },
+        CollectorStatus {
+            collector: "[2001:db8::50]:1790".into(),
+            up: false,
+            since_ms: now - 65_000,
+            connects: 2,
+            carried_on: false,
+            last_error: Some("connecting: Connection refused (os error 111)".into()),
+        },
+    ];
+    let text = bmp(&status, now);
+    let lines: Vec<&str> = text.lines().skip(1).map(str::trim_end).collect();
+    assert_eq!(
+        lines,
+        [
+            "COLLECTOR            STATE            SINCE     CONNECTS  LAST ERROR",
+            "192.0.2.50:1790      up (carried on)  01:02:03  0",
+            "[2001:db8::50]:1790  down             00:01:05  2         connecting: Connection refused (os error 111)",
+        ]
+    );
 }

@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use super::peer::{PeerCommand, Thaw};
 use super::routes::PeerView;
+use super::status::{CollectorLabel, CollectorStatus, Metrics};
 use crate::bmp::{self, Counts, Feed, Monitored, Record};
 use crate::config::BmpCollector;
 
@@ -68,14 +69,24 @@ impl Tap {
 /// A collector connection crossing a handoff: the collector and the socket.
 pub type Handed = (SocketAddr, OwnedFd);
 
+/// Each collector's connection as `/status` shows it, in config order.
+pub type Board = Arc<std::sync::Mutex<Vec<CollectorStatus>>>;
+
 /// The collector tasks.
 #[derive(Debug, Default)]
 pub struct Exporter {
-    collectors: Vec<(SocketAddr, mpsc::Sender<Release>, JoinHandle<()>)>,
+    collectors: Vec<(SocketAddr, mpsc::Sender<Ask>, JoinHandle<()>)>,
 }
 
-/// A handoff's ask: write out, then a descriptor of the socket (None: not
-/// connected), then wait for how the handoff ended.
+/// What the speaker asks of a collector task.
+enum Ask {
+    /// A handoff: write out, then a descriptor of the socket (None: not
+    /// connected), then wait for how the handoff ended.
+    Release(Release),
+    /// The agent stops: write out, say Termination, close.
+    Stop(oneshot::Sender<()>),
+}
+
 struct Release {
     reply: oneshot::Sender<Option<OwnedFd>>,
     thaw: oneshot::Receiver<Thaw>,
@@ -89,11 +100,21 @@ impl Exporter {
         tap: &Tap,
         views: watch::Receiver<Vec<PeerView>>,
         mut handed: Vec<Handed>,
+        metrics: &Metrics,
+        board: &Board,
     ) -> Exporter {
         // The node's name (agents use the host's network, and so its UTS name).
         let sys_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map_or_else(|_| "nonstop-agent".into(), |h| h.trim().to_string());
         let mut started = Vec::new();
+        *board.lock().expect("board") = collectors
+            .iter()
+            .map(|c| CollectorStatus {
+                collector: c.socket_addr().to_string(),
+                since_ms: crate::restart::now_ms(),
+                ..Default::default()
+            })
+            .collect();
         for (i, c) in collectors.iter().enumerate() {
             let address = c.socket_addr();
             let adopted = handed.iter().position(|(a, _)| *a == address).and_then(|at| {
@@ -112,6 +133,10 @@ impl Exporter {
                 views: views.clone(),
                 sys_name: sys_name.clone(),
                 ids: (i as u64) << 32,
+                metrics: metrics.clone(),
+                label: CollectorLabel { collector: address.to_string() },
+                board: board.clone(),
+                index: i,
             };
             started.push((address, tx, tokio::spawn(link.run(rx, adopted))));
         }
@@ -130,7 +155,7 @@ impl Exporter {
         for (address, commands, _) in &self.collectors {
             let (reply, reply_rx) = oneshot::channel();
             let (thaw_tx, thaw) = oneshot::channel();
-            if commands.send(Release { reply, thaw }).await.is_err() {
+            if commands.send(Ask::Release(Release { reply, thaw })).await.is_err() {
                 continue;
             }
             thaws.push(thaw_tx);
@@ -139,6 +164,36 @@ impl Exporter {
             }
         }
         (handed, thaws)
+    }
+
+    /// The agent stops (its sessions closed): each collector is written up
+    /// to date and told Termination (RFC 7854 §4.5) before its connection
+    /// closes; at most `limit`.
+    pub async fn stop(self, limit: Duration) {
+        let all = async {
+            for (_, commands, task) in self.collectors {
+                let (done, wait) = oneshot::channel();
+                if commands.send(Ask::Stop(done)).await.is_ok() {
+                    let _ = wait.await;
+                }
+                task.abort();
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
+    }
+}
+
+/// Answers the speaker while not connected; false: the task is done.
+async fn idle(ask: Ask) -> bool {
+    match ask {
+        Ask::Release(r) => {
+            let _ = r.reply.send(None);
+            !matches!(r.thaw.await, Ok(Thaw::Retire))
+        }
+        Ask::Stop(done) => {
+            let _ = done.send(());
+            false
+        }
     }
 }
 
@@ -150,6 +205,11 @@ struct Link {
     sys_name: String,
     /// The next connection's id (this collector's index in the high bits).
     ids: u64,
+    metrics: Metrics,
+    label: CollectorLabel,
+    board: Board,
+    /// This collector's place on the board.
+    index: usize,
 }
 
 /// Why a connection ended.
@@ -158,12 +218,17 @@ enum Ended {
     Lost(String),
     /// Handed to the successor: this task is done.
     Retired,
+    /// The agent stops: Termination sent, or nothing left to export.
+    Stopped,
 }
 
 impl Link {
-    async fn run(mut self, mut releases: mpsc::Receiver<Release>, adopted: Option<TcpStream>) {
+    async fn run(mut self, mut releases: mpsc::Receiver<Ask>, adopted: Option<TcpStream>) {
         let address = self.config.socket_addr();
         let mut connection = adopted.map(|s| (s, Feed::adopted(self.next_id())));
+        if connection.is_some() {
+            self.mark(|c| (c.up, c.carried_on) = (true, true));
+        }
         let mut retry = Duration::from_secs(1);
         loop {
             let Some((stream, feed)) = connection.take() else {
@@ -173,8 +238,14 @@ impl Link {
                             info!(collector = %address, "BMP: connected; sessions replayed");
                             retry = Duration::from_secs(1);
                             connection = Some(c);
+                            self.metrics.bmp_connects.get_or_create(&self.label).inc();
+                            self.mark(|c| {
+                                (c.up, c.carried_on) = (true, false);
+                                c.connects += 1;
+                            });
                         }
                         Err(e) => {
+                            self.mark(|c| c.last_error = Some(format!("connecting: {e}")));
                             warn!(collector = %address, "BMP: cannot connect: {e}; again in {} s", retry.as_secs());
                             if !self.wait(retry, &mut releases).await {
                                 return;
@@ -182,9 +253,8 @@ impl Link {
                             retry = (retry * 2).min(RETRY_MAX);
                         }
                     },
-                    Some(r) = releases.recv() => {
-                        let _ = r.reply.send(None);
-                        if matches!(r.thaw.await, Ok(Thaw::Retire)) {
+                    Some(ask) = releases.recv() => {
+                        if !idle(ask).await {
                             return;
                         }
                     }
@@ -196,9 +266,29 @@ impl Link {
                     info!(collector = %address, "BMP: connection handed to the successor");
                     return;
                 }
-                Ended::Lost(why) => warn!(collector = %address, "BMP: connection lost: {why}"),
+                Ended::Stopped => {
+                    info!(collector = %address, "BMP: Termination sent; connection closed");
+                    return;
+                }
+                Ended::Lost(why) => {
+                    warn!(collector = %address, "BMP: connection lost: {why}");
+                    self.mark(|c| (c.up, c.last_error) = (false, Some(why)));
+                }
             }
         }
+    }
+
+    /// Changes this collector's entry on the board (and the up gauge);
+    /// `since` moves when it goes up or down.
+    fn mark(&self, change: impl FnOnce(&mut CollectorStatus)) {
+        let mut board = self.board.lock().expect("board");
+        let Some(entry) = board.get_mut(self.index) else { return };
+        let was = entry.up;
+        change(entry);
+        if entry.up != was {
+            entry.since_ms = crate::restart::now_ms();
+        }
+        self.metrics.bmp_up.get_or_create(&self.label).set(i64::from(entry.up));
     }
 
     fn next_id(&mut self) -> u64 {
@@ -206,14 +296,11 @@ impl Link {
         self.ids
     }
 
-    /// Sleeps `retry`, answering a handoff meanwhile; false: retired.
-    async fn wait(&mut self, retry: Duration, releases: &mut mpsc::Receiver<Release>) -> bool {
+    /// Sleeps `retry`, answering the speaker meanwhile; false: done.
+    async fn wait(&mut self, retry: Duration, releases: &mut mpsc::Receiver<Ask>) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(retry) => true,
-            Some(r) = releases.recv() => {
-                let _ = r.reply.send(None);
-                !matches!(r.thaw.await, Ok(Thaw::Retire))
-            }
+            Some(ask) = releases.recv() => idle(ask).await,
         }
     }
 
@@ -242,7 +329,7 @@ impl Link {
         &mut self,
         mut stream: TcpStream,
         mut feed: Feed,
-        releases: &mut mpsc::Receiver<Release>,
+        releases: &mut mpsc::Receiver<Ask>,
     ) -> Ended {
         let every = u64::from(self.config.statistics_interval);
         let mut stats = tokio::time::interval(Duration::from_secs(every.max(1)));
@@ -265,7 +352,7 @@ impl Link {
                             "the collector fell {n} messages behind; reconnecting to tell it everything again"
                         ));
                     }
-                    Err(RecvError::Closed) => return Ended::Retired,
+                    Err(RecvError::Closed) => return Ended::Stopped,
                 },
                 _ = stats.tick(), if every > 0 => {
                     let counts = self.counts();
@@ -282,14 +369,22 @@ impl Link {
                         _ => {}
                     }
                 }
-                Some(r) = releases.recv() => {
-                    if let Some(ended) = self.release(&mut stream, &mut feed, r).await {
-                        return ended;
+                Some(ask) = releases.recv() => match ask {
+                    Ask::Release(r) => {
+                        if let Some(ended) = self.release(&mut stream, &mut feed, r).await {
+                            return ended;
+                        }
                     }
-                }
+                    Ask::Stop(done) => {
+                        self.terminate(&mut stream, &mut feed).await;
+                        let _ = done.send(());
+                        return Ended::Stopped;
+                    }
+                },
             }
             if !out.is_empty() {
                 let written = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await;
+                self.metrics.bmp_sent_bytes.get_or_create(&self.label).inc_by(out.len() as u64);
                 out.clear();
                 match written {
                     Ok(Ok(())) => {}
@@ -298,6 +393,18 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Everything published is written (the sessions' Peer Down included),
+    /// then Termination; the connection closes when the stream drops.
+    async fn terminate(&mut self, stream: &mut TcpStream, feed: &mut Feed) {
+        let mut out = Vec::new();
+        while let Ok(record) = self.rx.try_recv() {
+            feed.record(&record, &mut out);
+        }
+        bmp::termination(&mut out, "nonstop-agent stopping");
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await;
+        let _ = stream.shutdown().await;
     }
 
     /// A handoff: everything the frozen sessions published is written, the

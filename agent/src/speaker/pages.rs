@@ -23,7 +23,7 @@ pub(super) fn renderer(
     pod: Option<String>,
     registry: Arc<Registry>,
     views: watch::Receiver<Vec<PeerView>>,
-    standing: Arc<std::sync::Mutex<Standing>>,
+    (standing, board): (Arc<std::sync::Mutex<Standing>>, super::monitor::Board),
 ) -> admin::Render {
     let started = Instant::now();
     let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
@@ -59,6 +59,7 @@ pub(super) fn renderer(
                     successor: standing.successor.clone(),
                     last_handoff: standing.last_handoff.clone(),
                     peers,
+                    bmp: board.lock().expect("board").clone(),
                 };
                 json(serde_json::to_string_pretty(&status).expect("JSON"))
             }

@@ -76,6 +76,7 @@ struct Opened {
     doors: Doors,
     views: watch::Sender<Vec<super::routes::PeerView>>,
     standing: Arc<std::sync::Mutex<Standing>>,
+    board: super::monitor::Board,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
@@ -113,14 +114,21 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Acquired::Node(takeover, lock) => (takeover.map(|t| *t), lock),
         Acquired::Stopped(signal) => return stopped_before_serving(signal),
     };
-    let Opened { mut doors, views, standing } =
+    let Opened { mut doors, views, standing, board } =
         open(&options, &config, router_id, takeover.as_mut(), &metrics)?;
     // The collectors' tasks listen before any session runs: an adopted
     // session's first words are for the connection handed over with it.
     let tap = (!config.bmp.is_empty()).then(super::monitor::Tap::default);
     let handed = takeover.as_mut().map(|t| std::mem::take(&mut t.monitors)).unwrap_or_default();
     let exporter = match &tap {
-        Some(tap) => super::monitor::Exporter::start(&config.bmp, tap, views.subscribe(), handed),
+        Some(tap) => super::monitor::Exporter::start(
+            &config.bmp,
+            tap,
+            views.subscribe(),
+            handed,
+            &metrics,
+            &board,
+        ),
         None => super::monitor::Exporter::default(),
     };
     let mut speaker = Speaker {
@@ -232,13 +240,14 @@ fn open(
     super::status::register_agent_start(&mut registry, options.pod.as_deref());
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
+    let board = super::monitor::Board::default();
     let render = super::pages::renderer(
         config,
         router_id,
         options.pod.clone(),
         Arc::new(registry),
         views_rx,
-        standing.clone(),
+        (standing.clone(), board.clone()),
     );
     let (stop_tx, stops) = mpsc::channel(4);
     let admin_fd =
@@ -260,6 +269,7 @@ fn open(
         },
         views,
         standing,
+        board,
     })
 }
 
@@ -399,6 +409,8 @@ impl Speaker {
                 self.heartbeat(Ended::Decommissioned);
             }
         }
+        // The sessions' Peer Down, then Termination, to every collector.
+        std::mem::take(&mut self.exporter).stop(Duration::from_secs(2)).await;
         let _ = std::fs::remove_file(self.options.state_dir.join(CONTROL_SOCKET));
         // The admin port closes before the state dir's lock goes: the next
         // agent binds the port the moment it holds the lock. (A dropped

@@ -60,6 +60,26 @@ pub struct AgentStatus {
     /// The last handoff this agent took part in, either side.
     pub last_handoff: Option<HandoffReport>,
     pub peers: Vec<PeerStatus>,
+    /// Each BMP collector's connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bmp: Vec<CollectorStatus>,
+}
+
+/// A BMP collector's connection, as `/status` tells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CollectorStatus {
+    /// `address:port`.
+    pub collector: String,
+    pub up: bool,
+    /// Since when it is up, or down (Unix ms).
+    pub since_ms: u64,
+    /// Connections made by this agent (one carried on from a predecessor
+    /// is not counted).
+    pub connects: u64,
+    /// Carried on from the predecessor agent in a handoff.
+    pub carried_on: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -262,6 +282,12 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// Metric label: which BMP collector (`address:port`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectorLabel {
+    pub collector: String,
+}
+
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     Received,
@@ -368,6 +394,9 @@ pub struct Metrics {
     pub handoff_pause: Histogram,
     pub handoff_sessions: Gauge,
     pub handoff_state_bytes: Gauge,
+    pub bmp_up: Family<CollectorLabel, Gauge>,
+    pub bmp_connects: Family<CollectorLabel, Counter>,
+    pub bmp_sent_bytes: Family<CollectorLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -384,6 +413,9 @@ impl Default for Metrics {
             handoff_pause: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             handoff_sessions: Gauge::default(),
             handoff_state_bytes: Gauge::default(),
+            bmp_up: Family::default(),
+            bmp_connects: Family::default(),
+            bmp_sent_bytes: Family::default(),
         }
     }
 }
@@ -452,6 +484,21 @@ impl Metrics {
             "nonstop_handoff_state_bytes",
             "Bytes of session and routing state passed in the last handoff",
             self.handoff_state_bytes.clone(),
+        );
+        registry.register(
+            "nonstop_bmp_up",
+            "1 while the connection to the BMP collector is up",
+            self.bmp_up.clone(),
+        );
+        registry.register(
+            "nonstop_bmp_connects",
+            "Connections made to the BMP collector (each one is told everything)",
+            self.bmp_connects.clone(),
+        );
+        registry.register(
+            "nonstop_bmp_sent_bytes",
+            "Bytes of BMP messages written to the collector",
+            self.bmp_sent_bytes.clone(),
         );
     }
 
