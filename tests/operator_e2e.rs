@@ -396,7 +396,8 @@ fn md5_and_gtsm_sessions_hand_off_on_a_real_node() {
 
 /// `kubectl describe bgpgw` answers "which session is down and why" without
 /// reaching into a node: a peer configured with the wrong AS is listed on
-/// each node with the agent's reason, and the list empties once it is fixed.
+/// each node with the agent's reason, and once it is fixed each node lists
+/// it Established, with its routes.
 #[test]
 fn describe_names_the_session_that_is_down_and_why() {
     let s = Setup::new("e2e-describe");
@@ -413,7 +414,7 @@ fn describe_names_the_session_that_is_down_and_why() {
             let status = s.status();
             let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
             let named = nodes.iter().filter(|n| {
-                let down = &n["peersDown"][0];
+                let down = &n["peers"][0];
                 // The reset's reason stays, whatever the connections after
                 // it met (gobgpd refuses them for a while after a NOTIFICATION).
                 let why = [&down["lastError"], &down["lastReset"]];
@@ -429,7 +430,7 @@ fn describe_names_the_session_that_is_down_and_why() {
         },
     );
     let described = s.ns.kubectl(&["describe", "bgpgw", "edge"]).unwrap();
-    for text in ["Peers Down", "10.99.0.1", "peer says AS 65000, configured AS 65099"] {
+    for text in ["Peers:", "10.99.0.1", "peer says AS 65000, configured AS 65099"] {
         assert!(described.contains(text), "no {text:?} in\n{described}");
     }
     let ready = s.condition("Ready").unwrap_or_default();
@@ -437,13 +438,28 @@ fn describe_names_the_session_that_is_down_and_why() {
 
     s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
     s.wait_complete("nonstop-agent:v1", Duration::from_secs(120));
-    eventually(Duration::from_secs(60), "no session listed down", || {
+    eventually(Duration::from_secs(60), "every node's session listed Established", || {
         let status = s.status();
-        let listed = status["nodes"].as_array().is_some_and(|n| {
-            n.iter().any(|n| n["peersDown"].as_array().is_some_and(|d| !d.is_empty()))
+        let up = status["nodes"].as_array().is_some_and(|nodes| {
+            nodes.len() == NODES.len()
+                && nodes.iter().all(|n| {
+                    let p = &n["peers"][0];
+                    p["peer"] == "10.99.0.1"
+                        && p["state"] == "Established"
+                        && p["establishedSince"].is_string()
+                        && p["routesAdvertised"] == PREFIXES.len()
+                        && p["lastError"].is_null()
+                })
         });
-        if !listed && status["sessions"] == "3/3" { Ok(()) } else { Err(status.to_string()) }
+        if up && status["sessions"] == "3/3" { Ok(()) } else { Err(status.to_string()) }
     });
+    let described = s.ns.kubectl(&["describe", "bgpgw", "edge"]).unwrap();
+    assert!(described.contains("Established Since:"), "{described}");
+    let advertised = described.lines().filter(|l| {
+        l.trim_start().starts_with("Routes Advertised:") && l.trim_end().ends_with(" 2")
+    });
+    // Each node's own count, and each node's session's.
+    assert_eq!(advertised.count(), 2 * NODES.len(), "{described}");
 }
 
 /// A gateway deleted and applied again under the same name, while the old

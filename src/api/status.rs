@@ -97,23 +97,34 @@ pub struct NodeStatus {
     /// Set while the node is in maintenance: what that means for its routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
-    /// The sessions of the active agent that are not Established, with the
-    /// reason each went down, as the agent reported it. Bounded: at most 4
-    /// per node and 128 over the gateway (by node name); `sessions` counts
-    /// them all.
+    /// The sessions of the active agent, as it reported them: state, since
+    /// when Established, routes, and why a session is down. Bounded: at most
+    /// 8 per node and 256 over the gateway, sessions that are down first
+    /// (then by node name), so that the ones a person looks for are never
+    /// the ones left out; `sessions` counts them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4))]
-    pub peers_down: Vec<PeerDown>,
+    #[schemars(length(max = 8))]
+    pub peers: Vec<PeerState>,
 }
 
-/// A session that is down on a node, and why.
+/// A session of a node's active agent.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PeerDown {
+pub struct PeerState {
     /// The peer's address.
     pub peer: String,
-    /// Its RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm.
+    /// Its RFC 4271 state: Established, or Idle, Connect, Active, OpenSent,
+    /// OpenConfirm while it is down.
     pub state: String,
+    /// When the session was Established (whole seconds); absent while down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established_since: Option<Time>,
+    /// Routes from the peer kept after the import policy (stale ones too).
+    #[serde(default)]
+    pub routes_received: u64,
+    /// Routes sent to the peer.
+    #[serde(default)]
+    pub routes_advertised: u64,
     /// The agent's last error for the session (a NOTIFICATION received or
     /// sent, a refused connection, a hold timer), cut to 160 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +134,12 @@ pub struct PeerDown {
     /// 160 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset: Option<String>,
+}
+
+impl PeerState {
+    pub fn is_established(&self) -> bool {
+        self.state == "Established"
+    }
 }
 
 /// A node's maintenance state, as the gateway treats it.

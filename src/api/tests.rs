@@ -110,12 +110,24 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
                 reason: None,
             }),
             maintenance: None,
-            peers_down: vec![crate::api::PeerDown {
-                peer: "10.99.0.1".into(),
-                state: "Active".into(),
-                last_error: Some("connection refused".into()),
-                last_reset: None,
-            }],
+            peers: vec![
+                crate::api::PeerState {
+                    peer: "10.99.0.1".into(),
+                    state: "Active".into(),
+                    last_error: Some("connection refused".into()),
+                    ..Default::default()
+                },
+                crate::api::PeerState {
+                    peer: "10.99.0.2".into(),
+                    state: "Established".into(),
+                    established_since: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        "2026-11-21T18:00:01Z".parse().unwrap(),
+                    )),
+                    routes_received: 3,
+                    routes_advertised: 2,
+                    ..Default::default()
+                },
+            ],
         }],
         ..Default::default()
     });
@@ -125,7 +137,10 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
     assert_eq!(back.status, gw.status);
     assert!(yaml.contains("pauseMs: 4") && yaml.contains("routesAdvertised: 2"), "{yaml}");
     assert!(
-        yaml.contains("peersDown:") && yaml.contains("lastError: connection refused"),
+        yaml.contains("peers:")
+            && yaml.contains("lastError: connection refused")
+            && yaml.contains("establishedSince: 2026-11-21T18:00:01Z")
+            && yaml.contains("routesReceived: 3"),
         "{yaml}"
     );
 }

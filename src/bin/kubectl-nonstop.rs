@@ -77,7 +77,10 @@ async fn run(cli: Cli) -> Result<String, String> {
     };
     match cli.command {
         Command::Status { gateway } => Ok(kubectl::status(&get(gateway).await?)),
-        Command::Peers { gateway } => Ok(kubectl::peers(&get(gateway).await?)),
+        Command::Peers { gateway } => {
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+            Ok(kubectl::peers(&get(gateway).await?, &now))
+        }
         Command::History { gateway } => {
             let records: Api<BgpGatewayRollout> = Api::namespaced(client, &namespace);
             let selector = format!("{GATEWAY_LABEL}={gateway}");

@@ -102,7 +102,7 @@ pub fn status(gw: &BgpGateway) -> String {
     ])];
     for node in &status.nodes {
         let upgrade = node.last_upgrade.as_ref();
-        let note = match (&node.maintenance, node.peers_down.first()) {
+        let note = match (&node.maintenance, node.peers.iter().find(|p| !p.is_established())) {
             (Some(m), _) => format!("{m:?}"),
             (None, Some(down)) => format!("{} {}", down.peer, down.state),
             (None, None) => String::new(),
@@ -177,35 +177,48 @@ pub fn history(gateway: &str, records: &[BgpGatewayRollout]) -> String {
     out
 }
 
-/// `kubectl nonstop peers`: each node's sessions, and those down with why.
-pub fn peers(gw: &BgpGateway) -> String {
+/// `kubectl nonstop peers`: each node's sessions, as the gateway's status
+/// lists them (those down first): state, for how long, routes each way,
+/// and why one is down. `now` is when it is shown.
+pub fn peers(gw: &BgpGateway, now: &Time) -> String {
     let status = gw.status.clone().unwrap_or_default();
-    let mut rows = vec![row(["NODE", "SESSIONS", "PEER", "STATE", "LAST ERROR", "LAST RESET"])];
+    let mut rows =
+        vec![row(["NODE", "PEER", "STATE", "UP FOR", "RECEIVED", "ADVERTISED", "LAST ERROR"])];
     for node in &status.nodes {
-        let sessions = format!("{}/{}", node.sessions.established, node.sessions.configured);
-        if node.peers_down.is_empty() {
-            let all = if node.sessions.established >= node.sessions.configured {
-                "all Established"
-            } else {
-                "down (not listed: see the Ready condition)"
+        if node.peers.is_empty() {
+            let counts = format!("{}/{}", node.sessions.established, node.sessions.configured);
+            rows.push(vec![
+                node.node.clone(),
+                "-".into(),
+                format!("{counts} Established"),
+                String::new(),
+                String::new(),
+                String::new(),
+                "not listed: the status lists 256 sessions at most".into(),
+            ]);
+        }
+        for p in &node.peers {
+            let error = match (&p.last_error, &p.last_reset) {
+                (Some(e), Some(r)) => format!("{e}; last reset: {r}"),
+                (Some(e), None) => e.clone(),
+                (None, Some(r)) => format!("last reset: {r}"),
+                (None, None) => String::new(),
             };
             rows.push(vec![
                 node.node.clone(),
-                sessions.clone(),
-                "-".into(),
-                all.into(),
-                String::new(),
-                String::new(),
-            ]);
-        }
-        for down in &node.peers_down {
-            rows.push(vec![
-                node.node.clone(),
-                sessions.clone(),
-                down.peer.clone(),
-                down.state.clone(),
-                down.last_error.clone().unwrap_or_default(),
-                down.last_reset.clone().unwrap_or_default(),
+                p.peer.clone(),
+                p.state.clone(),
+                p.established_since.as_ref().map_or_else(
+                    || "-".into(),
+                    |t| {
+                        nonstop_agent::show::duration(
+                            now.0.duration_since(t.0).as_secs().max(0) as u64
+                        )
+                    },
+                ),
+                p.routes_received.to_string(),
+                p.routes_advertised.to_string(),
+                error,
             ]);
         }
     }

@@ -20,7 +20,7 @@ use super::cache::AgentAnswers;
 use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
-use crate::api::{BgpGateway, PeerDown};
+use crate::api::{BgpGateway, PeerState};
 
 /// How long a node's agent has to answer; a slow one counts as silent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -286,36 +286,51 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
             .as_ref()
             .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
             .map(|h| h.at_ms),
-        down: peers_down(status),
+        peers: peer_states(status),
     }
 }
 
-/// The sessions that are not Established, the first [`PEERS_DOWN_PER_NODE`]
-/// by address, each last error cut to [`LAST_ERROR_CHARS`].
-fn peers_down(status: &AgentStatus) -> Vec<PeerDown> {
-    let mut down: Vec<_> = status
-        .peers
+/// The agent's sessions, those down first (then by address), at most
+/// [`PEERS_PER_NODE`]; a session's time since Established in whole seconds
+/// (so that the status is not rewritten every second), the last error of
+/// one that is down cut to [`LAST_ERROR_CHARS`].
+fn peer_states(status: &AgentStatus) -> Vec<PeerState> {
+    use nonstop_agent::session::State;
+    let mut peers: Vec<_> = status.peers.iter().collect();
+    peers.sort_by_key(|p| (p.state == State::Established, p.address.parse::<IpAddr>().ok()));
+    peers
         .iter()
-        .filter(|p| p.state != nonstop_agent::session::State::Established)
-        .collect();
-    down.sort_by_key(|p| p.address.parse::<IpAddr>().ok());
-    down.iter()
-        .take(PEERS_DOWN_PER_NODE)
-        .map(|p| PeerDown {
-            peer: p.address.clone(),
-            state: p.state.as_str().into(),
-            last_error: p.last_error.as_deref().map(|e| cut(e, LAST_ERROR_CHARS)),
-            last_reset: p
-                .last_reset
-                .as_deref()
-                .filter(|r| Some(*r) != p.last_error.as_deref())
-                .map(|r| cut(r, LAST_ERROR_CHARS)),
+        .take(PEERS_PER_NODE)
+        .map(|p| {
+            let up = p.state == State::Established;
+            let since = p.established_since_ms.filter(|_| up).and_then(|ms| {
+                Timestamp::from_second((ms / 1000) as i64)
+                    .ok()
+                    .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+            });
+            PeerState {
+                peer: p.address.clone(),
+                state: p.state.as_str().into(),
+                established_since: since,
+                routes_received: p.routes_received as u64,
+                routes_advertised: p.routes_advertised as u64,
+                last_error: p
+                    .last_error
+                    .as_deref()
+                    .filter(|_| !up)
+                    .map(|e| cut(e, LAST_ERROR_CHARS)),
+                last_reset: p
+                    .last_reset
+                    .as_deref()
+                    .filter(|r| !up && Some(*r) != p.last_error.as_deref())
+                    .map(|r| cut(r, LAST_ERROR_CHARS)),
+            }
         })
         .collect()
 }
 
-/// Sessions down listed per node in the gateway's status.
-pub const PEERS_DOWN_PER_NODE: usize = 4;
+/// Sessions listed per node in the gateway's status.
+pub const PEERS_PER_NODE: usize = 8;
 /// Characters of a session's last error kept in the gateway's status.
 pub const LAST_ERROR_CHARS: usize = 160;
 
@@ -370,15 +385,23 @@ mod tests {
     }
 
     #[test]
-    fn the_sessions_down_are_listed_by_address_bounded_and_cut() {
+    fn the_sessions_are_listed_down_first_bounded_and_cut() {
         use State::*;
         let long = "x".repeat(500);
-        // (case, the agent's status, the sessions listed down: peer, state, error)
+        // (case, the agent's status, the sessions listed: peer, state, error)
         type Case<'a> = (&'a str, AgentStatus, Vec<(&'a str, &'a str, Option<String>)>);
+        let nine: Vec<String> = (1..=9).map(|i| format!("10.0.0.{i}")).collect();
+        let mut many: Vec<(&str, State, Option<&str>)> =
+            nine.iter().map(|a| (a.as_str(), Connect, None)).collect();
+        many[0].2 = Some(&long);
         let cases: Vec<Case> = vec![
-            ("all up", agent(&[("10.0.0.1", Established, Some("old error"))]), vec![]),
             (
-                "by address, not by text",
+                "up, its old error not shown",
+                agent(&[("10.0.0.1", Established, Some("old error"))]),
+                vec![("10.0.0.1", "Established", None)],
+            ),
+            (
+                "down first, by address, not by text",
                 agent(&[
                     ("10.0.0.10", Active, None),
                     ("10.0.0.9", Idle, Some("hold timer expired")),
@@ -387,35 +410,31 @@ mod tests {
                 vec![
                     ("10.0.0.9", "Idle", Some("hold timer expired".into())),
                     ("10.0.0.10", "Active", None),
+                    ("10.0.0.1", "Established", None),
                 ],
             ),
             (
-                "at most four, errors cut",
-                agent(&[
-                    ("10.0.0.1", Connect, Some(&long)),
-                    ("10.0.0.2", Connect, None),
-                    ("10.0.0.3", Connect, None),
-                    ("10.0.0.4", Connect, None),
-                    ("10.0.0.5", Connect, None),
-                ]),
-                vec![
-                    ("10.0.0.1", "Connect", Some(format!("{}…", "x".repeat(LAST_ERROR_CHARS)))),
-                    ("10.0.0.2", "Connect", None),
-                    ("10.0.0.3", "Connect", None),
-                    ("10.0.0.4", "Connect", None),
-                ],
+                "at most eight, errors cut",
+                agent(&many),
+                std::iter::once((
+                    "10.0.0.1",
+                    "Connect",
+                    Some(format!("{}…", "x".repeat(LAST_ERROR_CHARS))),
+                ))
+                .chain(nine[1..8].iter().map(|a| (a.as_str(), "Connect", None)))
+                .collect(),
             ),
         ];
         for (case, status, want) in cases {
             let got: Vec<_> = agent_view(&status)
-                .down
+                .peers
                 .into_iter()
                 .map(|d| {
-                    // The reset shows where it differs from the last error.
-                    assert_eq!(
-                        d.last_reset.as_deref(),
-                        Some("refused the OPEN: peer says AS 65000")
-                    );
+                    // The reset shows for a session down, where it differs
+                    // from the last error.
+                    let reset =
+                        (!d.is_established()).then_some("refused the OPEN: peer says AS 65000");
+                    assert_eq!(d.last_reset.as_deref(), reset, "{case}");
                     (d.peer, d.state, d.last_error)
                 })
                 .collect();

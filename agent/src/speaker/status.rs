@@ -164,8 +164,10 @@ pub struct PeerStatus {
     pub state: crate::session::State,
     /// Seconds since the session reached Established (0 when it is not).
     pub uptime_seconds: u64,
-    /// Unix time (ms) of the last change to or from Established.
-    #[serde(skip)]
+    /// Unix time (ms) of the last change to or from Established; the
+    /// operator lists it in the gateway's status (older agents' status
+    /// lacks it, and the gateway's then shows no `establishedSince`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub established_since_ms: Option<u64>,
     pub established_transitions: u64,
     pub local_address: Option<String>,

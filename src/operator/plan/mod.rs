@@ -110,8 +110,8 @@ pub struct AgentView {
     pub handoff_pause_ms: Option<f64>,
     /// When that handoff happened (Unix ms).
     pub handoff_at_ms: Option<u64>,
-    /// Its sessions that are not Established, first ones by address.
-    pub down: Vec<crate::api::PeerDown>,
+    /// Its sessions, those down first (then by address).
+    pub peers: Vec<crate::api::PeerState>,
 }
 
 /// What was observed, all at once.

@@ -19,7 +19,7 @@ pub(super) fn health(slot: &Slot) -> String {
         None => "no agent answers on the node's admin port".into(),
         Some(a) if a.established < slot.want => {
             let mut text = format!("{}/{} sessions Established", a.established, slot.want);
-            if let Some(down) = a.down.first() {
+            if let Some(down) = a.peers.iter().find(|p| !p.is_established()) {
                 text += &format!(" ({} {}", down.peer, down.state);
                 if let Some(error) = &down.last_error {
                     text += &format!(": {error}");
@@ -158,7 +158,7 @@ fn node_statuses(
                 routes_advertised: agent.map_or(0, |a| a.advertised),
                 last_upgrade: records.get(s.node).cloned(),
                 maintenance: s.maintenance(),
-                peers_down: agent.map(|a| a.down.clone()).unwrap_or_default(),
+                peers: agent.map(|a| a.peers.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -170,19 +170,33 @@ fn node_statuses(
         ..Default::default()
     }));
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    // The status must stay far below etcd's object limit (1.5 MB) at
-    // 1,000 nodes: sessions down are listed for the first nodes only.
-    let mut room = MAX_PEERS_DOWN;
-    for node in &mut nodes {
-        node.peers_down.truncate(room);
-        room -= node.peers_down.len();
-    }
+    bound_peers(&mut nodes);
     nodes
 }
 
-/// Sessions down listed in a gateway's status, over all its nodes (by node
-/// name); each node's `sessions` still counts every one.
-pub const MAX_PEERS_DOWN: usize = 128;
+/// The status must stay far below etcd's object limit (1.5 MB) at 1,000
+/// nodes: at most [`MAX_PEERS`] sessions are listed, those down on every
+/// node first (by node name), then those up, from the first nodes. Each
+/// node lists its sessions down first, so cutting its list keeps them.
+fn bound_peers(nodes: &mut [NodeStatus]) {
+    let down = |n: &NodeStatus| n.peers.iter().filter(|p| !p.is_established()).count();
+    let mut room = MAX_PEERS;
+    let mut keep: Vec<usize> = Vec::with_capacity(nodes.len());
+    for node in nodes.iter() {
+        let k = down(node).min(room);
+        room -= k;
+        keep.push(k);
+    }
+    for (node, k) in nodes.iter_mut().zip(keep) {
+        let up = (node.peers.len() - k).min(if k == down(node) { room } else { 0 });
+        room -= up;
+        node.peers.truncate(k + up);
+    }
+}
+
+/// Sessions listed in a gateway's status, over all its nodes; each node's
+/// `sessions` still counts every one.
+pub const MAX_PEERS: usize = 256;
 
 /// The Ready condition: whether, why, and what to do about it.
 fn readiness(

@@ -62,7 +62,7 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
         all_advertised: true,
         handoff_pause_ms: Some(3.4),
         handoff_at_ms: None,
-        down: vec![],
+        peers: vec![],
     }
 }
 
@@ -402,28 +402,37 @@ fn status_tells_the_state_at_a_glance() {
     );
 }
 
-/// `kubectl describe` answers "which session is down and why": the node's
-/// entry lists it with the agent's last error, the Ready message names it,
-/// and the list stays bounded over many nodes.
+/// `kubectl describe` answers "which session is down and why" and shows
+/// each session: the node's entry lists them with their state, routes and
+/// the agent's last error, the Ready message names the one down, and the
+/// list stays bounded over many nodes, sessions down first.
 #[test]
-fn a_session_down_is_named_with_its_reason_and_the_list_is_bounded() {
-    use crate::api::PeerDown;
-    use crate::operator::plan::report::MAX_PEERS_DOWN;
+fn every_session_is_listed_down_ones_first_and_the_list_is_bounded() {
+    use crate::api::PeerState;
+    use crate::operator::plan::report::MAX_PEERS;
     let gw = gateway("Handoff", "");
-    let down = |peer: &str| PeerDown {
+    let down = |peer: &str| PeerState {
         peer: peer.into(),
         state: "Active".into(),
         last_error: Some("NOTIFICATION received: Cease/Administrative Reset".into()),
-        last_reset: None,
+        ..Default::default()
+    };
+    let up = |peer: &str| PeerState {
+        peer: peer.into(),
+        state: "Established".into(),
+        routes_received: 10,
+        routes_advertised: 2,
+        ..Default::default()
     };
     let mut observed = serving(&["n1", "n2"]);
+    observed.agents.get_mut("n1").unwrap().peers = vec![up("10.99.0.1")];
     let n2 = observed.agents.get_mut("n2").unwrap();
     n2.established = 0;
-    n2.down = vec![down("10.99.0.1")];
+    n2.peers = vec![down("10.99.0.1")];
     let plan = run(&gw, OLD, &observed, 0);
     let nodes = &plan.status.nodes;
-    assert_eq!(nodes[0].peers_down, vec![], "n1 is whole");
-    assert_eq!(nodes[1].peers_down, vec![down("10.99.0.1")]);
+    assert_eq!(nodes[0].peers, vec![up("10.99.0.1")], "n1's session, up");
+    assert_eq!(nodes[1].peers, vec![down("10.99.0.1")]);
     let message = condition(&plan, "Ready").2;
     assert!(
         message.contains(
@@ -432,20 +441,25 @@ fn a_session_down_is_named_with_its_reason_and_the_list_is_bounded() {
         "{message}"
     );
 
-    // 100 nodes with 4 sessions down each: the first nodes list theirs up
-    // to the gateway's bound, every node still counts its sessions.
+    // 100 nodes with 2 sessions down and 4 up each: every session down is
+    // listed (200), the ones up fill the rest of the bound from the first
+    // nodes, and every node still counts its sessions.
     let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
     let mut observed = serving(&names.iter().map(String::as_str).collect::<Vec<_>>());
     for agent in observed.agents.values_mut() {
-        agent.established = 0;
-        agent.down = (1..=4).map(|i| down(&format!("10.99.0.{i}"))).collect();
+        agent.established = 4;
+        agent.peers = (1..=2).map(|i| down(&format!("10.99.0.{i}"))).collect();
+        agent.peers.extend((3..=6).map(|i| up(&format!("10.99.0.{i}"))));
     }
     let plan = run(&gw, OLD, &observed, 0);
-    let listed: usize = plan.status.nodes.iter().map(|n| n.peers_down.len()).sum();
-    assert_eq!(listed, MAX_PEERS_DOWN);
-    assert_eq!(plan.status.nodes[0].peers_down.len(), 4);
-    assert_eq!(plan.status.nodes[99].peers_down, vec![], "past the bound");
-    assert!(plan.status.nodes.iter().all(|n| n.sessions.established == 0));
+    let nodes = &plan.status.nodes;
+    let listed: usize = nodes.iter().map(|n| n.peers.len()).sum();
+    assert_eq!(listed, MAX_PEERS);
+    let downs = nodes.iter().flat_map(|n| &n.peers).filter(|p| !p.is_established()).count();
+    assert_eq!(downs, 200, "no session down is left out");
+    let lengths: Vec<usize> = nodes.iter().map(|n| n.peers.len()).collect();
+    assert_eq!((lengths[0], lengths[13], lengths[14], lengths[99]), (6, 6, 2, 2));
+    assert!(nodes.iter().all(|n| n.sessions.established == 4));
 }
 
 #[test]
