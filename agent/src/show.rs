@@ -244,7 +244,9 @@ pub fn duration(seconds: u64) -> String {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+/// Columns padded to their widest cell, two spaces apart, the last one
+/// unpadded; also `kubectl nonstop`'s tables.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

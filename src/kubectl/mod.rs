@@ -11,26 +11,11 @@ use kube::ResourceExt;
 use crate::api::history::{BgpGatewayRollout, Rollout, RolloutResult};
 use crate::api::{BgpGateway, BgpGatewayStatus, ConditionType};
 
-/// Rows as left-aligned columns two spaces apart; the first row is the header.
+/// The first row as the header, the agent's table layout (`show peers`).
 pub fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line += cell;
-            } else {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
-            }
-        }
-        out += line.trim_end();
-        out.push('\n');
-    }
-    out
+    let Some((head, rest)) = rows.split_first() else { return String::new() };
+    let headers: Vec<&str> = head.iter().map(String::as_str).collect();
+    nonstop_agent::show::table(&headers, rest.to_vec())
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
