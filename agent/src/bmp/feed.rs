@@ -63,8 +63,10 @@ impl Feed {
                 let peer = PeerId { address: record.peer, asn: up.peer_asn, router_id: up.peer_id };
                 let told = self.known.insert(record.peer, peer).is_some();
                 // Carried on across a handoff: this collector heard its Peer
-                // Up from the predecessor (adopted), or from us already.
-                if up.adopted && (self.adopted || told) {
+                // Up from the predecessor (adopted), or from us already. A
+                // replay of a session this connection saw come up (it came
+                // up while the connection was being made) is told once.
+                if (up.adopted && (self.adopted || told)) || (told && record.target.is_some()) {
                     return;
                 }
                 peer_up(out, &peer, up, at);

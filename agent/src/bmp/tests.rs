@@ -233,6 +233,16 @@ fn a_feed_tells_each_collector_what_it_can_place() {
             vec![(kind::PEER_UP, a)],
         ),
         (
+            "a session that came up as the connection was made is told once",
+            Feed::fresh(7),
+            vec![
+                ("192.0.2.1", None, Up(Box::new(up(false)))),
+                ("192.0.2.1", Some(7), Up(Box::new(up(false)))),
+                ("192.0.2.1", Some(7), upd()),
+            ],
+            vec![(kind::PEER_UP, a), (rm, a)],
+        ),
+        (
             "a session that comes up again after a handoff is told",
             Feed::adopted(7),
             vec![
