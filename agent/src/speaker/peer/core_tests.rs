@@ -434,7 +434,11 @@ fn a_monitored_session_tells_the_collectors_everything() {
     run.handle(PeerEvent::Start);
     run.handle(PeerEvent::Dialled(Ok(conn(1))));
     let open = peer_open(Ipv4Addr::new(10, 0, 0, 2), &[]);
-    run.peer_sends(ConnId(1), &bytes(&[open.clone(), Message::Keepalive]));
+    run.peer_sends(ConnId(1), &bytes(std::slice::from_ref(&open)));
+    assert_eq!(run.core.state(), State::OpenConfirm);
+    assert!(run.core.replay().is_empty(), "OpenConfirm is not up: no replay");
+    assert!(run.monitored.is_empty(), "{:?}", run.monitored);
+    run.peer_sends(ConnId(1), &bytes(&[Message::Keepalive]));
     let [Monitored::Up(up), Monitored::Sent(table)] = &run.monitored[..] else {
         panic!("not Peer Up then our table: {:?}", run.monitored);
     };

@@ -58,6 +58,12 @@ impl PeerCore {
     /// For a collector that just connected: Peer Up, then both Adj-RIBs as
     /// UPDATEs (nothing when the session is not Established).
     pub fn replay(&self) -> Vec<Monitored> {
+        // OPENs are agreed in OpenConfirm already; a session is told only
+        // once Established, as it is live (else the collector would get
+        // this Peer Up and then the live one).
+        if self.main.session.state() != crate::session::State::Established {
+            return Vec::new();
+        }
         let Some(up) = self.up(false) else { return Vec::new() };
         let ctx = self.main.session.wire_context();
         let mut received = Vec::new();
