@@ -263,16 +263,19 @@ pub struct AgentAnswers {
 
 #[derive(Debug, Clone)]
 struct Answer {
-    /// The node's pods when it answered (name, phase, ready, deleting).
-    pods: Vec<(String, super::plan::Phase, bool, bool)>,
+    /// The node's pods when it answered.
+    pods: Vec<PodPrint>,
     view: Option<AgentView>,
     at: Instant,
 }
 
+/// A pod's name, phase, readiness, deletion and agent stopped.
+type PodPrint = (String, super::plan::Phase, bool, bool, bool);
+
 /// What of a node's pods, changed, calls for asking its agent again.
-fn pods_print(pods: &[&PodView]) -> Vec<(String, super::plan::Phase, bool, bool)> {
+fn pods_print(pods: &[&PodView]) -> Vec<PodPrint> {
     let mut print: Vec<_> =
-        pods.iter().map(|p| (p.name.clone(), p.phase, p.ready, p.deleting)).collect();
+        pods.iter().map(|p| (p.name.clone(), p.phase, p.ready, p.deleting, p.stopped)).collect();
     print.sort_by(|a, b| a.0.cmp(&b.0));
     print
 }

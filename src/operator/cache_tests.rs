@@ -154,6 +154,7 @@ fn pod(name: &str, uid: &str, deleting: bool) -> PodView {
         phase: Phase::Running,
         ready: true,
         failure: None,
+        stopped: false,
     }
 }
 

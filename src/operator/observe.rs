@@ -225,7 +225,23 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
         phase,
         ready,
         failure: failure(pod),
+        stopped: agent_stopped(&status),
     })
+}
+
+/// Whether the kubelet reports the agent container stopped: terminated
+/// now, or waiting with a terminated run behind it. A container that
+/// never ran is not stopped: it may yet start.
+fn agent_stopped(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
+    let Some(agent) = status.container_statuses.iter().flatten().find(|c| c.name == render::AGENT)
+    else {
+        return false;
+    };
+    let state = agent.state.as_ref();
+    let terminated = state.is_some_and(|s| s.terminated.is_some());
+    let waiting = state.is_some_and(|s| s.waiting.is_some());
+    let ran = agent.last_state.as_ref().is_some_and(|s| s.terminated.is_some());
+    terminated || (waiting && ran)
 }
 
 /// Why the agent container failed, in its own words where it left some.
@@ -441,6 +457,85 @@ mod tests {
             let want: Vec<_> =
                 want.into_iter().map(|(p, s, e)| (p.to_string(), s.to_string(), e)).collect();
             assert_eq!(got, want, "{case}");
+        }
+    }
+    #[test]
+    fn a_pod_being_deleted_has_ended_once_its_agent_has_stopped() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+            ContainerStatus, PodStatus,
+        };
+        let running = ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let exited = |code: i32, reason: &str| ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(reason.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // (case, phase, deleting, state, last state, ended)
+        type Case<'a> = (&'a str, &'a str, bool, ContainerState, Option<ContainerState>, bool);
+        let cases: Vec<Case> = vec![
+            ("serving", "Running", false, running.clone(), None, false),
+            ("being deleted, still draining", "Running", true, running.clone(), None, false),
+            ("terminal phase", "Succeeded", true, exited(0, "Completed"), None, true),
+            ("exited, phase not updated yet", "Running", true, exited(0, "Completed"), None, true),
+            // What a 1.20 kubelet reports for a pod deleted while its
+            // container exits, until the grace period runs out.
+            (
+                "exited, the kubelet lost the container",
+                "Running",
+                true,
+                waiting.clone(),
+                Some(exited(137, "ContainerStatusUnknown")),
+                true,
+            ),
+            ("being deleted before it ever ran", "Pending", true, waiting.clone(), None, false),
+            // Not being deleted: restartPolicy OnFailure starts it again.
+            (
+                "restarting after a crash",
+                "Running",
+                false,
+                waiting,
+                Some(exited(2, "Error")),
+                false,
+            ),
+        ];
+        for (case, phase, deleting, state, last, ended) in cases {
+            let mut pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "edge-node-1-r1",
+                    "labels": {GATEWAY_LABEL: "edge", REVISION_LABEL: "r1", NODE_LABEL: "node-1"},
+                },
+            }))
+            .unwrap();
+            if deleting {
+                pod.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+            }
+            pod.status = Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: render::AGENT.into(),
+                    state: Some(state),
+                    last_state: last,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            let view = pod_view(&pod).expect("a gateway pod");
+            assert_eq!(view.ended(), ended, "{case}");
         }
     }
 }

@@ -84,13 +84,20 @@ pub struct PodView {
     pub ready: bool,
     /// Why its agent failed (exit code and last words), once it has.
     pub failure: Option<String>,
+    /// The kubelet reports the agent container stopped: terminated, or
+    /// waiting again after a run that ended.
+    pub stopped: bool,
 }
 
 impl PodView {
     /// Its agent has exited for good: a terminal phase, which the kubelet
-    /// reports once every container has stopped.
+    /// reports once every container has stopped; or a pod being deleted
+    /// whose agent has stopped, which the kubelet never starts again.
+    /// (Kubelets before 1.22 can leave such a pod Running, its container
+    /// "waiting", until its grace period ends: a minute and more of a
+    /// gateway that cannot finish its deletion.)
     pub fn ended(&self) -> bool {
-        matches!(self.phase, Phase::Succeeded | Phase::Failed)
+        matches!(self.phase, Phase::Succeeded | Phase::Failed) || (self.deleting && self.stopped)
     }
 }
 

@@ -49,6 +49,7 @@ pub(super) fn pod(node: &str, revision: &str, created: i64) -> PodView {
         phase: Phase::Running,
         ready: false,
         failure: None,
+        stopped: false,
     }
 }
 
