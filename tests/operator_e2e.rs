@@ -187,17 +187,46 @@ fn unlabelling_a_node_and_deleting_the_gateway_withdraw_gracefully() {
     assert_eq!(s.status()["ready"], "2/2");
 
     s.ns.kubectl(&["delete", "bgpgw", "edge", "--wait=false"]).unwrap();
-    eventually(Duration::from_secs(60), "every route withdrawn and the gateway gone", || {
+    let started = std::time::Instant::now();
+    let done = nonstop_lab::testing::wait_for(Duration::from_secs(60), || {
         let routes = s.router.routes()?;
         let left: Vec<_> = PREFIXES.iter().filter(|p| routes.contains_key(**p)).collect();
-        let gone = s.ns.kubectl(&["get", "bgpgw", "-o", "name"])?.trim().is_empty();
-        let pods = s.pod_images()?;
-        if left.is_empty() && gone && pods.is_empty() {
+        // Every pod, those being deleted too, with its phase: what is left.
+        let pods = s.ns.kubectl(&[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.phase} deleting={.metadata.deletionTimestamp}; {end}",
+        ])?;
+        let gateway = s.ns.kubectl(&[
+            "get",
+            "bgpgw",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} finalizers={.metadata.finalizers} rollout={.status.rollout}{end}",
+        ])?;
+        // A pod object outlives its agent until the kubelet has cleaned up.
+        let live = s.pod_images()?;
+        if left.is_empty() && gateway.trim().is_empty() && live.is_empty() {
             Ok(())
         } else {
-            Err(format!("{left:?} {pods:?}"))
+            Err(format!("routes {left:?}; pods: {pods}; gateway: {gateway}"))
         }
     });
+    if let Err(left) = done {
+        let leader = leader(&s.lab).unwrap_or_default();
+        let log = s.lab.lab(&["logs", &leader, "-n", OPERATOR_NS]).unwrap_or_default();
+        let tail: Vec<&str> =
+            log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "the gateway was not gone {:.0?} after its deletion: {left}\nthe leader {leader}'s last log lines:\n{}",
+            started.elapsed(),
+            tail.join("\n")
+        );
+    }
+    eprintln!(
+        "  waited {:.1} s for every route withdrawn and the gateway gone",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

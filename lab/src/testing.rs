@@ -27,22 +27,31 @@ pub const LAB_POLICY_PREFIXES: &str = "policy.prefixes={198.51.100.0/24,203.0.11
 
 /// Waits for `check` to pass, at most `limit`; panics with what it waited
 /// for and the last answer.
-pub fn eventually<T>(
+pub fn eventually<T>(limit: Duration, what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    match wait_for(limit, check) {
+        Ok(v) => {
+            // Progress for the CI log: which waits are slow.
+            if start.elapsed() >= Duration::from_secs(2) {
+                eprintln!("  waited {:.1} s for {what}", start.elapsed().as_secs_f64());
+            }
+            v
+        }
+        Err(e) => panic!("{what}: not after {limit:?}: {e}"),
+    }
+}
+
+/// Waits for `check` to pass, at most `limit`; the last answer if it
+/// never did, for a caller that gathers more evidence before failing.
+pub fn wait_for<T>(
     limit: Duration,
-    what: &str,
     mut check: impl FnMut() -> Result<T, String>,
-) -> T {
+) -> Result<T, String> {
     let start = Instant::now();
     loop {
         match check() {
-            Ok(v) => {
-                // Progress for the CI log: which waits are slow.
-                if start.elapsed() >= Duration::from_secs(2) {
-                    eprintln!("  waited {:.1} s for {what}", start.elapsed().as_secs_f64());
-                }
-                return v;
-            }
-            Err(e) if start.elapsed() >= limit => panic!("{what}: not after {limit:?}: {e}"),
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= limit => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }

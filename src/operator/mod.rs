@@ -39,7 +39,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Config};
 use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::api::BgpGateway;
 use leader::Elector;
@@ -184,6 +184,11 @@ fn controller(
             if let Err(e) = result {
                 match e {
                     kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+                    // A requeue that fell due after its gateway was deleted:
+                    // nothing is left to do, nothing went wrong.
+                    kube::runtime::controller::Error::ObjectNotFound(gone) => {
+                        debug!("controller: {gone} is gone, its requeue is dropped")
+                    }
                     other => error!("controller: {other}"),
                 }
             }
