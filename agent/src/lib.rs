@@ -18,6 +18,7 @@ pub mod bmp;
 pub mod config;
 pub mod graceful;
 pub mod handoff;
+pub mod health;
 pub mod http;
 pub mod import;
 pub mod prefix_map;

@@ -491,6 +491,7 @@ mod tests {
             large_communities: vec![],
             local_pref: Some(200),
             med: Some(5),
+            check: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //!
 //! Nothing is announced from a config that failed to load.
 
+pub mod check;
 pub mod import;
 pub mod validate;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use check::{HealthCheck, HttpCheck, Probe};
 pub use import::{Accept, Import, LimitAction, LimitVerdict, MaxPrefixes, PrefixMatch};
 pub use validate::{FieldError, Problems};
 
@@ -233,6 +235,10 @@ pub struct Announcement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(max = 4_294_967_295u32)))]
     pub med: Option<u32>,
+    /// A local check of the service behind the prefix: announced while
+    /// it passes, drained and withdrawn while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<HealthCheck>,
 }
 
 /// A BGP Monitoring Protocol (RFC 7854) collector, such as OpenBMP or

@@ -241,6 +241,41 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             ),
             &["announce[0].communities: with 1100 communities", "over the 4096"],
         ),
+        (
+            "a check that probes nothing",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 192.0.2.10/32\n    check: {{ rise: 1 }}\n"
+            ),
+            &["announce[0].check: names no probe: set one of tcp, http, command"],
+        ),
+        (
+            "a check that probes two things",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 192.0.2.10/32\n    check: {{ tcp: 127.0.0.1:80, command: [true] }}\n"
+            ),
+            &["announce[0].check: names more than one probe"],
+        ),
+        (
+            "an HTTPS check",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 192.0.2.10/32\n    check: {{ http: {{ url: https://127.0.0.1/ }} }}\n"
+            ),
+            &["announce[0].check.http.url: \"https://127.0.0.1/\": only http:// URLs"],
+        ),
+        (
+            "a check slower than its interval",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 192.0.2.10/32\n    check: {{ tcp: 127.0.0.1:80, intervalSeconds: 2, timeoutSeconds: 5 }}\n"
+            ),
+            &["announce[0].check.timeoutSeconds: 5 s is longer than the interval (2 s)"],
+        ),
+        (
+            "a check to port 0",
+            format!(
+                "asn: 1\n{peer}announce:\n  - prefix: 192.0.2.10/32\n    check: {{ tcp: 127.0.0.1:0 }}\n"
+            ),
+            &["announce[0].check.tcp: 127.0.0.1:0: port 0 cannot be connected to"],
+        ),
         ("not YAML at all", "asn: [1\n".into(), &["gw.yaml is not valid"]),
     ];
     for (name, text, needles) in cases {

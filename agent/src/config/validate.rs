@@ -265,7 +265,14 @@ pub fn announcements(list: &[Announcement], prefix: &str, problems: &mut Problem
         {
             problems.push(at("nextHop"), format!("{nh} cannot be a next hop"));
         }
-        let len = worst_update_len(a);
+        if let Some(check) = &a.check {
+            health_check(check, &at("check"), problems);
+        }
+        // A checked prefix is sent with one community more while it drains.
+        let len = match &a.check {
+            Some(_) => worst_update_len(&crate::health::draining(a)),
+            None => worst_update_len(a),
+        };
         if len > MAX_MESSAGE_LEN {
             let field = if a.communities.is_empty() { "largeCommunities" } else { "communities" };
             problems.push(
@@ -279,6 +286,23 @@ pub fn announcements(list: &[Announcement], prefix: &str, problems: &mut Problem
                 ),
             );
         }
+    }
+}
+
+/// The rules for an announcement's `check`.
+fn health_check(check: &super::HealthCheck, at: &str, problems: &mut Problems) {
+    if let Err((field, why)) = check.probe() {
+        let path = if field.is_empty() { at.to_string() } else { format!("{at}.{field}") };
+        problems.push(path, why);
+    }
+    if check.timeout_seconds > check.interval_seconds {
+        problems.push(
+            format!("{at}.timeoutSeconds"),
+            format!(
+                "{} s is longer than the interval ({} s): a probe would still run when the next one starts",
+                check.timeout_seconds, check.interval_seconds
+            ),
+        );
     }
 }
 
