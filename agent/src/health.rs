@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Announcement, HealthCheck};
-use crate::route::Community;
+use crate::route::{Community, Prefix};
 
 /// Where a checked announcement stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +126,23 @@ impl Check {
         self.against = 0;
         verdict
     }
+}
+
+/// The verdicts a successor's checks start from: its predecessor's, and
+/// for a checked prefix it sent none for (it had no check on it, or is an
+/// older agent) Up if the predecessor's sessions announce it, so that the
+/// takeover withdraws nothing; the probes decide from there.
+pub fn starting_verdicts(
+    announce: &[Announcement],
+    mut carried: Vec<(Prefix, Verdict)>,
+    announced: impl Fn(&Prefix) -> bool,
+) -> Vec<(Prefix, Verdict)> {
+    for a in announce.iter().filter(|a| a.check.is_some()) {
+        if !carried.iter().any(|(p, _)| *p == a.prefix) && announced(&a.prefix) {
+            carried.push((a.prefix, Verdict::Up));
+        }
+    }
+    carried
 }
 
 /// What the peers are sent: every unchecked announcement; a checked one

@@ -136,3 +136,29 @@ fn peers_are_sent_what_the_verdicts_allow() {
     );
     assert_eq!(sent[2].local_pref, Some(0), "draining: the lowest LOCAL_PREF towards iBGP");
 }
+
+#[test]
+fn a_successor_starts_from_what_its_predecessor_announced() {
+    let checked = |prefix: &str| Announcement {
+        prefix: prefix.parse().unwrap(),
+        next_hop: Default::default(),
+        communities: Vec::new(),
+        large_communities: Vec::new(),
+        local_pref: None,
+        med: None,
+        check: Some(config(2, 3, 10)),
+    };
+    let p = |s: &str| -> Prefix { s.parse().unwrap() };
+    let announce = [checked("192.0.2.1/32"), checked("192.0.2.2/32"), checked("192.0.2.3/32")];
+    // The predecessor: a verdict on .1 (down), none on .2 and .3; its
+    // sessions announce .1 (draining, say, by an older count) and .2.
+    let sent = [p("192.0.2.1/32"), p("192.0.2.2/32")];
+    let got = starting_verdicts(&announce, vec![(p("192.0.2.1/32"), DOWN)], |prefix| {
+        sent.contains(prefix)
+    });
+    assert_eq!(
+        got,
+        [(p("192.0.2.1/32"), DOWN), (p("192.0.2.2/32"), UP)],
+        "a carried verdict wins; an announced prefix stays up; the rest is probed afresh"
+    );
+}

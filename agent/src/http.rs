@@ -196,21 +196,31 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// One request on a connected stream; the answer's head.
+async fn send<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: S,
+    method: Method,
+    host: &str,
+    path: &str,
+) -> Result<Response<Incoming>, ClientError> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok(sender.send_request(request).await?)
+}
+
 /// One request on a connected stream; the body of a 2xx answer.
 async fn ask<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: S,
     method: Method,
     path: &str,
 ) -> Result<String, ClientError> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, "agent")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let response = sender.send_request(request).await?;
+    let response = send(io, method, "agent", path).await?;
     let status = response.status();
     let bytes = response.into_body().collect().await?.to_bytes();
     let body = String::from_utf8_lossy(&bytes).into_owned();
@@ -220,6 +230,21 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 /// `GET path` from `addr`, all within `limit`.
 pub async fn get_tcp(addr: SocketAddr, path: &str, limit: Duration) -> Result<String, ClientError> {
     let asked = async { ask(TcpStream::connect(addr).await?, Method::GET, path).await };
+    tokio::time::timeout(limit, asked).await.map_err(|_| ClientError::Timeout(limit))?
+}
+
+/// The status `GET path` from `authority` ("host:port") answers with,
+/// all within `limit`; the body is not read.
+pub async fn get_status(
+    authority: &str,
+    path: &str,
+    limit: Duration,
+) -> Result<StatusCode, ClientError> {
+    let asked = async {
+        let response =
+            send(TcpStream::connect(authority).await?, Method::GET, authority, path).await?;
+        Ok(response.status())
+    };
     tokio::time::timeout(limit, asked).await.map_err(|_| ClientError::Timeout(limit))?
 }
 

@@ -122,6 +122,9 @@ enum ShowWhat {
     /// Each BMP collector: up or down and since when, connections made,
     /// the last error.
     Bmp,
+    /// Each checked announcement: its verdict (up, draining, down), since
+    /// when, and what the last probe saw.
+    Checks,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -268,22 +271,24 @@ fn get(state_dir: &std::path::Path, path: &str) -> Result<String, String> {
 }
 
 fn show(state_dir: &std::path::Path, what: ShowWhat, peer: Option<&str>, limit: usize) -> ExitCode {
-    let text = match what {
-        ShowWhat::Peers => fetch::<AgentStatus>(state_dir, "/status").map(|s| show::peers(&s)),
-        ShowWhat::Handoff => {
-            fetch::<AgentStatus>(state_dir, "/status").map(|s| show::handoff(&s, restart::now_ms()))
-        }
-        ShowWhat::Bmp => {
-            fetch::<AgentStatus>(state_dir, "/status").map(|s| show::bmp(&s, restart::now_ms()))
-        }
-        ShowWhat::Events => fetch::<EventsDocument>(state_dir, "/events")
-            .and_then(|doc| show::events(&doc, peer, restart::now_ms())),
-        ShowWhat::Routes => {
-            let only = peer.map(|p| format!("&peer={p}")).unwrap_or_default();
-            fetch::<RoutesDocument>(state_dir, &format!("/routes?limit={limit}{only}"))
-                .map(|doc| show::routes(&doc))
-        }
-    };
+    let text =
+        match what {
+            ShowWhat::Peers => fetch::<AgentStatus>(state_dir, "/status").map(|s| show::peers(&s)),
+            ShowWhat::Handoff => fetch::<AgentStatus>(state_dir, "/status")
+                .map(|s| show::handoff(&s, restart::now_ms())),
+            ShowWhat::Bmp => {
+                fetch::<AgentStatus>(state_dir, "/status").map(|s| show::bmp(&s, restart::now_ms()))
+            }
+            ShowWhat::Checks => fetch::<AgentStatus>(state_dir, "/status")
+                .map(|s| show::checks(&s, restart::now_ms())),
+            ShowWhat::Events => fetch::<EventsDocument>(state_dir, "/events")
+                .and_then(|doc| show::events(&doc, peer, restart::now_ms())),
+            ShowWhat::Routes => {
+                let only = peer.map(|p| format!("&peer={p}")).unwrap_or_default();
+                fetch::<RoutesDocument>(state_dir, &format!("/routes?limit={limit}{only}"))
+                    .map(|doc| show::routes(&doc))
+            }
+        };
     match text {
         Ok(text) => {
             print!("{text}");

@@ -112,6 +112,29 @@ pub fn bmp(status: &AgentStatus, now_ms: u64) -> String {
     out
 }
 
+/// `show checks`: each checked announcement's verdict.
+pub fn checks(status: &AgentStatus, now_ms: u64) -> String {
+    let mut out = agent_line(status);
+    if status.checks.is_empty() {
+        out.push_str("no announcement has a check\n");
+        return out;
+    }
+    let rows = status
+        .checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.prefix.clone(),
+                c.verdict.clone(),
+                duration(now_ms.saturating_sub(c.since_ms) / 1000),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["PREFIX", "VERDICT", "SINCE", "LAST PROBE"], rows));
+    out
+}
+
 fn handoff_lines(h: &HandoffReport, now_ms: u64) -> String {
     let side = match h.role {
         HandoffRole::Successor => "took over from",

@@ -229,6 +229,7 @@ impl Kubelet {
             role: Role::Active,
             successor: None,
             bmp: Vec::new(),
+            checks: Vec::new(),
             last_handoff: Some(HandoffReport {
                 role: HandoffRole::Successor,
                 result: HandoffResult::Completed,

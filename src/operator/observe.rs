@@ -387,6 +387,7 @@ mod tests {
             successor: None,
             last_handoff: None,
             bmp: vec![],
+            checks: vec![],
             peers: peers
                 .iter()
                 .map(|(address, state, error)| PeerStatus {

@@ -26,13 +26,14 @@ use serde::{Deserialize, Serialize};
 pub struct HealthCheck {
     /// Healthy when a TCP connection to this address opens in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 53)))]
     pub tcp: Option<SocketAddr>,
     /// Healthy when a GET of the URL answers with the status in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCheck>,
     /// Healthy when the command (run without a shell) exits 0 in time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[cfg_attr(feature = "schema", schemars(length(max = 64)))]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64), inner(length(max = 1024))))]
     pub command: Vec<String>,
     /// Seconds from the start of one probe to the start of the next.
     #[serde(default = "default_interval")]
@@ -64,6 +65,7 @@ pub struct HealthCheck {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCheck {
     /// `http://host:port/path`; plain HTTP to a local address.
+    #[cfg_attr(feature = "schema", schemars(length(max = 2048)))]
     pub url: String,
     /// The status that means healthy.
     #[serde(default = "default_status")]

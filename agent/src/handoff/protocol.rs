@@ -97,6 +97,19 @@ pub struct Hello {
     /// either side may be the older.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub monitors: bool,
+    /// The successor starts its checked announcements from our verdicts:
+    /// send them (VERDICTS, in the pause). Either side may be the older;
+    /// an older successor probes afresh (a cold start's verdicts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verdicts: bool,
+}
+
+/// A checked announcement's verdict at the freeze; a drain's end is given
+/// as the milliseconds it has left (the two agents' clocks differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedVerdict {
+    pub prefix: crate::route::Prefix,
+    pub verdict: crate::health::Verdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +221,9 @@ pub enum Message {
     /// each collector's address. Every message the frozen sessions made
     /// has been written to them; the successor writes on.
     Monitors(Vec<std::net::SocketAddr>),
+    /// Every checked announcement's verdict, so the successor's sessions
+    /// announce what ours did.
+    Verdicts(Vec<CarriedVerdict>),
 }
 
 /// A handoff message that cannot be used, said so that a person can act.
@@ -228,6 +244,7 @@ const COPIED: u8 = 10;
 const READY: u8 = 11;
 const EVENTS: u8 = 12;
 const MONITORS: u8 = 13;
+const VERDICTS: u8 = 14;
 
 fn json<T: Serialize>(kind: u8, value: &T) -> Vec<u8> {
     let mut out = vec![kind];
@@ -255,6 +272,7 @@ impl Message {
             Message::Ready => "READY",
             Message::Events { .. } => "EVENTS",
             Message::Monitors(_) => "MONITORS",
+            Message::Verdicts(_) => "VERDICTS",
         }
     }
 
@@ -287,6 +305,7 @@ impl Message {
                 out
             }
             Message::Monitors(collectors) => json(MONITORS, collectors),
+            Message::Verdicts(verdicts) => json(VERDICTS, verdicts),
         }
     }
 
@@ -336,6 +355,7 @@ impl Message {
                 ))),
             },
             MONITORS => parse("MONITORS", body).map(Message::Monitors),
+            VERDICTS => parse("VERDICTS", body).map(Message::Verdicts),
             other => Err(BadMessage(format!("message kind {other} is not known"))),
         }
     }

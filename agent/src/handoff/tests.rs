@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::protocol::*;
 use super::*;
+use crate::health::Verdict;
 use crate::wire::Capability;
 
 fn hello(can_carry: &[Feature]) -> Hello {
@@ -18,6 +19,7 @@ fn hello(can_carry: &[Feature]) -> Hello {
         incarnation: Some("edge-node-1-abc@1700000000000".into()),
         events: true,
         monitors: true,
+        verdicts: true,
     }
 }
 
@@ -61,6 +63,14 @@ fn every_message_round_trips() {
             "192.0.2.9:1790".parse().unwrap(),
             "[2001:db8::9]:1790".parse().unwrap(),
         ]),
+        Message::Verdicts(vec![
+            CarriedVerdict { prefix: "192.0.2.10/32".parse().unwrap(), verdict: Verdict::Up },
+            CarriedVerdict {
+                prefix: "2001:db8::10/128".parse().unwrap(),
+                verdict: Verdict::Draining { until_ms: 4_500 },
+            },
+            CarriedVerdict { prefix: "192.0.2.11/32".parse().unwrap(), verdict: Verdict::Down },
+        ]),
     ];
     for m in messages {
         assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.name());
@@ -72,12 +82,17 @@ fn every_message_round_trips() {
 /// predecessor ignores the field: HELLO does not deny unknown fields.)
 #[test]
 fn asking_for_events_is_understood_by_older_and_newer_agents() {
-    for field in ["events", "monitors"] {
+    for field in ["events", "monitors", "verdicts"] {
         let mut old = serde_json::to_value(hello(&Feature::ALL)).unwrap();
         old.as_object_mut().unwrap().remove(field);
         let packet = [&[1u8][..], old.to_string().as_bytes()].concat();
         let Ok(Message::Hello(h)) = Message::decode(&packet) else { panic!("not a HELLO") };
-        assert!(!(if field == "events" { h.events } else { h.monitors }), "{field}");
+        let asked = match field {
+            "events" => h.events,
+            "monitors" => h.monitors,
+            _ => h.verdicts,
+        };
+        assert!(!asked, "{field}");
         let new = serde_json::to_value(hello(&Feature::ALL)).unwrap();
         assert_eq!(new[field], true, "{field}");
     }
@@ -94,6 +109,11 @@ fn bad_messages_say_what_is_wrong() {
         (b"\x01{\"protocol\":1}", "HELLO: missing field"),
         (b"\x05[{]", "SESSIONS:"),
         (&[12, 0, 1], "EVENTS of 2 bytes is shorter than its header"),
+        (b"\x0e[{\"prefix\":\"192.0.2.10/33\",\"verdict\":{\"verdict\":\"up\"}}]", "VERDICTS:"),
+        (
+            b"\x0e[{\"prefix\":\"192.0.2.10/32\",\"verdict\":{\"verdict\":\"sideways\"}}]",
+            "VERDICTS: unknown variant `sideways`",
+        ),
     ];
     for (bytes, needle) in cases {
         let err = Message::decode(bytes).unwrap_err().to_string();

@@ -17,6 +17,7 @@ fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
         last_handoff: None,
         peers,
         bmp: vec![],
+        checks: vec![],
     }
 }
 
@@ -258,6 +259,39 @@ fn bmp_shows_each_collector() {
             "COLLECTOR            STATE            SINCE     CONNECTS  LAST ERROR",
             "192.0.2.50:1790      up (carried on)  01:02:03  0",
             "[2001:db8::50]:1790  down             00:01:05  2         connecting: Connection refused (os error 111)",
+        ]
+    );
+}
+
+#[test]
+fn checks_show_each_verdict_and_what_the_probe_saw() {
+    use crate::speaker::status::CheckStatus;
+    let now = 10_000_000;
+    let mut status = agent(vec![]);
+    assert!(checks(&status, now).ends_with("no announcement has a check\n"));
+    let check = |prefix: &str, verdict: &str, ago_ms: u64, detail: &str| CheckStatus {
+        prefix: prefix.into(),
+        verdict: verdict.into(),
+        since_ms: now - ago_ms,
+        detail: detail.into(),
+    };
+    status.checks = vec![
+        check("192.0.2.10/32", "up", 3_723_000, "HTTP 200"),
+        check(
+            "192.0.2.11/32",
+            "draining",
+            4_000,
+            "connect 127.0.0.1:8081: Connection refused (os error 111)",
+        ),
+    ];
+    let text = checks(&status, now);
+    let lines: Vec<&str> = text.lines().skip(1).map(str::trim_end).collect();
+    assert_eq!(
+        lines,
+        [
+            "PREFIX         VERDICT   SINCE     LAST PROBE",
+            "192.0.2.10/32  up        01:02:03  HTTP 200",
+            "192.0.2.11/32  draining  00:00:04  connect 127.0.0.1:8081: Connection refused (os error 111)",
         ]
     );
 }

@@ -14,6 +14,7 @@
 //! sessions and RIBs. They talk over bounded channels only.
 
 mod admin;
+pub mod checks;
 mod conn;
 mod descriptors;
 mod handoff;
@@ -47,7 +48,7 @@ use peer::{Local, PeerCommand, PeerOptions, PeerTask};
 use routes::PeerView;
 use status::{Metrics, PeerStatus};
 
-use crate::config::{Config, ConfigError, Peer};
+use crate::config::{Announcement, Config, ConfigError, Peer};
 use crate::restart::{self, Ended, Previous};
 use crate::wire::{Notification, subcode};
 
@@ -195,6 +196,8 @@ struct Speaker {
     tap: Option<monitor::Tap>,
     /// The BMP collector connections.
     exporter: monitor::Exporter,
+    /// The checked announcements' verdicts and probes.
+    health: checks::Health,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -249,6 +252,29 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunErro
 }
 
 impl Speaker {
+    /// What the peers are sent: the configured announcements as their
+    /// checks allow.
+    fn announced(&self) -> Arc<Vec<Announcement>> {
+        Arc::new(crate::health::effective(&self.config.announce, &self.health.verdicts()))
+    }
+
+    /// A check's verdict changed: every session is told what that changes.
+    async fn verdict_changed(&mut self, change: checks::Change) {
+        let checks::Change { prefix, verdict, detail } = change;
+        match verdict {
+            crate::health::Verdict::Up => info!(%prefix, detail, "check passes: announcing"),
+            crate::health::Verdict::Draining { .. } => {
+                warn!(%prefix, detail, "check fails: draining with GRACEFUL_SHUTDOWN, then withdrawing")
+            }
+            _ => warn!(%prefix, detail, "check fails: withdrawn"),
+        }
+        let list = self.announced();
+        for p in self.peers.values() {
+            let _ = p.commands.send(PeerCommand::Announce(list.clone())).await;
+        }
+        self.publish_views();
+    }
+
     fn start_peer(&mut self, config: Peer) {
         let prepared = self.prepare_peer(config, None);
         self.spawn_peer(prepared);
@@ -283,7 +309,7 @@ impl Speaker {
         let mut task = PeerTask::new(
             config.clone(),
             self.local.clone(),
-            Arc::new(self.config.announce.clone()),
+            self.announced(),
             rx,
             status_tx,
             self.metrics.clone(),
@@ -384,6 +410,9 @@ impl Speaker {
         let old_passwords = std::mem::replace(&mut self.passwords, passwords);
         self.deferred_passwords.clear();
         let announce_changed = new.announce != self.config.announce;
+        if announce_changed {
+            self.health.reconfigure(&new.announce);
+        }
         self.config.announce = new.announce.clone();
         self.config.peers = new.peers.clone();
         for (address, p) in wanted {
@@ -393,7 +422,7 @@ impl Speaker {
                         && old_passwords.get(&address) == self.passwords.get(&address) =>
                 {
                     if announce_changed {
-                        let list = Arc::new(self.config.announce.clone());
+                        let list = self.announced();
                         let _ = running.commands.send(PeerCommand::Announce(list)).await;
                     }
                 }

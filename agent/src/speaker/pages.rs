@@ -23,7 +23,11 @@ pub(super) fn renderer(
     pod: Option<String>,
     registry: Arc<Registry>,
     views: watch::Receiver<Vec<PeerView>>,
-    (standing, board): (Arc<std::sync::Mutex<Standing>>, super::monitor::Board),
+    (standing, board, checks): (
+        Arc<std::sync::Mutex<Standing>>,
+        super::monitor::Board,
+        status::CheckBoard,
+    ),
 ) -> admin::Render {
     let started = Instant::now();
     let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
@@ -60,6 +64,7 @@ pub(super) fn renderer(
                     last_handoff: standing.last_handoff.clone(),
                     peers,
                     bmp: board.lock().expect("board").clone(),
+                    checks: checks.lock().expect("checks").clone(),
                 };
                 json(serde_json::to_string_pretty(&status).expect("JSON"))
             }

@@ -77,6 +77,7 @@ struct Opened {
     views: watch::Sender<Vec<super::routes::PeerView>>,
     standing: Arc<std::sync::Mutex<Standing>>,
     board: super::monitor::Board,
+    checks: super::status::CheckBoard,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, or until it hands over to a
@@ -114,7 +115,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Acquired::Node(takeover, lock) => (takeover.map(|t| *t), lock),
         Acquired::Stopped(signal) => return stopped_before_serving(signal),
     };
-    let Opened { mut doors, views, standing, board } =
+    let Opened { mut doors, views, standing, board, checks } =
         open(&options, &config, router_id, takeover.as_mut(), &metrics)?;
     // The collectors' tasks listen before any session runs: an adopted
     // session's first words are for the connection handed over with it.
@@ -131,6 +132,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         ),
         None => super::monitor::Exporter::default(),
     };
+    // Checked announcements start from the predecessor's verdicts: the
+    // adopted sessions' routers are sent nothing that did not change.
+    let carried = match takeover.as_mut() {
+        Some(t) => {
+            let verdicts = std::mem::take(&mut t.verdicts);
+            let sessions = &t.sessions;
+            crate::health::starting_verdicts(&config.announce, verdicts, |prefix| {
+                sessions.iter().any(|s| s.sent.routes.contains_key(prefix))
+            })
+        }
+        None => Vec::new(),
+    };
+    let health = super::checks::Health::start(&config.announce, &carried, checks);
     let mut speaker = Speaker {
         local: Local { asn: config.asn, router_id },
         previous: restart::read(&options.state_dir),
@@ -151,6 +165,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         failed_successors: handoff::Failed::default(),
         tap,
         exporter,
+        health,
     };
     let took_over = takeover.is_some();
     speaker.start_peers(takeover).await;
@@ -241,13 +256,14 @@ fn open(
     let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
     let (views, views_rx) = watch::channel(Vec::new());
     let board = super::monitor::Board::default();
+    let checks = super::status::CheckBoard::default();
     let render = super::pages::renderer(
         config,
         router_id,
         options.pod.clone(),
         Arc::new(registry),
         views_rx,
-        (standing.clone(), board.clone()),
+        (standing.clone(), board.clone(), checks.clone()),
     );
     let (stop_tx, stops) = mpsc::channel(4);
     let admin_fd =
@@ -270,6 +286,7 @@ fn open(
         views,
         standing,
         board,
+        checks,
     })
 }
 
@@ -363,6 +380,7 @@ impl Speaker {
                     Err(e) => warn!("accept: {e}"),
                 },
                 _ = heartbeat.tick() => self.heartbeat(Ended::Running),
+                change = self.health.changed() => self.verdict_changed(change).await,
                 _ = secrets.tick() => self.follow_passwords().await,
                 _ = signals.hangup.recv() => self.reload().await,
                 _ = signals.terminate.recv() => return Exit::Stop(StopMode::Decommission),

@@ -63,7 +63,26 @@ pub struct AgentStatus {
     /// Each BMP collector's connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bmp: Vec<CollectorStatus>,
+    /// Each checked announcement's verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
 }
+
+/// A checked announcement, as `/status` tells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckStatus {
+    pub prefix: String,
+    /// `unknown` (not probed yet), `up` (announced), `draining` (sent with
+    /// GRACEFUL_SHUTDOWN, to be withdrawn), `down` (withdrawn).
+    pub verdict: String,
+    /// Since when (Unix ms).
+    pub since_ms: u64,
+    /// What the last probe saw.
+    pub detail: String,
+}
+
+/// The checks' status as the speaker last wrote it, for `/status`.
+pub type CheckBoard = std::sync::Arc<std::sync::Mutex<Vec<CheckStatus>>>;
 
 /// A BMP collector's connection, as `/status` tells it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -224,6 +224,7 @@ fn our_hello(dir: &Path, incarnation: Option<String>) -> Hello {
         incarnation,
         events: true,
         monitors: true,
+        verdicts: true,
     }
 }
 
@@ -338,6 +339,7 @@ impl super::Speaker {
             &peers,
             [listener.as_fd(), admin.as_fd()],
             &self.exporter,
+            &self.health.carried(),
             move_aside,
         )
         .await;

@@ -27,7 +27,7 @@ use super::super::peer::{FrozenPeer, PeerCommand, RibSnapshot, Thaw};
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::error::{HandoffError, Other};
 use super::{Knock, read_token, report, step};
-use crate::handoff::protocol::{MAX_FDS, Message, RibPart, SessionState, Welcome};
+use crate::handoff::protocol::{CarriedVerdict, MAX_FDS, Message, RibPart, SessionState, Welcome};
 use crate::handoff::transport::{self, Channel, MAX_PACKET, TransportError};
 use crate::handoff::{admit, rib_state};
 
@@ -47,6 +47,7 @@ pub async fn hand_over(
     peers: &[PeerHandle],
     listeners: [BorrowedFd<'_>; 2],
     exporter: &Exporter,
+    verdicts: &[CarriedVerdict],
     retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
 ) -> HandoffReport {
     let other = AgentRef { pid: hello.pid, version: hello.agent_version.clone() };
@@ -111,8 +112,10 @@ pub async fn hand_over(
     };
     let deadline = started + budget;
     let froze = started.elapsed();
-    let conversation =
-        tokio::task::block_in_place(|| pass(&channel, &frozen, listeners, &monitors, deadline));
+    // Only to a successor that reads them, and only when there are checks.
+    let verdicts = if hello.verdicts { verdicts } else { &[] };
+    let carried = Carried { listeners, monitors: &monitors, verdicts };
+    let conversation = tokio::task::block_in_place(|| pass(&channel, &frozen, carried, deadline));
     info!(?froze, total = ?started.elapsed(), "handoff: frozen, then passed");
     r.sessions = frozen.len();
     r.listeners = 2;
@@ -305,13 +308,20 @@ fn send_parts(
     Ok(bytes)
 }
 
+/// What goes over besides the sessions: the BGP and admin listeners, the
+/// collector connections, the checks' verdicts.
+struct Carried<'a> {
+    listeners: [BorrowedFd<'a>; 2],
+    monitors: &'a [Handed],
+    verdicts: &'a [CarriedVerdict],
+}
+
 /// LISTENERS to COMMIT, frozen; the bytes of state sent, or why it failed.
 /// `frozen` pairs each session with its peer's index in WELCOME.
 fn pass(
     channel: &Channel,
     frozen: &[(u32, FrozenPeer)],
-    listeners: [BorrowedFd<'_>; 2],
-    monitors: &[Handed],
+    Carried { listeners, monitors, verdicts }: Carried<'_>,
     deadline: Instant,
 ) -> Result<usize, HandoffError> {
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -328,6 +338,10 @@ fn pass(
         let fds: Vec<BorrowedFd<'_>> = monitors.iter().map(|(_, fd)| fd.as_fd()).collect();
         send(&Message::Monitors(monitors.iter().map(|(a, _)| *a).collect()), &fds)?;
         step("old:monitors");
+    }
+    if !verdicts.is_empty() {
+        send(&Message::Verdicts(verdicts.to_vec()), &[])?;
+        step("old:verdicts");
     }
     let mut bytes = 0;
     let mut rest = frozen;

@@ -24,7 +24,7 @@ use super::super::peer::Adopted;
 use super::super::status::{AgentRef, HandoffReport, HandoffResult, HandoffRole};
 use super::error::{HandoffError, Other};
 use super::{ActiveLock, SOCKET, STEP, lock_after_close, lock_waiting, our_hello, report, step};
-use crate::handoff::protocol::{Message, RibPart, SessionState, Welcome};
+use crate::handoff::protocol::{CarriedVerdict, Message, RibPart, SessionState, Welcome};
 use crate::handoff::rib_state;
 use crate::handoff::session_state::{monotonic_ns, thaw};
 use crate::handoff::transport::{Channel, TransportError};
@@ -44,6 +44,9 @@ pub struct Takeover {
     pub events: Vec<(IpAddr, Vec<u8>)>,
     /// The predecessor's BMP collector connections, to write on.
     pub monitors: Vec<Handed>,
+    /// The predecessor's verdicts on the checked announcements, a drain's
+    /// end as milliseconds from when they came.
+    pub verdicts: Vec<(crate::route::Prefix, crate::health::Verdict)>,
 }
 
 /// One peer's state as it arrives: both RIBs applied part by part.
@@ -79,6 +82,7 @@ struct Collected {
     states: Vec<(SessionState, OwnedFd)>,
     events: Vec<(IpAddr, Vec<u8>)>,
     monitors: Vec<Handed>,
+    verdicts: Vec<CarriedVerdict>,
     bytes: usize,
     done: bool,
 }
@@ -109,6 +113,7 @@ pub fn take_over(
         states: Vec::new(),
         events: Vec::new(),
         monitors: Vec::new(),
+        verdicts: Vec::new(),
         bytes: 0,
         done: false,
     };
@@ -159,6 +164,7 @@ pub fn take_over(
         report: r,
         events: got.events,
         monitors: got.monitors,
+        verdicts: got.verdicts.into_iter().map(|c| (c.prefix, c.verdict)).collect(),
     };
     Ok(Some((takeover, lock)))
 }
@@ -300,6 +306,13 @@ impl Collected {
                 }
                 self.monitors = collectors.into_iter().zip(fds).collect();
                 step("new:monitors");
+            }
+            Message::Verdicts(verdicts) => {
+                if !fds.is_empty() {
+                    return inconsistent(format!("VERDICTS came with {} descriptors", fds.len()));
+                }
+                self.verdicts = verdicts;
+                step("new:verdicts");
             }
             Message::Sessions(states) => {
                 if states.len() != fds.len() {
