@@ -172,6 +172,10 @@ impl Daemon {
         sh(&["kill", &format!("-{sig}"), &self.child.id().to_string()]);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
