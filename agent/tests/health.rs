@@ -115,6 +115,15 @@ fn a_checked_prefix_follows_its_service_and_a_handoff_changes_nothing() {
     });
     assert_eq!(verdict(&agent), "down");
     assert!(router.learnt(false).unwrap().contains_key(PLAIN), "the unchecked prefix went too");
+    // What the agent means to announce now, as the operator's health check
+    // of a new agent reads it: the withdrawn prefix is not missing.
+    assert_eq!(agent.status().unwrap()["routes_announced"], 1);
+    let metrics = agent.get("/metrics").unwrap();
+    let down = format!("nonstop_check_up{{prefix=\"{CHECKED}\"}} 0");
+    assert!(metrics.contains(&down), "no `{down}` in\n{metrics}");
+    let failures = format!("nonstop_check_failures_total{{prefix=\"{CHECKED}\"}} ");
+    let failed = metrics.lines().find_map(|l| l.strip_prefix(failures.as_str()));
+    assert!(failed.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 2), "{metrics}");
 
     // An upgrade while it is down keeps it down, and says nothing.
     let agent = hand_over(&link, &router, agent, &yaml, "agent-3.log");
@@ -130,6 +139,8 @@ fn a_checked_prefix_follows_its_service_and_a_handoff_changes_nothing() {
         }
     });
     assert_eq!(verdict(&agent), "up");
+    let up = format!("nonstop_check_up{{prefix=\"{CHECKED}\"}} 1");
+    assert!(agent.get("/metrics").unwrap().contains(&up), "no `{up}`");
 
     // An upgrade while it is up keeps it up, and says nothing.
     let agent = hand_over(&link, &router, agent, &yaml, "agent-4.log");

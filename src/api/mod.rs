@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BgpGatewayStatus, ConditionType, Maintenance, NodeStatus, PeerState, SessionCounts,
+    BgpGatewayStatus, CheckState, ConditionType, Maintenance, NodeStatus, PeerState, SessionCounts,
     UpgradeRecord, UpgradeResult,
 };
 

@@ -105,6 +105,31 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub peers: Vec<PeerState>,
+    /// The active agent's checked announcements that it does not announce
+    /// as configured: draining, withdrawn, or not probed yet. Bounded: at
+    /// most 8 per node and 256 over the gateway (by node name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub checks_failing: Vec<CheckState>,
+}
+
+/// A checked announcement of a node's active agent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckState {
+    #[schemars(length(max = 49))]
+    pub prefix: String,
+    /// `draining` (sent with GRACEFUL_SHUTDOWN, to be withdrawn), `down`
+    /// (withdrawn) or `unknown` (not probed yet).
+    #[schemars(length(max = 16))]
+    pub verdict: String,
+    /// Since when (whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// What the last probe saw, cut to 160 characters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 200))]
+    pub detail: String,
 }
 
 /// A session of a node's active agent.

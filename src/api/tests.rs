@@ -128,6 +128,14 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
                     ..Default::default()
                 },
             ],
+            checks_failing: vec![crate::api::CheckState {
+                prefix: "203.0.113.10/32".into(),
+                verdict: "down".into(),
+                since: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-11-21T18:00:02Z".parse().unwrap(),
+                )),
+                detail: "HTTP 503, not 200".into(),
+            }],
         }],
         ..Default::default()
     });

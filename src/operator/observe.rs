@@ -20,7 +20,7 @@ use super::cache::AgentAnswers;
 use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
-use crate::api::{BgpGateway, PeerState};
+use crate::api::{BgpGateway, CheckState, PeerState};
 
 /// How long a node's agent has to answer; a slow one counts as silent.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -303,7 +303,27 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
             .filter(|h| h.role == HandoffRole::Successor && h.result == HandoffResult::Completed)
             .map(|h| h.at_ms),
         peers: peer_states(status),
+        checks_failing: failing_checks(status),
     }
+}
+
+/// The agent's checked announcements not announced as configured, at most
+/// [`PEERS_PER_NODE`], by prefix; since when in whole seconds.
+fn failing_checks(status: &AgentStatus) -> Vec<CheckState> {
+    status
+        .checks
+        .iter()
+        .filter(|c| c.verdict != "up")
+        .take(PEERS_PER_NODE)
+        .map(|c| CheckState {
+            prefix: c.prefix.clone(),
+            verdict: c.verdict.clone(),
+            since: Timestamp::from_second((c.since_ms / 1000) as i64)
+                .ok()
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            detail: cut(&c.detail, LAST_ERROR_CHARS),
+        })
+        .collect()
 }
 
 /// The agent's sessions, those down first (then by address), at most
@@ -538,5 +558,38 @@ mod tests {
             let view = pod_view(&pod).expect("a gateway pod");
             assert_eq!(view.ended(), ended, "{case}");
         }
+    }
+    #[test]
+    fn only_checks_not_announced_as_configured_are_listed_bounded_and_cut() {
+        use nonstop_agent::speaker::status::CheckStatus;
+        let check = |prefix: String, verdict: &str, detail: String| CheckStatus {
+            prefix,
+            verdict: verdict.into(),
+            since_ms: 1_795_000_000_999,
+            detail,
+        };
+        let mut status = agent(&[]);
+        status.checks = vec![
+            check("192.0.2.1/32".into(), "up", "HTTP 200".into()),
+            check("192.0.2.2/32".into(), "draining", "HTTP 503, not 200".into()),
+            check("192.0.2.3/32".into(), "unknown", String::new()),
+        ];
+        status
+            .checks
+            .extend((10..20).map(|i| check(format!("192.0.2.{i}/32"), "down", "x".repeat(500))));
+        let listed = agent_view(&status).checks_failing;
+        let got: Vec<(&str, &str)> =
+            listed.iter().map(|c| (c.prefix.as_str(), c.verdict.as_str())).collect();
+        assert_eq!(
+            got[..3],
+            [("192.0.2.2/32", "draining"), ("192.0.2.3/32", "unknown"), ("192.0.2.10/32", "down")]
+        );
+        assert_eq!(listed.len(), PEERS_PER_NODE, "at most eight per node");
+        assert_eq!(listed[2].detail, format!("{}…", "x".repeat(LAST_ERROR_CHARS)));
+        assert_eq!(
+            listed[0].since.as_ref().map(|t| t.0.as_second()),
+            Some(1_795_000_000),
+            "whole seconds"
+        );
     }
 }

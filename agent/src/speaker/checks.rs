@@ -20,7 +20,7 @@ use crate::handoff::protocol::CarriedVerdict;
 use crate::health::{Check, Verdict};
 use crate::restart;
 use crate::route::Prefix;
-use crate::speaker::status::{CheckBoard, CheckStatus};
+use crate::speaker::status::{CheckBoard, CheckStatus, Metrics, PrefixLabel};
 
 /// One probe's result for announcement `index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,7 @@ pub struct Health {
     clock: Instant,
     /// Where `/status` reads the checks from.
     board: CheckBoard,
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -112,6 +113,7 @@ impl Health {
         announce: &[Announcement],
         carried: &[(Prefix, Verdict)],
         board: CheckBoard,
+        metrics: Metrics,
     ) -> Health {
         let (sender, results) = mpsc::channel(64);
         let mut health = Health {
@@ -121,6 +123,7 @@ impl Health {
             sender,
             clock: Instant::now(),
             board,
+            metrics,
         };
         health.configure(announce, carried);
         health
@@ -146,6 +149,12 @@ impl Health {
     }
 
     fn configure(&mut self, announce: &[Announcement], carried: &[(Prefix, Verdict)]) {
+        // A prefix no longer checked has no series.
+        for t in self.checks.iter().flatten() {
+            let label = PrefixLabel { prefix: t.prefix.to_string() };
+            self.metrics.check_up.remove(&label);
+            self.metrics.check_failures.remove(&label);
+        }
         // Fresh results only: a result of an old probe may name another index.
         let (sender, results) = mpsc::channel(64);
         (self.sender, self.results) = (sender, results);
@@ -171,8 +180,15 @@ impl Health {
         self.publish();
     }
 
-    /// Writes every check's state where `/status` reads it.
+    /// Writes every check's state where `/status` and `/metrics` read it.
     fn publish(&self) {
+        for t in self.checks.iter().flatten() {
+            let label = PrefixLabel { prefix: t.prefix.to_string() };
+            self.metrics
+                .check_up
+                .get_or_create(&label)
+                .set(i64::from(t.check.verdict() == Verdict::Up));
+        }
         *self.board.lock().expect("checks board") = self
             .checks
             .iter()
@@ -224,6 +240,10 @@ impl Health {
             let (now, unix_ms) = (self.now_ms(), restart::now_ms());
             let change = match probed {
                 Some(p) => self.checks.get_mut(p.index).and_then(Option::as_mut).and_then(|t| {
+                    if !p.healthy {
+                        let label = PrefixLabel { prefix: t.prefix.to_string() };
+                        self.metrics.check_failures.get_or_create(&label).inc();
+                    }
                     t.detail = p.detail;
                     let v = t.check.observe(p.healthy, now)?;
                     t.since_ms = unix_ms;

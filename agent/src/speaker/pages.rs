@@ -50,6 +50,13 @@ pub(super) fn renderer(
                     .collect();
                 peers.sort_by(|a, b| a.address.cmp(&b.address));
                 let standing = standing.lock().expect("standing");
+                let checks = checks.lock().expect("checks").clone();
+                // What the agent means to announce now: a prefix its check
+                // keeps out (not probed yet, or withdrawn) is not missing.
+                let kept_out = checks
+                    .iter()
+                    .filter(|c| matches!(c.verdict.as_str(), "unknown" | "down"))
+                    .count();
                 let status = AgentStatus {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     pid: std::process::id(),
@@ -58,13 +65,13 @@ pub(super) fn renderer(
                     router_id: router_id.to_string(),
                     listen: listen.to_string(),
                     uptime_seconds: started.elapsed().as_secs(),
-                    routes_announced: announced,
+                    routes_announced: announced.saturating_sub(kept_out),
                     role: standing.role,
                     successor: standing.successor.clone(),
                     last_handoff: standing.last_handoff.clone(),
                     peers,
                     bmp: board.lock().expect("board").clone(),
-                    checks: checks.lock().expect("checks").clone(),
+                    checks,
                 };
                 json(serde_json::to_string_pretty(&status).expect("JSON"))
             }

@@ -144,7 +144,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
         None => Vec::new(),
     };
-    let health = super::checks::Health::start(&config.announce, &carried, checks);
+    let health = super::checks::Health::start(&config.announce, &carried, checks, metrics.clone());
     let mut speaker = Speaker {
         local: Local { asn: config.asn, router_id },
         previous: restart::read(&options.state_dir),

@@ -51,6 +51,8 @@ pub struct AgentStatus {
     pub router_id: String,
     pub listen: String,
     pub uptime_seconds: u64,
+    /// Announcements the agent means to send now: the configured ones but
+    /// those their checks keep out (not probed yet, or withdrawn).
     pub routes_announced: usize,
     /// `active` (this agent speaks for the node) or `retired` (it handed
     /// everything to its successor and holds nothing).
@@ -303,6 +305,12 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// Metric label: which checked announcement.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrefixLabel {
+    pub prefix: String,
+}
+
 /// Metric label: which BMP collector (`address:port`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CollectorLabel {
@@ -418,6 +426,8 @@ pub struct Metrics {
     pub bmp_up: Family<CollectorLabel, Gauge>,
     pub bmp_connects: Family<CollectorLabel, Counter>,
     pub bmp_sent_bytes: Family<CollectorLabel, Counter>,
+    pub check_up: Family<PrefixLabel, Gauge>,
+    pub check_failures: Family<PrefixLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -437,6 +447,8 @@ impl Default for Metrics {
             bmp_up: Family::default(),
             bmp_connects: Family::default(),
             bmp_sent_bytes: Family::default(),
+            check_up: Family::default(),
+            check_failures: Family::default(),
         }
     }
 }
@@ -520,6 +532,17 @@ impl Metrics {
             "nonstop_bmp_sent_bytes",
             "Bytes of BMP messages written to the collector",
             self.bmp_sent_bytes.clone(),
+        );
+        registry.register(
+            "nonstop_check_up",
+            "1 while the checked prefix is announced as configured; 0 while its check \
+             has not passed yet, drains it or withdraws it",
+            self.check_up.clone(),
+        );
+        registry.register(
+            "nonstop_check_failures",
+            "Probes of the checked prefix's service that failed",
+            self.check_failures.clone(),
         );
     }
 

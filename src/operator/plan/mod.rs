@@ -119,6 +119,8 @@ pub struct AgentView {
     pub handoff_at_ms: Option<u64>,
     /// Its sessions, those down first (then by address).
     pub peers: Vec<crate::api::PeerState>,
+    /// Its checked announcements not announced as configured (bounded).
+    pub checks_failing: Vec<crate::api::CheckState>,
 }
 
 /// What was observed, all at once.

@@ -159,6 +159,7 @@ fn node_statuses(
                 last_upgrade: records.get(s.node).cloned(),
                 maintenance: s.maintenance(),
                 peers: agent.map(|a| a.peers.clone()).unwrap_or_default(),
+                checks_failing: agent.map(|a| a.checks_failing.clone()).unwrap_or_default(),
             }
         })
         .collect();
@@ -171,6 +172,11 @@ fn node_statuses(
     }));
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     bound_peers(&mut nodes);
+    let mut room = MAX_CHECKS;
+    for node in &mut nodes {
+        node.checks_failing.truncate(room);
+        room -= node.checks_failing.len();
+    }
     nodes
 }
 
@@ -197,6 +203,9 @@ fn bound_peers(nodes: &mut [NodeStatus]) {
 /// Sessions listed in a gateway's status, over all its nodes; each node's
 /// `sessions` still counts every one.
 pub const MAX_PEERS: usize = 256;
+
+/// Failing checks listed in a gateway's status, over all its nodes.
+pub const MAX_CHECKS: usize = 256;
 
 /// The Ready condition: whether, why, and what to do about it.
 fn readiness(

@@ -64,6 +64,7 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
         handoff_pause_ms: Some(3.4),
         handoff_at_ms: None,
         peers: vec![],
+        checks_failing: vec![],
     }
 }
 
