@@ -35,9 +35,11 @@ enum Command {
         /// Where the agent keeps its control socket and state (created 0700).
         #[arg(long, env = "NONSTOP_STATE_DIR")]
         state_dir: PathBuf,
-        /// BGP identifier, overriding `routerId` in the config.
+        /// BGP identifier, overriding `routerId` in the config. An IPv6
+        /// address (an IPv6-only node's) stands for the 32-bit FNV-1a hash
+        /// of its octets, the same on every start and every version.
         #[arg(long)]
-        router_id: Option<std::net::Ipv4Addr>,
+        router_id: Option<std::net::IpAddr>,
         /// Where `passwordSecretRef {name, key}` is read from: DIR/<name>/<key>.
         #[arg(long, default_value = "/etc/nonstop/secrets")]
         secrets_dir: PathBuf,
@@ -159,7 +161,7 @@ fn main() -> ExitCode {
             let result = runtime.block_on(speaker::run(RunOptions {
                 config,
                 state_dir,
-                router_id,
+                router_id: router_id.map(nonstop_agent::config::router_id_for),
                 secrets_dir,
                 pod,
                 takeover: match takeover {

@@ -19,7 +19,7 @@ pub mod history;
 mod status;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::CustomResource;
@@ -51,7 +51,8 @@ pub use status::{
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A BGP gateway: one active agent per selected node, upgraded without withdrawing a route.",
-    validation = "!has(self.spec.peers) || self.spec.peers.all(p, !has(p.ebgpMultihop) || p.asn != self.spec.asn)"
+    validation = "!has(self.spec.peers) || self.spec.peers.all(p, !has(p.ebgpMultihop) || p.asn != self.spec.asn)",
+    validation = Rule::new("!has(self.spec.listen) || !has(self.spec.listen.enabled) || self.spec.listen.enabled || !has(self.spec.peers) || self.spec.peers.all(p, !has(p.passive) || !p.passive)").message("with spec.listen.enabled false no peer can connect to the gateway, so no peer may be passive"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BgpGatewaySpec {
@@ -91,6 +92,10 @@ pub struct BgpGatewaySpec {
         ])
     )]
     pub peers: Vec<Peer>,
+    /// Where each agent accepts BGP connections on its node. Leave it out for
+    /// port 179 on every IPv4 address of the node.
+    #[serde(default, skip_serializing_if = "Listen::is_default")]
+    pub listen: Listen,
     /// The prefixes every agent announces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
@@ -121,6 +126,57 @@ pub struct BgpGatewaySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub bmp: Vec<BmpCollector>,
+}
+
+/// The BGP listener of each agent. Another BGP speaker on the same nodes
+/// (Calico's BIRD, MetalLB's FRR) keeps port 179 when this gateway listens
+/// elsewhere, or not at all.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Listen {
+    /// false: no listener at all. Every peer is then dialled by the agent
+    /// (none may be `passive`), and the routers need not dial it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `0.0.0.0` (every IPv4 address of the node, the default), `::` (every
+    /// address, IPv4 and IPv6: for dual-stack and IPv6-only nodes), or one
+    /// address that every selected node has.
+    #[serde(default = "any_ipv4")]
+    #[schemars(length(max = 45))]
+    pub address: IpAddr,
+    /// TCP port; the routers must dial this port when it is not 179.
+    #[serde(default = "bgp_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn any_ipv4() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+fn bgp_port() -> u16 {
+    179
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { enabled: true, address: any_ipv4(), port: bgp_port() }
+    }
+}
+
+impl Listen {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Where the agent binds, or None for no listener.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.enabled.then(|| SocketAddr::new(self.address, self.port))
+    }
 }
 
 /// How a change of image or config reaches the nodes.
@@ -227,6 +283,26 @@ impl BgpGateway {
 }
 
 impl BgpGatewaySpec {
+    fn validate_listen(&self, problems: &mut Problems) {
+        let listen = &self.listen;
+        if !listen.enabled {
+            validate::passive_without_listener(&self.peers, "spec.", problems);
+            return;
+        }
+        if listen.port == 0 {
+            problems.push("spec.listen.port", "must be a port number, 1 to 65535");
+        } else if listen.port == self.admin_port {
+            problems.push(
+                "spec.adminPort",
+                format!("{} is the BGP port (spec.listen.port); pick another", listen.port),
+            );
+        }
+        if listen.address.is_multicast() {
+            problems
+                .push("spec.listen.address", format!("{} is a multicast address", listen.address));
+        }
+    }
+
     /// Every rule the spec breaks, with paths under `spec.`. Includes the CEL
     /// rules, so servers older than 1.25 (which ignore CEL) are covered too.
     pub fn validate(&self) -> Result<(), Problems> {
@@ -244,12 +320,11 @@ impl BgpGatewaySpec {
             problems.push("spec.peers", "at least one peer is needed");
         }
         validate::peers(&self.peers, self.asn, "spec.", &mut problems);
+        self.validate_listen(&mut problems);
         validate::announcements(&self.announce, "spec.", &mut problems);
         validate::bmp(&self.bmp, "spec.", &mut problems);
-        match self.admin_port {
-            0 => problems.push("spec.adminPort", "must be a port number, 1 to 65535"),
-            179 => problems.push("spec.adminPort", "179 is the BGP port; pick another"),
-            _ => {}
+        if self.admin_port == 0 {
+            problems.push("spec.adminPort", "must be a port number, 1 to 65535");
         }
         if self.upgrade.max_nodes_in_flight == 0 {
             problems.push("spec.upgrade.maxNodesInFlight", "must be at least 1");

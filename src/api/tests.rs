@@ -225,6 +225,7 @@ fn the_schema_refuses_bad_specs_naming_the_field() {
             &["spec.upgrade.maxNodesInFlight"],
         ),
         ("admin port 0", example_with("/spec/adminPort", json!(0)), &["spec.adminPort"]),
+        ("listen port 0", example_with("/spec/listen", json!({"port": 0})), &["spec.listen.port"]),
         (
             "hold time as a string",
             example_with("/spec/peers/0/holdTime", json!("90s")),
@@ -287,6 +288,29 @@ fn the_operator_refuses_what_the_schema_cannot_see() {
             example_with("/spec/adminPort", json!(179)),
             "spec.adminPort: 179 is the BGP port",
         ),
+        (
+            "admin port on a moved BGP port",
+            {
+                let mut v = example_with("/spec/listen", json!({"port": 1179, "address": "::"}));
+                v["spec"]["adminPort"] = json!(1179);
+                v
+            },
+            "spec.adminPort: 1179 is the BGP port (spec.listen.port)",
+        ),
+        (
+            "listen address junk",
+            example_with("/spec/listen", json!({"address": "every"})),
+            "spec.listen.address: invalid IP address syntax",
+        ),
+        (
+            "passive peer and no listener",
+            {
+                let mut v = example_with("/spec/listen", json!({"enabled": false}));
+                v["spec"]["peers"][1]["passive"] = json!(true);
+                v
+            },
+            "spec.peers[1].passive: 2001:db8::1 could never connect: the gateway has no listener",
+        ),
     ];
     for (name, object, needle) in cases {
         let message = match BgpGateway::checked(object) {
@@ -321,6 +345,26 @@ fn cel_rules_and_rust_rules_agree() {
         let cel_ok = server_verdict(&object).is_empty();
         let rust_ok = BgpGateway::checked(object).is_ok();
         assert_eq!(cel_ok, rust_ok, "hold {hold:?} keepalive {keepalive:?}");
+    }
+}
+
+/// The same for the listener: without one, no peer may be passive.
+#[test]
+fn cel_and_rust_agree_on_passive_peers_without_a_listener() {
+    for enabled in [None, Some(true), Some(false)] {
+        for passive in [None, Some(false), Some(true)] {
+            let mut object = example_value();
+            if let Some(e) = enabled {
+                object["spec"]["listen"] = json!({"enabled": e});
+            }
+            if let Some(p) = passive {
+                object["spec"]["peers"][0]["passive"] = json!(p);
+            }
+            let cel_ok = server_verdict(&object).is_empty();
+            let rust_ok = BgpGateway::checked(object).is_ok();
+            assert_eq!(cel_ok, rust_ok, "listen enabled {enabled:?}, passive {passive:?}");
+            assert_eq!(rust_ok, !(enabled == Some(false) && passive == Some(true)));
+        }
     }
 }
 

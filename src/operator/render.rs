@@ -74,7 +74,7 @@ pub fn agent_config(spec: &BgpGatewaySpec) -> Config {
     Config {
         asn: spec.asn,
         router_id: spec.router_id,
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 179)),
+        listen: spec.listen.socket_addr(),
         admin: std::net::SocketAddr::from(([0, 0, 0, 0], spec.admin_port)),
         peers: spec.peers.clone(),
         announce: spec.announce.clone(),

@@ -26,11 +26,29 @@ fn the_revision_changes_with_what_reaches_the_pod_only() {
     assert!(changed(&|g| g.spec.announce.pop().map(drop).unwrap_or(())));
     assert!(changed(&|g| g.spec.admin_port = 9180));
     assert!(changed(&|g| g.spec.admin_bind = crate::api::AdminBind::Node));
+    assert!(changed(&|g| g.spec.listen.port = 1179));
+    assert!(changed(&|g| g.spec.listen.enabled = false));
     assert!(!changed(&|g| g.spec.upgrade.pause_seconds = 5), "upgrade settings do not roll");
     assert!(!changed(&|g| g.spec.upgrade.paused = true));
     assert!(!changed(&|g| {
         g.spec.node_selector.clear();
     }));
+}
+
+/// Left out, `listen` renders the listener agents always had (so an
+/// operator upgrade rolls no gateway); turned off, the agent gets none.
+#[test]
+fn the_listener_reaches_the_agent_config() {
+    let mut gw = example();
+    assert_eq!(agent_config(&gw.spec).listen, Some("0.0.0.0:179".parse().unwrap()));
+    gw.spec.listen.address = "::".parse().unwrap();
+    gw.spec.listen.port = 1179;
+    assert_eq!(agent_config(&gw.spec).listen, Some("[::]:1179".parse().unwrap()));
+    gw.spec.listen.enabled = false;
+    let yaml = serde_yaml_ng::to_string(&agent_config(&gw.spec)).unwrap();
+    assert!(yaml.contains("listen: null"), "{yaml}");
+    let back = nonstop_agent::config::Config::parse(&yaml, std::path::Path::new("agent.yaml"));
+    assert_eq!(back.unwrap().listen, None);
 }
 
 #[test]

@@ -38,9 +38,11 @@ pub struct Config {
     /// the node's IP) fills it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_id: Option<Ipv4Addr>,
-    /// Where to accept BGP connections.
+    /// Where to accept BGP connections; `null` for no listener at all, when
+    /// every peer is dialled (none `passive`), so another BGP speaker on the
+    /// host can keep port 179.
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// Where to serve `/status` and `/metrics`.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
@@ -54,8 +56,27 @@ pub struct Config {
     pub bmp: Vec<BmpCollector>,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 179))
+fn default_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 179)))
+}
+
+/// The BGP identifier for a node known by `address`: an IPv4 address is its
+/// own identifier (so is an IPv4-mapped IPv6 one); an IPv6 address, which
+/// has no 32-bit form, becomes the FNV-1a hash (32 bit) of its 16 octets,
+/// written as a dotted quad. Pinned by a test: the same node gets the same
+/// identifier from every version of the agent, so an upgrade never changes it.
+pub fn router_id_for(address: IpAddr) -> Ipv4Addr {
+    match address {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or_else(|| {
+            let hash = v6
+                .octets()
+                .iter()
+                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+            // 0.0.0.0 is no identifier (RFC 6286); one hash in 2^32 lands there.
+            Ipv4Addr::from(hash.max(1))
+        }),
+    }
 }
 
 fn default_admin() -> SocketAddr {

@@ -14,7 +14,7 @@ const MINIMAL: &str = "asn: 65001\npeers:\n  - address: 192.0.2.1\n    asn: 6500
 #[test]
 fn a_minimal_file_gets_the_documented_defaults() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.listen, "0.0.0.0:179".parse().unwrap());
+    assert_eq!(c.listen, Some("0.0.0.0:179".parse().unwrap()));
     assert_eq!(c.admin, "127.0.0.1:9179".parse().unwrap());
     assert_eq!(c.shutdown.drain_seconds, 10);
     let p = &c.peers[0];
@@ -23,6 +23,32 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(p.graceful_restart, GracefulRestart::default());
     assert!(p.graceful_restart.enabled && p.graceful_restart.notification);
     assert_eq!(p.graceful_restart.restart_time, 120);
+}
+
+#[test]
+fn listen_null_means_no_listener_and_dialled_peers_are_fine_without_one() {
+    let c = parse(&format!("listen: null\n{MINIMAL}")).unwrap();
+    assert_eq!(c.listen, None);
+    // Written back, it stays off (a missing field would mean port 179).
+    assert_eq!(parse(&serde_yaml_ng::to_string(&c).unwrap()).unwrap().listen, None);
+}
+
+/// The derivation is part of the contract: a node keeps its identifier
+/// across upgrades only if every version computes the same one.
+#[test]
+fn router_ids_come_from_the_node_address_and_never_change() {
+    let cases: &[(&str, &str)] = &[
+        ("10.99.1.2", "10.99.1.2"),
+        ("::ffff:10.99.1.2", "10.99.1.2"),
+        // FNV-1a (32 bit) of the 16 octets, as computed independently (Python).
+        ("fd00:99:1::2", "40.89.132.110"),
+        ("fd00:99:2::2", "216.108.83.35"),
+        ("2001:db8::1", "110.91.4.244"),
+    ];
+    for (node, id) in cases {
+        let got = router_id_for(node.parse().unwrap());
+        assert_eq!(got.to_string(), *id, "router ID for {node}");
+    }
 }
 
 #[test]
@@ -87,6 +113,17 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             &["unknown field `holdTme`", "holdTime"],
         ),
         ("missing asn", peer.to_string(), &["missing field `asn`"]),
+        (
+            "no listener with a passive peer",
+            format!("asn: 1\nlisten: null\n{peer}    passive: true\n"),
+            &["peers[0].passive: 192.0.2.1 could never connect: the gateway has no listener"],
+        ),
+        ("listener on port 0", format!("asn: 1\nlisten: 0.0.0.0:0\n{peer}"), &["listen: port 0"]),
+        (
+            "listener on a multicast address",
+            format!("asn: 1\nlisten: \"[ff02::1]:179\"\n{peer}"),
+            &["listen: ff02::1 is a multicast address"],
+        ),
         ("asn 0", format!("asn: 0\n{peer}"), &["asn: AS 0 is reserved"]),
         ("AS_TRANS", format!("asn: 23456\n{peer}"), &["asn: AS 23456 is AS_TRANS"]),
         ("no peers", "asn: 1\npeers: []\n".into(), &["peers: at least one peer"]),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{Accept, Announcement, Config, Import, Peer};
 use crate::route::NextHop;
@@ -76,8 +76,36 @@ pub(super) fn config(c: &Config, problems: &mut Problems) {
             .push("peers", "at least one peer is needed: a gateway with no peer announces nothing");
     }
     peers(&c.peers, c.asn, "", problems);
+    listener(c.listen, &c.peers, problems);
     announcements(&c.announce, "", problems);
     bmp(&c.bmp, "", problems);
+}
+
+/// The BGP listener: a port peers can reach, or none at all.
+fn listener(listen: Option<SocketAddr>, peers: &[Peer], problems: &mut Problems) {
+    match listen {
+        Some(addr) if addr.port() == 0 => {
+            problems.push("listen", "port 0 is not a port BGP peers can reach")
+        }
+        Some(addr) if addr.ip().is_multicast() => {
+            problems.push("listen", format!("{} is a multicast address", addr.ip()))
+        }
+        Some(_) => {}
+        None => passive_without_listener(peers, "", problems),
+    }
+}
+
+/// With no listener, a passive peer (one we never dial) could never connect.
+pub fn passive_without_listener(peers: &[Peer], prefix: &str, problems: &mut Problems) {
+    for (i, p) in peers.iter().enumerate().filter(|(_, p)| p.passive) {
+        problems.push(
+            format!("{prefix}peers[{i}].passive"),
+            format!(
+                "{} could never connect: the gateway has no listener, so every peer must be dialled",
+                p.address
+            ),
+        );
+    }
 }
 
 /// BMP collectors: each reachable, each once.

@@ -118,7 +118,7 @@ pub enum RunError {
     Secret(String),
     #[error("state dir {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot listen for {what} on {addr}: {source}{}", bind_hint(source))]
+    #[error("cannot listen for {what} on {addr}: {source}{}", bind_hint(what, source))]
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("handoff failed, the running agent keeps serving: {0}")]
     Handoff(#[from] handoff::HandoffError),
@@ -129,12 +129,19 @@ pub enum RunError {
     Orphaned(Duration),
 }
 
-/// The one capability the agent needs, named where its absence shows.
-fn bind_hint(e: &std::io::Error) -> &'static str {
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
-        " (ports below 1024 need CAP_NET_BIND_SERVICE: run as root, or add that capability)"
-    } else {
-        ""
+/// What to do about a port that cannot be bound: the one capability the
+/// agent needs, or the setting that moves it out of another speaker's way.
+fn bind_hint(what: &str, e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need CAP_NET_BIND_SERVICE: run as root, or add that capability)"
+        }
+        std::io::ErrorKind::AddrInUse if what == "BGP" => {
+            " (another process, perhaps another BGP speaker, holds it: give `listen` another \
+             address or port, or `listen: null` when every peer is dialled; in a BgpGateway, \
+             spec.listen)"
+        }
+        _ => "",
     }
 }
 
@@ -182,8 +189,9 @@ struct Speaker {
     previous: Option<Previous>,
     /// TCP MD5 keys by peer address, read from the secrets dir.
     passwords: HashMap<IpAddr, Arc<[u8]>>,
-    /// The BGP listener, where each peer's MD5 key is installed.
-    listener: ListenerFd,
+    /// The BGP listener, where each peer's MD5 key is installed (None: the
+    /// gateway only dials).
+    listener: Option<ListenerFd>,
     standing: Arc<std::sync::Mutex<Standing>>,
     /// Held while this agent speaks for the node (see `handoff`).
     lock: Option<handoff::ActiveLock>,
@@ -296,7 +304,8 @@ impl Speaker {
         }
         let password = self.passwords.get(&config.address).cloned();
         if let Some(key) = &password
-            && let Err(e) = sockopt::md5(&self.listener, self.listener.v6, config.address, key)
+            && let Some(l) = &self.listener
+            && let Err(e) = sockopt::md5(l, l.v6, config.address, key)
         {
             warn!(peer = %config.address, "cannot install the TCP MD5 key on the listener: {e}");
         }
@@ -358,8 +367,10 @@ impl Speaker {
         if let Some(p) = self.peers.remove(&address) {
             let _ = p.commands.send(PeerCommand::Stop(notification)).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), p.task).await;
-            if p.config.password_secret_ref.is_some() {
-                let _ = sockopt::md5(&self.listener, self.listener.v6, address, &[]);
+            if p.config.password_secret_ref.is_some()
+                && let Some(l) = &self.listener
+            {
+                let _ = sockopt::md5(l, l.v6, address, &[]);
             }
         }
     }

@@ -63,7 +63,7 @@ pub(super) fn renderer(
                     pod: pod.clone(),
                     asn,
                     router_id: router_id.to_string(),
-                    listen: listen.to_string(),
+                    listen: listen.map_or_else(|| "none".into(), |a| a.to_string()),
                     uptime_seconds: started.elapsed().as_secs(),
                     routes_announced: announced.saturating_sub(kept_out),
                     role: standing.role,

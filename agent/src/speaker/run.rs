@@ -10,7 +10,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -148,10 +148,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut speaker = Speaker {
         local: Local { asn: config.asn, router_id },
         previous: restart::read(&options.state_dir),
-        listener: ListenerFd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(doors.listener.as_ref().expect("listener")),
-            v6: config.listen.is_ipv6(),
-        },
+        listener: doors.listener.as_ref().map(|l| ListenerFd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(l),
+            v6: config.listen.is_some_and(|a| a.is_ipv6()),
+        }),
         options,
         config,
         peers: HashMap::new(),
@@ -183,7 +183,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     speaker.previous = None;
     write_order(&speaker.options);
     speaker.heartbeat(Ended::Running);
-    info!(listen = %speaker.config.listen, peers = speaker.peers.len(), "nonstop-agent running");
+    let listen =
+        speaker.config.listen.map_or_else(|| "none (every peer dialled)".into(), |a| a.to_string());
+    info!(listen, peers = speaker.peers.len(), "nonstop-agent running");
 
     let exit = speaker.serve(&mut signals, &mut doors, took_over).await;
     speaker.end(exit, signals, admin_task, doors).await
@@ -233,8 +235,13 @@ fn open(
     metrics: &Metrics,
 ) -> Result<Opened, RunError> {
     let (listener, admin) = match takeover.and_then(|t| t.listeners.take()) {
-        Some((bgp, admin)) => (adopt_listener(bgp, "BGP")?, adopt_listener(admin, "admin")?),
-        None => (bind_tcp(config.listen, "BGP")?, bind_tcp(config.admin, "the admin endpoint")?),
+        Some(handed) => {
+            (bgp_listener(config.listen, handed.bgp)?, adopt_listener(handed.admin, "admin")?)
+        }
+        None => (
+            config.listen.map(|a| bind_tcp(a, "BGP")).transpose()?,
+            bind_tcp(config.admin, "the admin endpoint")?,
+        ),
     };
     let state_err = |source| RunError::StateDir { path: options.state_dir.clone(), source };
     let control_path = options.state_dir.join(CONTROL_SOCKET);
@@ -274,7 +281,7 @@ fn open(
         })?;
     Ok(Opened {
         doors: Doors {
-            listener: Some(listener),
+            listener,
             admin: Some(admin),
             admin_fd: Some(admin_fd),
             control: Some(control),
@@ -288,6 +295,50 @@ fn open(
         board,
         checks,
     })
+}
+
+/// The BGP listener the config asks for: the predecessor's when it is the
+/// same, none when the config turns it off, else bound anew (a changed
+/// `listen`; the predecessor closes its own as it retires, so the port may
+/// take a moment to come free).
+fn bgp_listener(
+    wanted: Option<SocketAddr>,
+    handed: Option<OwnedFd>,
+) -> Result<Option<TcpListener>, RunError> {
+    let handed = handed.map(std::net::TcpListener::from);
+    let handed_at = handed.as_ref().and_then(|l| l.local_addr().ok());
+    let Some(addr) = wanted else {
+        if let Some(at) = handed_at {
+            info!(%at, "the config turns the BGP listener off: closing the one handed over");
+        }
+        return Ok(None);
+    };
+    if let Some(l) = handed.filter(|_| handed_at == Some(addr)) {
+        return adopt_listener(l.into(), "BGP").map(Some);
+    }
+    info!(from = ?handed_at, to = %addr, "listen changed: binding the new address");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match bind_tcp(addr, "BGP") {
+            Err(RunError::Bind { ref source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            bound => return bound.map(Some),
+        }
+    }
+}
+
+/// The next BGP connection; never, without a listener.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A peer to start, with the session adopted for it, if any.
@@ -371,11 +422,11 @@ impl Speaker {
             info!(?mode, "told to stop while starting");
             return Exit::Stop(mode);
         }
-        let listener = doors.listener.as_ref().expect("listener");
+        let listener = doors.listener.as_ref();
         let admin_fd = doors.admin_fd.as_ref().expect("admin fd");
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = accept(listener) => match accepted {
                     Ok((stream, remote)) => self.dispatch(stream, remote).await,
                     Err(e) => warn!("accept: {e}"),
                 },

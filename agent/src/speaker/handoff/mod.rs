@@ -302,7 +302,7 @@ impl super::Speaker {
     pub(super) async fn hand_over(
         &mut self,
         knock: Knock,
-        listener: &tokio::net::TcpListener,
+        listener: Option<&tokio::net::TcpListener>,
         admin: &OwnedFd,
     ) -> bool {
         let incarnation = knock.1.incarnation.clone();
@@ -337,7 +337,7 @@ impl super::Speaker {
             &dir,
             knock,
             &peers,
-            [listener.as_fd(), admin.as_fd()],
+            &listener.map(|l| l.as_fd()).into_iter().chain([admin.as_fd()]).collect::<Vec<_>>(),
             &self.exporter,
             &self.health.carried(),
             move_aside,

@@ -39,13 +39,13 @@ const SNAPSHOT_STEP: Duration = Duration::from_secs(10);
 pub type PeerHandle = (IpAddr, mpsc::Sender<PeerCommand>, Option<u16>);
 
 /// The predecessor's side, from a knock to its end. `peers` are the
-/// command channels of every peer task; `listeners` the BGP then the admin
-/// listener. Returns the report; `Completed` means retired.
+/// command channels of every peer task; `listeners` the BGP listener (if
+/// the gateway has one), then the admin listener. Returns the report; `Completed` means retired.
 pub async fn hand_over(
     dir: &Path,
     (channel, hello): Knock,
     peers: &[PeerHandle],
-    listeners: [BorrowedFd<'_>; 2],
+    listeners: &[BorrowedFd<'_>],
     exporter: &Exporter,
     verdicts: &[CarriedVerdict],
     retire_control: impl FnOnce() -> std::io::Result<Box<dyn FnOnce()>>,
@@ -118,7 +118,7 @@ pub async fn hand_over(
     let conversation = tokio::task::block_in_place(|| pass(&channel, &frozen, carried, deadline));
     info!(?froze, total = ?started.elapsed(), "handoff: frozen, then passed");
     r.sessions = frozen.len();
-    r.listeners = 2;
+    r.listeners = listeners.len();
     let outcome = conversation.and_then(|bytes| {
         r.state_bytes += bytes;
         retire(&channel, retire_control)
@@ -308,10 +308,10 @@ fn send_parts(
     Ok(bytes)
 }
 
-/// What goes over besides the sessions: the BGP and admin listeners, the
-/// collector connections, the checks' verdicts.
+/// What goes over besides the sessions: the BGP (if any) and admin
+/// listeners, the collector connections, the checks' verdicts.
 struct Carried<'a> {
-    listeners: [BorrowedFd<'a>; 2],
+    listeners: &'a [BorrowedFd<'a>],
     monitors: &'a [Handed],
     verdicts: &'a [CarriedVerdict],
 }
@@ -332,7 +332,7 @@ fn pass(
         channel.set_send_timeout(left()).map_err(HandoffError::Timeout)?;
         channel.send(m, fds).map_err(HandoffError::sending(m.name()))
     };
-    send(&Message::Listeners, &listeners)?;
+    send(&Message::Listeners, listeners)?;
     step("old:listeners");
     if !monitors.is_empty() {
         let fds: Vec<BorrowedFd<'_>> = monitors.iter().map(|(_, fd)| fd.as_fd()).collect();

@@ -30,13 +30,22 @@ use crate::handoff::session_state::{monotonic_ns, thaw};
 use crate::handoff::transport::{Channel, TransportError};
 use crate::rib::{AdjRibIn, AdjRibOut};
 
+/// The listening sockets a predecessor passes on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// BGP's; None when the gateway runs without a listener.
+    pub bgp: Option<OwnedFd>,
+    /// `/status` and `/metrics`.
+    pub admin: OwnedFd,
+}
+
 /// What a successor took over.
 #[derive(Debug)]
 pub struct Takeover {
     pub predecessor: AgentRef,
-    /// The BGP listener and the admin listener (None: the predecessor died
-    /// before passing them; bind anew).
-    pub listeners: Option<(OwnedFd, OwnedFd)>,
+    /// The listeners (None: the predecessor died before passing them;
+    /// bind anew).
+    pub listeners: Option<Listeners>,
     pub sessions: Vec<Adopted>,
     pub report: HandoffReport,
     /// Each peer's recent events as the predecessor sent them (JSON of
@@ -78,7 +87,7 @@ impl Table {
 struct Collected {
     peers: Vec<IpAddr>,
     tables: Vec<Table>,
-    listeners: Option<(OwnedFd, OwnedFd)>,
+    listeners: Option<Listeners>,
     states: Vec<(SessionState, OwnedFd)>,
     events: Vec<(IpAddr, Vec<u8>)>,
     monitors: Vec<Handed>,
@@ -136,7 +145,7 @@ pub fn take_over(
     let mut r = report(HandoffRole::Successor, HandoffResult::Completed, None, predecessor.clone());
     r.sessions = sessions.len();
     r.state_bytes = got.bytes;
-    r.listeners = if got.listeners.is_some() { 2 } else { 0 };
+    r.listeners = got.listeners.as_ref().map_or(0, |l| 1 + usize::from(l.bgp.is_some()));
     let lock = match gone {
         Some(lock) => {
             r.result = HandoffResult::Partial;
@@ -283,17 +292,20 @@ impl Collected {
         let inconsistent = |why: String| Err(HandoffError::Inconsistent(why));
         match message {
             Message::Listeners => {
-                let [bgp, admin]: [OwnedFd; 2] = match fds.try_into() {
-                    Ok(both) => both,
-                    Err(fds) => {
-                        let fds: Vec<OwnedFd> = fds;
+                // The BGP listener, then the admin one; a gateway with no
+                // BGP listener passes the admin one alone.
+                let mut fds = fds.into_iter();
+                let listeners = match (fds.next(), fds.next(), fds.len()) {
+                    (Some(admin), None, 0) => Listeners { bgp: None, admin },
+                    (Some(bgp), Some(admin), 0) => Listeners { bgp: Some(bgp), admin },
+                    (first, second, rest) => {
+                        let n = usize::from(first.is_some()) + usize::from(second.is_some()) + rest;
                         return inconsistent(format!(
-                            "LISTENERS came with {} descriptors, not 2",
-                            fds.len()
+                            "LISTENERS came with {n} descriptors, not 1 or 2"
                         ));
                     }
                 };
-                self.listeners = Some((bgp, admin));
+                self.listeners = Some(listeners);
                 step("new:listeners");
             }
             Message::Monitors(collectors) => {
