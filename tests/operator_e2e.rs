@@ -516,3 +516,76 @@ fn a_gateway_applied_again_under_the_same_name_owns_its_config() {
         assert_eq!(owner.unwrap().trim(), uid.trim(), "{pod} mounts {config}, the new gateway's");
     }
 }
+
+/// A second gateway selecting a node where the first already listens on
+/// port 179 (and would be refused the port): it starts no agent there —
+/// no crash loop — and its Ready condition names the gateway and the port;
+/// moved out of the way (no listener, its own admin port) it starts. The
+/// first gateway's routes at the router never move.
+#[test]
+fn a_second_gateway_on_a_node_yields_the_port_and_says_so() {
+    let s = Setup::new("e2e-coexist");
+    s.serving_v1("Handoff");
+    let before = Tally::of(&s.router, &uplinks());
+    let side = |listen: &str| {
+        format!(
+            r#"apiVersion: nonstop.dev/v1alpha1
+kind: BgpGateway
+metadata: {{name: side}}
+spec:
+  image: nonstop-agent:v1
+  nodeSelector: {{nonstop.dev/e2e: {ns}, kubernetes.io/hostname: node-3}}
+  asn: 65002
+{listen}  peers:
+  - address: 10.99.0.99
+    asn: 65000
+    connectRetryTime: 1
+  announce: [{{prefix: "198.18.0.0/24"}}]
+"#,
+            ns = s.ns.name
+        )
+    };
+    let status = || {
+        let text = s.ns.kubectl(&["get", "bgpgw", "side", "-o", "json"]).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_or(serde_json::Value::Null, |v| v["status"].clone())
+    };
+    let ready = || {
+        let status = status();
+        let ready = status["conditions"].as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| (c["reason"].as_str().unwrap_or("").to_string(), c["message"].to_string()))
+        });
+        ready.ok_or_else(|| format!("no Ready condition: {status}"))
+    };
+
+    s.ns.apply(&side("")).unwrap();
+    let message =
+        eventually(Duration::from_secs(30), "side: ListenerConflict", || match ready()? {
+            (reason, message) if reason == "ListenerConflict" => Ok(message),
+            other => Err(format!("{other:?}")),
+        });
+    let edge = format!("node-3: gateway {}/edge binds port 179 (spec.listen)", s.ns.name);
+    assert!(message.contains(&edge) && message.contains("spec.adminPort"), "{message}");
+    // The reconcile that wrote the condition created no pod.
+    assert!(s.pod_images_of("side").unwrap().is_empty(), "a pod that cannot bind its port");
+
+    // Out of the first gateway's way: it starts, and its agent is active.
+    s.ns.apply(&side("  listen: {enabled: false}\n  adminPort: 9279\n")).unwrap();
+    eventually(Duration::from_secs(60), "side's agent active on node-3", || {
+        let status = status();
+        let node = &status["nodes"][0];
+        let active = node["node"] == "node-3" && !node["activeAgent"].is_null();
+        match ready()? {
+            (reason, _) if active && reason != "ListenerConflict" => Ok(()),
+            other => Err(format!("{other:?}; {status}")),
+        }
+    });
+    assert_eq!(s.pod_images_of("side").unwrap().len(), 1);
+    let gone = s.ns.kubectl(&["delete", "bgpgw", "side", "--timeout=60s"]);
+    assert!(gone.is_ok(), "{gone:?}");
+    s.wait_routes_from(&NODES, Duration::from_secs(10));
+    let seen = Tally::of(&s.router, &uplinks()).since(&before);
+    assert!(seen.is_empty(), "the first gateway's routes moved: {seen:?}");
+}

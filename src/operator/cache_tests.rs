@@ -296,7 +296,8 @@ async fn a_reconcile_plans_only_from_caches_that_have_listed_everything() {
     use kube::runtime::{reflector, watcher};
     let (nodes, mut node_writer) = reflector::store::<Node>();
     let (pods, mut pod_writer) = reflector::store::<Pod>();
-    let caches = crate::operator::observe::Caches { nodes, pods };
+    let (gateways, mut gateway_writer) = reflector::store::<crate::api::BgpGateway>();
+    let caches = crate::operator::observe::Caches { nodes, pods, gateways };
     let wait = Duration::from_millis(50);
     assert!(!caches.synced(wait).await, "nothing listed yet");
     // Pods listed, nodes not: planning now would decommission every node.
@@ -306,5 +307,8 @@ async fn a_reconcile_plans_only_from_caches_that_have_listed_everything() {
     node_writer.apply_watcher_event(&watcher::Event::Init);
     node_writer.apply_watcher_event(&watcher::Event::InitApply(node(&[("gw", "edge")])));
     node_writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(!caches.synced(wait).await, "the gateways are not listed yet");
+    gateway_writer.apply_watcher_event(&watcher::Event::Init);
+    gateway_writer.apply_watcher_event(&watcher::Event::InitDone);
     assert!(caches.synced(wait).await);
 }

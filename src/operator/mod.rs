@@ -14,6 +14,7 @@
 //! [`reconcile`] the API and agent edges.
 
 pub mod cache;
+pub mod coexist;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
@@ -99,6 +100,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         controller: "nonstop-operator".into(),
         instance: Some(options.identity.clone()),
     };
+    let controller =
+        Controller::new(Api::<BgpGateway>::all(client.clone()), watcher::Config::default());
     let (nodes, node_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let context = Arc::new(Context {
@@ -109,12 +112,12 @@ pub async fn run(options: Options) -> Result<(), String> {
         log_format: options.log_format,
         leadership: elector.leadership(),
         policy: options.policy.clone(),
-        caches: observe::Caches { nodes, pods },
+        caches: observe::Caches { nodes, pods, gateways: controller.store() },
         expectations: cache::Expectations::default(),
         versions: cache::Versions::default(),
         answers: cache::AgentAnswers::default(),
     });
-    let running = controller(&client, context, node_writer, pod_writer);
+    let running = run_controller(controller, &client, context, node_writer, pod_writer);
 
     tokio::select! {
         _ = running => Err("the controller stopped".into()),
@@ -135,14 +138,13 @@ pub async fn run(options: Options) -> Result<(), String> {
 /// pods (their owner reconciles) and one of the nodes (the gateways a
 /// relevant change concerns); both watches fill the caches the reconciler
 /// reads.
-fn controller(
+fn run_controller(
+    controller: Controller<BgpGateway>,
     client: &Client,
     context: Arc<Context>,
     node_writer: reflector::store::Writer<Node>,
     pod_writer: reflector::store::Writer<Pod>,
 ) -> impl std::future::Future<Output = ()> {
-    let controller =
-        Controller::new(Api::<BgpGateway>::all(client.clone()), watcher::Config::default());
     let gateways = controller.store();
     let pods = context.caches.pods.clone();
     let pod_events = reflector(

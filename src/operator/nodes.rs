@@ -53,6 +53,10 @@ pub enum Fit {
     /// It does not match the node selector, or has a taint the gateway
     /// does not tolerate.
     NotSelected,
+    /// Selected, but another gateway keeps a port there that this one
+    /// needs ([`super::coexist`]): no agent starts. The planner decides it;
+    /// [`fit`] never returns it.
+    Conflicted,
 }
 
 /// What `gw` makes of `node`.

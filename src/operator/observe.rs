@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use nonstop_agent::speaker::status::{AgentStatus, HandoffResult, HandoffRole, Role};
 
 use super::cache::AgentAnswers;
+use super::coexist;
 use super::nodes::{Fit, fit};
 use super::plan::{AgentView, NodeView, Observed, Phase, PodView};
 use super::render::{self, GATEWAY_LABEL, NODE_LABEL, REVISION_LABEL};
@@ -34,10 +35,12 @@ pub struct Caches {
     pub nodes: Store<Node>,
     /// Pods with the gateway label, in every namespace.
     pub pods: Store<Pod>,
+    /// Every gateway, to tell which of two that want one node's port keeps it.
+    pub gateways: Store<BgpGateway>,
 }
 
 impl Caches {
-    /// Whether both caches hold a full listing, waiting up to `limit` for
+    /// Whether the caches hold a full listing, waiting up to `limit` for
     /// it. Until then an empty cache means "not read yet", not "no nodes"
     /// or "no pods": a new leader planning from it would decommission every
     /// node it cannot see yet.
@@ -45,6 +48,7 @@ impl Caches {
         let both = async {
             self.nodes.wait_until_ready().await.is_ok()
                 && self.pods.wait_until_ready().await.is_ok()
+                && self.gateways.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(limit, both).await.unwrap_or(false)
     }
@@ -57,6 +61,8 @@ pub struct Cached {
     /// Each node's InternalIP, where its agent's admin port is.
     pub addresses: BTreeMap<String, IpAddr>,
     pub pods: Vec<PodView>,
+    /// Nodes where another gateway keeps a port this one needs, with why.
+    pub conflicts: BTreeMap<String, String>,
 }
 
 impl Cached {
@@ -77,6 +83,7 @@ impl Cached {
         let mut nodes: Vec<NodeView> = cached_nodes.iter().map(|n| node_view(n)).collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         pods.sort_by(|a, b| a.name.cmp(&b.name));
+        let conflicts = conflicts(caches, gw, &nodes, &pods);
         Cached {
             nodes,
             addresses: cached_nodes
@@ -84,6 +91,7 @@ impl Cached {
                 .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
                 .collect(),
             pods,
+            conflicts,
         }
     }
 
@@ -96,6 +104,49 @@ impl Cached {
             !self.pods.iter().any(|p| p.node == n.name && p.revision == revision && !p.deleting)
         })
     }
+}
+
+/// The nodes `gw` would start an agent on where another gateway keeps a
+/// port it needs ([`coexist::yields`]).
+fn conflicts(
+    caches: &Caches,
+    gw: &BgpGateway,
+    nodes: &[NodeView],
+    pods: &[PodView],
+) -> BTreeMap<String, String> {
+    let gateways = caches.gateways.state();
+    if gateways.len() < 2 {
+        return BTreeMap::new();
+    }
+    let all_pods = caches.pods.state();
+    // Which gateways have a live agent pod on which node.
+    let present: std::collections::HashSet<(String, String, String)> = all_pods
+        .iter()
+        .filter_map(|p| {
+            let view = pod_view(p).filter(|v| !v.deleting && !v.ended())?;
+            let gateway = p.labels().get(GATEWAY_LABEL)?.clone();
+            Some((p.namespace().unwrap_or_default(), gateway, render::label_value(&view.node)))
+        })
+        .collect();
+    let ours = |node: &str| pods.iter().any(|p| p.node == node && !p.deleting && !p.ended());
+    nodes
+        .iter()
+        .filter(|n| matches!(fit(gw, n), Fit::Serve | Fit::Cordoned) && !ours(&n.name))
+        .filter_map(|n| {
+            let others: Vec<coexist::Neighbour<'_>> = gateways
+                .iter()
+                .map(|o| coexist::Neighbour {
+                    gateway: o.as_ref(),
+                    present: present.contains(&(
+                        o.namespace().unwrap_or_default(),
+                        render::label_value(&o.name_any()),
+                        render::label_value(&n.name),
+                    )),
+                })
+                .collect();
+            Some((n.name.clone(), coexist::yields(gw, n, &others, false)?))
+        })
+        .collect()
 }
 
 /// Everything the planner needs: the cached nodes and pods, the missing
@@ -120,13 +171,14 @@ pub async fn observe(
             }
         }
     }
-    let Cached { nodes, addresses, pods } = cached;
+    let Cached { nodes, addresses, pods, conflicts } = cached;
     let agents = ask_agents(gw, &addresses, &pods, answers).await;
     Ok(Observed {
         nodes,
         pods,
         agents,
         missing_secrets,
+        conflicts,
         has_finalizer: gw.finalizers().iter().any(|f| f == finalizer),
     })
 }

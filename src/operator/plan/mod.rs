@@ -132,6 +132,9 @@ pub struct Observed {
     pub agents: BTreeMap<String, AgentView>,
     /// Secrets the peers name that do not exist.
     pub missing_secrets: Vec<String>,
+    /// Nodes where another gateway keeps a port this one needs: no agent
+    /// starts there. By node, with why.
+    pub conflicts: BTreeMap<String, String>,
     /// The gateway carries the operator's finalizer.
     pub has_finalizer: bool,
 }
@@ -311,7 +314,16 @@ pub fn plan(input: &Input) -> Plan {
         });
     }
 
-    let fits: Vec<(&NodeView, Fit)> = observed.nodes.iter().map(|n| (n, fit(gw, n))).collect();
+    let fits: Vec<(&NodeView, Fit)> = observed
+        .nodes
+        .iter()
+        .map(|n| match fit(gw, n) {
+            Fit::Serve | Fit::Cordoned if observed.conflicts.contains_key(&n.name) => {
+                (n, Fit::Conflicted)
+            }
+            f => (n, f),
+        })
+        .collect();
     let excluded: Vec<&str> =
         fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| n.name.as_str()).collect();
     decommission_unfit(input, &fits, &mut draft);
@@ -647,7 +659,7 @@ fn decommission_unfit(input: &Input, fits: &[(&NodeView, Fit)], draft: &mut Draf
         let node = &pod.node;
         let fit = fits.iter().find(|(n, _)| n.name == *node).map(|(_, f)| *f);
         let (reason, message) = match fit {
-            Some(Fit::Serve | Fit::Cordoned) => continue,
+            Some(Fit::Serve | Fit::Cordoned | Fit::Conflicted) => continue,
             Some(Fit::Excluded) => (
                 Reason::Exclude,
                 format!(

@@ -42,12 +42,14 @@ pub enum Reason {
     /// Every selected node is cordoned and drained, or excluded.
     AllNodesInMaintenance,
     SecretNotFound,
+    /// Another gateway keeps a node, binding a port this one needs there.
+    ListenerConflict,
     /// Nothing has failed (the Degraded condition's False reason).
     AsExpected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Finalizer,
         Reason::Create,
         Reason::Upgrade,
@@ -67,6 +69,7 @@ impl Reason {
         Reason::NoMatchingNodes,
         Reason::AllNodesInMaintenance,
         Reason::SecretNotFound,
+        Reason::ListenerConflict,
         Reason::AsExpected,
     ];
 
@@ -91,6 +94,7 @@ impl Reason {
             Reason::NoMatchingNodes => "NoMatchingNodes",
             Reason::AllNodesInMaintenance => "AllNodesInMaintenance",
             Reason::SecretNotFound => "SecretNotFound",
+            Reason::ListenerConflict => "ListenerConflict",
             Reason::AsExpected => "AsExpected",
         }
     }

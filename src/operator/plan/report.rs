@@ -82,6 +82,11 @@ pub(super) fn status(
     }
     let secrets_were =
         before.conditions.iter().any(|c| c.reason == Reason::SecretNotFound.as_str());
+    let conflict_was =
+        before.conditions.iter().any(|c| c.reason == Reason::ListenerConflict.as_str());
+    if ready_reason == Reason::ListenerConflict && !conflict_was && total > 0 {
+        notes.push(Note::warning(Reason::ListenerConflict, ready_message.clone()));
+    }
     if !input.observed.missing_secrets.is_empty() && !secrets_were {
         notes.push(Note::warning(Reason::SecretNotFound, ready_message));
     }
@@ -233,7 +238,7 @@ fn readiness(
                 out_of_service.join(", ")
             ),
         )
-    } else if total == 0 {
+    } else if total == 0 && observed.conflicts.is_empty() {
         (
             false,
             Reason::NoMatchingNodes,
@@ -250,6 +255,15 @@ fn readiness(
                 "Secret(s) {} named by spec.peers[].passwordSecretRef not found in namespace {}: create them",
                 observed.missing_secrets.join(", "),
                 gw.metadata.namespace.as_deref().unwrap_or("")
+            ),
+        )
+    } else if !observed.conflicts.is_empty() {
+        (
+            false,
+            Reason::ListenerConflict,
+            format!(
+                "no agent starts on {}: give this gateway another spec.listen (or none) and spec.adminPort, or a nodeSelector that leaves those nodes out",
+                observed.conflicts.values().cloned().collect::<Vec<_>>().join("; ")
             ),
         )
     } else if healthy < total {

@@ -76,6 +76,7 @@ pub(super) fn serving(nodes: &[&str]) -> Observed {
         agents: pods.iter().map(|p| (p.node.clone(), agent(p))).collect(),
         pods,
         missing_secrets: vec![],
+        conflicts: Default::default(),
         has_finalizer: true,
     }
 }
@@ -145,6 +146,33 @@ fn a_new_gateway_gets_a_finalizer_and_one_pod_per_selected_node() {
     assert_eq!((status.as_str(), reason.as_str()), ("False", "NoMatchingNodes"));
     assert!(message.contains("spec.nodeSelector"), "{message}");
     assert!(plan.notes.iter().any(|n| n.warning && n.reason == Reason::NoMatchingNodes));
+}
+
+/// Another gateway keeps port 179 on n2: no agent starts there (it could
+/// not bind), the others do, and Ready says which gateway and what to change.
+#[test]
+fn a_node_another_gateway_keeps_gets_no_agent_and_the_condition_says_why() {
+    let gw = gateway("Handoff", "");
+    let why = "n2: gateway net/edge binds port 179 (spec.listen) there too";
+    let mut observed = Observed {
+        nodes: vec![node("n1"), node("n2")],
+        conflicts: [("n2".to_string(), why.to_string())].into(),
+        has_finalizer: true,
+        ..Default::default()
+    };
+    let plan = run(&gw, NEW, &observed, 0);
+    assert_eq!(actions(&plan), [create("n1", NEW)]);
+    assert_eq!(plan.status.ready.as_deref(), Some("0/1"));
+    let (status, reason, message) = condition(&plan, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ListenerConflict"));
+    assert!(message.contains(why) && message.contains("spec.listen"), "{message}");
+    assert!(plan.notes.iter().any(|n| n.warning && n.reason == Reason::ListenerConflict));
+
+    // Every selected node kept by others: not "no matching nodes".
+    observed.nodes.remove(0);
+    let plan = run(&gw, NEW, &observed, 0);
+    assert!(actions(&plan).is_empty());
+    assert_eq!(condition(&plan, "Ready").1, "ListenerConflict");
 }
 
 #[test]
