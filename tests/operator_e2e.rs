@@ -540,7 +540,7 @@ spec:
   - address: 10.99.0.99
     asn: 65000
     connectRetryTime: 1
-  announce: [{{prefix: "198.18.0.0/24"}}]
+  announce: [{{prefix: "203.0.113.99/32"}}]
 "#,
             ns = s.ns.name
         )
