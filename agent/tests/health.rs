@@ -51,19 +51,9 @@ fn verdict(agent: &Agent) -> String {
 
 /// A successor takes over from `old`; the router's session and its count
 /// of UPDATEs from us are what they were.
-fn hand_over(link: &Link, router: &Gobgp, mut old: Agent, yaml: &str, log: &str) -> Agent {
+fn hand_over(link: &Link, router: &Gobgp, old: Agent, yaml: &str, log: &str) -> Agent {
     let before = router.session().unwrap();
-    let new = Agent::successor(&link.a, &link.dir, yaml, &[], log);
-    // The status comes from whichever agent is active: the successor's own.
-    eventually(Duration::from_secs(30), "the successor to take over", || {
-        let status = new.status()?;
-        match &status["last_handoff"] {
-            h if status["pid"] == new.daemon.pid() && h["result"] == "completed" => Ok(()),
-            h => Err(format!("pid {}, last handoff {h}", status["pid"])),
-        }
-    });
-    old.daemon.signal("TERM");
-    old.daemon.wait_exit(Duration::from_secs(5));
+    let new = old.hand_over(&link.a, &link.dir, yaml, log);
     // Three probe intervals on the successor: a verdict it re-decided
     // would have reached the router by now.
     let probes = |a: &Agent| a.status().ok().map(|s| s["uptime_seconds"].as_u64().unwrap_or(0));

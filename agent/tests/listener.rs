@@ -63,18 +63,9 @@ fn listening(link: &Link, port: u16) -> String {
 
 /// A successor on `yaml` takes over from `old`; the router's session is
 /// what it was.
-fn hand_over(link: &Link, router: &Gobgp, mut old: Agent, yaml: &str, log: &str) -> Agent {
+fn hand_over(link: &Link, router: &Gobgp, old: Agent, yaml: &str, log: &str) -> Agent {
     let before = router.session().unwrap();
-    let new = Agent::successor(&link.a, &link.dir, yaml, &[], log);
-    eventually(Duration::from_secs(30), "the successor to take over", || {
-        let status = new.status()?;
-        match &status["last_handoff"] {
-            h if status["pid"] == new.daemon.pid() && h["result"] == "completed" => Ok(()),
-            h => Err(format!("pid {}, last handoff {h}", status["pid"])),
-        }
-    });
-    old.daemon.signal("TERM");
-    old.daemon.wait_exit(Duration::from_secs(5));
+    let new = old.hand_over(&link.a, &link.dir, yaml, log);
     new.wait_established(&link.b_v4);
     assert_eq!(router.session().unwrap(), before, "the router saw the handoff");
     new

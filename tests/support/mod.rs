@@ -224,7 +224,7 @@ impl Drop for Setup {
 fn wait_speakers_gone(router: &Router) {
     let subnets: Vec<String> = uplinks()
         .iter()
-        .map(|u| u.rsplit_once('.').map_or(u.clone(), |(net, _)| format!("{net}.")))
+        .map(|u| u.rsplit_once('.').map_or_else(|| u.clone(), |(net, _)| format!("{net}.")))
         .collect();
     eventually(Duration::from_secs(90), "no session with nodes 1-3 at the router", || {
         let up: Vec<String> = router

@@ -221,6 +221,22 @@ impl Agent {
         Self::launch(ns, dir, config_yaml, flags, &[], "agent.log")
     }
 
+    /// A successor on `config_yaml` takes over from this agent (which is
+    /// then told to go and has exited): the successor, active.
+    pub fn hand_over(mut self, ns: &Netns, dir: &Path, config_yaml: &str, log: &str) -> Agent {
+        let new = Agent::successor(ns, dir, config_yaml, &[], log);
+        eventually(Duration::from_secs(30), "the successor to take over", || {
+            let status = new.status()?;
+            match &status["last_handoff"] {
+                h if status["pid"] == new.daemon.pid() && h["result"] == "completed" => Ok(()),
+                h => Err(format!("pid {}, last handoff {h}", status["pid"])),
+            }
+        });
+        self.daemon.signal("TERM");
+        self.daemon.wait_exit(Duration::from_secs(5));
+        new
+    }
+
     /// Starts one more agent on the same state dir (a successor), with its
     /// own log and environment.
     pub fn successor(
