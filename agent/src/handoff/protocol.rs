@@ -10,7 +10,7 @@
 //!   READY (all of it applied) ────────▶
 //!                                     ◀──  EVENTS {peer, JSON} …   if HELLO asked; sessions live
 //!                                          ── every session frozen: the pause starts ──
-//!                                     ◀──  LISTENERS            + 2 fds
+//!                                     ◀──  LISTENERS            + BGP, admin fds (admin alone: no BGP listener)
 //!                                     ◀──  SESSIONS [≤253]      + their fds
 //!                                     ◀──  RIB {peer, part, …} …   what changed since the snapshot
 //!                                     ◀──  DONE {sessions}
