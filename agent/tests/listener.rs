@@ -8,7 +8,9 @@
 //!   nothing), and so does one to a successor that listens on another port:
 //!   it binds the port of its own config;
 //! - an agent that does want port 179 there is refused with the address
-//!   and the reason, and nothing that was running is touched.
+//!   and the reason, and nothing that was running is touched;
+//! - given an IPv6 address as its router ID (an IPv6-only node's, as the
+//!   operator passes it), the agent peers with the 32-bit ID derived from it.
 
 mod support;
 
@@ -108,4 +110,20 @@ fn an_agent_without_a_listener_shares_its_host_and_hands_over() {
     assert!(bird.exited().is_none(), "BIRD went away");
     agent.wait_established(&link.b_v4);
     assert!(router.learnt(false).unwrap().contains_key(PREFIX));
+}
+
+#[test]
+fn an_ipv6_node_address_becomes_a_stable_router_id() {
+    let link = Link::new("v6id");
+    let router = Gobgp::start(&link, &RouterSetup { ipv4_only: true, ..Default::default() });
+    let yaml = config(&link, "\"[::]:179\"").replace(&format!("routerId: {}\n", link.a_v4), "");
+    assert!(!yaml.contains("routerId"), "{yaml}");
+    let agent = Agent::start_with(&link.a, &link.dir, &yaml, &["--router-id", &link.a_v6]);
+    agent.wait_established(&link.b_v4);
+    let want = nonstop_agent::config::router_id_for(link.a_v6.parse().unwrap()).to_string();
+    assert_eq!(agent.status().unwrap()["router_id"], want.as_str());
+    // What the router was told in our OPEN.
+    let neighbor: serde_json::Value =
+        serde_json::from_str(&router.cli(&["-j", "neighbor", &link.a_v4]).unwrap()).unwrap();
+    assert_eq!(neighbor["state"]["router_id"], want.as_str(), "{neighbor}");
 }

@@ -139,7 +139,7 @@ impl<'a> Gobgp<'a> {
         counts
     }
 
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
         let mut full = vec!["gobgp", "-p", self.api.rsplit(':').next().unwrap()];
         full.extend_from_slice(args);
         run(&self.link.b, &full)
