@@ -76,7 +76,8 @@ pub struct BgpGatewaySpec {
     /// The gateway's own AS.
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub asn: u32,
-    /// BGP identifier; defaults to each node's IPv4 address.
+    /// BGP identifier; defaults to each node's address (an IPv6-only node's
+    /// is hashed to a stable 32-bit ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 15))]
     pub router_id: Option<Ipv4Addr>,
