@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::peer::ConnId;
 use tokio::net::TcpStream;
@@ -51,7 +51,7 @@ impl Conn {
             id: ConnId(NEXT.fetch_add(1, Ordering::Relaxed)),
             reader,
             writer,
-            rbuf: Vec::with_capacity(64 * 1024),
+            rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
             local,
@@ -136,12 +136,21 @@ pub struct Writing<'a> {
 }
 
 /// Reads more bytes into the connection's buffer; never resolves without one.
+/// The buffer grows only once the socket has bytes to read: a handoff
+/// adopts a thousand idle sessions inside its pause, and 64 KiB of fresh
+/// memory for each cost a page fault apiece there.
 pub async fn read(side: Option<Reading<'_>>) -> io::Result<usize> {
     let Some(r) = side else { return std::future::pending().await };
-    if r.buf.capacity() - r.buf.len() < 16 * 1024 {
-        r.buf.reserve(64 * 1024);
+    loop {
+        r.half.readable().await?;
+        if r.buf.capacity() - r.buf.len() < 16 * 1024 {
+            r.buf.reserve(64 * 1024);
+        }
+        match r.half.try_read_buf(r.buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return done,
+        }
     }
-    r.half.read_buf(r.buf).await
 }
 
 /// Writes some queued bytes; never resolves while nothing is queued.
