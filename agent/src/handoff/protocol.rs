@@ -133,6 +133,12 @@ pub struct SessionState {
     pub keepalive_time: u16,
     /// Milliseconds left on the hold timer (None: hold time 0).
     pub hold_remaining_ms: Option<u64>,
+    /// Milliseconds until our next KEEPALIVE is due (None: hold time 0, or
+    /// a predecessor older than this field; the successor then sends one at
+    /// once). Optional on the wire both ways, so agents with and without it
+    /// hand over to each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_remaining_ms: Option<u64>,
     pub established_since_ms: u64,
     pub established_transitions: u64,
     pub features: Vec<Feature>,

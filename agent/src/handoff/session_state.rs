@@ -19,6 +19,7 @@ pub struct Frozen {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub hold_remaining: Option<Duration>,
+    pub keepalive_remaining: Option<Duration>,
     pub established_since_ms: u64,
     pub established_transitions: u64,
     pub features: BTreeSet<Feature>,
@@ -36,6 +37,7 @@ pub fn freeze(n: &Negotiated, at: Frozen) -> SessionState {
         peer_open: open(&n.peer_open),
         keepalive_time: n.keepalive_time,
         hold_remaining_ms: at.hold_remaining.map(|d| d.as_millis() as u64),
+        keepalive_remaining_ms: at.keepalive_remaining.map(|d| d.as_millis() as u64),
         established_since_ms: at.established_since_ms,
         established_transitions: at.established_transitions,
         features: at.features.into_iter().collect(),
@@ -123,6 +125,7 @@ mod tests {
             local: "10.0.0.1:40000".parse().unwrap(),
             remote: "10.0.0.2:179".parse().unwrap(),
             hold_remaining: Some(Duration::from_millis(12_345)),
+            keepalive_remaining: Some(Duration::from_millis(4_321)),
             established_since_ms: 1_795_000_000_000,
             established_transitions: 2,
             features: [Feature::Ipv4Unicast, Feature::FourOctetAs].into(),
@@ -143,6 +146,7 @@ mod tests {
         };
         assert_eq!(thaw(&back[0]).unwrap(), n);
         assert_eq!(back[0].hold_remaining_ms, Some(12_345));
+        assert_eq!(back[0].keepalive_remaining_ms, Some(4_321));
     }
 
     #[test]
@@ -158,22 +162,37 @@ mod tests {
         assert!(err.contains("our OPEN of 10.0.0.2 is a keepalive message"), "{err}");
     }
 
-    /// An adopted session speaks first (KEEPALIVE), keeps the hold time it had
-    /// left, and carries on like any Established session.
+    /// An adopted session keeps the hold time and the keepalive time it had
+    /// left; from a predecessor that did not say when its next KEEPALIVE was
+    /// due, it sends one at once and waits the full keepalive time. Then it
+    /// carries on like any Established session.
     #[test]
     fn an_adopted_session_is_established_and_carries_on() {
+        let ms = Duration::from_millis;
+        let hold = Output::ArmTimer(Timer::Hold, ms(12_345));
+        let cases = [
+            (Some(ms(4_321)), vec![hold.clone(), Output::ArmTimer(Timer::Keepalive, ms(4_321))]),
+            (Some(ms(0)), vec![hold.clone(), Output::ArmTimer(Timer::Keepalive, ms(0))]),
+            (
+                None,
+                vec![
+                    Output::Send(crate::wire::Message::Keepalive),
+                    hold.clone(),
+                    Output::ArmTimer(Timer::Keepalive, Duration::from_secs(7)),
+                ],
+            ),
+        ];
+        for (keepalive_remaining, expected) in cases {
+            let (offer, n) = negotiated();
+            let config =
+                SessionConfig { offer, connect_retry: Duration::from_secs(5), passive: false };
+            let (_, out) =
+                Session::adopt(config, n, Some(ms(12_345)), keepalive_remaining, Instant::now(), 2);
+            assert_eq!(out, expected, "keepalive due in {keepalive_remaining:?}");
+        }
         let (offer, n) = negotiated();
         let config = SessionConfig { offer, connect_retry: Duration::from_secs(5), passive: false };
-        let (mut s, out) =
-            Session::adopt(config, n, Some(Duration::from_millis(12_345)), Instant::now(), 2);
-        assert_eq!(
-            out,
-            [
-                Output::Send(crate::wire::Message::Keepalive),
-                Output::ArmTimer(Timer::Hold, Duration::from_millis(12_345)),
-                Output::ArmTimer(Timer::Keepalive, Duration::from_secs(7)),
-            ]
-        );
+        let (mut s, _) = Session::adopt(config, n, Some(ms(12_345)), None, Instant::now(), 2);
         assert_eq!((s.state(), s.established_transitions()), (State::Established, 2));
         assert!(s.wire_context().four_octet_as && s.wire_context().extended_messages);
         let out = s.handle(

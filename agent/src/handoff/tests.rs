@@ -33,6 +33,7 @@ fn every_message_round_trips() {
         peer_open: vec![4, 5],
         keepalive_time: 30,
         hold_remaining_ms: Some(81_234),
+        keepalive_remaining_ms: Some(12_345),
         established_since_ms: 1_795_000_000_000,
         established_transitions: 3,
         features: vec![Feature::Ipv4Unicast, Feature::GracefulRestart],
@@ -182,4 +183,25 @@ fn a_sessions_features_come_from_what_both_sides_negotiated() {
     ]
     .into();
     assert_eq!(features(&n, true), expected);
+}
+
+/// Agents a version apart hand over both ways (an upgrade, then a
+/// rollback): a session state without `keepalive_remaining_ms` (an older
+/// predecessor) reads as "not said", and one with a field this agent does
+/// not know (a newer predecessor) still reads.
+#[test]
+fn session_states_from_older_and_newer_agents_read() {
+    let state = serde_json::json!({
+        "peer": "192.0.2.1", "local": "192.0.2.2:40000", "remote": "192.0.2.1:179",
+        "local_open": [1], "peer_open": [2], "keepalive_time": 30,
+        "hold_remaining_ms": 81234, "established_since_ms": 1, "established_transitions": 1,
+        "features": [], "frozen_at_ns": 5,
+    });
+    let older: SessionState = serde_json::from_value(state.clone()).unwrap();
+    assert_eq!(older.keepalive_remaining_ms, None);
+    let mut newer = state;
+    newer["keepalive_remaining_ms"] = 900.into();
+    newer["a_field_from_the_future"] = true.into();
+    let newer: SessionState = serde_json::from_value(newer).unwrap();
+    assert_eq!(newer.keepalive_remaining_ms, Some(900));
 }

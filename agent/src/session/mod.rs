@@ -173,21 +173,30 @@ impl Session {
     }
 
     /// A session taken over from a predecessor agent (the handoff): already
-    /// Established with what both sides negotiated. The outputs say a
-    /// KEEPALIVE goes out first and arm the hold timer with what was left of
-    /// it (or the full hold time) and the keepalive timer.
+    /// Established with what both sides negotiated. The outputs arm the hold
+    /// timer with what was left of it (or the full hold time) and the
+    /// keepalive timer with what was left of it. A predecessor that did not
+    /// say when its next KEEPALIVE was due gets one sent at once and the
+    /// full keepalive time: the peer hears from us before its hold timer
+    /// could run out either way, and a thousand sessions taken over do not
+    /// each send an unneeded KEEPALIVE inside the handoff's pause.
     pub fn adopt(
         config: SessionConfig,
         negotiated: Negotiated,
         hold_remaining: Option<Duration>,
+        keepalive_remaining: Option<Duration>,
         established_at: Instant,
         established_transitions: u64,
     ) -> (Session, Vec<Output>) {
-        let mut out = vec![Output::Send(Message::Keepalive)];
+        let mut out = Vec::new();
+        if keepalive_remaining.is_none() {
+            out.push(Output::Send(Message::Keepalive));
+        }
         if negotiated.hold_time > 0 {
             let hold = hold_remaining.unwrap_or_else(|| secs(negotiated.hold_time));
+            let keepalive = keepalive_remaining.unwrap_or_else(|| secs(negotiated.keepalive_time));
             out.push(Output::ArmTimer(Timer::Hold, hold));
-            out.push(Output::ArmTimer(Timer::Keepalive, secs(negotiated.keepalive_time)));
+            out.push(Output::ArmTimer(Timer::Keepalive, keepalive));
         }
         let session = Session {
             config,

@@ -129,6 +129,11 @@ impl PeerCore {
                     .timers
                     .get(&Timer::Hold)
                     .map(|at| at.saturating_duration_since(now)),
+                keepalive_remaining: self
+                    .main
+                    .timers
+                    .get(&Timer::Keepalive)
+                    .map(|at| at.saturating_duration_since(now)),
                 established_since_ms: since,
                 established_transitions: self.established_transitions,
                 features,
@@ -163,7 +168,7 @@ impl PeerCore {
         } else {
             "left to the successor agent, which dials it again"
         };
-        self.note(SessionEventKind::Handoff, what.to_string());
+        self.note_quietly(SessionEventKind::Handoff, what.to_string());
     }
 
     /// Takes up a session adopted from the predecessor over `conn`; it
@@ -175,6 +180,7 @@ impl PeerCore {
             session_config(&self.peer, &self.local, self.peer.passive),
             negotiated.clone(),
             state.hold_remaining_ms.map(Duration::from_millis),
+            state.keepalive_remaining_ms.map(Duration::from_millis),
             now.checked_sub(age).unwrap_or(now),
             state.established_transitions,
         );
@@ -187,7 +193,7 @@ impl PeerCore {
         } else {
             "without all of its routing state"
         };
-        self.note(
+        self.note_quietly(
             SessionEventKind::Handoff,
             format!(
                 "taken over from the predecessor agent, {state_note}: {} routes from the peer, {} to it",
