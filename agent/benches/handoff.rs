@@ -70,8 +70,9 @@ fn ms(text: &str) -> Option<f64> {
 
 /// Where a handoff's pause went, from both agents' logs: the predecessor
 /// freezing every session, then passing them; the successor collecting
-/// from the first freeze, decoding, retiring the predecessor, and building
-/// and starting its peer tasks.
+/// from the first freeze, decoding, retiring the predecessor, and telling
+/// its peer tasks (built before the handoff) to begin; the rest of the
+/// pause is the tasks adopting their sessions and taking their first turns.
 fn phases(old_log: &Path, new_log: &Path) -> Vec<(&'static str, f64)> {
     let old = fs::read_to_string(old_log).unwrap_or_default();
     let new = fs::read_to_string(new_log).unwrap_or_default();
@@ -83,8 +84,7 @@ fn phases(old_log: &Path, new_log: &Path) -> Vec<(&'static str, f64)> {
         ("collect", pick(&new, "handoff: from the first freeze", "collected_ms")),
         ("decode", pick(&new, "handoff: from the first freeze", "decoded_ms")),
         ("retire", pick(&new, "handoff: from the first freeze", "retired_ms")),
-        ("build tasks", pick(&new, "peer tasks started", "built")),
-        ("start tasks", pick(&new, "peer tasks started", "elapsed")),
+        ("begin tasks", pick(&new, "peer tasks begun", "elapsed")),
     ]
     .into_iter()
     .filter_map(|(name, v)| v.map(|v| (name, v)))

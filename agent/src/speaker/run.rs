@@ -29,10 +29,11 @@ use super::peer::{self, Local};
 use super::status::{Metrics, PeerSeries};
 use super::succession::{newer_active, orphan_bound, stopped_before_serving, write_order};
 use super::{
-    CONTROL_SOCKET, Exit, ListenerFd, PreparedPeer, RunError, RunOptions, Speaker, Standing,
-    Takeover, adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir, read_passwords,
+    CONTROL_SOCKET, Exit, ListenerFd, PeerParts, PreparedPeer, RunError, RunOptions, Speaker,
+    Standing, Takeover, adopt_listener, bind_tcp, blocking, descriptors, prepare_state_dir,
+    read_passwords,
 };
-use crate::config::{Config, Peer};
+use crate::config::Config;
 use crate::restart::{self, Ended};
 
 /// The signals the agent answers, installed before anything else: a
@@ -111,6 +112,17 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let metrics = Metrics::default();
     let series: HashMap<IpAddr, PeerSeries> =
         config.peers.iter().map(|p| (p.address, PeerSeries::new(&metrics, p.address))).collect();
+    // Every peer's task, built and waiting before a handoff starts: its
+    // pause then holds only each session's adoption.
+    let local = Local { asn: config.asn, router_id };
+    let tap = (!config.bmp.is_empty()).then(super::monitor::Tap::default);
+    let parts =
+        PeerParts { local: &local, metrics: &metrics, passwords: &passwords, tap: tap.as_ref() };
+    let prepared: Vec<PreparedPeer> = config
+        .peers
+        .iter()
+        .map(|p| parts.prepare(p.clone(), series.get(&p.address).cloned()))
+        .collect();
     let (mut takeover, lock) = match acquire(&options, &mut signals).await? {
         Acquired::Node(takeover, lock) => (takeover.map(|t| *t), lock),
         Acquired::Stopped(signal) => return stopped_before_serving(signal),
@@ -119,7 +131,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         open(&options, &config, router_id, takeover.as_mut(), &metrics)?;
     // The collectors' tasks listen before any session runs: an adopted
     // session's first words are for the connection handed over with it.
-    let tap = (!config.bmp.is_empty()).then(super::monitor::Tap::default);
     let handed = takeover.as_mut().map(|t| std::mem::take(&mut t.monitors)).unwrap_or_default();
     let exporter = match &tap {
         Some(tap) => super::monitor::Exporter::start(
@@ -146,7 +157,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let health = super::checks::Health::start(&config.announce, &carried, checks, metrics.clone());
     let mut speaker = Speaker {
-        local: Local { asn: config.asn, router_id },
+        local,
         previous: restart::read(&options.state_dir),
         listener: doors.listener.as_ref().map(|l| ListenerFd {
             fd: std::os::fd::AsRawFd::as_raw_fd(l),
@@ -168,7 +179,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         health,
     };
     let took_over = takeover.is_some();
-    speaker.start_peers(takeover).await;
+    speaker.start_peers(takeover, prepared).await;
     // Status is served once it is whole: a successor's last_handoff, pause
     // included, is there from the first answer (the operator reads it once),
     // and so is every peer (a status with the handoff but no peers yet, for
@@ -341,34 +352,26 @@ async fn accept(
     }
 }
 
-/// A peer to start, with the session adopted for it, if any.
-type PeerJob = (Peer, Option<(peer::Adopted, oneshot::Sender<Duration>)>);
-
 impl Speaker {
-    /// Every task is built, its adopted socket registered, before any runs:
-    /// the last adopted session waits for no other session's first moves.
-    async fn start_peers(&mut self, mut takeover: Option<TakenOver>) {
+    /// Begins every prepared peer's task, each with the session adopted
+    /// for it, if any; the tasks take their sessions up as they run.
+    async fn start_peers(&mut self, mut takeover: Option<TakenOver>, prepared: Vec<PreparedPeer>) {
         let mut adopted: HashMap<IpAddr, peer::Adopted> = takeover
             .as_mut()
             .map(|t| t.sessions.drain(..).map(|a| (a.state.peer, a)).collect())
             .unwrap_or_default();
         let starting = std::time::Instant::now();
+        let announce = self.announced();
         let mut resumed = Vec::new();
-        let mut jobs = Vec::new();
-        for p in self.config.peers.clone() {
-            let a = adopted.remove(&p.address).map(|a| {
+        for p in prepared {
+            let a = adopted.remove(&p.config.address).map(|a| {
                 let (tx, rx) = oneshot::channel();
                 resumed.push(rx);
                 (a, tx)
             });
-            jobs.push((p, a));
+            self.begin_peer(p, announce.clone(), a);
         }
-        let prepared = self.prepare_peers(jobs);
-        let built = starting.elapsed();
-        for p in prepared {
-            self.spawn_peer(p);
-        }
-        info!(?built, elapsed = ?starting.elapsed(), "peer tasks started");
+        info!(elapsed = ?starting.elapsed(), "peer tasks begun");
         for (address, a) in adopted {
             handoff::let_go(a, "nonstop: peer removed");
             info!(peer = %address, "adopted a session with a peer no longer configured: closed");
@@ -376,29 +379,6 @@ impl Speaker {
         if let Some(t) = takeover {
             self.took_over(t, resumed).await;
         }
-    }
-
-    /// Builds the peer tasks, on two threads when there are many: a
-    /// handoff builds them inside its pause, and a thousand take tens of
-    /// milliseconds on one core.
-    fn prepare_peers(&self, mut jobs: Vec<PeerJob>) -> Vec<PreparedPeer> {
-        const ALONE: usize = 256;
-        if jobs.len() < ALONE {
-            return jobs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect();
-        }
-        let theirs = jobs.split_off(jobs.len() / 2);
-        // Adopted sockets are registered with this runtime from either thread.
-        let runtime = tokio::runtime::Handle::current();
-        std::thread::scope(|s| {
-            let other = s.spawn(|| {
-                let _inside = runtime.enter();
-                theirs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect::<Vec<_>>()
-            });
-            let mut mine: Vec<PreparedPeer> =
-                jobs.into_iter().map(|(p, a)| self.prepare_peer(p, a)).collect();
-            mine.extend(other.join().expect("a thread building peer tasks"));
-            mine
-        })
     }
 
     /// Serves until told to stop or until a successor took everything.

@@ -211,10 +211,23 @@ impl PeerCore {
         }
     }
 
+    /// Whether the first OPEN says we are restarting (R-bit): decided as
+    /// the task begins, once the previous run's end is known.
+    pub(super) fn set_restarting(&mut self, restarting: bool) {
+        self.main.session.offer_mut().set_restarting(restarting);
+    }
+
     /// Records a session event and logs it, one line with stable fields
     /// (`peer`, `event`, the detail as the message).
     pub(super) fn note(&mut self, kind: SessionEventKind, detail: String) {
         info!(peer = %self.peer.address, event = kind.as_str(), "{detail}");
+        self.log.record(self.now, kind, detail);
+    }
+
+    /// Records what happened in the session's events without a log line:
+    /// for the handoff, where a line per session (a thousand writes inside
+    /// the pause) would say what the agent's one summary line says.
+    pub(super) fn note_quietly(&mut self, kind: SessionEventKind, detail: String) {
         self.log.record(self.now, kind, detail);
     }
 

@@ -31,7 +31,7 @@ mod task;
 
 pub use self::core::{ConnId, ConnInfo, PeerCore, PeerEffect, PeerEvent};
 pub use handoff::{Adopted, FrozenPeer, RibSnapshot, Thaw};
-pub use task::PeerTask;
+pub use task::{Begin, PeerTask};
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

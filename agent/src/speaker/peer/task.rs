@@ -81,6 +81,27 @@ async fn dialled(dial: &mut Option<JoinHandle<io::Result<TcpStream>>>) -> io::Re
     }
 }
 
+/// What a built task is told when it is to run: what to announce (known
+/// only once a successor has the predecessor's check verdicts) and the
+/// session adopted for it, with where to report the moment it is taken up.
+pub struct Begin {
+    pub announce: Arc<Vec<Announcement>>,
+    /// Within the restart time of the previous run: set the R-bit (a
+    /// session adopted instead is no restart).
+    pub restarting: bool,
+    pub adopted: Option<(Adopted, oneshot::Sender<Duration>)>,
+}
+
+impl std::fmt::Debug for Begin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Begin")
+            .field("announce", &self.announce.len())
+            .field("restarting", &self.restarting)
+            .field("adopted", &self.adopted.is_some())
+            .finish()
+    }
+}
+
 impl PeerTask {
     pub fn new(
         peer: Peer,
@@ -106,7 +127,18 @@ impl PeerTask {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Runs the peer from the moment it is told to [`Begin`]; ends without
+    /// a word if the agent goes before that (a successor that stopped
+    /// while still taking over).
+    pub async fn run(mut self, begin: oneshot::Receiver<Begin>) {
+        let Ok(Begin { announce, restarting, adopted }) = begin.await else { return };
+        self.core.announce = announce;
+        self.core.set_restarting(restarting);
+        if let Some((a, resumed)) = adopted
+            && let Err(e) = self.adopt(a, resumed)
+        {
+            warn!(peer = %self.core.peer.address, "cannot resume the adopted session, starting anew: {e}");
+        }
         let adopted = self.resumed.take().map(|(frozen_at_ns, resumed)| {
             // The pause this session saw: from the predecessor's last read of
             // it to now, as its KEEPALIVE goes out and reading starts again.
@@ -388,14 +420,9 @@ impl PeerTask {
         Some(FrozenPeer { state: frozen.state, parts, socket })
     }
 
-    /// Builds the task around a session adopted from the predecessor;
-    /// `resumed` hears how long the session went untended, once the task
-    /// takes it up.
-    pub fn adopt(
-        &mut self,
-        adopted: Adopted,
-        resumed: oneshot::Sender<Duration>,
-    ) -> io::Result<()> {
+    /// Takes up a session adopted from the predecessor; `resumed` hears
+    /// how long the session went untended, once the task runs it.
+    fn adopt(&mut self, adopted: Adopted, resumed: oneshot::Sender<Duration>) -> io::Result<()> {
         let (core, stream, unread, unwritten) = adopted.split();
         stream.set_nonblocking(true)?;
         let (local, remote) = (core.state.local, core.state.remote);
