@@ -1,10 +1,11 @@
 //! An agent's life from start to exit, phase by phase:
 //!
 //! ```text
-//!   begin      config, router ID, state dir, secrets; step aside for a newer pod's agent
+//!   begin      config, router ID, state dir, secrets; step aside for a newer pod's agent;
+//!              every peer's task built and spawned, waiting to be begun
 //!   acquire    take over from the running agent (handoff), or wait for its lock
 //!   open       the listeners (adopted or bound), control socket, handoff door, metrics
-//!   start      every peer task built, adopted sockets registered, then all spawned
+//!   start      each peer task begun, with its adopted session if any
 //!   serve      accept, reload, heartbeats, secrets, until a stop or a handoff
 //!   end        retired: wait out the successor; or restart / decommission the sessions
 //! ```
