@@ -141,9 +141,9 @@ impl PeerTask {
         }
         let adopted = self.resumed.take().map(|(frozen_at_ns, resumed)| {
             // The pause this session saw: from the predecessor's last read of
-            // it to now, as its KEEPALIVE goes out and reading starts again.
+            // it to now, as the task takes it up and reading starts again.
             let pause = Duration::from_nanos(monotonic_ns().saturating_sub(frozen_at_ns));
-            let _ = resumed.send(pause);
+            (pause, resumed)
         });
         self.step(PeerEvent::Start);
         if adopted.is_some()
@@ -153,6 +153,12 @@ impl PeerTask {
             self.received(conn);
         }
         self.publish();
+        // Reported once the status says Established: the agent serves its
+        // status when every adopted session has reported, and a session
+        // that never left must not show as Idle there.
+        if let Some((pause, resumed)) = adopted {
+            let _ = resumed.send(pause);
+        }
         loop {
             let deadline = self.core.next_deadline();
             let mut conns = self.conns.iter_mut();
@@ -433,9 +439,6 @@ impl PeerTask {
         self.core.adopt(core, info_of(&conn), Instant::now(), SystemTime::now());
         self.conns.push(conn);
         self.resumed = Some((frozen_at_ns, resumed));
-        // The status says Established from the successor's first answer,
-        // not Idle until the task has run once: the session never left.
-        self.publish();
         Ok(())
     }
 }
