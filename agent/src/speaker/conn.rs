@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::peer::ConnId;
 use tokio::net::TcpStream;
@@ -136,21 +136,17 @@ pub struct Writing<'a> {
 }
 
 /// Reads more bytes into the connection's buffer; never resolves without one.
-/// The buffer grows only once the socket has bytes to read: a handoff
-/// adopts a thousand idle sessions inside its pause, and 64 KiB of fresh
-/// memory for each cost a page fault apiece there.
+/// The buffer is reserved at the first read, not when the connection is
+/// made. The read is tokio's `read_buf`, which spends the task's
+/// cooperative budget: under a flood the socket is always readable, and a
+/// read that never yields keeps the runtime from firing the session's
+/// timers (its KEEPALIVEs stop and the peer's hold timer runs out).
 pub async fn read(side: Option<Reading<'_>>) -> io::Result<usize> {
     let Some(r) = side else { return std::future::pending().await };
-    loop {
-        r.half.readable().await?;
-        if r.buf.capacity() - r.buf.len() < 16 * 1024 {
-            r.buf.reserve(64 * 1024);
-        }
-        match r.half.try_read_buf(r.buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            done => return done,
-        }
+    if r.buf.capacity() - r.buf.len() < 16 * 1024 {
+        r.buf.reserve(64 * 1024);
     }
+    r.half.read_buf(r.buf).await
 }
 
 /// Writes some queued bytes; never resolves while nothing is queued.
@@ -176,5 +172,56 @@ pub fn halves(conn: Option<&mut Conn>) -> (Option<Reading<'_>>, Option<Writing<'
             (Some(r), Some(w))
         }
         None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use super::{Conn, read};
+
+    /// A peer that never stops sending (a full table, a flood) must not
+    /// starve the session's timers: on a runtime with one thread, a read
+    /// that is always ready and never yields would keep the timer below
+    /// from ever firing.
+    #[test]
+    fn a_socket_that_is_always_readable_leaves_the_timers_running() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let (mut peer, _) = listener.accept().unwrap();
+                let chunk = vec![0u8; 64 * 1024];
+                while peer.write_all(&chunk).is_ok() {}
+            });
+            let mut conn = Conn::new(tokio::net::TcpStream::connect(addr).await.unwrap()).unwrap();
+            let timer = tokio::time::sleep(Duration::from_millis(20));
+            tokio::pin!(timer);
+            let started = Instant::now();
+            let mut reads = 0u32;
+            loop {
+                let (reading, _) = conn.halves();
+                tokio::select! {
+                    n = read(Some(reading)) => {
+                        assert!(n.unwrap() > 0);
+                        reads += 1;
+                        conn.rbuf.clear();
+                        // What handling the bytes costs, so the sender
+                        // stays ahead and the socket is never drained.
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    () = &mut timer => break,
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the timer has not fired after {reads} reads in {:?}",
+                    started.elapsed()
+                );
+            }
+            assert!(reads > 0, "the timer fired before any byte was read");
+        });
     }
 }
