@@ -1,13 +1,14 @@
 //! The CustomResourceDefinitions generated from [`crate::api`], as written
 //! to `crds/` by `crdgen` and checked for drift by the tests: the
-//! `BgpGateway` users write and the `BgpGatewayRollout` records the
-//! operator keeps of each rollout.
+//! `BgpGateway` and `BgpAddressPool` users write and the
+//! `BgpGatewayRollout` records the operator keeps of each rollout.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::api::BgpGateway;
 use crate::api::history::BgpGatewayRollout;
+use crate::api::pool::BgpAddressPool;
 
 /// Where each CRD lives in the repository, relative to its root: `crds/`
 /// for `kubectl apply`, and the Helm chart's `crds/`, which Helm installs
@@ -16,7 +17,7 @@ pub const DIRS: [&str; 2] = ["crds", "charts/nonstop/crds"];
 
 /// Every CRD, by its file name.
 pub fn all() -> Vec<(String, String)> {
-    [BgpGateway::crd(), BgpGatewayRollout::crd()]
+    [BgpGateway::crd(), BgpGatewayRollout::crd(), BgpAddressPool::crd()]
         .into_iter()
         .map(|crd| (format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default()), yaml(&crd)))
         .collect()

@@ -6,7 +6,7 @@ use std::process::Command;
 fn crd_subcommand_prints_the_committed_crds() {
     let out = Command::new(env!("CARGO_BIN_EXE_nonstop-operator")).arg("crd").output().unwrap();
     assert!(out.status.success());
-    let committed: String = ["bgpgateways", "bgpgatewayrollouts"]
+    let committed: String = ["bgpgateways", "bgpgatewayrollouts", "bgpaddresspools"]
         .map(|name| {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
             std::fs::read_to_string(format!("{dir}{name}.nonstop.dev.yaml")).unwrap()

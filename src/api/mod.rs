@@ -16,6 +16,7 @@
 
 pub mod bounds;
 pub mod history;
+pub mod pool;
 mod status;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,29 @@ pub struct BgpGatewaySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub bmp: Vec<BmpCollector>,
+    /// Services of type LoadBalancer: which ones this gateway serves.
+    #[serde(default, skip_serializing_if = "LoadBalancer::is_default")]
+    pub load_balancer: LoadBalancer,
+}
+
+/// The gateway's part in Services of type LoadBalancer. A Service whose
+/// `spec.loadBalancerClass` is `nonstop.dev/bgp` always gets an address from
+/// a BgpAddressPool; this says which others do.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// true: Services without a `spec.loadBalancerClass` are nonstop's too,
+    /// for clusters where nonstop is the only load balancer (and for
+    /// Kubernetes before 1.24, where Services cannot name a class). One
+    /// gateway that says so is enough for the whole cluster.
+    #[serde(default)]
+    pub unclassed: bool,
+}
+
+impl LoadBalancer {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The BGP listener of each agent. Another BGP speaker on the same nodes

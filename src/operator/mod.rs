@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod coexist;
+pub mod ipam;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
