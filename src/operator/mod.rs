@@ -1,13 +1,15 @@
 //! The operator at run time: leader election, then a kube-runtime
 //! controller that reconciles every BgpGateway (and looks again when one of
 //! its pods changes, or a node it selects or runs on changes in a way that
-//! matters to it).
+//! matters to it); beside it, the address assignment for Services of type
+//! LoadBalancer ([`services`], [`ipam`]).
 //!
 //! ```text
 //!   Lease ──leader──▶ Controller(BgpGateway) ◀── pods (owned), nodes ─┐
 //!                        └─▶ reconcile: observe ─▶ plan ─▶ apply       │ one watch each,
 //!                              ▲                     ─▶ status, Events │ cached
 //!                              └────────── node and pod caches ◀───────┘
+//!   Lease ──leader──▶ services: Services, pools, gateways ─▶ ipam ─▶ Service status, Events
 //! ```
 //!
 //! [`plan`] is the pure part; [`render`] the objects; [`observe`] and
@@ -26,6 +28,7 @@ pub mod reconcile;
 pub mod render;
 pub mod requests;
 pub mod rollouts;
+pub mod services;
 pub mod uninstall;
 
 use std::net::SocketAddr;
@@ -107,7 +110,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     let (pods, pod_writer) = reflector::store();
     let context = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
         metrics,
         agent_image: options.agent_image.clone(),
         log_format: options.log_format,
@@ -119,9 +122,11 @@ pub async fn run(options: Options) -> Result<(), String> {
         answers: cache::AgentAnswers::default(),
     });
     let running = run_controller(controller, &client, context, node_writer, pod_writer);
+    let load_balancer = services::run(client.clone(), Recorder::new(client.clone(), reporter));
 
     tokio::select! {
         _ = running => Err("the controller stopped".into()),
+        _ = load_balancer => Err("the load balancer's watches stopped".into()),
         why = elector.keep() => Err(format!("no longer the leader: {why}")),
         _ = terminate.recv() => {
             info!("SIGTERM: giving the lead up");

@@ -1,0 +1,314 @@
+//! Services of type LoadBalancer at run time: one watch each of Services,
+//! BgpAddressPools and BgpGateways; after any change, one pass over all of
+//! them that assigns addresses ([`super::ipam`]) and writes only what
+//! changed: each Service's `status.loadBalancer.ingress` and its
+//! `nonstop.dev/AddressAssigned` condition, an Event when either moves, and
+//! each pool's status.
+//!
+//! The pass is level-triggered: it reads the whole picture and makes the
+//! cluster match it, so a missed event or a failed write is mended by the
+//! next pass (within [`RETRY`] after a failure).
+
+use std::collections::BTreeMap;
+use std::future::ready;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::Selector;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::ipam::{self, Claim, Outcome, Pool, Usage};
+use crate::api::BgpGateway;
+use crate::api::pool::{ASSIGNED_CONDITION, AddressBlock, BgpAddressPool, BgpAddressPoolStatus};
+
+/// After a failed write, the next pass comes this soon.
+const RETRY: Duration = Duration::from_secs(5);
+/// A pass even when nothing was heard, in case a watch missed something.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs the passes until the process ends.
+pub async fn run(client: Client, recorder: Recorder) {
+    let wake = Arc::new(Notify::new());
+    let services = watch::<Service>(&client, &wake);
+    let pools = watch::<BgpAddressPool>(&client, &wake);
+    let gateways = watch::<BgpGateway>(&client, &wake);
+    for ready in [services.wait_until_ready().await.is_ok(), pools.wait_until_ready().await.is_ok()]
+    {
+        if !ready {
+            warn!("load balancer: a watch ended before its first list");
+            return;
+        }
+    }
+    let _ = gateways.wait_until_ready().await;
+    info!("load balancer: watching Services and BgpAddressPools");
+    let mut pass = Pass { client, recorder };
+    loop {
+        let clean = pass.run(&services.state(), &pools.state(), &gateways.state()).await;
+        let wait = if clean { RESYNC } else { RETRY };
+        let _ = tokio::time::timeout(wait, wake.notified()).await;
+    }
+}
+
+/// A cached watch of every `K`, which wakes the passes on each change.
+fn watch<K>(client: &Client, wake: &Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let wake = wake.clone();
+    let events = reflector(writer, watcher(Api::<K>::all(client.clone()), Default::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |_| {
+            wake.notify_one();
+            ready(())
+        });
+    tokio::spawn(events);
+    store
+}
+
+struct Pass {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl Pass {
+    /// One pass; false if a write failed.
+    async fn run(
+        &mut self,
+        services: &[Arc<Service>],
+        pools: &[Arc<BgpAddressPool>],
+        gateways: &[Arc<BgpGateway>],
+    ) -> bool {
+        let unclassed = gateways.iter().any(|g| g.spec.load_balancer.unclassed);
+        let (usable, problems) = usable_pools(pools);
+        let mut ours: Vec<&Arc<Service>> =
+            services.iter().filter(|s| ipam::is_ours(s, unclassed)).collect();
+        ours.sort_by_key(|s| (s.metadata.creation_timestamp.clone(), s.namespace(), s.name_any()));
+        let claims: Vec<Result<Claim, ipam::Refusal>> = ours.iter().map(|s| Claim::of(s)).collect();
+        let valid: Vec<Claim> = claims.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        let mut assigned = ipam::assign(&usable, &valid).into_iter();
+        let outcomes: Vec<Outcome> = claims
+            .into_iter()
+            .map(|c| match c {
+                Ok(_) => assigned.next().expect("one outcome per valid claim"),
+                Err(refusal) => Err(refusal),
+            })
+            .collect();
+
+        let mut clean = true;
+        for (service, outcome) in ours.iter().zip(&outcomes) {
+            clean &= self.write_service(service, Some(outcome)).await;
+        }
+        for service in services.iter().filter(|s| !ipam::is_ours(s, unclassed)) {
+            if our_condition(service).is_some() {
+                clean &= self.write_service(service, None).await;
+            }
+        }
+        let usage = ipam::usage(&usable, &outcomes);
+        for pool in pools {
+            let name = pool.name_any();
+            let status = pool_status(
+                usage.get(&name).copied().unwrap_or_default(),
+                problems.get(&name),
+                pool.metadata.generation,
+                pool.status.as_ref(),
+            );
+            if pool.status.as_ref() != Some(&status) {
+                let api = Api::<BgpAddressPool>::all(self.client.clone());
+                let patch = Patch::Merge(json!({ "status": status }));
+                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &patch).await {
+                    warn!("load balancer: cannot write the status of BgpAddressPool {name}: {e}");
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+
+    /// Makes one Service's status say `outcome` (None: the Service is no
+    /// longer nonstop's, so its address and condition go). False if the
+    /// write failed.
+    async fn write_service(&self, service: &Service, outcome: Option<&Outcome>) -> bool {
+        let Some(patch) = status_patch(service, outcome) else { return true };
+        let (namespace, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        let api = Api::<Service>::namespaced(self.client.clone(), &namespace);
+        if let Err(e) =
+            api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await
+        {
+            warn!("load balancer: cannot write the status of Service {namespace}/{name}: {e}");
+            return false;
+        }
+        let (warning, reason, note) = match outcome {
+            Some(Ok(addresses)) => (false, "AddressAssigned", describe(addresses)),
+            Some(Err(refusal)) => (true, refusal.reason(), refusal.to_string()),
+            None => (false, "AddressReleased", "the Service is no longer nonstop's".into()),
+        };
+        info!("load balancer: Service {namespace}/{name}: {reason}: {note}");
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "AssignAddress".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &service.object_ref(&())).await {
+            warn!("could not publish an Event: {e}");
+        }
+        true
+    }
+}
+
+/// The pools' usable parts, and what is wrong with each pool's spec (by
+/// pool name, with the field's path). A pool whose selector cannot be read
+/// is left out whole: which Services it is for is not known.
+fn usable_pools(pools: &[Arc<BgpAddressPool>]) -> (Vec<Pool>, BTreeMap<String, Vec<String>>) {
+    let mut usable = Vec::new();
+    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pool in pools {
+        let name = pool.name_any();
+        let mut wrong = Vec::new();
+        let mut blocks = Vec::new();
+        for (i, text) in pool.spec.addresses.iter().enumerate() {
+            match text.parse::<AddressBlock>() {
+                Ok(block) => blocks.push(block),
+                Err(e) => wrong.push(format!("spec.addresses[{i}]: {e}")),
+            }
+        }
+        let selector = match pool.spec.service_selector.clone().map(Selector::try_from) {
+            None => Ok(None),
+            Some(Ok(selector)) => Ok(Some(selector)),
+            Some(Err(e)) => Err(format!("spec.serviceSelector: {e}")),
+        };
+        match selector {
+            Ok(selector) => usable.push(Pool {
+                name: name.clone(),
+                blocks,
+                selector,
+                auto_assign: pool.spec.auto_assign,
+            }),
+            Err(e) => wrong.push(e),
+        }
+        if !wrong.is_empty() {
+            problems.insert(name, wrong);
+        }
+    }
+    (usable, problems)
+}
+
+/// The addresses as the condition's message says them.
+fn describe(addresses: &[ipam::Address]) -> String {
+    let each: Vec<String> =
+        addresses.iter().map(|a| format!("{} from BgpAddressPool {}", a.ip, a.pool)).collect();
+    each.join(", ")
+}
+
+/// The nonstop condition a Service carries now, if any.
+fn our_condition(service: &Service) -> Option<&Condition> {
+    service.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == ASSIGNED_CONDITION)
+}
+
+/// The strategic merge patch that makes the Service's status say `outcome`,
+/// or None when it says so already. The condition list merges by type, so
+/// conditions of others stay.
+pub fn status_patch(service: &Service, outcome: Option<&Outcome>) -> Option<Value> {
+    let current_ips: Vec<String> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| ingress.iter().filter_map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    let current = our_condition(service);
+    let Some(outcome) = outcome else {
+        return Some(json!({"status": {
+            "loadBalancer": {"ingress": null},
+            "conditions": [{"type": ASSIGNED_CONDITION, "$patch": "delete"}],
+        }}));
+    };
+    let (ips, status, reason, message): (Vec<String>, &str, &str, String) = match outcome {
+        Ok(addresses) => (
+            addresses.iter().map(|a| a.ip.to_string()).collect(),
+            "True",
+            "AddressAssigned",
+            describe(addresses),
+        ),
+        Err(refusal) => (Vec::new(), "False", refusal.reason(), refusal.to_string()),
+    };
+    let same_condition = current.is_some_and(|c| {
+        c.status == status
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == service.metadata.generation
+    });
+    if ips == current_ips && same_condition {
+        return None;
+    }
+    let since = match current {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let ingress: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    Some(json!({"status": {
+        "loadBalancer": {"ingress": if ingress.is_empty() { Value::Null } else { json!(ingress) }},
+        "conditions": [Condition {
+            type_: ASSIGNED_CONDITION.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: since,
+            observed_generation: service.metadata.generation,
+        }],
+    }}))
+}
+
+/// What a pool's status should say.
+fn pool_status(
+    usage: Usage,
+    problems: Option<&Vec<String>>,
+    generation: Option<i64>,
+    current: Option<&BgpAddressPoolStatus>,
+) -> BgpAddressPoolStatus {
+    let count = |(used, size): (u128, u128)| (size > 0).then(|| format!("{used}/{size}"));
+    let (status, reason, message) = match problems {
+        None => ("True", "Valid", "every entry is in use".to_string()),
+        Some(problems) => ("False", "InvalidEntries", problems.join("; ")),
+    };
+    let old = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"));
+    let since = match old {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    BgpAddressPoolStatus {
+        ipv4: count(usage.ipv4),
+        ipv6: count(usage.ipv6),
+        conditions: vec![Condition {
+            type_: "Valid".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        }],
+    }
+}
+
+#[cfg(test)]
+#[path = "services_tests.rs"]
+mod tests;
