@@ -197,7 +197,6 @@ impl PeerParts<'_> {
             ..Default::default()
         });
         let options = PeerOptions {
-            restarting: false,
             password: self.passwords.get(&config.address).cloned(),
             series,
             tap: self.tap.cloned(),

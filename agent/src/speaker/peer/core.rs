@@ -179,8 +179,8 @@ impl PeerCore {
     ) -> Self {
         let series =
             options.series.clone().unwrap_or_else(|| PeerSeries::new(&metrics, peer.address));
-        let mut session = Session::new(session_config(&peer, &local, peer.passive));
-        session.offer_mut().set_restarting(options.restarting);
+        // The R-bit comes with the task's Begin ([`PeerCore::set_restarting`]).
+        let session = Session::new(session_config(&peer, &local, peer.passive));
         Self {
             md5: options.password.is_some(),
             peer,

@@ -89,8 +89,6 @@ pub enum PeerCommand {
 /// How a peer task starts, beyond the peer's config.
 #[derive(Debug, Clone, Default)]
 pub struct PeerOptions {
-    /// Within the restart time of the previous run: set the R-bit.
-    pub restarting: bool,
     /// The TCP MD5 key (RFC 2385), read from the peer's Secret.
     pub password: Option<Arc<[u8]>>,
     /// The peer's metric series if looked up already (a successor does
