@@ -6,7 +6,8 @@
 //!              │  accept error: logged once per kind, backs off 10 ms → 1 s
 //!              └─ request head ≤ 8 KiB, read within `head_timeout`;
 //!                 the whole exchange within `exchange_timeout`
-//!   handler(method, path?query) ──▶ Reply ──await──▶ Answer { status, content type, body }
+//!   handler(Call { method, path?query, bearer token }) ──▶ Reply ──await──▶ Answer
+//!                 the body is read only by a handler that wants it, up to its own limit
 //! ```
 //!
 //! The agent serves `/status` and `/metrics` on its admin TCP port and on
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -89,8 +90,40 @@ impl Answer {
     }
 }
 
-/// Answers a request from its method and path (with its query).
-pub type Handler = Arc<dyn Fn(&Method, &str) -> Reply + Send + Sync>;
+/// A request as a handler sees it; its body is read only if the handler
+/// asks ([`Call::body`]), after it has looked at the rest.
+#[derive(Debug)]
+pub struct Call {
+    pub method: Method,
+    /// The path with its query.
+    pub path: String,
+    /// The token of an `Authorization: Bearer` header.
+    pub bearer: Option<String>,
+    body: Incoming,
+    length: Option<usize>,
+}
+
+impl Call {
+    /// The body, at most `max` bytes of it: a larger one is answered 413.
+    pub async fn body(self, max: usize) -> Result<Bytes, Answer> {
+        let too_large = || {
+            Answer::text(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {max} bytes\n"))
+        };
+        if self.length.is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        match http_body_util::Limited::new(self.body, max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => {
+                Err(Answer::text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")))
+            }
+        }
+    }
+}
+
+/// Answers a request.
+pub type Handler = Arc<dyn Fn(Call) -> Reply + Send + Sync>;
 
 /// A listener whose connections can be served.
 pub trait Listener: Send + 'static {
@@ -138,8 +171,20 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     handler: Handler,
 ) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let reply = handler(request.method(), &path);
+        let (head, body) = request.into_parts();
+        let header = |name| {
+            head.headers.get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+        };
+        let call = Call {
+            path: head.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            bearer: header(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string()),
+            length: header(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+            method: head.method,
+            body,
+        };
+        let reply = handler(call);
         async move {
             let answer = reply.await;
             let response = Response::builder()
@@ -196,20 +241,30 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// What a client sends besides its method and path.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing<'a> {
+    /// For `Authorization: Bearer`.
+    pub bearer: Option<&'a str>,
+    pub body: Bytes,
+}
+
 /// One request on a connected stream; the answer's head.
 async fn send<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: S,
     method: Method,
     host: &str,
     path: &str,
+    outgoing: Outgoing<'_>,
 ) -> Result<Response<Incoming>, ClientError> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, host)
-        .body(Empty::<Bytes>::new())
+    let mut request = Request::builder().method(method).uri(path).header(hyper::header::HOST, host);
+    if let Some(token) = outgoing.bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(outgoing.body))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(sender.send_request(request).await?)
 }
@@ -219,8 +274,9 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: S,
     method: Method,
     path: &str,
+    outgoing: Outgoing<'_>,
 ) -> Result<String, ClientError> {
-    let response = send(io, method, "agent", path).await?;
+    let response = send(io, method, "agent", path, outgoing).await?;
     let status = response.status();
     let bytes = response.into_body().collect().await?.to_bytes();
     let body = String::from_utf8_lossy(&bytes).into_owned();
@@ -229,7 +285,18 @@ async fn ask<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 
 /// `GET path` from `addr`, all within `limit`.
 pub async fn get_tcp(addr: SocketAddr, path: &str, limit: Duration) -> Result<String, ClientError> {
-    let asked = async { ask(TcpStream::connect(addr).await?, Method::GET, path).await };
+    request_tcp(addr, Method::GET, path, Outgoing::default(), limit).await
+}
+
+/// A request to `addr`, all within `limit`; the body of a 2xx answer.
+pub async fn request_tcp(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    outgoing: Outgoing<'_>,
+    limit: Duration,
+) -> Result<String, ClientError> {
+    let asked = async { ask(TcpStream::connect(addr).await?, method, path, outgoing).await };
     tokio::time::timeout(limit, asked).await.map_err(|_| ClientError::Timeout(limit))?
 }
 
@@ -241,8 +308,14 @@ pub async fn get_status(
     limit: Duration,
 ) -> Result<StatusCode, ClientError> {
     let asked = async {
-        let response =
-            send(TcpStream::connect(authority).await?, Method::GET, authority, path).await?;
+        let response = send(
+            TcpStream::connect(authority).await?,
+            Method::GET,
+            authority,
+            path,
+            Outgoing::default(),
+        )
+        .await?;
         Ok(response.status())
     };
     tokio::time::timeout(limit, asked).await.map_err(|_| ClientError::Timeout(limit))?
@@ -254,7 +327,17 @@ pub async fn request_unix(
     method: Method,
     path: &str,
 ) -> Result<String, ClientError> {
-    ask(UnixStream::connect(socket).await?, method, path).await
+    request_unix_with(socket, method, path, Outgoing::default()).await
+}
+
+/// A request with a body over a Unix socket; the body of a 2xx answer.
+pub async fn request_unix_with(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    outgoing: Outgoing<'_>,
+) -> Result<String, ClientError> {
+    ask(UnixStream::connect(socket).await?, method, path, outgoing).await
 }
 
 #[cfg(test)]
@@ -265,10 +348,24 @@ mod tests {
     async fn server(limits: Limits) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handler: Handler = Arc::new(|method: &Method, path: &str| {
-            match path {
+        let handler: Handler = Arc::new(|call: Call| {
+            let method = call.method.clone();
+            match call.path.as_str() {
                 "/status" => Answer::ok("application/json", format!("{{\"method\":\"{method}\"}}")),
-                _ => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+                // The body, read only here and at most 16 bytes of it.
+                "/echo" => {
+                    return Box::pin(async move {
+                        let bearer = call.bearer.clone().unwrap_or_default();
+                        match call.body(16).await {
+                            Ok(body) => Answer::ok(
+                                "text/plain",
+                                format!("{bearer}:{}", String::from_utf8_lossy(&body)),
+                            ),
+                            Err(answer) => answer,
+                        }
+                    });
+                }
+                path => Answer::text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
             }
             .now()
         });
@@ -300,6 +397,34 @@ mod tests {
         // The old clients' request, no Host header, still works.
         let answer = raw(addr, b"GET /status HTTP/1.1\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_handlers_limit() {
+        let addr = server(Limits::default()).await;
+        let put = |body: &str, length: Option<usize>| {
+            let length = length.unwrap_or(body.len());
+            format!(
+                "PUT /echo HTTP/1.1\r\nAuthorization: Bearer  s3cret \r\ncontent-length: {length}\r\n\r\n{body}"
+            )
+        };
+        // (request, what the answer starts with, what it holds)
+        let cases = [
+            (put("sixteen bytes ok", None), "HTTP/1.1 200", "s3cret:sixteen bytes ok"),
+            (put("seventeen bytes!!", None), "HTTP/1.1 413", "the body is over 16 bytes"),
+            // Declared too long: refused before a byte of it is read.
+            (put("", Some(1 << 30)), "HTTP/1.1 413", "the body is over 16 bytes"),
+            (
+                "PUT /echo HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi".to_string(),
+                "HTTP/1.1 200",
+                ":hi",
+            ),
+        ];
+        for (request, status, holds) in cases {
+            let answer = raw(addr, request.as_bytes()).await;
+            assert!(answer.starts_with(status), "{request:?}: {answer}");
+            assert!(answer.contains(holds), "{request:?}: {answer}");
+        }
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod import;
 pub mod prefix_map;
+pub mod published;
 pub mod restart;
 pub mod rib;
 pub mod route;

@@ -59,6 +59,12 @@ enum Command {
         /// the agent never takes a node over from the agent of a newer pod.
         #[arg(long, env = "NONSTOP_POD_CREATED_MS")]
         pod_created_ms: Option<u64>,
+        /// A file holding the token `PUT /announcements` must carry on the
+        /// admin port (`Authorization: Bearer <token>`). Without it the
+        /// admin port takes no published set; the control socket in the
+        /// state dir always does.
+        #[arg(long, env = "NONSTOP_API_TOKEN_FILE")]
+        api_token_file: Option<PathBuf>,
     },
     /// Exit 0 when the agent answering in the state dir is active (and, with
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
@@ -68,6 +74,21 @@ enum Command {
         state_dir: PathBuf,
         #[arg(long, env = "NONSTOP_POD")]
         pod: Option<String>,
+    },
+    /// Replace the running agent's published set of announcements with the
+    /// one in FILE (JSON: `{"version": "…", "announce": [{"prefix": …}, …]}`,
+    /// `-` for stdin): through the control socket in the state dir, or with
+    /// --admin through the admin port (with the API token).
+    Publish {
+        file: PathBuf,
+        #[arg(long, env = "NONSTOP_STATE_DIR", required_unless_present = "admin")]
+        state_dir: Option<PathBuf>,
+        /// The agent's admin address (`host:port`) instead of the state dir.
+        #[arg(long, requires = "token_file")]
+        admin: Option<std::net::SocketAddr>,
+        /// The API token's file, for --admin.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Print the running agent's status as JSON.
     Status {
@@ -135,6 +156,20 @@ enum StopArg {
     Decommission,
 }
 
+/// The API token in `path`: its first line, at least 16 characters.
+fn read_api_token(path: &std::path::Path) -> Result<std::sync::Arc<str>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--api-token-file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "--api-token-file {}: the token must be at least 16 characters on the first line",
+            path.display()
+        ));
+    }
+    Ok(token.into())
+}
+
 fn main() -> ExitCode {
     let log_format = match nonstop_agent::init_logging() {
         Ok(format) => format,
@@ -153,7 +188,15 @@ fn main() -> ExitCode {
             takeover,
             admin_ip,
             pod_created_ms,
+            api_token_file,
         } => {
+            let api_token = match api_token_file.as_deref().map(read_api_token).transpose() {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -170,6 +213,7 @@ fn main() -> ExitCode {
                 },
                 admin_ip,
                 pod_created_ms,
+                api_token,
             }));
             // Exit now: a thread still waiting for the state dir's lock (the
             // agent was told to stop before it got it) must not hold us up.
@@ -202,6 +246,9 @@ fn main() -> ExitCode {
             show(&state_dir, what, peer.as_deref(), limit)
         }
         Command::Ready { state_dir, pod } => ready(&state_dir, pod.as_deref()),
+        Command::Publish { file, state_dir, admin, token_file } => {
+            publish(&file, state_dir.as_deref(), admin.zip(token_file))
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -263,6 +310,65 @@ fn stop(state_dir: &std::path::Path, mode: StopArg, timeout: u64) -> ExitCode {
 }
 
 /// GET `path` from the running agent: the body, or why there is none.
+/// `nonstop-agent publish`: the agent's answer, or why there is none.
+fn publish(
+    file: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+    admin: Option<(std::net::SocketAddr, PathBuf)>,
+) -> ExitCode {
+    use nonstop_agent::http::{self, Outgoing, hyper::Method};
+    let body = if file == std::path::Path::new("-") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read(file)
+    };
+    let body = match body {
+        Ok(body) => http::hyper::body::Bytes::from(body),
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = runtime.expect("tokio runtime");
+    let path = "/announcements";
+    let answer = match (admin, state_dir) {
+        (Some((addr, token_file)), _) => {
+            let token = match read_api_token(&token_file) {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let outgoing = Outgoing { bearer: Some(&token), body };
+            let limit = std::time::Duration::from_secs(30);
+            runtime.block_on(http::request_tcp(addr, Method::PUT, path, outgoing, limit))
+        }
+        (None, Some(dir)) => {
+            let socket = dir.join(speaker::CONTROL_SOCKET);
+            let outgoing = Outgoing { bearer: None, body };
+            runtime.block_on(http::request_unix_with(&socket, Method::PUT, path, outgoing))
+        }
+        (None, None) => unreachable!("clap requires --state-dir or --admin"),
+    };
+    match answer {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(http::ClientError::Status { body, .. }) => {
+            eprint!("error: {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: no agent answers: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn get(state_dir: &std::path::Path, path: &str) -> Result<String, String> {
     let socket = state_dir.join(speaker::CONTROL_SOCKET);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

@@ -65,25 +65,32 @@ pub fn read(state_dir: &Path) -> Option<Previous> {
 }
 
 /// Writes the record so that a crash at any point leaves either the old
-/// record or the new one, whole: a temp file of this writer's own (the
-/// predecessor and the successor write side by side during a handoff, and
-/// in separate PID namespaces may share a pid), synced, renamed over the
-/// record, then the directory synced so the rename itself survives power loss.
+/// record or the new one, whole (see [`write_atomically`]).
 pub fn write(state_dir: &Path, record: Previous) -> std::io::Result<()> {
+    write_atomically(state_dir, FILE, &serde_json::to_vec(&record).expect("JSON"))
+}
+
+/// Writes `file` in the state dir so that a crash at any point leaves
+/// either the old content or the new, whole: a temp file of this writer's
+/// own (the predecessor and the successor write side by side during a
+/// handoff, and in separate PID namespaces may share a pid), synced,
+/// renamed over the file, then the directory synced so the rename itself
+/// survives power loss.
+pub fn write_atomically(state_dir: &Path, file: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let tmp = state_dir.join(format!(
-        ".{FILE}.{}.{nanos}.{}.tmp",
+        ".{file}.{}.{nanos}.{}.tmp",
         std::process::id(),
         WRITES.fetch_add(1, Ordering::Relaxed)
     ));
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        file.write_all(&serde_json::to_vec(&record).expect("JSON"))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, state_dir.join(FILE))
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        out.write_all(bytes)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, state_dir.join(file))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -73,3 +73,22 @@ fn json_logs_are_one_object_per_line_and_an_unknown_format_is_refused() {
     let error = last["fields"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("cannot read config /nonexistent/agent.yaml"), "{last}");
 }
+
+#[test]
+fn an_api_token_too_short_to_guess_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("nonstop-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "short\n").unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agent.yaml");
+    let state = dir.join("state");
+    let args = ["run", "--config", config, "--state-dir", state.to_str().unwrap()];
+    let (code, text) = agent(&[&args[..], &["--api-token-file", token.to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("the token must be at least 16 characters"), "{text}");
+    assert!(!state.exists(), "the agent started before refusing its token");
+    let (code, text) = agent(&["publish", "set.json"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--state-dir"), "publish names where to send: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

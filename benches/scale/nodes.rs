@@ -21,7 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use nonstop_agent::http::hyper::{Method, StatusCode};
+use nonstop_agent::http::hyper::StatusCode;
 use nonstop_agent::http::{self, Answer, Handler, Limits};
 use nonstop_agent::speaker::status::{
     AgentRef, AgentStatus, HandoffReport, HandoffResult, HandoffRole, PeerStatus, Role,
@@ -230,6 +230,7 @@ impl Kubelet {
             successor: None,
             bmp: Vec::new(),
             checks: Vec::new(),
+            published: None,
             last_handoff: Some(HandoffReport {
                 role: HandoffRole::Successor,
                 result: HandoffResult::Completed,
@@ -254,8 +255,8 @@ impl Kubelet {
                 .await
                 .map_err(|e| format!("stand-in agent on {addr}: {e}"))?;
             let kubelet = self.clone();
-            let handler: Handler = Arc::new(move |_: &Method, path: &str| {
-                match path {
+            let handler: Handler = Arc::new(move |call: http::Call| {
+                match call.path.as_str() {
                     "/status" => match kubelet.status(&name) {
                         Some(status) => {
                             Answer::ok("application/json", serde_json::to_string(&status).unwrap())

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use nonstop_agent::http::hyper::{Method, StatusCode};
+use nonstop_agent::http::hyper::StatusCode;
 use nonstop_agent::http::{self, Answer, Limits};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -241,8 +241,8 @@ where
 
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    let handler = Arc::new(move |_: &Method, path: &str| {
-        match path {
+    let handler = Arc::new(move |call: http::Call| {
+        match call.path.as_str() {
             "/metrics" => {
                 let mut text = String::new();
                 let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

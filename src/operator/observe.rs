@@ -460,6 +460,7 @@ mod tests {
             last_handoff: None,
             bmp: vec![],
             checks: vec![],
+            published: None,
             peers: peers
                 .iter()
                 .map(|(address, state, error)| PeerStatus {

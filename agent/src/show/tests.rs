@@ -18,6 +18,7 @@ fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
         peers,
         bmp: vec![],
         checks: vec![],
+        published: None,
     }
 }
 

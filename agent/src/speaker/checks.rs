@@ -320,8 +320,8 @@ mod tests {
         // A real local service for the TCP and HTTP probes.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up = listener.local_addr().unwrap();
-        let handler: crate::http::Handler = std::sync::Arc::new(|_: &_, path: &str| {
-            let status = if path == "/healthz" { 200 } else { 503 };
+        let handler: crate::http::Handler = std::sync::Arc::new(|call: crate::http::Call| {
+            let status = if call.path == "/healthz" { 200 } else { 503 };
             crate::http::Answer::text(crate::http::hyper::StatusCode::from_u16(status).unwrap(), "")
                 .now()
         });

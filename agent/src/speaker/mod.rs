@@ -21,6 +21,7 @@ mod handoff;
 pub mod monitor;
 mod pages;
 pub mod peer;
+mod publishing;
 pub mod routes;
 mod run;
 pub use run::run;
@@ -49,6 +50,7 @@ use routes::PeerView;
 use status::{Metrics, PeerStatus};
 
 use crate::config::{Announcement, Config, ConfigError, Peer};
+use crate::published::Published;
 use crate::restart::{self, Ended, Previous};
 use crate::wire::{Notification, subcode};
 
@@ -76,6 +78,9 @@ pub struct RunOptions {
     /// When the operator created this agent's pod (Unix ms): an agent never
     /// takes a node over from the agent of a newer pod (see [`ORDER_FILE`]).
     pub pod_created_ms: Option<u64>,
+    /// What `PUT /announcements` on the admin port must carry as its bearer
+    /// token; None: the admin port takes no published set.
+    pub api_token: Option<Arc<str>>,
 }
 
 impl RunOptions {
@@ -151,6 +156,9 @@ struct Standing {
     role: status::Role,
     successor: Option<status::AgentRef>,
     last_handoff: Option<status::HandoffReport>,
+    /// The published set in force (`GET /announcements`, and its summary in
+    /// `/status`).
+    published: Arc<Published>,
 }
 
 /// How the main loop ended.
@@ -248,6 +256,9 @@ struct Speaker {
     exporter: monitor::Exporter,
     /// The checked announcements' verdicts and probes.
     health: checks::Health,
+    /// The set last published (`PUT /announcements`), announced beside
+    /// `config.announce`.
+    published: Arc<Published>,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -305,7 +316,13 @@ impl Speaker {
     /// What the peers are sent: the configured announcements as their
     /// checks allow.
     fn announced(&self) -> Arc<Vec<Announcement>> {
-        Arc::new(crate::health::effective(&self.config.announce, &self.health.verdicts()))
+        let mut list = crate::health::effective(&self.config.announce, &self.health.verdicts());
+        // A prefix the config took up since it was published stays the config's.
+        let configured: HashSet<_> = self.config.announce.iter().map(|a| a.prefix).collect();
+        list.extend(
+            self.published.announce.iter().filter(|a| !configured.contains(&a.prefix)).cloned(),
+        );
+        Arc::new(list)
     }
 
     /// A check's verdict changed: every session is told what that changes.

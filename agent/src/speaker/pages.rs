@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::routes::{self, PeerView, Query};
-use super::status::{self, AgentStatus, EventsDocument, PeerEvents, PeerStatus};
+use super::status::{self, AgentStatus, EventsDocument, PeerEvents, PeerStatus, PublishedStatus};
 use super::{Standing, admin};
 use crate::config::Config;
 use crate::http::Answer;
@@ -65,15 +65,26 @@ pub(super) fn renderer(
                     router_id: router_id.to_string(),
                     listen: listen.map_or_else(|| "none".into(), |a| a.to_string()),
                     uptime_seconds: started.elapsed().as_secs(),
-                    routes_announced: announced.saturating_sub(kept_out),
+                    routes_announced: announced.saturating_sub(kept_out)
+                        + standing.published.announce.len(),
                     role: standing.role,
                     successor: standing.successor.clone(),
                     last_handoff: standing.last_handoff.clone(),
                     peers,
                     bmp: board.lock().expect("board").clone(),
                     checks,
+                    published: (!standing.published.version.is_empty()
+                        || !standing.published.is_empty())
+                    .then(|| PublishedStatus {
+                        version: standing.published.version.clone(),
+                        prefixes: standing.published.announce.len(),
+                    }),
                 };
                 json(serde_json::to_string_pretty(&status).expect("JSON"))
+            }
+            "/announcements" => {
+                let published = standing.lock().expect("standing").published.clone();
+                json(serde_json::to_string_pretty(&*published).expect("JSON"))
             }
             "/metrics" => Answer::ok(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

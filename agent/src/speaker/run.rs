@@ -72,6 +72,9 @@ struct Doors {
     stops: mpsc::Receiver<StopMode>,
     stop_tx: Option<mpsc::Sender<StopMode>>,
     render: Option<admin::Render>,
+    /// `PUT /announcements`, from either door.
+    publishes: mpsc::Receiver<admin::Publish>,
+    publisher: Option<admin::Publisher>,
 }
 
 struct Opened {
@@ -157,6 +160,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         None => Vec::new(),
     };
     let health = super::checks::Health::start(&config.announce, &carried, checks, metrics.clone());
+    // The published set in force: the predecessor's (it keeps the file in
+    // the shared state dir up to date, and is frozen now), or the one of
+    // the last run here that did not decommission.
+    let published = Arc::new(super::publishing::load(&options.state_dir));
+    standing.lock().expect("standing").published = published.clone();
     let mut speaker = Speaker {
         local,
         previous: restart::read(&options.state_dir),
@@ -178,6 +186,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tap,
         exporter,
         health,
+        published,
     };
     let took_over = takeover.is_some();
     speaker.start_peers(takeover, prepared).await;
@@ -188,9 +197,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     speaker.publish_views();
     let render = doors.render.take().expect("render");
     let admin_listener = doors.admin.take().expect("admin listener");
-    let admin_task = tokio::spawn(admin::serve_tcp(admin_listener, render.clone()));
+    let publisher = doors.publisher.take().expect("publisher");
+    let admin_task =
+        tokio::spawn(admin::serve_tcp(admin_listener, render.clone(), publisher.clone()));
     let (control, stop_tx) = (doors.control.take(), doors.stop_tx.take());
-    tokio::spawn(admin::serve_unix(control.expect("control"), render, stop_tx.expect("stop")));
+    let stop_tx = stop_tx.expect("stop");
+    tokio::spawn(admin::serve_unix(control.expect("control"), render, stop_tx, publisher));
     // Later peers (added by a reload) are new to their routers: no R-bit.
     speaker.previous = None;
     write_order(&speaker.options);
@@ -285,6 +297,8 @@ fn open(
         (standing.clone(), board.clone(), checks.clone()),
     );
     let (stop_tx, stops) = mpsc::channel(4);
+    let (publish_tx, publishes) = mpsc::channel(4);
+    let publisher = admin::Publisher { requests: publish_tx, token: options.api_token.clone() };
     let admin_fd =
         rustix::io::dup(std::os::fd::AsFd::as_fd(&admin)).map_err(|e| RunError::Bind {
             what: "the admin endpoint",
@@ -301,6 +315,8 @@ fn open(
             stops,
             stop_tx: Some(stop_tx),
             render: Some(render),
+            publishes,
+            publisher: Some(publisher),
         },
         views,
         standing,
@@ -418,6 +434,7 @@ impl Speaker {
                 _ = signals.terminate.recv() => return Exit::Stop(StopMode::Decommission),
                 _ = signals.interrupt.recv() => return Exit::Stop(StopMode::Decommission),
                 Some(mode) = doors.stops.recv() => return Exit::Stop(mode),
+                Some(publish) = doors.publishes.recv() => self.on_publish(publish).await,
                 Some(knock) = doors.knocks.recv() => {
                     if self.hand_over(knock, listener, admin_fd).await {
                         return Exit::Retired;
@@ -436,6 +453,15 @@ impl Speaker {
         mut doors: Doors,
     ) -> Result<(), RunError> {
         drop(doors.listener.take());
+        // A set published from now on, or waiting since the handoff began,
+        // is answered 503: this agent stops.
+        doors.publishes.close();
+        while let Ok(waiting) = doors.publishes.try_recv() {
+            let _ = waiting.reply.send(crate::http::Answer::text(
+                hyper::StatusCode::SERVICE_UNAVAILABLE,
+                "the agent is stopping\n",
+            ));
+        }
         match exit {
             Exit::Retired => {
                 // Nothing left to serve but our own status on the moved
@@ -457,6 +483,8 @@ impl Speaker {
                 info!(drain_seconds = drain, "decommissioning: draining, then withdrawing");
                 self.decommission_all().await;
                 self.heartbeat(Ended::Decommissioned);
+                // Withdrawn on purpose: the next agent here starts without it.
+                super::publishing::forget(&self.options.state_dir);
             }
         }
         // The sessions' Peer Down, then Termination, to every collector.

@@ -68,6 +68,16 @@ pub struct AgentStatus {
     /// Each checked announcement's verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
+    /// The published set in force (`PUT /announcements`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<PublishedStatus>,
+}
+
+/// The published set, as `/status` tells it (`GET /announcements` has it whole).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedStatus {
+    pub version: String,
+    pub prefixes: usize,
 }
 
 /// A checked announcement, as `/status` tells it.
