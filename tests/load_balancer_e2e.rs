@@ -1,8 +1,10 @@
 //! Addresses for Services of type LoadBalancer in the lab, as a user sees
 //! them: `kubectl get svc` (EXTERNAL-IP), the Service's
 //! `nonstop.dev/AddressAssigned` condition, its Events and `kubectl get
-//! bgppool`. The lab's API server (1.20) predates `loadBalancerClass`, so
-//! the gateway takes the Services without a class (`loadBalancer.unclassed`).
+//! bgppool`; and, with a gateway that announces them, the lab router's
+//! table, through an image bump. The lab's API server (1.20) predates
+//! `loadBalancerClass`, so the gateway takes the Services without a class
+//! (`loadBalancer.unclassed`).
 //!
 //! Shares the lab's API server with the other end-to-end tests (nextest
 //! group `lab-nodes`).
@@ -11,9 +13,9 @@ mod support;
 
 use std::time::Duration;
 
-use nonstop_lab::testing::{Namespace, eventually};
+use nonstop_lab::testing::{Namespace, Watch, eventually};
 use serde_json::Value;
-use support::Setup;
+use support::{NODES, Setup, hitless_roll, uplink, uplinks};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -189,4 +191,52 @@ fn load_balancer_services_get_addresses_from_a_pool_and_every_refusal_is_explain
         });
     }
     assert!(events_of(ns, "api").iter().any(|e| e.1 == "AddressReleased"));
+}
+
+/// The nodes the router reaches `prefix` through.
+fn via(s: &Setup, prefix: &str) -> Result<Vec<String>, String> {
+    Ok(s.router.routes()?.get(prefix).cloned().unwrap_or_default())
+}
+
+#[test]
+fn a_service_address_is_announced_from_every_node_and_an_upgrade_withdraws_nothing() {
+    let s = Setup::new("e2e-lbroute");
+    let ns = &s.ns;
+    let _pool = Pool::apply(ns, "203.0.113.210-203.0.113.211");
+    let gateway = s.gateway("nonstop-agent:v1", "Handoff")
+        + "  loadBalancer: {unclassed: true, announce: true, communities: ['65001:80']}\n";
+    ns.apply(&gateway).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+
+    // A Service gets an address, and the router a /32 via every node.
+    service(ns, "web", None);
+    wait_assignment(ns, "web", "203.0.113.210", "AddressAssigned");
+    let prefix = "203.0.113.210/32";
+    let every: Vec<String> = NODES.iter().map(|n| uplink(n)).collect();
+    eventually(LIMIT, "the Service address via every node", || match via(&s, prefix)? {
+        hops if hops == every => Ok(()),
+        hops => Err(format!("via {hops:?}")),
+    });
+
+    // An image bump: the router sees nothing of it, the address included.
+    let watch = Watch::start(s.router.clone(), &[prefix], &uplinks(), NODES.len());
+    hitless_roll(&s, "nonstop-agent:v2");
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "the Service address went missing in the rollout: {misses:?}");
+
+    // A second Service: announced without replacing a pod; the first gone:
+    // withdrawn from every node.
+    let pods = s.pod_images().unwrap();
+    service(ns, "api", None);
+    eventually(LIMIT, "the second address via every node", || match via(&s, "203.0.113.211/32")? {
+        hops if hops == every => Ok(()),
+        hops => Err(format!("via {hops:?}")),
+    });
+    ns.kubectl(&["delete", "service", "web"]).unwrap();
+    eventually(LIMIT, "the first address withdrawn", || match via(&s, prefix)? {
+        hops if hops.is_empty() => Ok(()),
+        hops => Err(format!("still via {hops:?}")),
+    });
+    assert_eq!(s.pod_images().unwrap(), pods, "a Service change replaced a pod");
 }

@@ -135,16 +135,40 @@ pub struct BgpGatewaySpec {
 
 /// The gateway's part in Services of type LoadBalancer. A Service whose
 /// `spec.loadBalancerClass` is `nonstop.dev/bgp` always gets an address from
-/// a BgpAddressPool; this says which others do.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// a BgpAddressPool; this says which others do, and whether this gateway
+/// announces those addresses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancer {
     /// true: Services without a `spec.loadBalancerClass` are nonstop's too,
     /// for clusters where nonstop is the only load balancer (and for
     /// Kubernetes before 1.24, where Services cannot name a class). One
     /// gateway that says so is enough for the whole cluster.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unclassed: bool,
+    /// true: every agent of this gateway announces the address of each of
+    /// nonstop's Services (a /32 or /128), beside `announce[]`. The
+    /// addresses reach the agents while they run: a Service added or gone
+    /// replaces no pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announce: bool,
+    /// Only the addresses of these BgpAddressPools (all when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::kubernetes)]
+    pub address_pool_selector:
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Sent with every Service address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub communities: Vec<nonstop_agent::route::Community>,
+    /// Sent with every Service address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub large_communities: Vec<nonstop_agent::route::LargeCommunity>,
+    /// LOCAL_PREF of every Service address towards iBGP peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 4_294_967_295u32))]
+    pub local_pref: Option<u32>,
 }
 
 impl LoadBalancer {

@@ -24,6 +24,7 @@ pub mod nodes;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod publish;
 pub mod reconcile;
 pub mod render;
 pub mod requests;
@@ -121,8 +122,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         versions: cache::Versions::default(),
         answers: cache::AgentAnswers::default(),
     });
+    let nodes = context.caches.nodes.clone();
     let running = run_controller(controller, &client, context, node_writer, pod_writer);
-    let load_balancer = services::run(client.clone(), Recorder::new(client.clone(), reporter));
+    let recorder = Recorder::new(client.clone(), reporter);
+    let load_balancer = services::run(client.clone(), recorder, nodes);
 
     tokio::select! {
         _ = running => Err("the controller stopped".into()),

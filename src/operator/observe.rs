@@ -228,7 +228,7 @@ async fn ask_agents(
     agents
 }
 
-fn internal_ip(node: &Node) -> Option<IpAddr> {
+pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
     let addresses = node.status.as_ref()?.addresses.as_ref()?;
     addresses.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()
 }

@@ -128,6 +128,7 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     if gw.metadata.deletion_timestamp.is_none() && cached_pods.might_start(&gw, &revision) {
         ctx.may_write()?;
         ensure_config_map(&ctx.client, &gw, &revision).await?;
+        ensure_api_secret(&ctx.client, &gw).await?;
     }
     let observed =
         observe(&ctx.client, &gw, &ctx.answers, cached_pods, &revision, FINALIZER).await?;
@@ -352,6 +353,24 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// The Secret with the token the operator publishes Service addresses with:
+/// made once, with a random token, and kept (a new token would lock the
+/// running agents out until they are replaced).
+async fn ensure_api_secret(client: &Client, gw: &BgpGateway) -> Result<(), Error> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &gw.namespace().unwrap_or_default());
+    let name = render::api_secret_name(&gw.name_any());
+    if api.get_metadata_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let token = super::publish::new_token();
+    match api.create(&PostParams::default(), &render::api_secret(gw, &token)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The revision's ConfigMap. Its name carries the gateway's uid, so one

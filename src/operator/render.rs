@@ -36,6 +36,12 @@ pub const ADMIN_PORT_ANNOTATION: &str = "nonstop.dev/admin-port";
 pub const CONFIG_DIR: &str = "/etc/nonstop/config";
 pub const STATE_DIR: &str = "/var/run/nonstop";
 pub const SECRETS_DIR: &str = "/etc/nonstop/secrets";
+/// Where the agent reads the token the operator publishes Service
+/// addresses with (`spec.loadBalancer.announce`). Not part of the
+/// revision: a pod made before it gets it at the next rollout.
+pub const API_TOKEN_DIR: &str = "/etc/nonstop/api";
+/// The key of that token in its Secret.
+pub const API_TOKEN_KEY: &str = "token";
 /// The agent container's name.
 pub const AGENT: &str = "agent";
 /// Seconds the pod's grace period adds on top of handoff timeout + drain.
@@ -314,7 +320,32 @@ fn agent_args(spec: &BgpGatewaySpec) -> Vec<String> {
     if spec.admin_bind == AdminBind::Node {
         args.extend(["--admin-ip".into(), "$(NODE_IP)".into()]);
     }
+    // The operator publishes Service addresses (or, for a gateway that
+    // announces none, an empty set) with this token.
+    args.extend(["--api-token-file".into(), format!("{API_TOKEN_DIR}/{API_TOKEN_KEY}")]);
     args
+}
+
+/// The Secret with the token the operator publishes a gateway's Service
+/// addresses to its agents with (made by the operator, owned by the gateway).
+pub fn api_secret_name(gateway: &str) -> String {
+    format!("{gateway}-nonstop-api")
+}
+
+/// That Secret, with a fresh token.
+pub fn api_secret(gw: &BgpGateway, token: &str) -> k8s_openapi::api::core::v1::Secret {
+    let name = gw.metadata.name.clone().unwrap_or_default();
+    k8s_openapi::api::core::v1::Secret {
+        metadata: ObjectMeta {
+            name: Some(api_secret_name(&name)),
+            namespace: gw.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([(GATEWAY_LABEL.into(), name)])),
+            owner_references: Some(vec![owner(gw)]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(API_TOKEN_KEY.into(), token.into())])),
+        ..Default::default()
+    }
 }
 
 /// The agent's volumes and where they are mounted: its config, its state
@@ -369,6 +400,21 @@ fn volumes(
             ..Default::default()
         });
     }
+    volumes.push(Volume {
+        name: "api-token".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(api_secret_name(name)),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "api-token".into(),
+        mount_path: API_TOKEN_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
     (volumes, mounts)
 }
 

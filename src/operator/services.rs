@@ -3,7 +3,8 @@
 //! them that assigns addresses ([`super::ipam`]) and writes only what
 //! changed: each Service's `status.loadBalancer.ingress` and its
 //! `nonstop.dev/AddressAssigned` condition, an Event when either moves, and
-//! each pool's status.
+//! each pool's status; then each gateway's agents get the addresses they
+//! announce ([`super::publish`]).
 //!
 //! The pass is level-triggered: it reads the whole picture and makes the
 //! cluster match it, so a missed event or a failed write is mended by the
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::Selector;
@@ -28,6 +29,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::ipam::{self, Claim, Outcome, Pool, Usage};
+use super::publish::Publisher;
 use crate::api::BgpGateway;
 use crate::api::pool::{ASSIGNED_CONDITION, AddressBlock, BgpAddressPool, BgpAddressPoolStatus};
 
@@ -36,8 +38,9 @@ const RETRY: Duration = Duration::from_secs(5);
 /// A pass even when nothing was heard, in case a watch missed something.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Runs the passes until the process ends.
-pub async fn run(client: Client, recorder: Recorder) {
+/// Runs the passes until the process ends. `nodes` is the controller's
+/// cache of the nodes (where each gateway's agents are).
+pub async fn run(client: Client, recorder: Recorder, nodes: Store<Node>) {
     let wake = Arc::new(Notify::new());
     let services = watch::<Service>(&client, &wake);
     let pools = watch::<BgpAddressPool>(&client, &wake);
@@ -51,7 +54,7 @@ pub async fn run(client: Client, recorder: Recorder) {
     }
     let _ = gateways.wait_until_ready().await;
     info!("load balancer: watching Services and BgpAddressPools");
-    let mut pass = Pass { client, recorder };
+    let mut pass = Pass { client, recorder, nodes, publisher: Publisher::default() };
     loop {
         let clean = pass.run(&services.state(), &pools.state(), &gateways.state()).await;
         let wait = if clean { RESYNC } else { RETRY };
@@ -86,6 +89,8 @@ where
 struct Pass {
     client: Client,
     recorder: Recorder,
+    nodes: Store<Node>,
+    publisher: Publisher,
 }
 
 impl Pass {
@@ -121,6 +126,8 @@ impl Pass {
                 clean &= self.write_service(service, None).await;
             }
         }
+        clean &=
+            self.publisher.publish(&self.client, gateways, pools, &outcomes, &self.nodes).await;
         let usage = ipam::usage(&usable, &outcomes);
         for pool in pools {
             let name = pool.name_any();

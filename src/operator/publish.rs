@@ -1,0 +1,279 @@
+//! What each gateway's agents announce for Services of type LoadBalancer,
+//! and getting it to them: after each address pass ([`super::services`]),
+//! one set per gateway (its Services' addresses, as /32 and /128, with its
+//! communities), published to the active agent of each of its nodes
+//! (`PUT /announcements` on the agent's admin port, with the gateway's API
+//! token). A gateway that announces no Services publishes an empty set, so
+//! nothing of an earlier setting stays announced.
+//!
+//! ```text
+//!   outcomes ──set_for(gateway)──▶ Published{version = hash} ──PUT──▶ each node's active agent
+//!                                        └─ remembered per (gateway, node, pod): sent once
+//! ```
+//!
+//! The agent keeps the set in its state dir and hands it to its successor,
+//! so a handoff needs no new PUT; a new pod gets one all the same (it may
+//! be a cold start), which changes nothing at the routers when the set is
+//! the same.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::Api;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use nonstop_agent::config::Announcement;
+use nonstop_agent::http::{self, Outgoing, hyper::Method};
+use nonstop_agent::published::Published;
+use nonstop_agent::route::Prefix;
+use tracing::{info, warn};
+
+use super::ipam::Outcome;
+use super::render;
+use crate::api::BgpGateway;
+use crate::api::pool::BgpAddressPool;
+
+/// How long one agent has to take a set.
+const PUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The set a gateway's agents announce for Services: the addresses of
+/// `outcomes` from the pools the gateway selects, in address order.
+pub fn set_for(
+    gateway: &BgpGateway,
+    pools: &[Arc<BgpAddressPool>],
+    outcomes: &[Outcome],
+) -> Result<Published, String> {
+    let lb = &gateway.spec.load_balancer;
+    if !lb.announce {
+        return Ok(Published::default());
+    }
+    let selector = match lb.address_pool_selector.clone().map(Selector::try_from) {
+        None => None,
+        Some(Ok(selector)) => Some(selector),
+        Some(Err(e)) => return Err(format!("spec.loadBalancer.addressPoolSelector: {e}")),
+    };
+    let chosen: Vec<String> = pools
+        .iter()
+        .filter(|p| {
+            selector
+                .as_ref()
+                .is_none_or(|s| s.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        })
+        .map(|p| p.name_any())
+        .collect();
+    let mut ips: Vec<IpAddr> = outcomes
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|a| chosen.contains(&a.pool))
+        .map(|a| a.ip)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    let announce: Vec<Announcement> = ips
+        .into_iter()
+        .map(|ip| Announcement {
+            prefix: Prefix::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a host prefix"),
+            next_hop: Default::default(),
+            communities: lb.communities.clone(),
+            large_communities: lb.large_communities.clone(),
+            local_pref: lb.local_pref,
+            med: None,
+            check: None,
+        })
+        .collect();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&announce).expect("JSON").hash(&mut hasher);
+    Ok(Published { version: format!("{:016x}", hasher.finish()), announce })
+}
+
+/// A random token for a gateway's API Secret: 32 bytes, hex.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    read.expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What was published where, so each set goes to each agent once.
+#[derive(Debug, Default)]
+pub struct Publisher {
+    /// (namespace/gateway, node) → (the active pod, the version it took).
+    sent: HashMap<(String, String), (String, String)>,
+    /// namespace/gateway → its API token.
+    tokens: HashMap<String, String>,
+}
+
+impl Publisher {
+    /// Publishes each gateway's set to the active agent of each of its
+    /// nodes that does not have it yet; false if one could not be reached
+    /// (the next pass tries again).
+    pub async fn publish(
+        &mut self,
+        client: &Client,
+        gateways: &[Arc<BgpGateway>],
+        pools: &[Arc<BgpAddressPool>],
+        outcomes: &[Outcome],
+        nodes: &Store<Node>,
+    ) -> bool {
+        let mut clean = true;
+        let mut live = Vec::new();
+        for gateway in gateways {
+            let key = format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any());
+            let set = match set_for(gateway, pools, outcomes) {
+                Ok(set) => set,
+                Err(e) => {
+                    warn!("load balancer: gateway {key}: {e}");
+                    continue;
+                }
+            };
+            let body = http::hyper::body::Bytes::from(serde_json::to_vec(&set).expect("JSON"));
+            let slots = gateway.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+            for slot in slots {
+                let Some(pod) = slot.pod.clone() else { continue };
+                let at = (key.clone(), slot.node.clone());
+                live.push(at.clone());
+                if self.sent.get(&at) == Some(&(pod.clone(), set.version.clone())) {
+                    continue;
+                }
+                let Some(token) = self.token(client, gateway, &key).await else {
+                    clean = false;
+                    continue;
+                };
+                let Some(ip) = nodes
+                    .get(&kube::runtime::reflector::ObjectRef::new(&slot.node))
+                    .and_then(|n| super::observe::internal_ip(&n))
+                else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip, gateway.spec.admin_port);
+                let outgoing = Outgoing { bearer: Some(&token), body: body.clone() };
+                match http::request_tcp(addr, Method::PUT, "/announcements", outgoing, PUT_TIMEOUT)
+                    .await
+                {
+                    Ok(answer) => {
+                        info!(
+                            gateway = key,
+                            node = slot.node,
+                            pod,
+                            prefixes = set.announce.len(),
+                            answer = answer.trim(),
+                            "load balancer: Service addresses published"
+                        );
+                        self.sent.insert(at, (pod, set.version.clone()));
+                    }
+                    Err(e) => {
+                        warn!(
+                            gateway = key,
+                            node = slot.node,
+                            pod,
+                            "load balancer: cannot publish to {addr}: {e}"
+                        );
+                        clean = false;
+                    }
+                }
+            }
+        }
+        self.sent.retain(|at, _| live.contains(at));
+        clean
+    }
+
+    /// The gateway's API token, read from its Secret once.
+    async fn token(&mut self, client: &Client, gateway: &BgpGateway, key: &str) -> Option<String> {
+        if let Some(token) = self.tokens.get(key) {
+            return Some(token.clone());
+        }
+        let api: Api<Secret> =
+            Api::namespaced(client.clone(), &gateway.namespace().unwrap_or_default());
+        let name = render::api_secret_name(&gateway.name_any());
+        let secret = match api.get_opt(&name).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!("load balancer: cannot read Secret {name}: {e}");
+                return None;
+            }
+        };
+        let token = secret.data?.get(render::API_TOKEN_KEY)?.0.clone();
+        let token = String::from_utf8(token).ok()?;
+        self.tokens.insert(key.to_string(), token.clone());
+        Some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::ipam::{Address, Family, Refusal};
+
+    fn gateway(load_balancer: &str) -> BgpGateway {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: nonstop.dev/v1alpha1\nkind: BgpGateway\nmetadata: {{name: edge, namespace: net}}\n\
+             spec:\n  asn: 65001\n  peers: [{{address: 10.99.0.1, asn: 65000}}]\n  loadBalancer: {load_balancer}\n"
+        ))
+        .unwrap()
+    }
+
+    fn pool(name: &str, tier: &str) -> Arc<BgpAddressPool> {
+        Arc::new(
+            serde_yaml_ng::from_str(&format!(
+                "apiVersion: nonstop.dev/v1alpha1\nkind: BgpAddressPool\n\
+                 metadata: {{name: {name}, labels: {{tier: {tier}}}}}\nspec: {{addresses: [198.51.100.0/24]}}\n"
+            ))
+            .unwrap(),
+        )
+    }
+
+    fn assigned(list: &[(&str, &str)]) -> Outcome {
+        Ok(list
+            .iter()
+            .map(|(ip, pool)| Address { ip: ip.parse().unwrap(), pool: pool.to_string() })
+            .collect())
+    }
+
+    #[test]
+    fn a_gateway_announces_the_addresses_of_the_pools_it_selects() {
+        let pools = [pool("public", "front"), pool("inside", "back")];
+        let outcomes = [
+            assigned(&[("203.0.113.9", "public"), ("2001:db8::9", "public")]),
+            assigned(&[("198.51.100.4", "public")]),
+            assigned(&[("10.0.0.4", "inside")]),
+            Err(Refusal::NoPool(Family::V4)),
+        ];
+        // (the gateway's loadBalancer, the prefixes it announces with their communities)
+        let cases = [
+            ("{}", vec![]),
+            ("{unclassed: true}", vec![]),
+            (
+                "{announce: true}",
+                vec!["10.0.0.4/32", "198.51.100.4/32", "203.0.113.9/32", "2001:db8::9/128"],
+            ),
+            (
+                "{announce: true, addressPoolSelector: {matchLabels: {tier: front}}}",
+                vec!["198.51.100.4/32", "203.0.113.9/32", "2001:db8::9/128"],
+            ),
+        ];
+        for (lb, want) in cases {
+            let set = set_for(&gateway(lb), &pools, &outcomes).unwrap();
+            let got: Vec<String> = set.announce.iter().map(|a| a.prefix.to_string()).collect();
+            assert_eq!(got, want, "{lb}");
+        }
+        let with = gateway("{announce: true, communities: ['65001:80'], localPref: 150}");
+        let set = set_for(&with, &pools, &outcomes[1..2]).unwrap();
+        assert_eq!(set.announce[0].communities.len(), 1);
+        assert_eq!(set.announce[0].local_pref, Some(150));
+        // The version names the set: the same set, the same version.
+        let again = set_for(&with, &pools, &outcomes[1..2]).unwrap();
+        assert_eq!(set.version, again.version);
+        assert_ne!(
+            set.version,
+            set_for(&gateway("{announce: true}"), &pools, &outcomes[1..2]).unwrap().version
+        );
+    }
+}
