@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!   outcomes ──set_for(gateway)──▶ Published{version = hash} ──PUT──▶ each node's active agent
-//!                                        └─ remembered per (gateway, node, pod): sent once
+//!                                        └─ remembered per (gateway uid, node, pod): sent once
 //! ```
 //!
 //! The agent keeps the set in its state dir and hands it to its successor,
@@ -16,12 +16,13 @@
 //! be a cold start), which changes nothing at the routers when the set is
 //! the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
@@ -40,6 +41,23 @@ use crate::api::pool::BgpAddressPool;
 
 /// How long one agent has to take a set.
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Agents published to at the same time.
+const AT_ONCE: usize = 32;
+
+/// One set on its way to one agent.
+#[derive(Debug)]
+struct Delivery {
+    /// (gateway uid, node).
+    at: (String, String),
+    /// namespace/name, for the log.
+    gateway: String,
+    pod: String,
+    addr: SocketAddr,
+    token: String,
+    body: http::hyper::body::Bytes,
+    version: String,
+    prefixes: usize,
+}
 
 /// The set a gateway's agents announce for Services: the addresses of
 /// `outcomes` from the pools the gateway selects, in address order.
@@ -104,16 +122,18 @@ pub fn new_token() -> String {
 /// What was published where, so each set goes to each agent once.
 #[derive(Debug, Default)]
 pub struct Publisher {
-    /// (namespace/gateway, node) → (the active pod, the version it took).
+    /// (gateway uid, node) → (the active pod, the version it took).
     sent: HashMap<(String, String), (String, String)>,
-    /// namespace/gateway → its API token.
+    /// Gateway uid → its API token. By uid: a gateway deleted and made
+    /// again under its name has a new Secret, with a new token.
     tokens: HashMap<String, String>,
 }
 
 impl Publisher {
     /// Publishes each gateway's set to the active agent of each of its
-    /// nodes that does not have it yet; false if one could not be reached
-    /// (the next pass tries again).
+    /// nodes that does not have it yet, [`AT_ONCE`] agents at a time (an
+    /// unreachable node holds up no other); false if one could not be
+    /// reached (the next pass tries again).
     pub async fn publish(
         &mut self,
         client: &Client,
@@ -123,9 +143,11 @@ impl Publisher {
         nodes: &Store<Node>,
     ) -> bool {
         let mut clean = true;
-        let mut live = Vec::new();
+        let mut live = HashSet::new();
+        let mut deliveries = Vec::new();
         for gateway in gateways {
             let key = format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any());
+            let uid = gateway.uid().unwrap_or_default();
             let set = match set_for(gateway, pools, outcomes) {
                 Ok(set) => set,
                 Err(e) => {
@@ -137,12 +159,12 @@ impl Publisher {
             let slots = gateway.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
             for slot in slots {
                 let Some(pod) = slot.pod.clone() else { continue };
-                let at = (key.clone(), slot.node.clone());
-                live.push(at.clone());
+                let at = (uid.clone(), slot.node.clone());
+                live.insert(at.clone());
                 if self.sent.get(&at) == Some(&(pod.clone(), set.version.clone())) {
                     continue;
                 }
-                let Some(token) = self.token(client, gateway, &key).await else {
+                let Some(token) = self.token(client, gateway, &uid).await else {
                     clean = false;
                     continue;
                 };
@@ -152,31 +174,58 @@ impl Publisher {
                 else {
                     continue;
                 };
-                let addr = SocketAddr::new(ip, gateway.spec.admin_port);
-                let outgoing = Outgoing { bearer: Some(&token), body: body.clone() };
-                match http::request_tcp(addr, Method::PUT, "/announcements", outgoing, PUT_TIMEOUT)
-                    .await
-                {
-                    Ok(answer) => {
-                        info!(
-                            gateway = key,
-                            node = slot.node,
-                            pod,
-                            prefixes = set.announce.len(),
-                            answer = answer.trim(),
-                            "load balancer: Service addresses published"
-                        );
-                        self.sent.insert(at, (pod, set.version.clone()));
+                deliveries.push(Delivery {
+                    at,
+                    gateway: key.clone(),
+                    pod,
+                    addr: SocketAddr::new(ip, gateway.spec.admin_port),
+                    token,
+                    body: body.clone(),
+                    version: set.version.clone(),
+                    prefixes: set.announce.len(),
+                });
+            }
+        }
+        let results: Vec<_> = futures::stream::iter(deliveries)
+            .map(|d| async move {
+                let outgoing = Outgoing { bearer: Some(&d.token), body: d.body.clone() };
+                let answer =
+                    http::request_tcp(d.addr, Method::PUT, "/announcements", outgoing, PUT_TIMEOUT)
+                        .await;
+                (d, answer)
+            })
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
+        for (d, answer) in results {
+            let (uid, node) = &d.at;
+            match answer {
+                Ok(answer) => {
+                    info!(
+                        gateway = d.gateway,
+                        node,
+                        pod = d.pod,
+                        prefixes = d.prefixes,
+                        answer = answer.trim(),
+                        "load balancer: Service addresses published"
+                    );
+                    self.sent.insert(d.at.clone(), (d.pod, d.version));
+                }
+                Err(e) => {
+                    warn!(
+                        gateway = d.gateway,
+                        node,
+                        pod = d.pod,
+                        "load balancer: cannot publish to {}: {e}",
+                        d.addr
+                    );
+                    if let http::ClientError::Status { status, .. } = &e
+                        && *status == http::hyper::StatusCode::UNAUTHORIZED
+                    {
+                        // Read the Secret again next time.
+                        self.tokens.remove(uid);
                     }
-                    Err(e) => {
-                        warn!(
-                            gateway = key,
-                            node = slot.node,
-                            pod,
-                            "load balancer: cannot publish to {addr}: {e}"
-                        );
-                        clean = false;
-                    }
+                    clean = false;
                 }
             }
         }
@@ -185,8 +234,8 @@ impl Publisher {
     }
 
     /// The gateway's API token, read from its Secret once.
-    async fn token(&mut self, client: &Client, gateway: &BgpGateway, key: &str) -> Option<String> {
-        if let Some(token) = self.tokens.get(key) {
+    async fn token(&mut self, client: &Client, gateway: &BgpGateway, uid: &str) -> Option<String> {
+        if let Some(token) = self.tokens.get(uid) {
             return Some(token.clone());
         }
         let api: Api<Secret> =
@@ -202,7 +251,7 @@ impl Publisher {
         };
         let token = secret.data?.get(render::API_TOKEN_KEY)?.0.clone();
         let token = String::from_utf8(token).ok()?;
-        self.tokens.insert(key.to_string(), token.clone());
+        self.tokens.insert(uid.to_string(), token.clone());
         Some(token)
     }
 }
