@@ -240,3 +240,43 @@ fn a_service_address_is_announced_from_every_node_and_an_upgrade_withdraws_nothi
     });
     assert_eq!(s.pod_images().unwrap(), pods, "a Service change replaced a pod");
 }
+
+/// Deletes what the example made and unlabels the nodes, however the test ends.
+struct Example<'a>(&'a Setup);
+
+impl Drop for Example<'_> {
+    fn drop(&mut self) {
+        let lab = &self.0.lab;
+        let _ = lab.kubectl(&["delete", "-f", EXAMPLE, "--wait=false"]);
+        for node in NODES {
+            let _ = lab.kubectl(&["label", "node", node, "nonstop.dev/gateway-"]);
+        }
+    }
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/load-balancer.yaml");
+
+#[test]
+fn the_load_balancer_example_works_as_written() {
+    let s = Setup::new("e2e-lbexample");
+    let _cleanup = Example(&s);
+    for node in NODES {
+        s.lab.kubectl(&["label", "node", node, "nonstop.dev/gateway=edge", "--overwrite"]).unwrap();
+    }
+    s.lab.kubectl(&["apply", "-f", EXAMPLE]).unwrap();
+    let ip = eventually(Duration::from_secs(60), "Service web's EXTERNAL-IP", || {
+        let line = s.lab.kubectl(&["-n", "default", "get", "service", "web", "--no-headers"])?;
+        match line.split_whitespace().nth(3) {
+            Some(ip) if ip.starts_with("203.0.113.") => Ok(ip.to_string()),
+            _ => Err(line),
+        }
+    });
+    assert_eq!(ip, "203.0.113.65", "the pool's first address");
+    let every: Vec<String> = NODES.iter().map(|n| uplink(n)).collect();
+    eventually(Duration::from_secs(90), "203.0.113.65/32 via every node", || {
+        match via(&s, "203.0.113.65/32")? {
+            hops if hops == every => Ok(()),
+            hops => Err(format!("via {hops:?}")),
+        }
+    });
+}
