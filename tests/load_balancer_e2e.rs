@@ -66,9 +66,18 @@ fn gateway(unclassed: bool) -> String {
 }
 
 fn service(ns: &Namespace, name: &str, asks: Option<&str>) {
-    let annotation = asks.map_or(String::new(), |ip| {
-        format!("\n  annotations: {{nonstop.dev/load-balancer-ips: \"{ip}\"}}")
-    });
+    let annotation =
+        asks.map_or(String::new(), |ip| format!("nonstop.dev/load-balancer-ips: \"{ip}\""));
+    service_annotated(ns, name, &annotation);
+}
+
+/// A Service with these annotations (`key: value, …`, may be empty).
+fn service_annotated(ns: &Namespace, name: &str, annotations: &str) {
+    let annotation = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!("\n  annotations: {{{annotations}}}")
+    };
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{nonstop.dev/e2e: {}}}{annotation}\n\
          spec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n",
@@ -225,14 +234,25 @@ fn a_service_address_is_announced_from_every_node_and_an_upgrade_withdraws_nothi
     let misses = watch.finish();
     assert!(misses.is_empty(), "the Service address went missing in the rollout: {misses:?}");
 
-    // A second Service: announced without replacing a pod; the first gone:
-    // withdrawn from every node.
+    // A second Service, with a community of its own: announced without
+    // replacing a pod, with the gateway's community and its own; the first
+    // gone: withdrawn from every node.
     let pods = s.pod_images().unwrap();
-    service(ns, "api", None);
+    service_annotated(ns, "api", "nonstop.dev/bgp-communities: '65001:7'");
     eventually(LIMIT, "the second address via every node", || match via(&s, "203.0.113.211/32")? {
         hops if hops == every => Ok(()),
         hops => Err(format!("via {hops:?}")),
     });
+    let received = s.router.received().unwrap();
+    for node in &every {
+        let path = received
+            .iter()
+            .rev()
+            .find(|r| r.prefix == "203.0.113.211/32" && &r.neighbor == node && !r.withdrawal);
+        let mut communities = path.map(|p| p.communities.clone()).unwrap_or_default();
+        communities.sort();
+        assert_eq!(communities, ["65001:7", "65001:80"], "from {node}");
+    }
     ns.kubectl(&["delete", "service", "web"]).unwrap();
     eventually(LIMIT, "the first address withdrawn", || match via(&s, prefix)? {
         hops if hops.is_empty() => Ok(()),

@@ -29,6 +29,10 @@ pub const LOAD_BALANCER_CLASS: &str = "nonstop.dev/bgp";
 /// `lbipam.cilium.io/ips`). `spec.loadBalancerIP` is read too.
 pub const REQUESTED_IPS: &str = "nonstop.dev/load-balancer-ips";
 
+/// The annotation with a Service's own BGP communities, comma-separated
+/// (`65001:100, no-export`), sent with its address beside the gateway's.
+pub const BGP_COMMUNITIES: &str = "nonstop.dev/bgp-communities";
+
 /// The condition the operator keeps on each of its Services.
 pub const ASSIGNED_CONDITION: &str = "nonstop.dev/AddressAssigned";
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
@@ -31,13 +31,13 @@ use kube::{Client, ResourceExt};
 use nonstop_agent::config::Announcement;
 use nonstop_agent::http::{self, Outgoing, hyper::Method};
 use nonstop_agent::published::Published;
-use nonstop_agent::route::Prefix;
+use nonstop_agent::route::{Community, Prefix};
 use tracing::{info, warn};
 
 use super::ipam::Outcome;
 use super::render;
 use crate::api::BgpGateway;
-use crate::api::pool::BgpAddressPool;
+use crate::api::pool::{BGP_COMMUNITIES, BgpAddressPool};
 
 /// How long one agent has to take a set.
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,12 +59,40 @@ struct Delivery {
     prefixes: usize,
 }
 
+/// One of nonstop's Services as the gateways announce it.
+#[derive(Debug, Clone)]
+pub struct Served<'a> {
+    pub outcome: &'a Outcome,
+    /// Its own communities (annotation `nonstop.dev/bgp-communities`).
+    pub communities: Vec<Community>,
+}
+
+/// A Service's own communities, and what is wrong with the annotation if
+/// it cannot be read (then none are taken from it; the address stays).
+pub fn service_communities(service: &Service) -> (Vec<Community>, Option<String>) {
+    let annotations = service.metadata.annotations.as_ref();
+    let Some(text) = annotations.and_then(|a| a.get(BGP_COMMUNITIES)) else {
+        return (Vec::new(), None);
+    };
+    let mut communities = Vec::new();
+    for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word.parse::<Community>() {
+            Ok(c) => communities.push(c),
+            Err(e) => {
+                return (Vec::new(), Some(format!("{BGP_COMMUNITIES} ignored: {word:?}: {e}")));
+            }
+        }
+    }
+    (communities, None)
+}
+
 /// The set a gateway's agents announce for Services: the addresses of
-/// `outcomes` from the pools the gateway selects, in address order.
+/// `served` from the pools the gateway selects, in address order, each with
+/// the gateway's communities and its Service's own.
 pub fn set_for(
     gateway: &BgpGateway,
     pools: &[Arc<BgpAddressPool>],
-    outcomes: &[Outcome],
+    served: &[Served<'_>],
 ) -> Result<Published, String> {
     let lb = &gateway.spec.load_balancer;
     if !lb.announce {
@@ -84,21 +112,25 @@ pub fn set_for(
         })
         .map(|p| p.name_any())
         .collect();
-    let mut ips: Vec<IpAddr> = outcomes
+    let mut ips: Vec<(IpAddr, &[Community])> = served
         .iter()
-        .flatten()
-        .flatten()
-        .filter(|a| chosen.contains(&a.pool))
-        .map(|a| a.ip)
+        .filter_map(|s| Some((s.outcome.as_ref().ok()?, &s.communities)))
+        .flat_map(|(addresses, own)| addresses.iter().map(move |a| (a, own)))
+        .filter(|(a, _)| chosen.contains(&a.pool))
+        .map(|(a, own)| (a.ip, own.as_slice()))
         .collect();
-    ips.sort();
-    ips.dedup();
+    ips.sort_by_key(|(ip, _)| *ip);
+    ips.dedup_by_key(|(ip, _)| *ip);
     let announce: Vec<Announcement> = ips
         .into_iter()
-        .map(|ip| Announcement {
+        .map(|(ip, own)| Announcement {
             prefix: Prefix::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a host prefix"),
             next_hop: Default::default(),
-            communities: lb.communities.clone(),
+            communities: {
+                let mut all = lb.communities.clone();
+                all.extend(own.iter().filter(|c| !lb.communities.contains(c)));
+                all
+            },
             large_communities: lb.large_communities.clone(),
             local_pref: lb.local_pref,
             med: None,
@@ -139,7 +171,7 @@ impl Publisher {
         client: &Client,
         gateways: &[Arc<BgpGateway>],
         pools: &[Arc<BgpAddressPool>],
-        outcomes: &[Outcome],
+        served: &[Served<'_>],
         nodes: &Store<Node>,
     ) -> bool {
         let mut clean = true;
@@ -148,7 +180,7 @@ impl Publisher {
         for gateway in gateways {
             let key = format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any());
             let uid = gateway.uid().unwrap_or_default();
-            let set = match set_for(gateway, pools, outcomes) {
+            let set = match set_for(gateway, pools, served) {
                 Ok(set) => set,
                 Err(e) => {
                     warn!("load balancer: gateway {key}: {e}");
@@ -308,21 +340,57 @@ mod tests {
                 vec!["198.51.100.4/32", "203.0.113.9/32", "2001:db8::9/128"],
             ),
         ];
+        let served: Vec<Served> =
+            outcomes.iter().map(|outcome| Served { outcome, communities: vec![] }).collect();
         for (lb, want) in cases {
-            let set = set_for(&gateway(lb), &pools, &outcomes).unwrap();
+            let set = set_for(&gateway(lb), &pools, &served).unwrap();
             let got: Vec<String> = set.announce.iter().map(|a| a.prefix.to_string()).collect();
             assert_eq!(got, want, "{lb}");
         }
         let with = gateway("{announce: true, communities: ['65001:80'], localPref: 150}");
-        let set = set_for(&with, &pools, &outcomes[1..2]).unwrap();
-        assert_eq!(set.announce[0].communities.len(), 1);
+        let own: Vec<Community> = vec!["65001:80".parse().unwrap(), "no-export".parse().unwrap()];
+        let one = [Served { outcome: &outcomes[1], communities: own }];
+        let set = set_for(&with, &pools, &one).unwrap();
+        let communities: Vec<String> =
+            set.announce[0].communities.iter().map(ToString::to_string).collect();
+        assert_eq!(communities, ["65001:80", "no-export"], "the gateway's, then the Service's own");
         assert_eq!(set.announce[0].local_pref, Some(150));
         // The version names the set: the same set, the same version.
-        let again = set_for(&with, &pools, &outcomes[1..2]).unwrap();
+        let again = set_for(&with, &pools, &one).unwrap();
         assert_eq!(set.version, again.version);
         assert_ne!(
             set.version,
-            set_for(&gateway("{announce: true}"), &pools, &outcomes[1..2]).unwrap().version
+            set_for(&gateway("{announce: true}"), &pools, &one).unwrap().version
         );
+    }
+
+    #[test]
+    fn a_service_names_its_own_communities_or_is_told_why_not() {
+        let cases = [
+            ("", Ok(vec![])),
+            ("65001:100", Ok(vec!["65001:100"])),
+            (" 65001:100 , no-export ", Ok(vec!["65001:100", "no-export"])),
+            ("65001:100, lots", Err("nonstop.dev/bgp-communities ignored: \"lots\"")),
+        ];
+        for (text, want) in cases {
+            let service: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "annotations": {BGP_COMMUNITIES: text}}
+            }))
+            .unwrap();
+            let (got, problem) = service_communities(&service);
+            let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+            match want {
+                Ok(want) => assert_eq!(
+                    (got, problem),
+                    (want.iter().map(|s| s.to_string()).collect(), None),
+                    "{text}"
+                ),
+                Err(part) => {
+                    assert!(got.is_empty(), "{text}");
+                    let problem = problem.unwrap_or_default();
+                    assert!(problem.starts_with(part), "{text}: {problem}");
+                }
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::ipam::{self, Claim, Outcome, Pool, Usage};
-use super::publish::Publisher;
+use super::publish::{self, Publisher, Served};
 use crate::api::BgpGateway;
 use crate::api::pool::{ASSIGNED_CONDITION, AddressBlock, BgpAddressPool, BgpAddressPoolStatus};
 
@@ -118,16 +118,18 @@ impl Pass {
             .collect();
 
         let mut clean = true;
+        let mut served = Vec::new();
         for (service, outcome) in ours.iter().zip(&outcomes) {
-            clean &= self.write_service(service, Some(outcome)).await;
+            let (communities, problem) = publish::service_communities(service);
+            clean &= self.write_service(service, Some(outcome), problem.as_deref()).await;
+            served.push(Served { outcome, communities });
         }
         for service in services.iter().filter(|s| !ipam::is_ours(s, unclassed)) {
             if our_condition(service).is_some() {
-                clean &= self.write_service(service, None).await;
+                clean &= self.write_service(service, None, None).await;
             }
         }
-        clean &=
-            self.publisher.publish(&self.client, gateways, pools, &outcomes, &self.nodes).await;
+        clean &= self.publisher.publish(&self.client, gateways, pools, &served, &self.nodes).await;
         let usage = ipam::usage(&usable, &outcomes);
         for pool in pools {
             let name = pool.name_any();
@@ -150,10 +152,15 @@ impl Pass {
     }
 
     /// Makes one Service's status say `outcome` (None: the Service is no
-    /// longer nonstop's, so its address and condition go). False if the
-    /// write failed.
-    async fn write_service(&self, service: &Service, outcome: Option<&Outcome>) -> bool {
-        let Some(patch) = status_patch(service, outcome) else { return true };
+    /// longer nonstop's, so its address and condition go), with `problem`
+    /// (an annotation it ignores) in the message. False if the write failed.
+    async fn write_service(
+        &self,
+        service: &Service,
+        outcome: Option<&Outcome>,
+        problem: Option<&str>,
+    ) -> bool {
+        let Some(patch) = status_patch(service, outcome, problem) else { return true };
         let (namespace, name) = (service.namespace().unwrap_or_default(), service.name_any());
         let api = Api::<Service>::namespaced(self.client.clone(), &namespace);
         if let Err(e) =
@@ -163,7 +170,9 @@ impl Pass {
             return false;
         }
         let (warning, reason, note) = match outcome {
-            Some(Ok(addresses)) => (false, "AddressAssigned", describe(addresses)),
+            Some(Ok(addresses)) => {
+                (problem.is_some(), "AddressAssigned", describe(addresses, problem))
+            }
             Some(Err(refusal)) => (true, refusal.reason(), refusal.to_string()),
             None => (false, "AddressReleased", "the Service is no longer nonstop's".into()),
         };
@@ -219,11 +228,15 @@ fn usable_pools(pools: &[Arc<BgpAddressPool>]) -> (Vec<Pool>, BTreeMap<String, V
     (usable, problems)
 }
 
-/// The addresses as the condition's message says them.
-fn describe(addresses: &[ipam::Address]) -> String {
+/// The addresses as the condition's message says them, and what the
+/// Service asks for that is ignored.
+fn describe(addresses: &[ipam::Address], problem: Option<&str>) -> String {
     let each: Vec<String> =
         addresses.iter().map(|a| format!("{} from BgpAddressPool {}", a.ip, a.pool)).collect();
-    each.join(", ")
+    match problem {
+        Some(problem) => format!("{}; {problem}", each.join(", ")),
+        None => each.join(", "),
+    }
 }
 
 /// The nonstop condition a Service carries now, if any.
@@ -234,7 +247,11 @@ fn our_condition(service: &Service) -> Option<&Condition> {
 /// The strategic merge patch that makes the Service's status say `outcome`,
 /// or None when it says so already. The condition list merges by type, so
 /// conditions of others stay.
-pub fn status_patch(service: &Service, outcome: Option<&Outcome>) -> Option<Value> {
+pub fn status_patch(
+    service: &Service,
+    outcome: Option<&Outcome>,
+    problem: Option<&str>,
+) -> Option<Value> {
     let current_ips: Vec<String> = service
         .status
         .as_ref()
@@ -254,7 +271,7 @@ pub fn status_patch(service: &Service, outcome: Option<&Outcome>) -> Option<Valu
             addresses.iter().map(|a| a.ip.to_string()).collect(),
             "True",
             "AddressAssigned",
-            describe(addresses),
+            describe(addresses, problem),
         ),
         Err(refusal) => (Vec::new(), "False", refusal.reason(), refusal.to_string()),
     };

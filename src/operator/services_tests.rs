@@ -70,7 +70,7 @@ fn a_pass_writes_what_changed_and_only_that() {
         ),
     ];
     for (name, status, outcome, want, keeps_time) in cases {
-        let patch = status_patch(&service(status), outcome.as_ref());
+        let patch = status_patch(&service(status), outcome.as_ref(), None);
         let Some((ingress, cond_status, reason)) = want else {
             assert_eq!(patch, None, "{name}");
             continue;
@@ -89,10 +89,21 @@ fn a_pass_writes_what_changed_and_only_that() {
 
 #[test]
 fn a_service_that_is_no_longer_ours_loses_its_address_and_condition() {
-    let patch = status_patch(&service(json!({})), None).unwrap();
+    let patch = status_patch(&service(json!({})), None, None).unwrap();
     assert_eq!(patch["status"]["loadBalancer"]["ingress"], Value::Null);
     assert_eq!(
         patch["status"]["conditions"],
         json!([{"type": "nonstop.dev/AddressAssigned", "$patch": "delete"}])
     );
+}
+
+#[test]
+fn an_annotation_the_service_gets_wrong_is_named_and_its_address_kept() {
+    let problem = "nonstop.dev/bgp-communities ignored: \"lots\": not a community";
+    let patch = status_patch(&service(json!({})), Some(&assigned("198.51.100.1")), Some(problem));
+    let patch = patch.unwrap();
+    assert_eq!(patch["status"]["loadBalancer"]["ingress"], json!([{"ip": "198.51.100.1"}]));
+    let condition = &patch["status"]["conditions"][0];
+    assert_eq!(condition["status"], "True");
+    assert_eq!(condition["message"], format!("198.51.100.1 from BgpAddressPool lab; {problem}"));
 }
