@@ -112,11 +112,15 @@ pub fn set_for(
         })
         .map(|p| p.name_any())
         .collect();
+    // A prefix of the gateway's own announce[] stays the config's.
+    let configured: HashSet<Prefix> = gateway.spec.announce.iter().map(|a| a.prefix).collect();
+    let host =
+        |ip: IpAddr| Prefix::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a host prefix");
     let mut ips: Vec<(IpAddr, &[Community])> = served
         .iter()
         .filter_map(|s| Some((s.outcome.as_ref().ok()?, &s.communities)))
         .flat_map(|(addresses, own)| addresses.iter().map(move |a| (a, own)))
-        .filter(|(a, _)| chosen.contains(&a.pool))
+        .filter(|(a, _)| chosen.contains(&a.pool) && !configured.contains(&host(a.ip)))
         .map(|(a, own)| (a.ip, own.as_slice()))
         .collect();
     ips.sort_by_key(|(ip, _)| *ip);
@@ -124,7 +128,7 @@ pub fn set_for(
     let announce: Vec<Announcement> = ips
         .into_iter()
         .map(|(ip, own)| Announcement {
-            prefix: Prefix::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a host prefix"),
+            prefix: host(ip),
             next_hop: Default::default(),
             communities: {
                 let mut all = lb.communities.clone();
@@ -243,6 +247,24 @@ impl Publisher {
                     );
                     self.sent.insert(d.at.clone(), (d.pod, d.version));
                 }
+                // An agent made before the operator published (no token
+                // mounted: 403; an older agent: 405) takes no set until its
+                // pod is replaced: said once per pod, not retried.
+                Err(http::ClientError::Status { status, .. })
+                    if status == http::hyper::StatusCode::FORBIDDEN
+                        || status == http::hyper::StatusCode::METHOD_NOT_ALLOWED =>
+                {
+                    if d.prefixes > 0 {
+                        warn!(
+                            gateway = d.gateway,
+                            node,
+                            pod = d.pod,
+                            "load balancer: this agent takes no Service addresses ({status}); \
+                             they reach the node with its next pod (an image bump rolls it)"
+                        );
+                    }
+                    self.sent.insert(d.at.clone(), (d.pod, d.version));
+                }
                 Err(e) => {
                     warn!(
                         gateway = d.gateway,
@@ -347,6 +369,12 @@ mod tests {
             let got: Vec<String> = set.announce.iter().map(|a| a.prefix.to_string()).collect();
             assert_eq!(got, want, "{lb}");
         }
+        // A prefix of the gateway's own announce[] stays the config's.
+        let mut own = gateway("{announce: true}");
+        own.spec.announce = serde_yaml_ng::from_str("[{prefix: 198.51.100.4/32}]").unwrap();
+        let set = set_for(&own, &pools, &served).unwrap();
+        assert!(set.announce.iter().all(|a| a.prefix.to_string() != "198.51.100.4/32"));
+        assert_eq!(set.announce.len(), 3);
         let with = gateway("{announce: true, communities: ['65001:80'], localPref: 150}");
         let own: Vec<Community> = vec!["65001:80".parse().unwrap(), "no-export".parse().unwrap()];
         let one = [Served { outcome: &outcomes[1], communities: own }];
