@@ -294,7 +294,7 @@ impl Publisher {
         }
         let api: Api<Secret> =
             Api::namespaced(client.clone(), &gateway.namespace().unwrap_or_default());
-        let name = render::api_secret_name(&gateway.name_any());
+        let name = render::api_secret_name(gateway);
         let secret = match api.get_opt(&name).await {
             Ok(Some(secret)) => secret,
             Ok(None) => return None,

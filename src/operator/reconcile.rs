@@ -361,7 +361,7 @@ async fn apply(
 async fn ensure_api_secret(client: &Client, gw: &BgpGateway) -> Result<(), Error> {
     let api: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), &gw.namespace().unwrap_or_default());
-    let name = render::api_secret_name(&gw.name_any());
+    let name = render::api_secret_name(gw);
     if api.get_metadata_opt(&name).await?.is_some() {
         return Ok(());
     }

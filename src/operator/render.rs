@@ -183,7 +183,8 @@ pub fn pod(
 
     let env = agent_env(spec, created_ms, log_format);
     let args = agent_args(spec);
-    let (volumes, mounts) = volumes(spec, &namespace, &name, config_map_name(gw, revision));
+    let (volumes, mounts) =
+        volumes(spec, (&namespace, &name), config_map_name(gw, revision), api_secret_name(gw));
     let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
     Pod {
         metadata: ObjectMeta {
@@ -327,9 +328,14 @@ fn agent_args(spec: &BgpGatewaySpec) -> Vec<String> {
 }
 
 /// The Secret with the token the operator publishes a gateway's Service
-/// addresses to its agents with (made by the operator, owned by the gateway).
-pub fn api_secret_name(gateway: &str) -> String {
-    format!("{gateway}-nonstop-api")
+/// addresses to its agents with (made by the operator, owned by the
+/// gateway). Its name carries the gateway's uid, as the ConfigMaps' do: a
+/// gateway deleted and made again under its name never mounts the old
+/// one's Secret while the garbage collector has yet to remove it.
+pub fn api_secret_name(gw: &BgpGateway) -> String {
+    let name = gw.metadata.name.as_deref().unwrap_or_default();
+    let uid: String = gw.metadata.uid.as_deref().unwrap_or_default().chars().take(8).collect();
+    if uid.is_empty() { format!("{name}-nonstop-api") } else { format!("{name}-nonstop-api-{uid}") }
 }
 
 /// That Secret, with a fresh token.
@@ -337,7 +343,7 @@ pub fn api_secret(gw: &BgpGateway, token: &str) -> k8s_openapi::api::core::v1::S
     let name = gw.metadata.name.clone().unwrap_or_default();
     k8s_openapi::api::core::v1::Secret {
         metadata: ObjectMeta {
-            name: Some(api_secret_name(&name)),
+            name: Some(api_secret_name(gw)),
             namespace: gw.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([(GATEWAY_LABEL.into(), name)])),
             owner_references: Some(vec![owner(gw)]),
@@ -352,9 +358,9 @@ pub fn api_secret(gw: &BgpGateway, token: &str) -> k8s_openapi::api::core::v1::S
 /// dir on the node, and each Secret a peer names.
 fn volumes(
     spec: &BgpGatewaySpec,
-    namespace: &str,
-    name: &str,
+    (namespace, name): (&str, &str),
     config: String,
+    api_secret: String,
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         Volume {
@@ -403,7 +409,7 @@ fn volumes(
     volumes.push(Volume {
         name: "api-token".into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(api_secret_name(name)),
+            secret_name: Some(api_secret),
             default_mode: Some(0o400),
             ..Default::default()
         }),

@@ -228,3 +228,24 @@ fn the_log_format_reaches_the_agent_only_when_json() {
         assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-1-{rev}").as_str()));
     }
 }
+
+#[test]
+fn each_incarnation_of_a_gateway_mounts_its_own_api_token() {
+    let mut again = example();
+    again.metadata.uid = Some("u2-made-again".into());
+    let (first, second) = (api_secret_name(&example()), api_secret_name(&again));
+    assert_ne!(first, second, "a gateway made again must not mount the old one's Secret");
+    let pod = pod(&again, "node-1", &revision(&again.spec), 1, LogFormat::Text);
+    let spec = pod.spec.unwrap();
+    let mounted: Vec<_> =
+        spec.volumes.unwrap().into_iter().filter_map(|v| v.secret?.secret_name).collect();
+    assert!(mounted.contains(&second), "{mounted:?}");
+    let args = spec.containers[0].args.clone().unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--api-token-file", "/etc/nonstop/api/token"]),
+        "{args:?}"
+    );
+    let secret = api_secret(&again, "t0ken");
+    assert_eq!(secret.metadata.name.as_deref(), Some(second.as_str()));
+    assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, "u2-made-again");
+}
