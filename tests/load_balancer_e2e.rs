@@ -300,3 +300,64 @@ fn the_load_balancer_example_works_as_written() {
         }
     });
 }
+
+/// A backend of Service `web` pinned to `node`: a Deployment of one pod
+/// (the lab's tools image, on the node's network).
+fn backend(ns: &Namespace, node: &str, replicas: u32) {
+    ns.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web-{node}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web, at: {node}}}}}
+  template:
+    metadata: {{labels: {{app: web, at: {node}}}}}
+    spec:
+      hostNetwork: true
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: main, image: lab/tools:1, command: ["sh", "-c", "exec sleep 100000"]}}
+"#
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_local_service_is_announced_only_from_nodes_with_a_ready_endpoint() {
+    let s = Setup::new("e2e-lblocal");
+    let ns = &s.ns;
+    let _pool = Pool::apply(ns, "203.0.113.220/32");
+    let gateway = s.gateway("nonstop-agent:v1", "Handoff")
+        + "  loadBalancer: {unclassed: true, announce: true}\n";
+    ns.apply(&gateway).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {{nonstop.dev/e2e: {}}}\n\
+         spec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{app: web}}\n  \
+         ports: [{{port: 80}}]\n",
+        ns.name
+    ))
+    .unwrap();
+    wait_assignment(ns, "web", "203.0.113.220", "AddressAssigned");
+    let prefix = "203.0.113.220/32";
+    let wait_via = |nodes: &[&str], what: &str| {
+        let want: Vec<String> = nodes.iter().map(|n| uplink(n)).collect();
+        eventually(Duration::from_secs(60), what, || match via(&s, prefix)? {
+            hops if hops == want => Ok(()),
+            hops => Err(format!("via {hops:?}")),
+        });
+    };
+    // No endpoint yet: no node announces it.
+    assert_eq!(via(&s, prefix).unwrap(), Vec::<String>::new());
+    backend(ns, "node-1", 1);
+    wait_via(&["node-1"], "the address via node-1, where its endpoint is");
+    backend(ns, "node-2", 1);
+    wait_via(&["node-1", "node-2"], "via node-1 and node-2");
+    // Scaled down on node-1: its next hop goes, node-2's stays.
+    backend(ns, "node-1", 0);
+    wait_via(&["node-2"], "via node-2 alone");
+    backend(ns, "node-2", 0);
+    wait_via(&[], "withdrawn with its last endpoint");
+}

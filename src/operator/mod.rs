@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod coexist;
+pub mod endpoints;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;

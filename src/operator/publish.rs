@@ -7,7 +7,7 @@
 //! nothing of an earlier setting stays announced.
 //!
 //! ```text
-//!   outcomes ──set_for(gateway)──▶ Published{version = hash} ──PUT──▶ each node's active agent
+//!   outcomes ──set_for(gateway, node)──▶ Published{version = hash} ──PUT──▶ each node's active agent
 //!                                        └─ remembered per (gateway uid, node, pod): sent once
 //! ```
 //!
@@ -16,7 +16,7 @@
 //! be a cold start), which changes nothing at the routers when the set is
 //! the same.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,6 +65,9 @@ pub struct Served<'a> {
     pub outcome: &'a Outcome,
     /// Its own communities (annotation `nonstop.dev/bgp-communities`).
     pub communities: Vec<Community>,
+    /// `externalTrafficPolicy: Local`: only these nodes (those with a ready
+    /// endpoint) announce it. None: every node does.
+    pub local: Option<BTreeSet<String>>,
 }
 
 /// A Service's own communities, and what is wrong with the annotation if
@@ -86,13 +89,15 @@ pub fn service_communities(service: &Service) -> (Vec<Community>, Option<String>
     (communities, None)
 }
 
-/// The set a gateway's agents announce for Services: the addresses of
-/// `served` from the pools the gateway selects, in address order, each with
-/// the gateway's communities and its Service's own.
+/// The set a gateway's agent on `node` announces for Services: the
+/// addresses of `served` from the pools the gateway selects (a Service with
+/// `externalTrafficPolicy: Local` only where it has a ready endpoint), in
+/// address order, each with the gateway's communities and its Service's own.
 pub fn set_for(
     gateway: &BgpGateway,
     pools: &[Arc<BgpAddressPool>],
     served: &[Served<'_>],
+    node: &str,
 ) -> Result<Published, String> {
     let lb = &gateway.spec.load_balancer;
     if !lb.announce {
@@ -118,6 +123,7 @@ pub fn set_for(
         |ip: IpAddr| Prefix::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a host prefix");
     let mut ips: Vec<(IpAddr, &[Community])> = served
         .iter()
+        .filter(|s| s.local.as_ref().is_none_or(|nodes| nodes.contains(node)))
         .filter_map(|s| Some((s.outcome.as_ref().ok()?, &s.communities)))
         .flat_map(|(addresses, own)| addresses.iter().map(move |a| (a, own)))
         .filter(|(a, _)| chosen.contains(&a.pool) && !configured.contains(&host(a.ip)))
@@ -184,17 +190,16 @@ impl Publisher {
         for gateway in gateways {
             let key = format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any());
             let uid = gateway.uid().unwrap_or_default();
-            let set = match set_for(gateway, pools, served) {
-                Ok(set) => set,
-                Err(e) => {
-                    warn!("load balancer: gateway {key}: {e}");
-                    continue;
-                }
-            };
-            let body = http::hyper::body::Bytes::from(serde_json::to_vec(&set).expect("JSON"));
             let slots = gateway.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
             for slot in slots {
                 let Some(pod) = slot.pod.clone() else { continue };
+                let set = match set_for(gateway, pools, served, &slot.node) {
+                    Ok(set) => set,
+                    Err(e) => {
+                        warn!("load balancer: gateway {key}: {e}");
+                        break;
+                    }
+                };
                 let at = (uid.clone(), slot.node.clone());
                 live.insert(at.clone());
                 if self.sent.get(&at) == Some(&(pod.clone(), set.version.clone())) {
@@ -216,7 +221,7 @@ impl Publisher {
                     pod,
                     addr: SocketAddr::new(ip, gateway.spec.admin_port),
                     token,
-                    body: body.clone(),
+                    body: http::hyper::body::Bytes::from(serde_json::to_vec(&set).expect("JSON")),
                     version: set.version.clone(),
                     prefixes: set.announce.len(),
                 });
@@ -362,33 +367,66 @@ mod tests {
                 vec!["198.51.100.4/32", "203.0.113.9/32", "2001:db8::9/128"],
             ),
         ];
-        let served: Vec<Served> =
-            outcomes.iter().map(|outcome| Served { outcome, communities: vec![] }).collect();
+        let served: Vec<Served> = outcomes
+            .iter()
+            .map(|outcome| Served { outcome, communities: vec![], local: None })
+            .collect();
         for (lb, want) in cases {
-            let set = set_for(&gateway(lb), &pools, &served).unwrap();
+            let set = set_for(&gateway(lb), &pools, &served, "node-1").unwrap();
             let got: Vec<String> = set.announce.iter().map(|a| a.prefix.to_string()).collect();
             assert_eq!(got, want, "{lb}");
         }
         // A prefix of the gateway's own announce[] stays the config's.
         let mut own = gateway("{announce: true}");
         own.spec.announce = serde_yaml_ng::from_str("[{prefix: 198.51.100.4/32}]").unwrap();
-        let set = set_for(&own, &pools, &served).unwrap();
+        let set = set_for(&own, &pools, &served, "node-1").unwrap();
         assert!(set.announce.iter().all(|a| a.prefix.to_string() != "198.51.100.4/32"));
         assert_eq!(set.announce.len(), 3);
         let with = gateway("{announce: true, communities: ['65001:80'], localPref: 150}");
         let own: Vec<Community> = vec!["65001:80".parse().unwrap(), "no-export".parse().unwrap()];
-        let one = [Served { outcome: &outcomes[1], communities: own }];
-        let set = set_for(&with, &pools, &one).unwrap();
+        let one = [Served { outcome: &outcomes[1], communities: own, local: None }];
+        let set = set_for(&with, &pools, &one, "node-1").unwrap();
         let communities: Vec<String> =
             set.announce[0].communities.iter().map(ToString::to_string).collect();
         assert_eq!(communities, ["65001:80", "no-export"], "the gateway's, then the Service's own");
         assert_eq!(set.announce[0].local_pref, Some(150));
         // The version names the set: the same set, the same version.
-        let again = set_for(&with, &pools, &one).unwrap();
+        let again = set_for(&with, &pools, &one, "node-1").unwrap();
         assert_eq!(set.version, again.version);
         assert_ne!(
             set.version,
-            set_for(&gateway("{announce: true}"), &pools, &one).unwrap().version
+            set_for(&gateway("{announce: true}"), &pools, &one, "node-1").unwrap().version
+        );
+    }
+
+    #[test]
+    fn a_local_service_is_announced_only_where_it_has_a_ready_endpoint() {
+        let pools = [pool("public", "front")];
+        let (web, api) =
+            (assigned(&[("203.0.113.9", "public")]), assigned(&[("203.0.113.10", "public")]));
+        let served = [
+            Served {
+                outcome: &web,
+                communities: vec![],
+                local: Some(["node-2".to_string()].into()),
+            },
+            Served { outcome: &api, communities: vec![], local: None },
+        ];
+        let gw = gateway("{announce: true}");
+        // (node, what it announces)
+        let cases = [
+            ("node-1", vec!["203.0.113.10/32"]),
+            ("node-2", vec!["203.0.113.9/32", "203.0.113.10/32"]),
+        ];
+        for (node, want) in cases {
+            let set = set_for(&gw, &pools, &served, node).unwrap();
+            let got: Vec<String> = set.announce.iter().map(|a| a.prefix.to_string()).collect();
+            assert_eq!(got, want, "{node}");
+        }
+        let none = [Served { outcome: &web, communities: vec![], local: Some(BTreeSet::new()) }];
+        assert!(
+            set_for(&gw, &pools, &none, "node-2").unwrap().announce.is_empty(),
+            "no endpoint, no route"
         );
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store, reflector};
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use super::endpoints::{self, ReadyNodes};
 use super::ipam::{self, Claim, Outcome, Pool, Usage};
 use super::publish::{self, Publisher, Served};
 use crate::api::BgpGateway;
@@ -45,6 +46,7 @@ pub async fn run(client: Client, recorder: Recorder, nodes: Store<Node>) {
     let services = watch::<Service>(&client, &wake);
     let pools = watch::<BgpAddressPool>(&client, &wake);
     let gateways = watch::<BgpGateway>(&client, &wake);
+    let slices = watch_endpoint_slices(&client, &wake).await;
     for ready in [services.wait_until_ready().await.is_ok(), pools.wait_until_ready().await.is_ok()]
     {
         if !ready {
@@ -53,10 +55,14 @@ pub async fn run(client: Client, recorder: Recorder, nodes: Store<Node>) {
         }
     }
     let _ = gateways.wait_until_ready().await;
-    info!("load balancer: watching Services and BgpAddressPools");
+    let _ = slices.wait_until_ready().await;
+    info!("load balancer: watching Services, EndpointSlices and BgpAddressPools");
     let mut pass = Pass { client, recorder, nodes, publisher: Publisher::default() };
     loop {
-        let clean = pass.run(&services.state(), &pools.state(), &gateways.state()).await;
+        let slices: Vec<Value> =
+            slices.state().iter().filter_map(|s| serde_json::to_value(&**s).ok()).collect();
+        let ready = endpoints::ready_nodes(&slices);
+        let clean = pass.run(&services.state(), &pools.state(), &gateways.state(), &ready).await;
         let wait = if clean { RESYNC } else { RETRY };
         let _ = tokio::time::timeout(wait, wake.notified()).await;
     }
@@ -86,6 +92,33 @@ where
     store
 }
 
+/// A cached watch of every EndpointSlice, in the version the API server
+/// serves (`v1` from Kubernetes 1.21, `v1beta1` before), as JSON objects.
+async fn watch_endpoint_slices(client: &Client, wake: &Arc<Notify>) -> Store<DynamicObject> {
+    let served = client.list_api_group_resources("discovery.k8s.io/v1").await;
+    let version = if served.is_ok_and(|r| r.resources.iter().any(|r| r.name == "endpointslices")) {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    let gvk = GroupVersionKind::gvk("discovery.k8s.io", version, "EndpointSlice");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let wake = wake.clone();
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let events = reflector(writer, watcher(api, Default::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |_| {
+            wake.notify_one();
+            ready(())
+        });
+    tokio::spawn(events);
+    info!(version, "load balancer: following EndpointSlices");
+    store
+}
+
 struct Pass {
     client: Client,
     recorder: Recorder,
@@ -100,6 +133,7 @@ impl Pass {
         services: &[Arc<Service>],
         pools: &[Arc<BgpAddressPool>],
         gateways: &[Arc<BgpGateway>],
+        ready: &ReadyNodes,
     ) -> bool {
         let unclassed = gateways.iter().any(|g| g.spec.load_balancer.unclassed);
         let (usable, problems) = usable_pools(pools);
@@ -122,7 +156,13 @@ impl Pass {
         for (service, outcome) in ours.iter().zip(&outcomes) {
             let (communities, problem) = publish::service_communities(service);
             clean &= self.write_service(service, Some(outcome), problem.as_deref()).await;
-            served.push(Served { outcome, communities });
+            let spec = service.spec.as_ref();
+            let local = (spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"))
+                .then(|| {
+                    let at = (service.namespace().unwrap_or_default(), service.name_any());
+                    ready.get(&at).cloned().unwrap_or_default()
+                });
+            served.push(Served { outcome, communities, local });
         }
         for service in services.iter().filter(|s| !ipam::is_ours(s, unclassed)) {
             if our_condition(service).is_some() {
