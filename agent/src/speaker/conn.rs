@@ -99,6 +99,14 @@ impl Conn {
         }
     }
 
+    /// Resets the connection: RST now, and the socket is gone (SO_LINGER
+    /// of zero; it cannot block, as there is nothing to send).
+    pub fn abort(self) {
+        if let Ok(stream) = self.reader.reunite(self.writer) {
+            let _ = stream.set_zero_linger();
+        }
+    }
+
     /// Sends what is queued (waiting at most `deadline`), then FIN.
     pub async fn close(mut self, deadline: Duration) {
         let flush = async {

@@ -117,7 +117,7 @@ impl PeerCore {
             && let Some(slot) = self.slot(which)
         {
             slot.conn = None;
-            self.effects.push(PeerEffect::Close { conn, linger: Duration::ZERO });
+            self.effects.push(PeerEffect::Abort { conn });
         }
     }
 

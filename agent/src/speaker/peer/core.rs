@@ -82,6 +82,11 @@ pub enum PeerEffect {
     Send { conn: ConnId, bytes: Vec<u8> },
     /// Send what is queued (for at most `linger`), then FIN; forget it.
     Close { conn: ConnId, linger: Duration },
+    /// Reset the connection (RST) and forget it: the peer closed it or it
+    /// failed, so there is nothing left to say on it. A FIN there would sit
+    /// unanswered and be sent again for minutes where TCP MD5 makes each
+    /// side drop the other's unsigned RST.
+    Abort { conn: ConnId },
     /// Forget the connection without a FIN: a successor holds it now.
     Release { conn: ConnId },
     /// Tell the BMP collectors (only when the agent exports BMP).

@@ -151,7 +151,9 @@ impl Run {
                     assert!(!self.closed.contains(conn), "sent on {conn:?} after closing it");
                     self.wire.entry(*conn).or_default().extend_from_slice(bytes);
                 }
-                PeerEffect::Close { conn, .. } => self.closed.push(*conn),
+                PeerEffect::Close { conn, .. } | PeerEffect::Abort { conn } => {
+                    self.closed.push(*conn)
+                }
                 PeerEffect::Release { conn } => self.released.push(*conn),
                 PeerEffect::Monitor(m) => self.monitored.push(m.clone()),
             }
@@ -286,6 +288,29 @@ fn a_dial_that_lost_to_the_peers_connection_is_closed() {
     run.handle(PeerEvent::Dialled(Ok(conn(3))));
     assert_eq!(run.closed, [ConnId(3)]);
     assert_eq!(kinds(&run.sent(ConnId(2))), ["OPEN"]);
+}
+
+/// A connection the peer closed (a router refusing it while Idle) or
+/// that failed is reset, not closed with a FIN that nobody answers; one we
+/// end with a NOTIFICATION gets its FIN after it.
+#[test]
+fn a_connection_the_peer_closed_is_reset_and_ours_closed_after_our_word() {
+    let mut run = Run::new("");
+    run.handle(PeerEvent::Start);
+    run.handle(PeerEvent::Dialled(Ok(conn(1))));
+    assert_eq!(kinds(&run.sent(ConnId(1))), ["OPEN"]);
+    let effects = run.handle(PeerEvent::Closed { conn: ConnId(1), error: None });
+    assert!(effects.contains(&PeerEffect::Abort { conn: ConnId(1) }), "{effects:?}");
+
+    let mut run = Run::established("", &[]);
+    let cease = Notification::new(code::CEASE, subcode::ADMINISTRATIVE_SHUTDOWN, []);
+    let effects = run.handle(PeerEvent::Stop(cease));
+    let closed = effects.iter().find_map(|e| match e {
+        PeerEffect::Close { conn, linger } => Some((*conn, *linger)),
+        _ => None,
+    });
+    assert_eq!(closed, Some((ConnId(1), Duration::from_secs(2))), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, PeerEffect::Abort { .. })), "{effects:?}");
 }
 
 #[test]

@@ -81,8 +81,12 @@ impl PeerCore {
         let slot = self.slot(which)?;
         slot.timers.remove(&Timer::Hold);
         if let Some(conn) = slot.conn.take() {
-            // The NOTIFICATION queued just before goes out first.
-            self.effects.push(PeerEffect::Close { conn: conn.id, linger: Duration::from_secs(2) });
+            self.effects.push(if reason == DownReason::ConnectionClosed {
+                PeerEffect::Abort { conn: conn.id }
+            } else {
+                // The NOTIFICATION queued just before goes out first.
+                PeerEffect::Close { conn: conn.id, linger: Duration::from_secs(2) }
+            });
         }
         if which == Which::Inbound {
             self.inbound = None;

@@ -220,6 +220,11 @@ impl PeerTask {
                         tokio::spawn(c.close(linger));
                     }
                 }
+                PeerEffect::Abort { conn } => {
+                    if let Some(c) = self.take(conn) {
+                        c.abort();
+                    }
+                }
                 PeerEffect::Release { conn } => {
                     if let Some(c) = self.take(conn) {
                         c.forget();
