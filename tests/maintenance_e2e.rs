@@ -116,7 +116,8 @@ fn cordon_changes_nothing_at_the_router_and_a_cordoned_node_still_upgrades() {
     let _restore = Restore(s.lab.clone(), "node-2");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
-    let capture = Capture::start(s.lab.dir(), "cordon").unwrap();
+    let capture =
+        Capture::start(s.lab.dir(), "cordon").unwrap().hearing(&s.router, &uplinks()).unwrap();
 
     s.lab.kubectl(&["cordon", "node-2"]).unwrap();
     wait_maintenance(&s, "node-2", Some("Cordoned"));
@@ -210,7 +211,8 @@ fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
     let others = vec![uplink("node-1"), uplink("node-2")];
     let before_others = Tally::of(&s.router, &others);
     let before = s.router.received().unwrap().len();
-    let capture = Capture::start(s.lab.dir(), "drain").unwrap();
+    let capture =
+        Capture::start(s.lab.dir(), "drain").unwrap().hearing(&s.router, &others).unwrap();
 
     // The maintenance recipe from the README. The pod selector keeps the
     // drain to this test's gateway (other lab pods may live on node-3).
@@ -266,7 +268,9 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     s.serving_v1("Handoff");
     let _restore = Restore(s.lab.clone(), "node-3");
     let before = s.router.received().unwrap().len();
-    let capture = Capture::start(s.lab.dir(), "exclude").unwrap();
+    let others = [uplink("node-1"), uplink("node-2")];
+    let capture =
+        Capture::start(s.lab.dir(), "exclude").unwrap().hearing(&s.router, &others).unwrap();
 
     s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}=true")]).unwrap();
     assert_withdrawn_gracefully(&s, "node-3", before, 2);
@@ -291,7 +295,6 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     let recording = capture.finish();
     let wire = recording.on(&[uplink("node-3")]).unwrap();
     assert!(!wire.notifications.is_empty() && wire.withdrawals.is_empty(), "node-3: {wire:?}");
-    let others = [uplink("node-1"), uplink("node-2")];
     let wire = recording.on(&others).unwrap();
     assert!(wire.bgp_messages > 0 && wire.is_calm(), "the other nodes on the wire: {wire:?}");
 }
@@ -392,7 +395,10 @@ impl Watched {
         Watched {
             before: Tally::of(&s.router, &uplinks()),
             watch: Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len()),
-            capture: Capture::start(s.lab.dir(), name).unwrap(),
+            capture: Capture::start(s.lab.dir(), name)
+                .unwrap()
+                .hearing(&s.router, &uplinks())
+                .unwrap(),
         }
     }
 

@@ -355,6 +355,20 @@ impl Router {
         Ok(out)
     }
 
+    /// BGP messages the router has received from `neighbor` so far, of
+    /// every type (gobgpd's own counter). gobgpd only.
+    pub fn messages_from(&self, neighbor: &str) -> std::result::Result<u64, String> {
+        if self.kind != RouterKind::Gobgpd {
+            return Err(format!("message counts are read from gobgpd only, not {:?}", self.kind));
+        }
+        let json = gobgp(&["-j", "neighbor", neighbor])?;
+        let v: Value =
+            serde_json::from_str(&json).map_err(|e| format!("gobgp -j neighbor: {e}"))?;
+        // A list or one object, by gobgp version; zero counters are left out.
+        let peer = if v.is_array() { &v[0] } else { &v };
+        Ok(peer["state"]["messages"]["received"]["total"].as_u64().unwrap_or(0))
+    }
+
     /// Withdrawals seen so far.
     pub fn withdrawals(&self) -> usize {
         self.events().iter().filter(|e| matches!(e, RouteEvent::Withdrawn { .. })).count()
