@@ -139,6 +139,26 @@ fn a_published_set_is_announced_replaced_by_difference_and_handed_over() {
     let status = agent.status().unwrap();
     assert_eq!(status["published"], serde_json::json!({"version": "2", "prefixes": 2}));
     assert_eq!(status["routes_announced"], 3);
+    // A reload that puts one of them in the config, and a prefix of its
+    // own: each prefix is counted once, the config's as of the reload.
+    let reloaded = config(&link).replace(
+        &format!("- prefix: {CONFIGURED}\n"),
+        &format!("- prefix: {CONFIGURED}\n- prefix: 203.0.113.11/32\n- prefix: 203.0.113.20/32\n"),
+    );
+    assert_ne!(reloaded, config(&link), "the announce list replaced");
+    let announced = |agent: &Agent| agent.status().map(|s| s["routes_announced"].clone());
+    agent.reload(&reloaded);
+    eventually(Duration::from_secs(10), "4 routes announced after the reload", || match announced(
+        &agent,
+    )? {
+        n if n == 4 => Ok(()),
+        n => Err(format!("{n}")),
+    });
+    agent.reload(&config(&link));
+    eventually(Duration::from_secs(10), "3 routes announced again", || match announced(&agent)? {
+        n if n == 3 => Ok(()),
+        n => Err(format!("{n}")),
+    });
     let shown: serde_json::Value =
         serde_json::from_str(&agent.get("/announcements").unwrap()).unwrap();
     assert_eq!(shown["announce"][1]["localPref"], 200, "{shown}");

@@ -159,6 +159,8 @@ struct Standing {
     /// The published set in force (`GET /announcements`, and its summary in
     /// `/status`).
     published: Arc<Published>,
+    /// The config's `announce[]` prefixes, as of the last reload.
+    configured: std::collections::HashSet<crate::route::Prefix>,
 }
 
 /// How the main loop ended.
@@ -469,6 +471,8 @@ impl Speaker {
             self.health.reconfigure(&new.announce);
         }
         self.config.announce = new.announce.clone();
+        self.standing.lock().expect("standing").configured =
+            new.announce.iter().map(|a| a.prefix).collect();
         self.config.peers = new.peers.clone();
         for (address, p) in wanted {
             match self.peers.get(&address) {

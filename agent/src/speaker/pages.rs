@@ -30,7 +30,7 @@ pub(super) fn renderer(
     ),
 ) -> admin::Render {
     let started = Instant::now();
-    let (asn, listen, announced) = (config.asn, config.listen, config.announce.len());
+    let (asn, listen) = (config.asn, config.listen);
     Arc::new(move |path: &str| {
         let (page, query) = path.split_once('?').unwrap_or((path, ""));
         let json = |body: String| Answer::ok("application/json", body + "\n").now();
@@ -65,8 +65,11 @@ pub(super) fn renderer(
                     router_id: router_id.to_string(),
                     listen: listen.map_or_else(|| "none".into(), |a| a.to_string()),
                     uptime_seconds: started.elapsed().as_secs(),
-                    routes_announced: announced.saturating_sub(kept_out)
-                        + standing.published.announce.len(),
+                    // A published prefix also in the config is the config's.
+                    routes_announced: standing.configured.len().saturating_sub(kept_out)
+                        + (standing.published.announce.iter())
+                            .filter(|a| !standing.configured.contains(&a.prefix))
+                            .count(),
                     role: standing.role,
                     successor: standing.successor.clone(),
                     last_handoff: standing.last_handoff.clone(),

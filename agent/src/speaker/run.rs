@@ -284,7 +284,10 @@ fn open(
     metrics.register(&mut registry);
     super::status::register_build_info(&mut registry, "agent");
     super::status::register_agent_start(&mut registry, options.pod.as_deref());
-    let standing = Arc::new(std::sync::Mutex::new(Standing::default()));
+    let standing = Arc::new(std::sync::Mutex::new(Standing {
+        configured: config.announce.iter().map(|a| a.prefix).collect(),
+        ..Standing::default()
+    }));
     let (views, views_rx) = watch::channel(Vec::new());
     let board = super::monitor::Board::default();
     let checks = super::status::CheckBoard::default();
