@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::Value;
+use kube::api::DynamicObject;
 
 /// The label that names an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -14,16 +14,16 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// (namespace, Service) → the nodes with a ready endpoint of it.
 pub type ReadyNodes = HashMap<(String, String), BTreeSet<String>>;
 
-/// The ready nodes of every Service named by `slices` (each an
-/// EndpointSlice as JSON, either version).
-pub fn ready_nodes<'a>(slices: impl IntoIterator<Item = &'a Value>) -> ReadyNodes {
+/// The ready nodes of every Service named by `slices` (EndpointSlices of
+/// either version).
+pub fn ready_nodes<'a>(slices: impl IntoIterator<Item = &'a DynamicObject>) -> ReadyNodes {
     let mut ready = ReadyNodes::new();
     for slice in slices {
-        let metadata = &slice["metadata"];
-        let Some(service) = metadata["labels"][SERVICE_NAME_LABEL].as_str() else { continue };
-        let namespace = metadata["namespace"].as_str().unwrap_or_default();
-        let nodes = ready.entry((namespace.to_string(), service.to_string())).or_default();
-        for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+        let labels = slice.metadata.labels.as_ref();
+        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let nodes = ready.entry((namespace, service.clone())).or_default();
+        for endpoint in slice.data["endpoints"].as_array().into_iter().flatten() {
             // Absent means ready (the API's own reading of an unknown state).
             if endpoint["conditions"]["ready"] == false {
                 continue;
@@ -41,15 +41,21 @@ pub fn ready_nodes<'a>(slices: impl IntoIterator<Item = &'a Value>) -> ReadyNode
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
-    fn slice(service: &str, endpoints: Value) -> Value {
-        json!({
+    fn object(json: Value) -> DynamicObject {
+        serde_json::from_value(json).expect("an EndpointSlice")
+    }
+
+    fn slice(service: &str, endpoints: Value) -> DynamicObject {
+        object(json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
             "metadata": {"namespace": "shop", "labels": {SERVICE_NAME_LABEL: service}},
             "endpoints": endpoints,
-        })
+        }))
     }
 
     #[test]
@@ -75,7 +81,7 @@ mod tests {
             // No endpoint at all: known, with no node.
             slice("idle", json!(null)),
             // Not a Service's slice: left out.
-            json!({"metadata": {"namespace": "shop"}, "endpoints": []}),
+            object(json!({"metadata": {"namespace": "shop"}, "endpoints": []})),
         ];
         let ready = ready_nodes(&slices);
         let nodes = |service: &str| -> Vec<&str> {

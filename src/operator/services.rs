@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::future::ready;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -38,15 +38,17 @@ use crate::api::pool::{ASSIGNED_CONDITION, AddressBlock, BgpAddressPool, BgpAddr
 const RETRY: Duration = Duration::from_secs(5);
 /// A pass even when nothing was heard, in case a watch missed something.
 const RESYNC: Duration = Duration::from_secs(300);
+/// EndpointSlices not listed after this long: said in the log, once.
+const SLICES_LATE: Duration = Duration::from_secs(30);
 
 /// Runs the passes until the process ends. `nodes` is the controller's
 /// cache of the nodes (where each gateway's agents are).
 pub async fn run(client: Client, recorder: Recorder, nodes: Store<Node>) {
     let wake = Arc::new(Notify::new());
-    let services = watch::<Service>(&client, &wake);
-    let pools = watch::<BgpAddressPool>(&client, &wake);
-    let gateways = watch::<BgpGateway>(&client, &wake);
-    let slices = watch_endpoint_slices(&client, &wake).await;
+    let services = follow(Api::<Service>::all(client.clone()), (), &wake);
+    let pools = follow(Api::<BgpAddressPool>::all(client.clone()), (), &wake);
+    let gateways = follow(Api::<BgpGateway>::all(client.clone()), (), &wake);
+    let slices = follow_endpoint_slices(&client, &wake).await;
     for ready in [services.wait_until_ready().await.is_ok(), pools.wait_until_ready().await.is_ok()]
     {
         if !ready {
@@ -55,33 +57,42 @@ pub async fn run(client: Client, recorder: Recorder, nodes: Store<Node>) {
         }
     }
     let _ = gateways.wait_until_ready().await;
-    let _ = slices.wait_until_ready().await;
     info!("load balancer: watching Services, EndpointSlices and BgpAddressPools");
     let mut pass = Pass { client, recorder, nodes, publisher: Publisher::default() };
+    let started = Instant::now();
+    let mut told = false;
     loop {
-        let slices: Vec<Value> =
-            slices.state().iter().filter_map(|s| serde_json::to_value(&**s).ok()).collect();
-        let ready = endpoints::ready_nodes(&slices);
-        let clean = pass.run(&services.state(), &pools.state(), &gateways.state(), &ready).await;
-        let wait = if clean { RESYNC } else { RETRY };
+        // Until the EndpointSlices are listed, which nodes serve a `Local`
+        // Service is not known; addresses are assigned all the same.
+        let listed = slices.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok());
+        if !listed && !told && started.elapsed() >= SLICES_LATE {
+            warn!(
+                "load balancer: EndpointSlices not listed after {} s: nothing is published \
+                 to the gateways while a Service with externalTrafficPolicy: Local waits \
+                 for them (can the operator list and watch discovery.k8s.io endpointslices?)",
+                SLICES_LATE.as_secs()
+            );
+            told = true;
+        }
+        let ready = listed.then(|| endpoints::ready_nodes(slices.state().iter().map(|s| &**s)));
+        let clean =
+            pass.run(&services.state(), &pools.state(), &gateways.state(), ready.as_ref()).await;
+        let wait = if clean && listed { RESYNC } else { RETRY };
         let _ = tokio::time::timeout(wait, wake.notified()).await;
     }
 }
 
-/// A cached watch of every `K`, which wakes the passes on each change.
-fn watch<K>(client: &Client, wake: &Arc<Notify>) -> Store<K>
+/// A cached watch of every object of `api`, which wakes the passes on
+/// each change.
+fn follow<K>(api: Api<K>, kind: K::DynamicType, wake: &Arc<Notify>) -> Store<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
-    let (store, writer) = reflector::store();
+    let writer = reflector::store::Writer::new(kind);
+    let store = writer.as_reader();
     let wake = wake.clone();
-    let events = reflector(writer, watcher(Api::<K>::all(client.clone()), Default::default()))
+    let events = reflector(writer, watcher(api, Default::default()))
         .default_backoff()
         .touched_objects()
         .for_each(move |_| {
@@ -94,7 +105,7 @@ where
 
 /// A cached watch of every EndpointSlice, in the version the API server
 /// serves (`v1` from Kubernetes 1.21, `v1beta1` before), as JSON objects.
-async fn watch_endpoint_slices(client: &Client, wake: &Arc<Notify>) -> Store<DynamicObject> {
+async fn follow_endpoint_slices(client: &Client, wake: &Arc<Notify>) -> Store<DynamicObject> {
     let served = client.list_api_group_resources("discovery.k8s.io/v1").await;
     let version = if served.is_ok_and(|r| r.resources.iter().any(|r| r.name == "endpointslices")) {
         "v1"
@@ -103,20 +114,9 @@ async fn watch_endpoint_slices(client: &Client, wake: &Arc<Notify>) -> Store<Dyn
     };
     let gvk = GroupVersionKind::gvk("discovery.k8s.io", version, "EndpointSlice");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
-    let writer = reflector::store::Writer::new(resource.clone());
-    let store = writer.as_reader();
-    let wake = wake.clone();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let events = reflector(writer, watcher(api, Default::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |_| {
-            wake.notify_one();
-            ready(())
-        });
-    tokio::spawn(events);
     info!(version, "load balancer: following EndpointSlices");
-    store
+    follow(api, resource, wake)
 }
 
 struct Pass {
@@ -133,7 +133,7 @@ impl Pass {
         services: &[Arc<Service>],
         pools: &[Arc<BgpAddressPool>],
         gateways: &[Arc<BgpGateway>],
-        ready: &ReadyNodes,
+        ready: Option<&ReadyNodes>,
     ) -> bool {
         let unclassed = gateways.iter().any(|g| g.spec.load_balancer.unclassed);
         let (usable, problems) = usable_pools(pools);
@@ -153,6 +153,9 @@ impl Pass {
 
         let mut clean = true;
         let mut served = Vec::new();
+        // A `Local` Service whose endpoints are not known yet: publishing
+        // now would withdraw it from every node, so nothing is published.
+        let mut undecided = false;
         for (service, outcome) in ours.iter().zip(&outcomes) {
             let (communities, problem) = publish::service_communities(service);
             clean &= self.write_service(service, Some(outcome), problem.as_deref()).await;
@@ -160,7 +163,8 @@ impl Pass {
             let local = (spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"))
                 .then(|| {
                     let at = (service.namespace().unwrap_or_default(), service.name_any());
-                    ready.get(&at).cloned().unwrap_or_default()
+                    undecided |= ready.is_none() && outcome.is_ok();
+                    ready.and_then(|r| r.get(&at).cloned()).unwrap_or_default()
                 });
             served.push(Served { outcome, communities, local });
         }
@@ -169,7 +173,10 @@ impl Pass {
                 clean &= self.write_service(service, None, None).await;
             }
         }
-        clean &= self.publisher.publish(&self.client, gateways, pools, &served, &self.nodes).await;
+        if !undecided {
+            clean &=
+                self.publisher.publish(&self.client, gateways, pools, &served, &self.nodes).await;
+        }
         let usage = ipam::usage(&usable, &outcomes);
         for pool in pools {
             let name = pool.name_any();
