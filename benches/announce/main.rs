@@ -6,13 +6,18 @@
 //!
 //! ```text
 //!   phase 1  one Service at a time: created → its /32 via all 3 nodes; deleted → withdrawn from all 3
+//!            an endpoint of an externalTrafficPolicy: Local Service ready on node-1 → via node-1;
+//!            not ready → withdrawn
 //!   phase 2  1,000 Services applied at once → all 1,000 via all 3 nodes
 //!   phase 3  phase 1 again, beside the 1,000
 //! ```
 //!
-//! The time runs from `kubectl create`/`delete` returning to the router's
-//! table showing the change (polled every 20 ms): assignment, the Service's
-//! status, the publication to three agents and BGP together.
+//! The time runs from `kubectl create`/`delete`/`apply` returning to the
+//! router's table showing the change (polled every 20 ms): assignment, the
+//! Service's status, the publication to the agents and BGP together. The
+//! endpoint rows change the EndpointSlice itself (a Service without a
+//! selector, whose slice the bench writes as the EndpointSlice controller
+//! would), so they time the slice's change to the UPDATE, not a pod's start.
 //!
 //! Run: `cargo bench -p nonstop --bench announce` with the lab up
 //! (`script/lab up`). `NONSTOP_BENCH_SAMPLES` (30) and
@@ -93,6 +98,47 @@ fn latencies(s: &Setup, samples: usize, first: usize) {
     report("Service deleted → withdrawn", removed);
 }
 
+/// A Service with `externalTrafficPolicy: Local` and no selector, and its
+/// EndpointSlice with one endpoint on node-1, ready or not, in the version
+/// the API server serves (on 1.20 `v1beta1`, the node in `topology`).
+fn local_service_yaml(s: &Setup, v1: bool, ip: &str, ready: bool) -> String {
+    let (version, node) = if v1 {
+        ("v1", "nodeName: node-1")
+    } else {
+        ("v1beta1", "topology: {kubernetes.io/hostname: node-1}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ep\n  labels: {{nonstop.dev/e2e: {ns}}}\n  \
+         annotations: {{nonstop.dev/load-balancer-ips: \"{ip}\"}}\nspec:\n  type: LoadBalancer\n  \
+         externalTrafficPolicy: Local\n  ports: [{{port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/{version}\nkind: EndpointSlice\nmetadata:\n  name: ep-1\n  \
+         labels: {{kubernetes.io/service-name: ep, endpointslice.kubernetes.io/managed-by: bench}}\n\
+         addressType: IPv4\nports: [{{port: 80}}]\nendpoints:\n- addresses: [10.99.1.2]\n  \
+         conditions: {{ready: {ready}}}\n  {node}\n",
+        ns = s.ns.name
+    )
+}
+
+/// An endpoint on node-1 made ready, then not, `samples` times.
+fn endpoint_latencies(s: &Setup, samples: usize, ip: &str) {
+    let prefix = format!("{ip}/32");
+    let node_1 = vec![uplink("node-1")];
+    let v1 = s.lab.kubectl(&["api-versions"]).unwrap().lines().any(|l| l == "discovery.k8s.io/v1");
+    s.ns.apply(&local_service_yaml(s, v1, ip, false)).unwrap();
+    until(s, Duration::from_secs(30), |r| !r.contains_key(&prefix));
+    let (mut ready, mut unready) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        s.ns.apply(&local_service_yaml(s, v1, ip, true)).unwrap();
+        ready.push(until(s, Duration::from_secs(30), |r| r.get(&prefix) == Some(&node_1)));
+        s.ns.apply(&local_service_yaml(s, v1, ip, false)).unwrap();
+        unready.push(until(s, Duration::from_secs(30), |r| !r.contains_key(&prefix)));
+    }
+    s.ns.kubectl(&["delete", "service", "ep", "--wait=false"]).unwrap();
+    s.ns.kubectl(&["delete", "endpointslice", "ep-1", "--wait=false"]).unwrap();
+    report("endpoint ready → announced", ready);
+    report("endpoint not ready → withdrawn", unready);
+}
+
 fn rss_mb(pid: i32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
@@ -130,6 +176,7 @@ fn main() {
 
     println!("phase 1: one Service at a time");
     latencies(&s, samples, 2000 - samples);
+    endpoint_latencies(&s, samples, &address(2000 - 2 * samples - 1));
 
     println!("phase 2: {count} Services at once");
     let docs: Vec<String> =
@@ -153,4 +200,5 @@ fn main() {
 
     println!("phase 3: one Service at a time, beside the {count}");
     latencies(&s, samples, 2000 - 2 * samples);
+    endpoint_latencies(&s, samples, &address(2000 - 2 * samples - 1));
 }
