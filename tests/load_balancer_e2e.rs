@@ -243,6 +243,13 @@ fn a_service_address_is_announced_from_every_node_and_an_upgrade_withdraws_nothi
         hops if hops == every => Ok(()),
         hops => Err(format!("via {hops:?}")),
     });
+    // The gateway's status says so: two addresses, every node's agent
+    // holding them, its new pods included.
+    eventually(LIMIT, "status.loadBalancer", || {
+        let lb = s.status()["loadBalancer"].clone();
+        let want = serde_json::json!({"addresses": 2, "published": "3/3"});
+        if lb == want { Ok(()) } else { Err(lb.to_string()) }
+    });
     let received = s.router.received().unwrap();
     for node in &every {
         let path = received

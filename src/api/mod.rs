@@ -29,8 +29,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use status::{
-    BgpGatewayStatus, CheckState, ConditionType, Maintenance, NodeStatus, PeerState, SessionCounts,
-    UpgradeRecord, UpgradeResult,
+    BgpGatewayStatus, CheckState, ConditionType, LoadBalancerStatus, Maintenance, NodeStatus,
+    PeerState, SessionCounts, UpgradeRecord, UpgradeResult,
 };
 
 /// A BGP gateway: one active agent on each selected node, announcing the same

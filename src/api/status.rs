@@ -51,6 +51,26 @@ pub struct BgpGatewayStatus {
     /// The last value of the `nonstop.dev/retry` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
+    /// Services' addresses this gateway announces (`spec.loadBalancer`),
+    /// written by the operator's address pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerStatus>,
+}
+
+/// Where the gateway's Service addresses stand.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerStatus {
+    /// Service addresses announced by at least one node of the gateway.
+    pub addresses: u32,
+    /// "current/running" nodes: whose running agent has taken the current
+    /// set of addresses, of the nodes with a running agent, e.g. "3/3".
+    pub published: String,
+    /// Why a node has not taken it (at most 8, by node name), e.g.
+    /// "node-2: connecting to 10.0.0.12:9179: connection refused".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub problems: Vec<String>,
 }
 
 /// The gateway's condition types.

@@ -36,8 +36,8 @@ use tracing::{info, warn};
 
 use super::ipam::Outcome;
 use super::render;
-use crate::api::BgpGateway;
 use crate::api::pool::{BGP_COMMUNITIES, BgpAddressPool};
+use crate::api::{BgpGateway, LoadBalancerStatus};
 
 /// How long one agent has to take a set.
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,13 +169,34 @@ pub struct Publisher {
     /// Gateway uid → its API token. By uid: a gateway deleted and made
     /// again under its name has a new Secret, with a new token.
     tokens: HashMap<String, String>,
+    /// (gateway uid, node) → why its agent has not taken the current set.
+    problems: HashMap<(String, String), String>,
 }
+
+/// (gateway uid, node).
+type At = (String, String);
+/// (the active pod, the version of the set it should hold).
+type Held = (String, String);
+
+/// What one gateway's agents should hold after a pass.
+struct Wanted {
+    /// Each node with a running agent, and what it should hold.
+    expect: Vec<(At, Held)>,
+    /// The addresses any of its nodes announces.
+    addresses: HashSet<Prefix>,
+    /// Why no set could be made for it (its spec), if so.
+    broken: Option<String>,
+}
+
+/// How many problems a gateway's status lists.
+const PROBLEMS_SHOWN: usize = 8;
 
 impl Publisher {
     /// Publishes each gateway's set to the active agent of each of its
     /// nodes that does not have it yet, [`AT_ONCE`] agents at a time (an
     /// unreachable node holds up no other); false if one could not be
-    /// reached (the next pass tries again).
+    /// reached (the next pass tries again). With it, what each gateway's
+    /// `status.loadBalancer` should say (None: it announces no Services).
     pub async fn publish(
         &mut self,
         client: &Client,
@@ -183,29 +204,37 @@ impl Publisher {
         pools: &[Arc<BgpAddressPool>],
         served: &[Served<'_>],
         nodes: &Store<Node>,
-    ) -> bool {
+    ) -> (bool, Vec<Option<LoadBalancerStatus>>) {
         let mut clean = true;
         let mut live = HashSet::new();
         let mut deliveries = Vec::new();
+        let mut wanted = Vec::with_capacity(gateways.len());
         for gateway in gateways {
             let key = format!("{}/{}", gateway.namespace().unwrap_or_default(), gateway.name_any());
             let uid = gateway.uid().unwrap_or_default();
             let slots = gateway.status.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+            let (mut expect, mut addresses) = (Vec::new(), HashSet::new());
+            let mut broken = None;
             for slot in slots {
                 let Some(pod) = slot.pod.clone() else { continue };
                 let set = match set_for(gateway, pools, served, &slot.node) {
                     Ok(set) => set,
                     Err(e) => {
                         warn!("load balancer: gateway {key}: {e}");
+                        broken = Some(e);
                         break;
                     }
                 };
+                addresses.extend(set.announce.iter().map(|a| a.prefix));
                 let at = (uid.clone(), slot.node.clone());
                 live.insert(at.clone());
+                expect.push((at.clone(), (pod.clone(), set.version.clone())));
                 if self.sent.get(&at) == Some(&(pod.clone(), set.version.clone())) {
                     continue;
                 }
                 let Some(token) = self.token(client, gateway, &uid).await else {
+                    let secret = render::api_secret_name(gateway);
+                    self.problems.insert(at, format!("no API token yet (Secret {secret})"));
                     clean = false;
                     continue;
                 };
@@ -213,6 +242,7 @@ impl Publisher {
                     .get(&kube::runtime::reflector::ObjectRef::new(&slot.node))
                     .and_then(|n| super::observe::internal_ip(&n))
                 else {
+                    self.problems.insert(at, "the node has no InternalIP address".into());
                     continue;
                 };
                 deliveries.push(Delivery {
@@ -226,6 +256,7 @@ impl Publisher {
                     prefixes: set.announce.len(),
                 });
             }
+            wanted.push(Wanted { expect, addresses, broken });
         }
         let results: Vec<_> = futures::stream::iter(deliveries)
             .map(|d| async move {
@@ -250,6 +281,7 @@ impl Publisher {
                         answer = answer.trim(),
                         "load balancer: Service addresses published"
                     );
+                    self.problems.remove(&d.at);
                     self.sent.insert(d.at.clone(), (d.pod, d.version));
                 }
                 // An agent made before the operator published (no token
@@ -268,6 +300,14 @@ impl Publisher {
                              they reach the node with its next pod (an image bump rolls it)"
                         );
                     }
+                    self.problems.insert(
+                        d.at.clone(),
+                        format!(
+                            "its agent ({}) takes no Service addresses ({status}): \
+                             they reach the node with its next pod",
+                            d.pod
+                        ),
+                    );
                     self.sent.insert(d.at.clone(), (d.pod, d.version));
                 }
                 Err(e) => {
@@ -284,12 +324,45 @@ impl Publisher {
                         // Read the Secret again next time.
                         self.tokens.remove(uid);
                     }
+                    self.problems.insert(d.at.clone(), format!("publishing to {}: {e}", d.addr));
                     clean = false;
                 }
             }
         }
         self.sent.retain(|at, _| live.contains(at));
-        clean
+        self.problems.retain(|at, _| live.contains(at));
+        let statuses = gateways
+            .iter()
+            .zip(wanted)
+            .map(|(gateway, wanted)| {
+                gateway.spec.load_balancer.announce.then(|| self.status_of(wanted))
+            })
+            .collect();
+        (clean, statuses)
+    }
+
+    /// A gateway's `status.loadBalancer`: of the nodes with a running
+    /// agent (`expect`), those holding the current set, and why the others
+    /// do not, by node name.
+    fn status_of(&self, Wanted { expect, addresses, broken }: Wanted) -> LoadBalancerStatus {
+        let current = expect
+            .iter()
+            .filter(|(at, want)| self.sent.get(at) == Some(want) && !self.problems.contains_key(at))
+            .count();
+        let mut problems: Vec<String> = broken.into_iter().collect();
+        let mut by_node: Vec<(&String, &String)> = expect
+            .iter()
+            .filter(|(at, want)| self.sent.get(at) != Some(want) || self.problems.contains_key(at))
+            .filter_map(|(at, _)| Some((&at.1, self.problems.get(at)?)))
+            .collect();
+        by_node.sort();
+        problems.extend(by_node.into_iter().map(|(node, why)| format!("{node}: {why}")));
+        problems.truncate(PROBLEMS_SHOWN);
+        LoadBalancerStatus {
+            addresses: u32::try_from(addresses.len()).unwrap_or(u32::MAX),
+            published: format!("{current}/{}", expect.len()),
+            problems,
+        }
     }
 
     /// The gateway's API token, read from its Secret once.
@@ -458,5 +531,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `status.loadBalancer`: a node counts as published only while its
+    /// running agent holds the current set and nothing is wrong there;
+    /// each other node is named with why.
+    #[test]
+    fn the_status_counts_the_nodes_holding_the_current_set_and_names_the_others() {
+        let at = |node: &str| ("uid-1".to_string(), node.to_string());
+        let held = |pod: &str, version: &str| (pod.to_string(), version.to_string());
+        let mut publisher = Publisher::default();
+        // node-1 holds v2; node-2 holds v1 and v2 failed; node-3's agent is
+        // too old to take it; node-4's new pod holds v2.
+        publisher.sent.insert(at("node-1"), held("pod-1", "v2"));
+        publisher.sent.insert(at("node-2"), held("pod-2", "v1"));
+        publisher.problems.insert(at("node-2"), "publishing to 10.0.0.2:9179: refused".into());
+        publisher.sent.insert(at("node-3"), held("pod-3", "v2"));
+        publisher.problems.insert(at("node-3"), "its agent takes no Service addresses".into());
+        publisher.sent.insert(at("node-4"), held("pod-4b", "v2"));
+        let expect = vec![
+            (at("node-1"), held("pod-1", "v2")),
+            (at("node-2"), held("pod-2", "v2")),
+            (at("node-3"), held("pod-3", "v2")),
+            (at("node-4"), held("pod-4b", "v2")),
+        ];
+        let addresses: HashSet<Prefix> =
+            ["198.51.100.1/32", "2001:db8::1/128"].iter().map(|p| p.parse().unwrap()).collect();
+        let status = publisher.status_of(Wanted { expect, addresses, broken: None });
+        assert_eq!(
+            status,
+            LoadBalancerStatus {
+                addresses: 2,
+                published: "2/4".into(),
+                problems: vec![
+                    "node-2: publishing to 10.0.0.2:9179: refused".into(),
+                    "node-3: its agent takes no Service addresses".into(),
+                ],
+            }
+        );
+
+        // A gateway whose set cannot be made says why first; at most 8 lines.
+        let many: Vec<(At, Held)> =
+            (0..12).map(|i| (at(&format!("n{i:02}")), held("p", "v"))).collect();
+        for (at, _) in &many {
+            publisher.problems.insert(at.clone(), "down".into());
+        }
+        let broken = Some("spec.loadBalancer.addressPoolSelector: bad".to_string());
+        let status =
+            publisher.status_of(Wanted { expect: many, addresses: HashSet::new(), broken });
+        assert_eq!(status.published, "0/12");
+        assert_eq!(status.problems.len(), PROBLEMS_SHOWN);
+        assert!(status.problems[0].starts_with("spec.loadBalancer"), "{:?}", status.problems);
+        assert_eq!(status.problems[1], "n00: down");
     }
 }

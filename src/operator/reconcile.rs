@@ -261,12 +261,22 @@ async fn write_status(
         }
     }
     ctx.metrics.gateway(&gw.namespace().unwrap_or_default(), &gw.name_any(), Some(&status));
+    // `loadBalancer` is the address pass's to write: compared as it is,
+    // never written from here (this copy may be older than its last write).
+    let mut status = status;
+    status.load_balancer = gw.status.as_ref().and_then(|s| s.load_balancer.clone());
     if gw.status.as_ref() == Some(&status) {
         return Ok(());
     }
     ctx.may_write()?;
     let mut new = json!(status);
-    drop_removed(&json!(gw.status), &mut new);
+    let mut old = json!(gw.status);
+    for side in [&mut new, &mut old] {
+        if let Some(fields) = side.as_object_mut() {
+            fields.remove("loadBalancer");
+        }
+    }
+    drop_removed(&old, &mut new);
     let patch = Patch::Merge(json!({ "status": new }));
     let written = gateways.patch_status(&gw.name_any(), &PatchParams::default(), &patch).await?;
     ctx.versions.saw(key, written.resource_version().as_deref());

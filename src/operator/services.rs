@@ -31,8 +31,8 @@ use tracing::{info, warn};
 use super::endpoints::{self, ReadyNodes};
 use super::ipam::{self, Claim, Outcome, Pool, Usage};
 use super::publish::{self, Publisher, Served};
-use crate::api::BgpGateway;
 use crate::api::pool::{ASSIGNED_CONDITION, AddressBlock, BgpAddressPool, BgpAddressPoolStatus};
+use crate::api::{BgpGateway, LoadBalancerStatus};
 
 /// After a failed write, the next pass comes this soon.
 const RETRY: Duration = Duration::from_secs(5);
@@ -174,8 +174,12 @@ impl Pass {
             }
         }
         if !undecided {
-            clean &=
+            let (published, statuses) =
                 self.publisher.publish(&self.client, gateways, pools, &served, &self.nodes).await;
+            clean &= published;
+            for (gateway, status) in gateways.iter().zip(statuses) {
+                clean &= self.write_gateway(gateway, status).await;
+            }
         }
         let usage = ipam::usage(&usable, &outcomes);
         for pool in pools {
@@ -196,6 +200,29 @@ impl Pass {
             }
         }
         clean
+    }
+
+    /// Writes a gateway's `status.loadBalancer` when it changed (None: the
+    /// gateway announces no Services, and the field goes). False if the
+    /// write failed.
+    async fn write_gateway(
+        &self,
+        gateway: &BgpGateway,
+        status: Option<LoadBalancerStatus>,
+    ) -> bool {
+        let now = gateway.status.as_ref().and_then(|s| s.load_balancer.as_ref());
+        if now == status.as_ref() {
+            return true;
+        }
+        let (namespace, name) = (gateway.namespace().unwrap_or_default(), gateway.name_any());
+        let api = Api::<BgpGateway>::namespaced(self.client.clone(), &namespace);
+        // A merge patch of this field alone: the reconciler writes the rest.
+        let patch = Patch::Merge(json!({"status": {"loadBalancer": status}}));
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &patch).await {
+            warn!("load balancer: cannot write the status of BgpGateway {namespace}/{name}: {e}");
+            return false;
+        }
+        true
     }
 
     /// Makes one Service's status say `outcome` (None: the Service is no

@@ -122,6 +122,8 @@ pub(super) fn status(
         // The plan fills these in (`history`).
         last_rollout: None,
         observed_retry: None,
+        // The address pass's own (`services`): carried over by write_status.
+        load_balancer: None,
     }
 }
 
