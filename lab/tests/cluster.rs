@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use nonstop_lab::router::RouteEvent;
 use nonstop_lab::testing::{Lab, eventually};
 
+/// How long a deleted pod may take to be removed by its kubelet.
+const REMOVED_WITHIN: Duration = Duration::from_secs(90);
+
 fn lab() -> Lab {
     Lab::attach(env!("CARGO_BIN_EXE_lab"))
 }
@@ -107,10 +110,12 @@ spec:
 
     // A real kubelet removes the pod object some seconds after its
     // container ended (volumes cleaned up first): bounds, not exact times.
+    // The upper bound only tells a kubelet that never finishes from a slow
+    // one: at the end of a CI run on 2 busy cores it has taken 50 s.
     let t = Instant::now();
     ns.kubectl(&["delete", "pod", "polite", "--wait=true"]).unwrap();
     let polite = t.elapsed();
-    assert!(polite >= Duration::from_secs(1) && polite < Duration::from_secs(40), "{polite:?}");
+    assert!(polite >= Duration::from_secs(1) && polite < REMOVED_WITHIN, "{polite:?}");
 
     let t = Instant::now();
     ns.kubectl(&["delete", "pod", "stubborn", "--wait=true"]).unwrap();
@@ -119,7 +124,7 @@ spec:
         stubborn >= Duration::from_secs(2),
         "SIGKILL only after the grace period: {stubborn:?}"
     );
-    assert!(stubborn < Duration::from_secs(40), "{stubborn:?}");
+    assert!(stubborn < REMOVED_WITHIN, "{stubborn:?}");
 
     // The hostPath is node-2's: there, and nowhere else.
     let read = |node: &str, file: &str| {
