@@ -165,12 +165,12 @@ pub fn new_token() -> String {
 #[derive(Debug, Default)]
 pub struct Publisher {
     /// (gateway uid, node) → (the active pod, the version it took).
-    sent: HashMap<(String, String), (String, String)>,
+    sent: HashMap<At, Held>,
     /// Gateway uid → its API token. By uid: a gateway deleted and made
     /// again under its name has a new Secret, with a new token.
     tokens: HashMap<String, String>,
     /// (gateway uid, node) → why its agent has not taken the current set.
-    problems: HashMap<(String, String), String>,
+    problems: HashMap<At, String>,
 }
 
 /// (gateway uid, node).
@@ -350,11 +350,8 @@ impl Publisher {
             .filter(|(at, want)| self.sent.get(at) == Some(want) && !self.problems.contains_key(at))
             .count();
         let mut problems: Vec<String> = broken.into_iter().collect();
-        let mut by_node: Vec<(&String, &String)> = expect
-            .iter()
-            .filter(|(at, want)| self.sent.get(at) != Some(want) || self.problems.contains_key(at))
-            .filter_map(|(at, _)| Some((&at.1, self.problems.get(at)?)))
-            .collect();
+        let mut by_node: Vec<(&String, &String)> =
+            expect.iter().filter_map(|(at, _)| Some((&at.1, self.problems.get(at)?))).collect();
         by_node.sort();
         problems.extend(by_node.into_iter().map(|(node, why)| format!("{node}: {why}")));
         problems.truncate(PROBLEMS_SHOWN);
