@@ -65,6 +65,12 @@ enum Command {
         /// state dir always does.
         #[arg(long, env = "NONSTOP_API_TOKEN_FILE")]
         api_token_file: Option<PathBuf>,
+        /// A file with the node's labels as a JSON object (the operator
+        /// mounts it), for the peers' `nodeSelector`: only the peers whose
+        /// selector the node matches run, and a change is followed within
+        /// seconds, as a reload.
+        #[arg(long, env = "NONSTOP_NODE_LABELS_FILE")]
+        node_labels_file: Option<PathBuf>,
     },
     /// Exit 0 when the agent answering in the state dir is active (and, with
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
@@ -189,6 +195,7 @@ fn main() -> ExitCode {
             admin_ip,
             pod_created_ms,
             api_token_file,
+            node_labels_file,
         } => {
             let api_token = match api_token_file.as_deref().map(read_api_token).transpose() {
                 Ok(token) => token,
@@ -214,6 +221,7 @@ fn main() -> ExitCode {
                 admin_ip,
                 pod_created_ms,
                 api_token,
+                node_labels_file,
             }));
             // Exit now: a thread still waiting for the state dir's lock (the
             // agent was told to stop before it got it) must not hold us up.

@@ -17,6 +17,7 @@ pub mod check;
 pub mod import;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -136,7 +137,23 @@ pub struct Peer {
     /// What the gateway keeps of the routes this neighbour sends, and how many.
     #[serde(default)]
     pub import: Import,
+    /// Only nodes with every one of these labels peer with this neighbour
+    /// (every node when empty): one peer per top-of-rack router, each
+    /// selecting its rack's nodes. The agent reads its node's labels from
+    /// `--node-labels-file` (the operator passes them) and follows changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend(
+            "maxProperties" = 16,
+            "additionalProperties" = {"type": "string", "maxLength": 63}
+        ))
+    )]
+    pub node_selector: BTreeMap<String, String>,
 }
+
+/// A node's labels, as the agent learns them.
+pub type NodeLabels = BTreeMap<String, String>;
 
 fn default_port() -> u16 {
     179
@@ -156,6 +173,11 @@ fn default_families() -> Vec<Family> {
 }
 
 impl Peer {
+    /// Whether a node with `labels` peers with this neighbour.
+    pub fn runs_on(&self, labels: &NodeLabels) -> bool {
+        self.node_selector.iter().all(|(key, value)| labels.get(key) == Some(value))
+    }
+
     /// The keepalive interval to offer: configured, or a third of the hold time.
     pub fn keepalive_time(&self) -> u16 {
         self.keepalive_time.unwrap_or(self.hold_time / 3)
@@ -328,6 +350,13 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config {path} breaks {} rule(s):\n{problems}", problems.len())]
     Invalid { path: PathBuf, problems: Problems },
+    #[error(
+        "peers[{index}] ({address}) has a nodeSelector, but the agent does not know its \
+         node's labels: pass --node-labels-file"
+    )]
+    NodeUnknown { index: usize, address: IpAddr },
+    #[error("node labels {path}: {message}")]
+    NodeLabels { path: PathBuf, message: String },
 }
 
 impl Config {
@@ -349,12 +378,42 @@ impl Config {
         Ok(config)
     }
 
+    /// The config of the agent on a node with `labels`: only the peers
+    /// whose `nodeSelector` the node matches. Without labels, a peer with a
+    /// selector is an error (the agent cannot tell whether it is its node's).
+    pub fn on_node(mut self, labels: Option<&NodeLabels>) -> Result<Config, ConfigError> {
+        match labels {
+            Some(labels) => self.peers.retain(|p| p.runs_on(labels)),
+            None => {
+                if let Some((index, p)) =
+                    self.peers.iter().enumerate().find(|(_, p)| !p.node_selector.is_empty())
+                {
+                    return Err(ConfigError::NodeUnknown { index, address: p.address });
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// Every rule the config breaks, each naming its field.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::default();
         validate::config(self, &mut problems);
         problems.into_result()
     }
+}
+
+/// A node's labels from the text of `--node-labels-file`: a JSON object of
+/// strings, as the operator writes it into the pod (an empty file, which a
+/// pod shows for an annotation not yet written, is a node without labels).
+pub fn parse_node_labels(text: &str, path: &Path) -> Result<NodeLabels, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(NodeLabels::new());
+    }
+    serde_json::from_str(text).map_err(|e| ConfigError::NodeLabels {
+        path: path.to_owned(),
+        message: format!("not a JSON object of label names and values: {e}"),
+    })
 }
 
 #[cfg(test)]

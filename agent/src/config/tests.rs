@@ -125,6 +125,11 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             &["listen: ff02::1 is a multicast address"],
         ),
         ("asn 0", format!("asn: 0\n{peer}"), &["asn: AS 0 is reserved"]),
+        (
+            "a node selector with an empty label name",
+            format!("asn: 1\n{peer}    nodeSelector: {{\"\": a}}\n"),
+            &["peers[0].nodeSelector: a label name cannot be empty"],
+        ),
         ("AS_TRANS", format!("asn: 23456\n{peer}"), &["asn: AS 23456 is AS_TRANS"]),
         ("no peers", "asn: 1\npeers: []\n".into(), &["peers: at least one peer"]),
         (
@@ -323,6 +328,57 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
         for needle in *needles {
             assert!(err.contains(needle), "{name}: error `{err}` lacks `{needle}`");
         }
+    }
+}
+
+/// Which peers an agent runs on a node: those whose every selector label
+/// the node has with the same value; a peer without a selector everywhere.
+#[test]
+fn a_node_runs_the_peers_its_labels_select() {
+    let text = "asn: 65001\npeers:\n\
+        - {address: 192.0.2.1, asn: 65000}\n\
+        - {address: 192.0.2.2, asn: 65000, nodeSelector: {rack: a}}\n\
+        - {address: 192.0.2.3, asn: 65000, nodeSelector: {rack: b, tier: edge}}\n";
+    let config = parse(text).unwrap();
+    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+        ("no labels", &[], &["192.0.2.1"]),
+        ("rack a", &[("rack", "a")], &["192.0.2.1", "192.0.2.2"]),
+        ("rack b without the tier", &[("rack", "b")], &["192.0.2.1"]),
+        ("rack b on the edge", &[("rack", "b"), ("tier", "edge")], &["192.0.2.1", "192.0.2.3"]),
+        ("values are compared whole", &[("rack", "ab"), ("tier", "edge")], &["192.0.2.1"]),
+        (
+            "other labels do not matter",
+            &[("rack", "a"), ("zone", "x")],
+            &["192.0.2.1", "192.0.2.2"],
+        ),
+    ];
+    for (case, labels, want) in cases {
+        let labels: NodeLabels =
+            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let on_node = config.clone().on_node(Some(&labels)).unwrap();
+        let got: Vec<String> = on_node.peers.iter().map(|p| p.address.to_string()).collect();
+        assert_eq!(got, *want, "{case}");
+    }
+    // Without labels an agent cannot tell: it says which peer needs them.
+    let err = config.clone().on_node(None).unwrap_err().to_string();
+    assert!(err.contains("peers[1] (192.0.2.2)") && err.contains("--node-labels-file"), "{err}");
+    let plain = parse(MINIMAL).unwrap();
+    assert_eq!(plain.clone().on_node(None).unwrap(), plain);
+}
+
+#[test]
+fn node_labels_are_a_json_object_and_an_empty_file_is_no_labels() {
+    let path = Path::new("/etc/nonstop/node/labels");
+    assert_eq!(parse_node_labels("", path).unwrap(), NodeLabels::new());
+    assert_eq!(parse_node_labels(" \n", path).unwrap(), NodeLabels::new());
+    let labels = parse_node_labels(r#"{"rack":"a","tier":""}"#, path).unwrap();
+    assert_eq!(labels.get("rack").map(String::as_str), Some("a"));
+    for bad in ["rack=a", "[\"rack\"]", r#"{"rack": 1}"#] {
+        let err = parse_node_labels(bad, path).unwrap_err().to_string();
+        assert!(
+            err.starts_with("node labels /etc/nonstop/node/labels: not a JSON object"),
+            "{bad}: {err}"
+        );
     }
 }
 

@@ -181,6 +181,9 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
         if p.families.is_empty() {
             problems.push(at("families"), "at least one family is needed");
         }
+        if p.node_selector.keys().any(String::is_empty) {
+            problems.push(at("nodeSelector"), "a label name cannot be empty");
+        }
         for (j, f) in p.families.iter().enumerate() {
             if p.families[..j].contains(f) {
                 problems.push(format!("{prefix}peers[{i}].families[{j}]"), "listed twice");

@@ -81,6 +81,9 @@ pub struct RunOptions {
     /// What `PUT /announcements` on the admin port must carry as its bearer
     /// token; None: the admin port takes no published set.
     pub api_token: Option<Arc<str>>,
+    /// Where the node's labels are (JSON), for the peers' `nodeSelector`;
+    /// re-read while the agent runs. None: no peer may have a selector.
+    pub node_labels_file: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -97,6 +100,26 @@ impl RunOptions {
             config.admin.set_ip(ip);
         }
         config
+    }
+
+    /// The node's labels file as it is now; None without one.
+    fn node_labels_text(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.node_labels_file else { return Ok(None) };
+        std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|e| ConfigError::NodeLabels { path: path.clone(), message: e.to_string() })
+    }
+
+    /// The config this agent runs: the file, its node's peers only, and
+    /// this run's overrides; with the labels file's text it was made from.
+    fn load(&self) -> Result<(Config, Option<String>), ConfigError> {
+        let config = Config::load(&self.config)?;
+        let text = self.node_labels_text()?;
+        let labels = match (&text, &self.node_labels_file) {
+            (Some(text), Some(path)) => Some(crate::config::parse_node_labels(text, path)?),
+            _ => None,
+        };
+        Ok((self.effective(config.on_node(labels.as_ref())?), text))
     }
 }
 
@@ -261,6 +284,8 @@ struct Speaker {
     /// The set last published (`PUT /announcements`), announced beside
     /// `config.announce`.
     published: Arc<Published>,
+    /// The node labels file's text the running peers were chosen by.
+    node_labels: Option<String>,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -431,8 +456,11 @@ impl Speaker {
 
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
-        let new = match Config::load(&self.options.config) {
-            Ok(c) => self.options.effective(c),
+        let new = match self.options.load() {
+            Ok((config, labels)) => {
+                self.node_labels = labels;
+                config
+            }
             Err(e) => {
                 error!("reload refused, keeping the running config: {e}");
                 return;
@@ -497,6 +525,25 @@ impl Speaker {
         }
         self.publish_views();
         info!(peers = self.peers.len(), announced = self.config.announce.len(), "config reloaded");
+    }
+
+    /// The node's labels changed (the operator rewrote them): the peers
+    /// are chosen again, as on SIGHUP. A file that cannot be read keeps the
+    /// running peers (said once, until it can be read again).
+    async fn follow_node_labels(&mut self) {
+        match self.options.node_labels_text() {
+            Ok(text) if text != self.node_labels => {
+                info!("the node's labels changed: choosing its peers again");
+                self.node_labels = text;
+                self.reload().await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if self.node_labels.take().is_some() {
+                    warn!("keeping the node's peers as they are: {e}");
+                }
+            }
+        }
     }
 
     fn heartbeat(&self, ended: Ended) {

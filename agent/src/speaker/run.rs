@@ -89,7 +89,7 @@ struct Opened {
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::install();
-    let config = options.effective(Config::load(&options.config)?);
+    let (config, node_labels) = options.load()?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -187,6 +187,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         exporter,
         health,
         published,
+        node_labels,
     };
     let took_over = takeover.is_some();
     speaker.start_peers(takeover, prepared).await;
@@ -432,7 +433,10 @@ impl Speaker {
                 },
                 _ = heartbeat.tick() => self.heartbeat(Ended::Running),
                 change = self.health.changed() => self.verdict_changed(change).await,
-                _ = secrets.tick() => self.follow_passwords().await,
+                _ = secrets.tick() => {
+                    self.follow_passwords().await;
+                    self.follow_node_labels().await;
+                }
                 _ = signals.hangup.recv() => self.reload().await,
                 _ = signals.terminate.recv() => return Exit::Stop(StopMode::Decommission),
                 _ = signals.interrupt.recv() => return Exit::Stop(StopMode::Decommission),

@@ -1,0 +1,107 @@
+//! Peers chosen by the node's labels (`peers[].nodeSelector`), watched at a
+//! real router (gobgpd): the top-of-rack case, one peer per rack router.
+//!
+//! - given its node's labels, the agent runs only the peers whose selector
+//!   the node matches (status lists no other);
+//! - when the labels file changes (the operator rewrote the node's labels),
+//!   the agent follows within seconds: the router it no longer peers with
+//!   gets a Cease, the new rack's peer starts;
+//! - a selector without a labels file, and a labels file that is not JSON,
+//!   are refused with the peer and the file named.
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use support::routers::{AGENT_AS, Gobgp, ROUTER_AS, Router, RouterSetup};
+use support::{AGENT, Agent, Link, eventually};
+
+/// An address on the router's side where no router answers: rack b's
+/// top-of-rack, absent in this test (its session never comes up).
+const RACK_B_ROUTER: &str = "10.77.9.1";
+
+fn config(link: &Link) -> String {
+    format!(
+        "asn: {AGENT_AS}\nrouterId: {a}\npeers:\n\
+         - address: {b}\n  asn: {ROUTER_AS}\n  holdTime: 9\n  keepaliveTime: 3\n  connectRetryTime: 1\n  \
+         families: [ipv4-unicast]\n  nodeSelector: {{rack: a}}\n\
+         - address: {RACK_B_ROUTER}\n  asn: {ROUTER_AS}\n  connectRetryTime: 1\n  \
+         families: [ipv4-unicast]\n  nodeSelector: {{rack: b, tier: edge}}\n\
+         announce:\n- prefix: 198.51.100.0/24\n",
+        a = link.a_v4,
+        b = link.b_v4,
+    )
+}
+
+fn peer_addresses(agent: &Agent) -> Result<Vec<String>, String> {
+    let status = agent.status()?;
+    let peers = status["peers"].as_array().ok_or_else(|| format!("no peers in {status}"))?;
+    Ok(peers.iter().map(|p| p["address"].as_str().unwrap_or_default().to_string()).collect())
+}
+
+#[test]
+fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
+    let link = Link::new("nodepeers");
+    let router = Gobgp::start(&link, &RouterSetup { ipv4_only: true, ..Default::default() });
+    let labels = link.dir.join("node-labels");
+    fs::write(&labels, r#"{"rack":"a","kubernetes.io/hostname":"node-1"}"#).unwrap();
+    let agent = Agent::start_with(
+        &link.a,
+        &link.dir,
+        &config(&link),
+        &["--node-labels-file", labels.to_str().unwrap()],
+    );
+    agent.wait_established(&link.b_v4);
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+    router.session().expect("rack a's router has its session");
+
+    // The node moves to rack b (on the edge tier): rack a's router is
+    // told the peer is gone, rack b's is dialled.
+    fs::write(&labels, r#"{"rack":"b","tier":"edge"}"#).unwrap();
+    eventually(Duration::from_secs(20), "the agent to choose rack b's peer", || {
+        let peers = peer_addresses(&agent)?;
+        if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
+    });
+    eventually(Duration::from_secs(10), "rack a's router to see the session end", || match router
+        .session()
+    {
+        Ok(s) => Err(format!("still established since {}", s.since)),
+        Err(_) => Ok(()),
+    });
+    let down = router.last_reset().unwrap();
+    assert!(down.contains("Peer Down"), "{down}");
+
+    // Back to rack a: the session comes up again.
+    fs::write(&labels, r#"{"rack":"a"}"#).unwrap();
+    agent.wait_established(&link.b_v4);
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+
+    // Labels that are not JSON: the running peers stay, the log says why.
+    fs::write(&labels, "rack=b").unwrap();
+    eventually(Duration::from_secs(20), "the agent to refuse the labels", || {
+        let log = agent.daemon.log_text();
+        if log.contains("not a JSON object of label names") { Ok(()) } else { Err(log) }
+    });
+    agent.wait_established(&link.b_v4);
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+}
+
+#[test]
+fn a_selector_without_the_nodes_labels_is_refused_by_name() {
+    let link = Link::new("nolabels");
+    let path = link.dir.join("agent.yaml");
+    fs::write(&path, config(&link)).unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--config", path.to_str().unwrap(), "--state-dir"])
+        .arg(link.dir.join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("peers[0] (") && stderr.contains("--node-labels-file"),
+        "the error names the peer and the flag: {stderr}"
+    );
+}
