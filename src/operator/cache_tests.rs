@@ -155,6 +155,7 @@ fn pod(name: &str, uid: &str, deleting: bool) -> PodView {
         ready: true,
         failure: None,
         stopped: false,
+        node_labels: None,
     }
 }
 

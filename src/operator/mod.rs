@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;
+pub mod node_peers;
 pub mod nodes;
 pub mod observe;
 pub mod plan;

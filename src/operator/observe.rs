@@ -172,7 +172,7 @@ pub async fn observe(
         }
     }
     let Cached { nodes, addresses, pods, conflicts } = cached;
-    let agents = ask_agents(gw, &addresses, &pods, answers).await;
+    let agents = ask_agents(gw, &addresses, &nodes, &pods, answers).await;
     Ok(Observed {
         nodes,
         pods,
@@ -190,11 +190,11 @@ pub async fn observe(
 async fn ask_agents(
     gw: &BgpGateway,
     addresses: &BTreeMap<String, IpAddr>,
+    nodes: &[NodeView],
     pods: &[PodView],
     answers: &AgentAnswers,
 ) -> BTreeMap<String, AgentView> {
     let key = format!("{}/{}", gw.namespace().unwrap_or_default(), gw.name_any());
-    let want = gw.spec.peers.len() as u32;
     let now = Instant::now();
     let mut agents = BTreeMap::new();
     let mut asked = Vec::new();
@@ -205,6 +205,10 @@ async fn ask_agents(
             continue;
         }
         with_pods.push(node.as_str());
+        let want = nodes
+            .iter()
+            .find(|n| &n.name == node)
+            .map_or(0, |n| super::node_peers::sessions_on(&gw.spec, &n.labels));
         match answers.reuse(&key, node, &mine, want, now) {
             Some(view) => {
                 agents.extend(view.map(|v| (node.clone(), v)));
@@ -278,6 +282,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
         ready,
         failure: failure(pod),
         stopped: agent_stopped(&status),
+        node_labels: pod.annotations().get(super::node_peers::ANNOTATION).cloned(),
     })
 }
 

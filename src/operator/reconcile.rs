@@ -22,8 +22,9 @@ use tracing::{info, warn};
 use super::cache::{AgentAnswers, Expectations, Versions};
 use super::leader::Leadership;
 use super::metrics::Metrics;
+use super::node_peers;
 use super::observe::{Cached, Caches, observe};
-use super::plan::{Action, Input, Related, Step, plan};
+use super::plan::{Action, Input, Observed, Related, Step, plan};
 use super::policy::Policy;
 use super::render;
 use crate::api::{BgpGateway, BgpGatewayStatus};
@@ -143,7 +144,7 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     for step in &plan.steps {
         ctx.may_write()?;
         info!(gateway = %name, namespace = %namespace, reason = step.reason.as_str(), "{}", step.message);
-        apply(ctx, &gw, &key, &observed.pods, step).await?;
+        apply(ctx, &gw, &key, &observed, step).await?;
         ctx.metrics.step(step);
         let related = step.related(&name);
         let (reason, message) = (step.reason.as_str(), &step.message);
@@ -157,6 +158,9 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
         let (reason, message) = (note.reason.as_str(), &note.message);
         publish(&ctx.recorder, &reference, note.related.as_ref(), note.warning, reason, message)
             .await;
+    }
+    if gw.metadata.deletion_timestamp.is_none() {
+        tell_node_labels(ctx, &gw, &observed).await?;
     }
     if gw.metadata.deletion_timestamp.is_none() {
         // The record first: a status written without it would not tell
@@ -312,9 +316,10 @@ async fn apply(
     ctx: &Context,
     gw: &BgpGateway,
     key: &str,
-    pods: &[super::plan::PodView],
+    observed: &Observed,
     step: &Step,
 ) -> Result<(), Error> {
+    let pods = &observed.pods;
     let namespace = gw.namespace().unwrap_or_default();
     let gateways: Api<BgpGateway> = Api::namespaced(ctx.client.clone(), &namespace);
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -336,7 +341,10 @@ async fn apply(
         }
         Action::CreatePod { node, revision } => {
             let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
-            let pod = render::pod(gw, node, revision, now, ctx.log_format);
+            let none = std::collections::BTreeMap::new();
+            let node_labels = observed.nodes.iter().find(|n| &n.name == node).map(|n| &n.labels);
+            let labels = node_peers::annotation(&gw.spec, node_labels.unwrap_or(&none));
+            let pod = render::pod(gw, node, revision, now, ctx.log_format, labels.as_deref());
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => ctx.expectations.created(key, &pod.name_any()),
                 Err(kube::Error::Api(e)) if e.code == 409 => {} // made by an earlier reconcile
@@ -360,6 +368,32 @@ async fn apply(
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the node labels of each agent pod whose node's labels changed
+/// (peers chosen per node): the kubelet updates the pod's file, and its
+/// agent chooses its peers again. No pod is replaced.
+async fn tell_node_labels(
+    ctx: &Context,
+    gw: &BgpGateway,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let stale = node_peers::stale(&gw.spec, &observed.nodes, &observed.pods);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    ctx.may_write()?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &gw.namespace().unwrap_or_default());
+    for (pod, labels) in stale {
+        info!(gateway = %gw.name_any(), pod = %pod, labels = %labels, "telling the agent its node's labels");
+        let patch = json!({"metadata": {"annotations": {node_peers::ANNOTATION: labels}}});
+        match pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {} // gone since it was observed
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

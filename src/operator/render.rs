@@ -12,16 +12,18 @@ use nonstop_agent::LogFormat;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-    ExecAction, HostPathVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EnvVar, EnvVarSource, ExecAction, HostPathVolumeSource, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, Pod,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use nonstop_agent::config::Config;
 use serde_json::json;
 
+use super::node_peers;
 use crate::api::{AdminBind, BgpGateway, BgpGatewaySpec, Strategy};
 
 /// Labels every object of a gateway carries.
@@ -161,13 +163,15 @@ pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
 
 /// The agent pod for `node` at `revision`, created at `created_ms` (Unix
 /// ms): the agent learns it, so that an older pod's agent never takes the
-/// node back from a newer one.
+/// node back from a newer one. `node_labels`: the node's labels its peers
+/// are chosen by ([`node_peers::annotation`]), None when none are.
 pub fn pod(
     gw: &BgpGateway,
     node: &str,
     revision: &str,
     created_ms: u64,
     log_format: LogFormat,
+    node_labels: Option<&str>,
 ) -> Pod {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone().unwrap_or_default();
@@ -175,16 +179,26 @@ pub fn pod(
     let spec = &gw.spec;
     let mut labels = labels(gw, revision);
     labels.insert(NODE_LABEL.into(), label_value(node));
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (GATEWAY_LABEL.into(), name.clone()),
         (NODE_LABEL.into(), node.into()),
         (ADMIN_PORT_ANNOTATION.into(), spec.admin_port.to_string()),
     ]);
 
     let env = agent_env(spec, created_ms, log_format);
-    let args = agent_args(spec);
-    let (volumes, mounts) =
+    let mut args = agent_args(spec);
+    let (mut volumes, mut mounts) =
         volumes(spec, (&namespace, &name), config_map_name(gw, revision), api_secret_name(gw));
+    if let Some(labels) = node_labels {
+        annotations.insert(node_peers::ANNOTATION.into(), labels.into());
+        args.extend([
+            "--node-labels-file".into(),
+            format!("{}/{}", node_peers::DIR, node_peers::FILE),
+        ]);
+        let (volume, mount) = node_labels_volume();
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let grace = spec.upgrade.handoff_timeout_seconds + spec.shutdown.drain_seconds + GRACE_MARGIN;
     Pod {
         metadata: ObjectMeta {
@@ -422,6 +436,33 @@ fn volumes(
         ..Default::default()
     });
     (volumes, mounts)
+}
+
+/// The node's labels its peers are chosen by: the pod's own annotation as
+/// a file, which the kubelet rewrites when the operator changes it.
+fn node_labels_volume() -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "node-labels".into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: node_peers::FILE.into(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{}']", node_peers::ANNOTATION),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: "node-labels".into(),
+        mount_path: node_peers::DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
 }
 
 /// The agent runs as root with one capability left: NET_BIND_SERVICE, for

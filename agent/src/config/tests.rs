@@ -331,6 +331,8 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
     }
 }
 
+type Labelled<'a> = &'a [(&'a str, &'a str)];
+
 /// Which peers an agent runs on a node: those whose every selector label
 /// the node has with the same value; a peer without a selector everywhere.
 #[test]
@@ -340,7 +342,7 @@ fn a_node_runs_the_peers_its_labels_select() {
         - {address: 192.0.2.2, asn: 65000, nodeSelector: {rack: a}}\n\
         - {address: 192.0.2.3, asn: 65000, nodeSelector: {rack: b, tier: edge}}\n";
     let config = parse(text).unwrap();
-    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+    let cases: &[(&str, Labelled, &[&str])] = &[
         ("no labels", &[], &["192.0.2.1"]),
         ("rack a", &[("rack", "a")], &["192.0.2.1", "192.0.2.2"]),
         ("rack b without the tier", &[("rack", "b")], &["192.0.2.1"]),

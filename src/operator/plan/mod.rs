@@ -87,6 +87,8 @@ pub struct PodView {
     /// The kubelet reports the agent container stopped: terminated, or
     /// waiting again after a run that ended.
     pub stopped: bool,
+    /// The node labels it tells its agent (see [`super::node_peers`]).
+    pub node_labels: Option<String>,
 }
 
 impl PodView {
@@ -223,8 +225,9 @@ struct Slot<'a> {
     agent: Option<&'a AgentView>,
     /// The pod whose agent is the node's active speaker.
     active: Option<&'a str>,
-    /// Sessions the spec configures: what Established must reach. Not the
-    /// agent's own count, which is 0 for a moment after it starts.
+    /// Sessions the spec configures on this node (its peers, chosen by its
+    /// labels): what Established must reach. Not the agent's own count,
+    /// which is 0 for a moment after it starts.
     want: u32,
     /// The node is cordoned: no agent starts here from nothing.
     cordoned: bool,
@@ -328,11 +331,13 @@ pub fn plan(input: &Input) -> Plan {
         fits.iter().filter(|(_, f)| *f == Fit::Excluded).map(|(n, _)| n.name.as_str()).collect();
     decommission_unfit(input, &fits, &mut draft);
 
-    let want = gw.spec.peers.len() as u32;
     let slots: Vec<Slot> = fits
         .iter()
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
-        .map(|(n, f)| Slot::of(n, observed, want, *f == Fit::Cordoned))
+        .map(|(n, f)| {
+            let want = super::node_peers::sessions_on(&gw.spec, &n.labels);
+            Slot::of(n, observed, want, *f == Fit::Cordoned)
+        })
         .collect();
     let retry = history::new_retry(gw, &before);
     let mut memory = Memory::of(&before, revision, &slots, retry.is_some());

@@ -63,7 +63,7 @@ pub(super) fn status(
         .count();
     let nodes = node_statuses(input, all_slots, excluded, records);
     let established: u32 = nodes.iter().map(|n| n.sessions.established).sum();
-    let configured: u32 = (all_slots.len() as u32) * gw.spec.peers.len() as u32;
+    let configured: u32 = all_slots.iter().map(|s| s.want).sum();
     let complete = total > 0 && at_revision == total;
     let rollout = match (complete, degraded.is_some(), gw.spec.upgrade.paused) {
         (true, _, _) => "Complete".to_string(),
@@ -147,7 +147,6 @@ fn node_statuses(
     excluded: &[&str],
     records: &BTreeMap<String, UpgradeRecord>,
 ) -> Vec<NodeStatus> {
-    let configured = input.gateway.spec.peers.len() as u32;
     let mut nodes: Vec<NodeStatus> = all_slots
         .iter()
         .map(|s| {
@@ -160,7 +159,7 @@ fn node_statuses(
                 active_agent: agent.map(|a| a.version.clone()),
                 sessions: SessionCounts {
                     established: agent.map_or(0, |a| a.established),
-                    configured,
+                    configured: s.want,
                 },
                 routes_advertised: agent.map_or(0, |a| a.advertised),
                 last_upgrade: records.get(s.node).cloned(),
@@ -172,7 +171,12 @@ fn node_statuses(
         .collect();
     nodes.extend(excluded.iter().map(|node| NodeStatus {
         node: (*node).into(),
-        sessions: SessionCounts { established: 0, configured },
+        sessions: SessionCounts {
+            established: 0,
+            configured: input.observed.nodes.iter().find(|n| n.name == *node).map_or(0, |n| {
+                super::super::node_peers::sessions_on(&input.gateway.spec, &n.labels)
+            }),
+        },
         last_upgrade: records.get(*node).cloned(),
         maintenance: Some(Maintenance::Excluded),
         ..Default::default()

@@ -50,6 +50,7 @@ pub(super) fn pod(node: &str, revision: &str, created: i64) -> PodView {
         ready: false,
         failure: None,
         stopped: false,
+        node_labels: None,
     }
 }
 

@@ -1,0 +1,151 @@
+//! Which peers each node's agent runs, when peers are chosen by node
+//! labels (`peers[].nodeSelector`: a top-of-rack router per rack). Pure.
+//!
+//! ```text
+//!   node labels ──the keys the selectors name──▶ pod annotation nonstop.dev/node-labels (JSON)
+//!                                                  │ downward API file, kept current by the kubelet
+//!                                                  ▼
+//!                                  agent --node-labels-file: runs the peers its node matches
+//! ```
+//!
+//! The agent decides from the labels, so a node moved to another rack
+//! moves its sessions without a new pod: the operator rewrites the
+//! annotation ([`stale`]) and the agent follows. Only the labels a selector
+//! names are passed, so other label changes touch no pod. A gateway
+//! without selectors gets neither the annotation nor the file.
+
+use std::collections::BTreeMap;
+
+use super::plan::{NodeView, PodView};
+use crate::api::BgpGatewaySpec;
+
+/// The pod annotation with the node's labels that the peers' selectors name.
+pub const ANNOTATION: &str = "nonstop.dev/node-labels";
+/// Where the agent reads that annotation (a downward API volume).
+pub const DIR: &str = "/etc/nonstop/node";
+pub const FILE: &str = "labels";
+
+/// Whether any peer of the gateway is chosen per node.
+pub fn chosen_per_node(spec: &BgpGatewaySpec) -> bool {
+    spec.peers.iter().any(|p| !p.node_selector.is_empty())
+}
+
+/// The annotation's value for a node with `labels`: its labels that some
+/// selector names, as JSON (keys sorted, so equal sets compare equal as
+/// text). None when no peer has a selector.
+pub fn annotation(spec: &BgpGatewaySpec, labels: &BTreeMap<String, String>) -> Option<String> {
+    if !chosen_per_node(spec) {
+        return None;
+    }
+    let named: BTreeMap<&String, &String> = labels
+        .iter()
+        .filter(|(key, _)| spec.peers.iter().any(|p| p.node_selector.contains_key(*key)))
+        .collect();
+    Some(serde_json::to_string(&named).expect("labels serialise"))
+}
+
+/// The sessions a node's agent runs: its peers, as the agent chooses them.
+pub fn sessions_on(spec: &BgpGatewaySpec, labels: &BTreeMap<String, String>) -> u32 {
+    spec.peers.iter().filter(|p| p.runs_on(labels)).count() as u32
+}
+
+/// The gateway's pods whose annotation is behind their node's labels, each
+/// with the value it should have. Pods being deleted or that have ended are
+/// left alone; so are nodes the operator no longer sees.
+pub fn stale(spec: &BgpGatewaySpec, nodes: &[NodeView], pods: &[PodView]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for pod in pods.iter().filter(|p| !p.deleting && !p.ended()) {
+        let Some(node) = nodes.iter().find(|n| n.name == pod.node) else { continue };
+        let Some(want) = annotation(spec, &node.labels) else { continue };
+        if pod.node_labels.as_deref() != Some(want.as_str()) {
+            out.push((pod.name.clone(), want));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::plan::Phase;
+
+    fn spec(selectors: &[&[(&str, &str)]]) -> BgpGatewaySpec {
+        let peers: Vec<serde_json::Value> = selectors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let selector: BTreeMap<&str, &str> = s.iter().copied().collect();
+                serde_json::json!({"address": format!("192.0.2.{}", i + 1), "asn": 65000, "nodeSelector": selector})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"asn": 65001, "peers": peers})).unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_node_is_told_the_labels_its_peers_are_chosen_by() {
+        let racks = spec(&[&[("rack", "a")], &[("rack", "b"), ("tier", "edge")], &[]]);
+        type Labelled<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Labelled, &str, u32)] = &[
+            ("rack a", &[("rack", "a"), ("zone", "x")], r#"{"rack":"a"}"#, 2),
+            (
+                "rack b, edge",
+                &[("tier", "edge"), ("rack", "b")],
+                r#"{"rack":"b","tier":"edge"}"#,
+                2,
+            ),
+            ("rack b, not edge", &[("rack", "b")], r#"{"rack":"b"}"#, 1),
+            ("no rack", &[("zone", "x")], "{}", 1),
+        ];
+        for (case, node, want, sessions) in cases {
+            assert_eq!(annotation(&racks, &labels(node)).as_deref(), Some(*want), "{case}");
+            assert_eq!(sessions_on(&racks, &labels(node)), *sessions, "{case}");
+        }
+        let plain = spec(&[&[], &[]]);
+        assert_eq!(annotation(&plain, &labels(&[("rack", "a")])), None);
+        assert_eq!(sessions_on(&plain, &labels(&[])), 2);
+    }
+
+    #[test]
+    fn pods_behind_their_nodes_labels_are_found_and_no_others() {
+        let racks = spec(&[&[("rack", "a")], &[("rack", "b")]]);
+        let node = |name: &str, rack: &str| NodeView {
+            name: name.into(),
+            labels: labels(&[("rack", rack), ("kubernetes.io/hostname", name)]),
+            ..Default::default()
+        };
+        let nodes = [node("n1", "a"), node("n2", "b"), node("n3", "a")];
+        let pod = |name: &str, on: &str, seen: Option<&str>| PodView {
+            name: name.into(),
+            uid: None,
+            node: on.into(),
+            revision: "r1".into(),
+            created: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            deleting: false,
+            phase: Phase::Running,
+            ready: true,
+            failure: None,
+            stopped: false,
+            node_labels: seen.map(String::from),
+        };
+        let pods = [
+            pod("current", "n1", Some(r#"{"rack":"a"}"#)),
+            pod("moved", "n2", Some(r#"{"rack":"a"}"#)),
+            pod("made-before", "n3", None),
+            PodView { deleting: true, ..pod("going", "n2", None) },
+            PodView { phase: Phase::Succeeded, ..pod("retired", "n2", None) },
+            pod("node-gone", "n9", None),
+        ];
+        assert_eq!(
+            stale(&racks, &nodes, &pods),
+            vec![
+                ("moved".to_string(), r#"{"rack":"b"}"#.to_string()),
+                ("made-before".to_string(), r#"{"rack":"a"}"#.to_string()),
+            ]
+        );
+        assert!(stale(&spec(&[&[]]), &nodes, &pods).is_empty(), "no selectors, no annotation");
+    }
+}
