@@ -26,9 +26,9 @@ const HEAR_WITHIN: Duration = Duration::from_secs(15);
 pub struct Capture {
     child: Option<Child>,
     file: PathBuf,
-    /// Neighbours to hear from before finishing, with the router's count of
-    /// messages from each when the capture had begun.
-    hearing: Option<(Router, Vec<(String, u64)>)>,
+    /// Neighbours to hear from before finishing, each with its router and
+    /// the router's count of messages from it when the capture had begun.
+    hearing: Vec<(Router, String, u64)>,
 }
 
 /// What crossed the wire on the connections of the given addresses; each
@@ -67,7 +67,7 @@ impl Capture {
             .stderr(Stdio::from(err))
             .spawn()
             .map_err(|e| format!("starting tshark (apt-get install tshark): {e}"))?;
-        let capture = Capture { child: Some(child), file, hearing: None };
+        let capture = Capture { child: Some(child), file, hearing: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
@@ -86,26 +86,23 @@ impl Capture {
     /// since now, so that a quiet stretch shorter than a keepalive interval
     /// still records BGP on each: a capture with no BGP in it proves
     /// nothing, and this tells "nothing was sent" from "too short to see".
+    /// Called once per router when nodes peer with several.
     pub fn hearing(mut self, router: &Router, neighbors: &[String]) -> Result<Capture, String> {
-        let mut counts = Vec::new();
         for n in neighbors {
-            counts.push((n.clone(), router.messages_from(n)?));
+            self.hearing.push((router.clone(), n.clone(), router.messages_from(n)?));
         }
-        self.hearing = Some((router.clone(), counts));
         Ok(self)
     }
 
     /// Stops the capture (once each neighbour of [`Capture::hearing`] has
     /// been heard from, or [`HEAR_WITHIN`] has passed); what it recorded.
     pub fn finish(mut self) -> Recording {
-        if let Some((router, counts)) = self.hearing.take() {
-            let deadline = Instant::now() + HEAR_WITHIN;
-            for (neighbor, before) in counts {
-                while Instant::now() < deadline
-                    && router.messages_from(&neighbor).is_ok_and(|now| now <= before)
-                {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+        let deadline = Instant::now() + HEAR_WITHIN;
+        for (router, neighbor, before) in std::mem::take(&mut self.hearing) {
+            while Instant::now() < deadline
+                && router.messages_from(&neighbor).is_ok_and(|now| now <= before)
+            {
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         if let Some(mut child) = self.child.take() {

@@ -24,6 +24,7 @@ pub mod network;
 pub mod node;
 pub mod picture;
 pub mod process;
+pub mod rack;
 pub mod router;
 pub mod testing;
 

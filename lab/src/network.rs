@@ -196,16 +196,7 @@ pub fn router_config(kind: RouterKind, nodes: usize, dir: &Path) -> String {
                 "[global.config]\n  as = {ROUTER_AS}\n  router-id = \"{ROUTER_ADDRESS}\"\n  port = 179\n  local-address-list = [\"{ROUTER_ADDRESS}\"]\n"
             );
             for p in peers {
-                c += &format!(
-                    "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{p}\"\n    peer-as = {NODE_AS}\n  \
-                     [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{ROUTER_ADDRESS}\"\n  \
-                     [neighbors.timers.config]\n    connect-retry = 5\n    hold-time = 9\n    keepalive-interval = 3\n  \
-                     [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n    helper-only = true\n    \
-                     notification-enabled = true\n    long-lived-enabled = true\n  \
-                     [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-                     [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n    \
-                     [neighbors.afi-safis.long-lived-graceful-restart.config]\n      enabled = true\n      restart-time = 3600\n"
-                );
+                c += &gobgpd_neighbor(&p, NODE_AS, ROUTER_ADDRESS);
             }
             // The secured sessions: TCP MD5 and GTSM (only TTL 255 accepted).
             for i in 1..=nodes {
@@ -260,6 +251,21 @@ pub fn router_config(kind: RouterKind, nodes: usize, dir: &Path) -> String {
             c
         }
     }
+}
+
+/// A gobgpd `[[neighbors]]` stanza for a node's session: passive, short
+/// timers, Graceful Restart and LLGR helper, IPv4 unicast.
+pub fn gobgpd_neighbor(peer: &str, peer_as: u32, local: &str) -> String {
+    format!(
+        "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = {peer_as}\n  \
+         [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{local}\"\n  \
+         [neighbors.timers.config]\n    connect-retry = 5\n    hold-time = 9\n    keepalive-interval = 3\n  \
+         [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n    helper-only = true\n    \
+         notification-enabled = true\n    long-lived-enabled = true\n  \
+         [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+         [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n    \
+         [neighbors.afi-safis.long-lived-graceful-restart.config]\n      enabled = true\n      restart-time = 3600\n"
+    )
 }
 
 /// Writes a file, saying which one failed.

@@ -67,7 +67,9 @@ pub fn start(dir: &Path, kind: RouterKind, nodes: usize) -> Result<()> {
                     "127.0.0.1:50051",
                 ]),
             )?;
-            wait_for("gobgpd's API", Duration::from_secs(20), || gobgp(&["global"]).map(drop))?;
+            wait_for("gobgpd's API", Duration::from_secs(20), || {
+                gobgp(LAB_API, &["global"]).map(drop)
+            })?;
             process::start(
                 dir,
                 "router-monitor-rib",
@@ -147,8 +149,14 @@ pub fn stop(dir: &Path) {
     }
 }
 
-fn gobgp(args: &[&str]) -> std::result::Result<String, String> {
-    let mut full = vec!["gobgp"];
+/// The lab router's gobgpd API.
+const LAB_API: u16 = 50051;
+
+/// gobgp against the gobgpd whose API listens on `api` (127.0.0.1) in the
+/// router namespace.
+pub(crate) fn gobgp(api: u16, args: &[&str]) -> std::result::Result<String, String> {
+    let port = api.to_string();
+    let mut full = vec!["gobgp", "-p", &port];
     full.extend_from_slice(args);
     netns::output("gobgp", in_router(&full))
 }
@@ -198,17 +206,31 @@ pub struct Received {
     pub age: Option<u64>,
 }
 
-/// The lab router, read through its own tools.
+/// A router in front of the lab's nodes, read through its own tools: the
+/// lab router, or a rack's ([`crate::rack`]).
 #[derive(Debug, Clone)]
 pub struct Router {
     pub kind: RouterKind,
     dir: PathBuf,
+    /// What its daemons' logs are named after (`<name>-gobgpd`, …).
+    name: String,
+    /// Its gobgpd's API port.
+    api: u16,
 }
 
 impl Router {
     /// The router of the lab in `dir`.
     pub fn of(dir: &Path) -> Result<Router> {
-        Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf() })
+        Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf(), name: "router".into(), api: LAB_API })
+    }
+
+    /// A gobgpd whose daemons are `<name>-gobgpd` and `<name>-monitor-rib`.
+    pub(crate) fn gobgpd(dir: &Path, name: &str, api: u16) -> Router {
+        Router { kind: RouterKind::Gobgpd, dir: dir.to_path_buf(), name: name.into(), api }
+    }
+
+    fn gobgp(&self, args: &[&str]) -> std::result::Result<String, String> {
+        gobgp(self.api, args)
     }
 
     /// Shuts the session with `neighbor` down at the router (a Cease /
@@ -220,10 +242,9 @@ impl Router {
         enabled: bool,
     ) -> std::result::Result<(), String> {
         match self.kind {
-            RouterKind::Gobgpd => {
-                gobgp(&["neighbor", neighbor, if enabled { "enable" } else { "disable" }])
-                    .map(|_| ())
-            }
+            RouterKind::Gobgpd => self
+                .gobgp(&["neighbor", neighbor, if enabled { "enable" } else { "disable" }])
+                .map(|_| ()),
             other => {
                 Err(format!("shutting a session down is done with gobgpd only, not {other:?}"))
             }
@@ -233,7 +254,7 @@ impl Router {
     /// Every configured session and whether it is Established.
     pub fn sessions(&self) -> std::result::Result<Vec<Session>, String> {
         let neighbors = match self.kind {
-            RouterKind::Gobgpd => tables::gobgp_neighbors(&gobgp(&["-j", "neighbor"])?)?,
+            RouterKind::Gobgpd => tables::gobgp_neighbors(&self.gobgp(&["-j", "neighbor"])?)?,
             RouterKind::Bird => tables::bird_neighbors(&birdc(&self.dir, "show protocols all")?),
             RouterKind::Frr => {
                 tables::frr_neighbors(&vtysh(&self.dir, "show bgp neighbors json")?)?
@@ -248,7 +269,7 @@ impl Router {
     /// The IPv4 unicast table: each prefix's next hops, sorted.
     pub fn routes(&self) -> std::result::Result<Routes, String> {
         let paths = match self.kind {
-            RouterKind::Gobgpd => tables::gobgp_routes(&gobgp(&["-j", "global", "rib"])?)?,
+            RouterKind::Gobgpd => tables::gobgp_routes(&self.gobgp(&["-j", "global", "rib"])?)?,
             RouterKind::Bird => tables::bird_routes(&birdc(&self.dir, "show route all")?),
             RouterKind::Frr => {
                 tables::frr_routes(&vtysh(&self.dir, "show bgp ipv4 unicast json")?)?
@@ -276,7 +297,7 @@ impl Router {
         match self.kind {
             RouterKind::Gobgpd => {
                 let mut events = Vec::new();
-                for line in read("router-gobgpd").lines() {
+                for line in read(&format!("{}-gobgpd", self.name)).lines() {
                     let neighbor = || {
                         line.split("Key=")
                             .nth(1)
@@ -292,7 +313,7 @@ impl Router {
                 }
                 // The two streams interleave only loosely; session changes
                 // are listed first, then routes, each in its own order.
-                for line in read("router-monitor-rib").lines() {
+                for line in read(&format!("{}-monitor-rib", self.name)).lines() {
                     let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(line) else {
                         continue;
                     };
@@ -361,7 +382,7 @@ impl Router {
         if self.kind != RouterKind::Gobgpd {
             return Err(format!("message counts are read from gobgpd only, not {:?}", self.kind));
         }
-        let json = gobgp(&["-j", "neighbor", neighbor])?;
+        let json = self.gobgp(&["-j", "neighbor", neighbor])?;
         let v: Value =
             serde_json::from_str(&json).map_err(|e| format!("gobgp -j neighbor: {e}"))?;
         // A list or one object, by gobgp version; zero counters are left out.

@@ -1,0 +1,157 @@
+//! A rack-style topology in the lab: two routers, each peering only with
+//! its own rack's nodes, and one gateway spec for all of them — each peer
+//! names its rack with `nodeSelector`.
+//!
+//! ```text
+//!   lab router 10.99.0.1 AS 65000 ◀── node-1, node-2   (rack a)
+//!   rack b's   10.99.0.2 AS 65002 ◀── node-3           (rack b)
+//! ```
+//!
+//! Watched at both routers and on the wire: each rack's router has the
+//! prefixes from its own nodes and from no other; an image bump withdraws
+//! nothing and shows neither router a NOTIFICATION, FIN or RST; a node
+//! relabelled into the other rack moves its session there with the same pod.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nonstop_lab::capture::Capture;
+use nonstop_lab::rack::Rack;
+use nonstop_lab::router::{Router, Tally};
+use nonstop_lab::testing::{Lab, Watch, eventually};
+use support::{NODES, PREFIXES, Setup, uplink, uplinks};
+
+const RACK_LABEL: &str = "nonstop.dev/e2e-rack";
+
+/// Rack b's router; it also knows node-2, which starts in rack a.
+fn rack_b() -> Rack {
+    Rack {
+        name: "rack-b".into(),
+        address: "10.99.0.2".into(),
+        asn: 65002,
+        api: 50052,
+        nodes: vec![2, 3],
+    }
+}
+
+/// Stops rack b's router and takes the rack labels off, however the test ends.
+struct Racks(Lab, Rack);
+
+impl Drop for Racks {
+    fn drop(&mut self) {
+        self.1.stop(self.0.dir());
+        for node in NODES {
+            let _ = self.0.kubectl(&["label", "node", node, &format!("{RACK_LABEL}-")]);
+        }
+    }
+}
+
+fn gateway(s: &Setup, image: &str) -> String {
+    format!(
+        r#"apiVersion: nonstop.dev/v1alpha1
+kind: BgpGateway
+metadata: {{name: edge}}
+spec:
+  image: {image}
+  nodeSelector: {{nonstop.dev/e2e: {ns}}}
+  asn: 65001
+  peers:
+  # Each rack's top-of-rack router, for that rack's nodes only.
+  - address: 10.99.0.1
+    asn: 65000
+    nodeSelector: {{{RACK_LABEL}: a}}
+    holdTime: 9
+    connectRetryTime: 1
+    families: [ipv4-unicast]
+  - address: 10.99.0.2
+    asn: 65002
+    nodeSelector: {{{RACK_LABEL}: b}}
+    holdTime: 9
+    connectRetryTime: 1
+    families: [ipv4-unicast]
+  announce: [{{prefix: "{p0}"}}, {{prefix: "{p1}"}}]
+  upgrade: {{handoffTimeoutSeconds: 30}}
+  shutdown: {{drainSeconds: 2}}
+"#,
+        ns = s.ns.name,
+        p0 = PREFIXES[0],
+        p1 = PREFIXES[1],
+    )
+}
+
+fn label_rack(lab: &Lab, node: &str, rack: &str) {
+    lab.kubectl(&["label", "node", node, &format!("{RACK_LABEL}={rack}"), "--overwrite"]).unwrap();
+}
+
+/// Waits until `router` has every prefix via exactly `nodes`.
+fn wait_routes(router: &Router, what: &str, nodes: &[&str], limit: Duration) {
+    let want: Vec<String> = nodes.iter().map(|n| uplink(n)).collect();
+    eventually(limit, &format!("{what}'s routes via {want:?}"), || {
+        let routes = router.routes()?;
+        let ok = PREFIXES.iter().all(|p| routes.get(*p).is_some_and(|hops| *hops == want));
+        if ok { Ok(()) } else { Err(format!("{routes:?}")) }
+    });
+}
+
+fn established(router: &Router, node: &str) -> bool {
+    let hop = uplink(node);
+    router.sessions().unwrap().iter().any(|s| s.neighbor == hop && s.established)
+}
+
+#[test]
+fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel() {
+    let s = Setup::new("e2e-racks");
+    let rack = rack_b();
+    let tor_b = rack.start(s.lab.dir()).unwrap();
+    let _racks = Racks(s.lab.clone(), rack);
+    label_rack(&s.lab, "node-1", "a");
+    label_rack(&s.lab, "node-2", "a");
+    label_rack(&s.lab, "node-3", "b");
+
+    s.ns.apply(&gateway(&s, "nonstop-agent:v1")).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    wait_routes(
+        &s.router,
+        "the lab router (rack a)",
+        &["node-1", "node-2"],
+        Duration::from_secs(30),
+    );
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
+    // One session per node, each with its own rack's router only.
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    assert!(!established(&s.router, "node-3"), "node-3 peers with rack a's router");
+    assert!(!established(&tor_b, "node-2"), "node-2 peers with rack b's router");
+
+    // An image bump: neither router sees anything.
+    let (rack_a_hops, rack_b_hops) =
+        (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
+    let before_a = Tally::of(&s.router, &rack_a_hops);
+    let before_b = Tally::of(&tor_b, &rack_b_hops);
+    let watch_a = Watch::start(s.router.clone(), &PREFIXES, &rack_a_hops, 2);
+    let watch_b = Watch::start(tor_b.clone(), &PREFIXES, &rack_b_hops, 1);
+    let capture = Capture::start(s.lab.dir(), "racks")
+        .and_then(|c| c.hearing(&s.router, &rack_a_hops))
+        .and_then(|c| c.hearing(&tor_b, &rack_b_hops))
+        .unwrap();
+    s.set_image("nonstop-agent:v2");
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let wire = capture.finish().on(&uplinks()).unwrap();
+    assert!(wire.is_calm() && wire.bgp_messages > 0, "on the wire during the rollout: {wire:?}");
+    let (misses_a, misses_b) = (watch_a.finish(), watch_b.finish());
+    assert!(misses_a.is_empty() && misses_b.is_empty(), "missing: {misses_a:?} {misses_b:?}");
+    let seen_a = Tally::of(&s.router, &rack_a_hops).since(&before_a);
+    let seen_b = Tally::of(&tor_b, &rack_b_hops).since(&before_b);
+    assert!(seen_a.is_empty() && seen_b.is_empty(), "the routers saw: {seen_a:?} {seen_b:?}");
+
+    // node-2 moves to rack b: its routes move to rack b's router, and it
+    // is the same pod (the agent follows its node's labels).
+    let pods = s.pod_images().unwrap();
+    let moved = Instant::now();
+    label_rack(&s.lab, "node-2", "b");
+    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router (rack a)", &["node-1"], Duration::from_secs(30));
+    eprintln!("node-2's routes moved racks {:.1} s after its label", moved.elapsed().as_secs_f64());
+    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
+    assert!(!established(&s.router, "node-2"), "node-2 still peers with rack a's router");
+}
