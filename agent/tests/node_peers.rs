@@ -5,7 +5,9 @@
 //!   the node matches (status lists no other);
 //! - when the labels file changes (the operator rewrote the node's labels),
 //!   the agent follows within seconds: the router it no longer peers with
-//!   gets a Cease, the new rack's peer starts;
+//!   sees our routes with GRACEFUL_SHUTDOWN, then a Cease it may not keep
+//!   them stale after (a Hard Reset under the N-bit: that router runs
+//!   Graceful Restart with it, and LLGR), and the new rack's peer starts;
 //! - a selector without a labels file, and a labels file that is not JSON,
 //!   are refused with the peer and the file named.
 
@@ -15,12 +17,14 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use support::routers::{AGENT_AS, Gobgp, ROUTER_AS, Router, RouterSetup};
+use support::routers::{AGENT_AS, Gobgp, GrSetup, ROUTER_AS, Router, RouterSetup};
 use support::{AGENT, Agent, Link, eventually};
 
 /// An address on the router's side where no router answers: rack b's
 /// top-of-rack, absent in this test (its session never comes up).
 const RACK_B_ROUTER: &str = "10.77.9.1";
+const PREFIX: &str = "198.51.100.0/24";
+const GRACEFUL_SHUTDOWN: &str = "65535:0";
 
 fn config(link: &Link) -> String {
     format!(
@@ -29,7 +33,7 @@ fn config(link: &Link) -> String {
          families: [ipv4-unicast]\n  nodeSelector: {{rack: a}}\n\
          - address: {RACK_B_ROUTER}\n  asn: {ROUTER_AS}\n  connectRetryTime: 1\n  \
          families: [ipv4-unicast]\n  nodeSelector: {{rack: b, tier: edge}}\n\
-         announce:\n- prefix: 198.51.100.0/24\n",
+         announce:\n- prefix: {PREFIX}\nshutdown: {{drainSeconds: 2}}\n",
         a = link.a_v4,
         b = link.b_v4,
     )
@@ -44,7 +48,12 @@ fn peer_addresses(agent: &Agent) -> Result<Vec<String>, String> {
 #[test]
 fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
     let link = Link::new("nodepeers");
-    let router = Gobgp::start(&link, &RouterSetup { ipv4_only: true, ..Default::default() });
+    let setup = RouterSetup {
+        ipv4_only: true,
+        graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
+        ..Default::default()
+    };
+    let router = Gobgp::start(&link, &setup);
     let labels = link.dir.join("node-labels");
     fs::write(&labels, r#"{"rack":"a","kubernetes.io/hostname":"node-1"}"#).unwrap();
     let agent = Agent::start_with(
@@ -57,18 +66,32 @@ fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
     assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
     router.session().expect("rack a's router has its session");
 
+    eventually(Duration::from_secs(10), "rack a's router to have our prefix", || {
+        let learnt = router.learnt(false)?;
+        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
+    });
+
     // The node moves to rack b (on the edge tier): rack a's router is
-    // told the peer is gone, rack b's is dialled.
+    // drained and let go, rack b's is dialled.
     fs::write(&labels, r#"{"rack":"b","tier":"edge"}"#).unwrap();
     eventually(Duration::from_secs(20), "the agent to choose rack b's peer", || {
         let peers = peer_addresses(&agent)?;
         if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
     });
-    eventually(Duration::from_secs(10), "rack a's router to see the session end", || match router
-        .session()
-    {
-        Ok(s) => Err(format!("still established since {}", s.since)),
-        Err(_) => Ok(()),
+    eventually(Duration::from_secs(5), "GRACEFUL_SHUTDOWN at rack a's router", || {
+        let learnt = router.learnt(false)?;
+        match learnt.get(PREFIX) {
+            Some(r) if r.communities.iter().any(|c| c == GRACEFUL_SHUTDOWN) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    eventually(Duration::from_secs(10), "our routes gone from rack a's router", || {
+        let (learnt, stale) = (router.learnt(false)?, Router::stale(&router)?);
+        if learnt.is_empty() && stale == 0 {
+            Ok(())
+        } else {
+            Err(format!("learnt {learnt:?}, {stale} stale"))
+        }
     });
     let down = router.last_reset().unwrap();
     assert!(down.contains("Peer Down"), "{down}");

@@ -446,6 +446,31 @@ impl Speaker {
         }
     }
 
+    /// Ends the session of a peer no longer configured (a reload, or its
+    /// node's labels no longer select it) as a decommission does: our
+    /// routes re-announced with GRACEFUL_SHUTDOWN, `drainSeconds` later a
+    /// Cease (a Hard Reset under the N-bit, so the router does not keep
+    /// them stale). The drain runs in the peer's task; nothing waits for it.
+    async fn let_go(&mut self, address: IpAddr, new: &Config) {
+        if let Some(p) = self.peers.remove(&address) {
+            let drain = Duration::from_secs(new.shutdown.drain_seconds.into());
+            let message = "nonstop: peer removed from the config".to_string();
+            let _ = p.commands.send(PeerCommand::Decommission { drain, message }).await;
+            if p.config.password_secret_ref.is_some()
+                && let Some(l) = &self.listener
+            {
+                let _ = sockopt::md5(l, l.v6, address, &[]);
+            }
+            // The task reads a closed command channel as the agent going
+            // away (a plain Cease at once): keep it open until the drain ends.
+            let PeerHandle { commands, task, .. } = p;
+            tokio::spawn(async move {
+                let _ = task.await;
+                drop(commands);
+            });
+        }
+    }
+
     /// Closes a peer's session (Cease, Other Configuration Change, saying
     /// `why`) and starts it anew with `config` and the current password.
     async fn restart_peer(&mut self, config: Peer, why: &str) {
@@ -478,12 +503,8 @@ impl Speaker {
         let gone: Vec<IpAddr> =
             self.peers.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
         for address in gone {
-            info!(peer = %address, "peer removed from the config");
-            let n = Notification::cease_with_message(
-                subcode::PEER_DECONFIGURED,
-                "nonstop: peer removed",
-            );
-            self.stop_peer(address, n).await;
+            info!(peer = %address, "peer removed from the config: draining its session");
+            self.let_go(address, &new).await;
         }
         let passwords = match read_passwords(&new, &self.options.secrets_dir) {
             Ok(p) => p,
