@@ -126,13 +126,19 @@ pub struct Recording {
 impl Recording {
     /// What crossed on connections with any of `addresses`.
     pub fn on(&self, addresses: &[String]) -> Result<Witnessed, String> {
-        let ours =
-            addresses.iter().map(|a| format!("ip.addr == {a}")).collect::<Vec<_>>().join(" || ");
+        let v6 = |a: &String| a.contains(':');
+        let ours = addresses
+            .iter()
+            .map(|a| if v6(a) { format!("ipv6.addr == {a}") } else { format!("ip.addr == {a}") })
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let ends =
+            if addresses.iter().any(v6) { ["ipv6.src", "ipv6.dst"] } else { ["ip.src", "ip.dst"] };
         let read = |filter: &str, fields: &[&str]| -> Result<Vec<String>, String> {
             let mut c = Command::new("tshark");
             c.arg("-r").arg(&self.file).args(["-Y", &format!("({ours}) && ({filter})")]);
             c.args(["-T", "fields", "-E", "separator=/"]);
-            for f in ["ip.src", "ip.dst"].iter().chain(fields) {
+            for f in ends.iter().chain(fields) {
                 c.args(["-e", f]);
             }
             let out = c.output().map_err(|e| format!("tshark -r: {e}"))?;

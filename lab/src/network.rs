@@ -62,6 +62,12 @@ pub fn uplink_ip(i: usize) -> String {
     format!("10.99.{i}.2")
 }
 
+/// The node's IPv6 address on its uplink, where a router at an IPv6
+/// address is reached from ([`crate::rack`] adds it).
+pub fn uplink_ipv6(i: usize) -> String {
+    format!("fd99::{i}:2")
+}
+
 /// A second address on the node's uplink, for a session the router secures
 /// (gobgpd: TCP MD5 with [`SECURED_PASSWORD`] and GTSM); a gateway uses it
 /// with `localAddress`.
@@ -254,15 +260,17 @@ pub fn router_config(kind: RouterKind, nodes: usize, dir: &Path) -> String {
 }
 
 /// A gobgpd `[[neighbors]]` stanza for a node's session: passive, short
-/// timers, Graceful Restart and LLGR helper, IPv4 unicast.
+/// timers, Graceful Restart and LLGR helper, unicast of the peer address's
+/// family.
 pub fn gobgpd_neighbor(peer: &str, peer_as: u32, local: &str) -> String {
+    let family = if peer.contains(':') { "ipv6-unicast" } else { "ipv4-unicast" };
     format!(
         "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = {peer_as}\n  \
          [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{local}\"\n  \
          [neighbors.timers.config]\n    connect-retry = 5\n    hold-time = 9\n    keepalive-interval = 3\n  \
          [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n    helper-only = true\n    \
          notification-enabled = true\n    long-lived-enabled = true\n  \
-         [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+         [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n    \
          [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n    \
          [neighbors.afi-safis.long-lived-graceful-restart.config]\n      enabled = true\n      restart-time = 3600\n"
     )

@@ -8,9 +8,16 @@
 //! ```
 //!
 //! It shares the router namespace (and so the uplinks, and the lab's
-//! capture, which sees both) but is its own BGP speaker: its own address on
-//! the namespace's loopback, AS, router ID, API port, logs and table.
-//! Nodes reach it through their route to 10.99.0.0/16.
+//! capture, which sees both) but is its own BGP speaker: its own address,
+//! AS, router ID, API port, logs and table. At an IPv4 address (on the
+//! namespace's loopback) nodes reach it through their route to
+//! 10.99.0.0/16. At an IPv6 address its nodes' uplinks get IPv6 too:
+//!
+//! ```text
+//!   node-i uplink fd99::i:2/128 ──on-link──▶ fd99::1/128 on up<i> (router ns)
+//! ```
+//!
+//! so its sessions, their next hops and the table are IPv6 alone.
 
 use std::fs;
 use std::path::Path;
@@ -18,7 +25,9 @@ use std::time::Duration;
 
 use nonstop_testbed::netns;
 
-use crate::network::{NODE_AS, ROUTER_NS, gobgpd_neighbor, uplink_ip, write};
+use crate::network::{
+    NODE_AS, ROUTER_NS, gobgpd_neighbor, node_name, uplink_ip, uplink_ipv6, write,
+};
 use crate::process::{self, wait_for};
 use crate::router::{Router, gobgp};
 use crate::{LabError, Result};
@@ -28,7 +37,8 @@ use crate::{LabError, Result};
 pub struct Rack {
     /// Names its daemons and their logs (`<name>-gobgpd`).
     pub name: String,
-    /// Its address in 10.99.0.0/16 (not 10.99.0.1, the lab router's).
+    /// Its address: in 10.99.0.0/16 (not 10.99.0.1, the lab router's), or
+    /// an IPv6 address in fd99::/16 (not a node's fd99::i:2).
     pub address: String,
     pub asn: u32,
     /// Its gobgpd's API port on the namespace's loopback (not 50051).
@@ -44,18 +54,14 @@ impl Rack {
         self.stop(dir);
         let rdir = dir.join(&self.name);
         fs::create_dir_all(&rdir).map_err(crate::io("creating the rack router's dir"))?;
-        let host = format!("{}/32", self.address);
-        let added = netns::exec(ROUTER_NS, &["ip", "addr", "replace", &host, "dev", "lo"]).status();
-        if !added.is_ok_and(|s| s.success()) {
-            return Err(LabError::Failed(format!("adding {host} to {ROUTER_NS}'s loopback")));
-        }
+        self.plumb()?;
         let mut conf = format!(
             "[global.config]\n  as = {asn}\n  router-id = \"{a}\"\n  port = 179\n  local-address-list = [\"{a}\"]\n",
             asn = self.asn,
             a = self.address
         );
         for i in &self.nodes {
-            conf += &gobgpd_neighbor(&uplink_ip(*i), NODE_AS, &self.address);
+            conf += &gobgpd_neighbor(&self.node_address(*i), NODE_AS, &self.address);
         }
         let path = rdir.join("gobgpd.toml");
         write(&path, &conf)?;
@@ -69,17 +75,62 @@ impl Rack {
             gobgp(self.api, &["global"]).map(drop)
         })?;
         let port = self.api.to_string();
-        let monitor = netns::exec(ROUTER_NS, &["gobgp", "-p", &port, "-j", "monitor", "adj-in"]);
+        let family = if self.v6() { "ipv6" } else { "ipv4" };
+        let monitor = netns::exec(
+            ROUTER_NS,
+            &["gobgp", "-p", &port, "-j", "monitor", "adj-in", "-a", family],
+        );
         process::start(dir, &format!("{}-monitor-rib", self.name), monitor)?;
-        Ok(Router::gobgpd(dir, &self.name, self.api))
+        Ok(Router::gobgpd(dir, &self.name, self.api, self.v6()))
     }
 
-    /// Stops its daemons and takes its address away.
+    fn v6(&self) -> bool {
+        self.address.contains(':')
+    }
+
+    /// Where node `i`'s sessions with this router come from.
+    pub fn node_address(&self, i: usize) -> String {
+        if self.v6() { uplink_ipv6(i) } else { uplink_ip(i) }
+    }
+
+    /// The router's address where its nodes reach it; for IPv6, the nodes'
+    /// uplink addresses and the routes both ways. DAD is skipped: the
+    /// addresses are usable at once.
+    fn plumb(&self) -> Result<()> {
+        let run = |ns: &str, args: &[&str]| -> Result<()> {
+            netns::output("ip", netns::exec(ns, args)).map(drop).map_err(LabError::Failed)
+        };
+        if !self.v6() {
+            let host = format!("{}/32", self.address);
+            return run(ROUTER_NS, &["ip", "addr", "replace", &host, "dev", "lo"]);
+        }
+        let router = format!("{}/128", self.address);
+        for i in &self.nodes {
+            let (node, up) = (node_name(*i), format!("up{i}"));
+            let mine = format!("{}/128", uplink_ipv6(*i));
+            run(ROUTER_NS, &["ip", "-6", "addr", "replace", &router, "dev", &up, "nodad"])?;
+            run(ROUTER_NS, &["ip", "-6", "route", "replace", &mine, "dev", &up])?;
+            run(&node, &["ip", "-6", "addr", "replace", &mine, "dev", "uplink", "nodad"])?;
+            run(&node, &["ip", "-6", "route", "replace", &router, "dev", "uplink"])?;
+        }
+        Ok(())
+    }
+
+    /// Stops its daemons and takes its addresses away.
     pub fn stop(&self, dir: &Path) {
         for daemon in ["monitor-rib", "gobgpd"] {
             process::stop(dir, &format!("{}-{daemon}", self.name), Duration::from_secs(5));
         }
-        let host = format!("{}/32", self.address);
-        let _ = netns::exec(ROUTER_NS, &["ip", "addr", "del", &host, "dev", "lo"]).output();
+        let del = |ns: &str, args: &[&str]| drop(netns::exec(ns, args).output());
+        if !self.v6() {
+            del(ROUTER_NS, &["ip", "addr", "del", &format!("{}/32", self.address), "dev", "lo"]);
+            return;
+        }
+        for i in &self.nodes {
+            let router = format!("{}/128", self.address);
+            del(ROUTER_NS, &["ip", "-6", "addr", "del", &router, "dev", &format!("up{i}")]);
+            let mine = format!("{}/128", uplink_ipv6(*i));
+            del(&node_name(*i), &["ip", "-6", "addr", "del", &mine, "dev", "uplink"]);
+        }
     }
 }

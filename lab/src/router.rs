@@ -216,17 +216,21 @@ pub struct Router {
     name: String,
     /// Its gobgpd's API port.
     api: u16,
+    /// Its table is IPv6 unicast (a rack router at an IPv6 address).
+    v6: bool,
 }
 
 impl Router {
     /// The router of the lab in `dir`.
     pub fn of(dir: &Path) -> Result<Router> {
-        Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf(), name: "router".into(), api: LAB_API })
+        let name = "router".into();
+        Ok(Router { kind: kind(dir)?, dir: dir.to_path_buf(), name, api: LAB_API, v6: false })
     }
 
-    /// A gobgpd whose daemons are `<name>-gobgpd` and `<name>-monitor-rib`.
-    pub(crate) fn gobgpd(dir: &Path, name: &str, api: u16) -> Router {
-        Router { kind: RouterKind::Gobgpd, dir: dir.to_path_buf(), name: name.into(), api }
+    /// A gobgpd whose daemons are `<name>-gobgpd` and `<name>-monitor-rib`,
+    /// read in the IPv6 table when `v6`.
+    pub(crate) fn gobgpd(dir: &Path, name: &str, api: u16, v6: bool) -> Router {
+        Router { kind: RouterKind::Gobgpd, dir: dir.to_path_buf(), name: name.into(), api, v6 }
     }
 
     fn gobgp(&self, args: &[&str]) -> std::result::Result<String, String> {
@@ -266,10 +270,14 @@ impl Router {
             .collect())
     }
 
-    /// The IPv4 unicast table: each prefix's next hops, sorted.
+    /// The unicast table (IPv4; IPv6 for a rack router at an IPv6 address):
+    /// each prefix's next hops, sorted.
     pub fn routes(&self) -> std::result::Result<Routes, String> {
         let paths = match self.kind {
-            RouterKind::Gobgpd => tables::gobgp_routes(&self.gobgp(&["-j", "global", "rib"])?)?,
+            RouterKind::Gobgpd => {
+                let family = if self.v6 { "ipv6" } else { "ipv4" };
+                tables::gobgp_routes(&self.gobgp(&["-j", "global", "rib", "-a", family])?)?
+            }
             RouterKind::Bird => tables::bird_routes(&birdc(&self.dir, "show route all")?),
             RouterKind::Frr => {
                 tables::frr_routes(&vtysh(&self.dir, "show bgp ipv4 unicast json")?)?

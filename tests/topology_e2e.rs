@@ -1,16 +1,24 @@
-//! A rack-style topology in the lab: two routers, each peering only with
-//! its own rack's nodes, and one gateway spec for all of them — each peer
-//! names its rack with `nodeSelector`.
+//! Topologies beyond one router for every node, in the lab, watched at the
+//! routers and on the wire.
+//!
+//! A rack-style topology: two routers, each peering only with its own
+//! rack's nodes, and one gateway spec for all of them — each peer names its
+//! rack with `nodeSelector`.
 //!
 //! ```text
 //!   lab router 10.99.0.1 AS 65000 ◀── node-1, node-2   (rack a)
 //!   rack b's   10.99.0.2 AS 65002 ◀── node-3           (rack b)
 //! ```
 //!
-//! Watched at both routers and on the wire: each rack's router has the
-//! prefixes from its own nodes and from no other; an image bump withdraws
-//! nothing and shows neither router a NOTIFICATION, FIN or RST; a node
-//! relabelled into the other rack moves its session there with the same pod.
+//! Each rack's router has the prefixes from its own nodes and from no
+//! other; an image bump withdraws nothing and shows neither router a
+//! NOTIFICATION, FIN or RST; a node relabelled into the other rack moves
+//! its session there with the same pod, and the rack it left is drained
+//! and let go, not left holding stale routes.
+//!
+//! An IPv6 gateway: sessions over IPv6 only (the router at fd99::1, each
+//! node at fd99::i:2), IPv6 prefixes, a dual-stack listener (`::`); it
+//! converges and upgrades hitlessly just the same.
 
 mod support;
 
@@ -35,16 +43,43 @@ fn rack_b() -> Rack {
     }
 }
 
-/// Stops rack b's router and takes the rack labels off, however the test ends.
-struct Racks(Lab, Rack);
+/// A test's own router, and the rack labels: when the test ends, however
+/// it ends, its gateway goes first and the router waits (a while) until
+/// every session with it has ended, so the next test finds the nodes'
+/// ports free; then the router stops and the labels come off.
+struct OwnRouter {
+    lab: Lab,
+    namespace: String,
+    rack: Rack,
+    router: Router,
+}
 
-impl Drop for Racks {
+impl Drop for OwnRouter {
     fn drop(&mut self) {
-        self.1.stop(self.0.dir());
+        let _ =
+            self.lab.kubectl(&["-n", &self.namespace, "delete", "bgpgw", "--all", "--wait=false"]);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline
+            && self.router.sessions().is_ok_and(|all| all.iter().any(|s| s.established))
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.rack.stop(self.lab.dir());
         for node in NODES {
-            let _ = self.0.kubectl(&["label", "node", node, &format!("{RACK_LABEL}-")]);
+            let _ = self.lab.kubectl(&["label", "node", node, &format!("{RACK_LABEL}-")]);
         }
     }
+}
+
+fn own_router(s: &Setup, rack: Rack) -> (Router, OwnRouter) {
+    let router = rack.start(s.lab.dir()).unwrap();
+    let guard = OwnRouter {
+        lab: s.lab.clone(),
+        namespace: s.ns.name.clone(),
+        rack,
+        router: router.clone(),
+    };
+    (router, guard)
 }
 
 fn gateway(s: &Setup, image: &str) -> String {
@@ -102,9 +137,7 @@ fn established(router: &Router, node: &str) -> bool {
 #[test]
 fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel() {
     let s = Setup::new("e2e-racks");
-    let rack = rack_b();
-    let tor_b = rack.start(s.lab.dir()).unwrap();
-    let _racks = Racks(s.lab.clone(), rack);
+    let (tor_b, _guard) = own_router(&s, rack_b());
     label_rack(&s.lab, "node-1", "a");
     label_rack(&s.lab, "node-2", "a");
     label_rack(&s.lab, "node-3", "b");
@@ -154,4 +187,72 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     eprintln!("node-2's routes moved racks {:.1} s after its label", moved.elapsed().as_secs_f64());
     assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
     assert!(!established(&s.router, "node-2"), "node-2 still peers with rack a's router");
+}
+
+const V6_PREFIXES: [&str; 2] = ["2001:db8:100::/48", "2001:db8:200::/48"];
+
+fn v6_gateway(s: &Setup, image: &str) -> String {
+    format!(
+        r#"apiVersion: nonstop.dev/v1alpha1
+kind: BgpGateway
+metadata: {{name: edge}}
+spec:
+  image: {image}
+  nodeSelector: {{nonstop.dev/e2e: {ns}}}
+  asn: 65001
+  listen: {{address: "::"}}
+  peers:
+  - address: "fd99::1"
+    asn: 65003
+    holdTime: 9
+    connectRetryTime: 1
+    families: [ipv6-unicast]
+  announce: [{{prefix: "{p0}"}}, {{prefix: "{p1}"}}]
+  upgrade: {{handoffTimeoutSeconds: 30}}
+  shutdown: {{drainSeconds: 2}}
+"#,
+        ns = s.ns.name,
+        p0 = V6_PREFIXES[0],
+        p1 = V6_PREFIXES[1],
+    )
+}
+
+#[test]
+fn an_ipv6_gateway_converges_and_upgrades_hitlessly() {
+    let s = Setup::new("e2e-ipv6");
+    let rack = Rack {
+        name: "v6-router".into(),
+        address: "fd99::1".into(),
+        asn: 65003,
+        api: 50053,
+        nodes: vec![1, 2, 3],
+    };
+    let hops: Vec<String> = (1..=3).map(|i| rack.node_address(i)).collect();
+    let (router, _guard) = own_router(&s, rack);
+
+    s.ns.apply(&v6_gateway(&s, "nonstop-agent:v1")).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    eventually(Duration::from_secs(30), &format!("the IPv6 routes via {hops:?}"), || {
+        let routes = router.routes()?;
+        let ok = V6_PREFIXES.iter().all(|p| routes.get(*p).is_some_and(|h| *h == hops));
+        if ok { Ok(()) } else { Err(format!("{routes:?}")) }
+    });
+    // Nothing over IPv4: the lab router hears from none of these nodes.
+    for node in NODES {
+        assert!(!established(&s.router, node), "{node} peers over IPv4");
+    }
+
+    let before = Tally::of(&router, &hops);
+    let watch = Watch::start(router.clone(), &V6_PREFIXES, &hops, hops.len());
+    let capture =
+        Capture::start(s.lab.dir(), "ipv6").and_then(|c| c.hearing(&router, &hops)).unwrap();
+    s.set_image("nonstop-agent:v2");
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let wire = capture.finish().on(&hops).unwrap();
+    assert!(wire.is_calm() && wire.bgp_messages > 0, "on the wire during the rollout: {wire:?}");
+    let misses = watch.finish();
+    assert!(misses.is_empty(), "IPv6 routes missing during the rollout: {misses:?}");
+    let seen = Tally::of(&router, &hops).since(&before);
+    assert!(seen.is_empty(), "the IPv6 router saw: {seen:?}");
 }
