@@ -466,7 +466,7 @@ fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
 #[test]
 fn a_gateway_outside_the_clusters_policy_is_refused_by_rule() {
     // The lab installs the operator with a policy: the lab's images, and
-    // the two documentation prefixes the tests announce.
+    // the documentation prefixes the tests announce.
     let s = Setup::new("e2e-policy");
     let foreign = s.gateway("registry.example/agent:v1", "Handoff");
     s.ns.apply(&foreign).unwrap();

@@ -38,6 +38,7 @@ fn rack_b() -> Rack {
         name: "rack-b".into(),
         address: "10.99.0.2".into(),
         asn: 65002,
+        router_id: "10.99.0.2".into(),
         api: 50052,
         nodes: vec![2, 3],
     }
@@ -224,6 +225,7 @@ fn an_ipv6_gateway_converges_and_upgrades_hitlessly() {
         name: "v6-router".into(),
         address: "fd99::1".into(),
         asn: 65003,
+        router_id: "10.99.0.3".into(),
         api: 50053,
         nodes: vec![1, 2, 3],
     };

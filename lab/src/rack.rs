@@ -41,6 +41,8 @@ pub struct Rack {
     /// an IPv6 address in fd99::/16 (not a node's fd99::i:2).
     pub address: String,
     pub asn: u32,
+    /// Its BGP identifier (a router at an IPv6 address needs one apart).
+    pub router_id: String,
     /// Its gobgpd's API port on the namespace's loopback (not 50051).
     pub api: u16,
     /// The lab nodes it peers with (passive, from their uplink address).
@@ -56,8 +58,9 @@ impl Rack {
         fs::create_dir_all(&rdir).map_err(crate::io("creating the rack router's dir"))?;
         self.plumb()?;
         let mut conf = format!(
-            "[global.config]\n  as = {asn}\n  router-id = \"{a}\"\n  port = 179\n  local-address-list = [\"{a}\"]\n",
+            "[global.config]\n  as = {asn}\n  router-id = \"{id}\"\n  port = 179\n  local-address-list = [\"{a}\"]\n",
             asn = self.asn,
+            id = self.router_id,
             a = self.address
         );
         for i in &self.nodes {

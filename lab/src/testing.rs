@@ -23,7 +23,8 @@ use crate::{Shape, controlplane, lab_dir};
 pub const OPERATOR_NS: &str = "nonstop-system";
 /// The policy `install_nonstop` gives the operator (chart values).
 pub const LAB_POLICY_IMAGES: &str = "policy.images={nonstop-agent:,ghcr.io/nonstop-dev/}";
-pub const LAB_POLICY_PREFIXES: &str = "policy.prefixes={198.51.100.0/24,203.0.113.0/24}";
+pub const LAB_POLICY_PREFIXES: &str =
+    "policy.prefixes={198.51.100.0/24,203.0.113.0/24,2001:db8::/32}";
 
 /// Waits for `check` to pass, at most `limit`; panics with what it waited
 /// for and the last answer.
