@@ -71,6 +71,11 @@ enum Command {
         /// seconds, as a reload.
         #[arg(long, env = "NONSTOP_NODE_LABELS_FILE")]
         node_labels_file: Option<PathBuf>,
+        /// Source address for the sessions of peers whose config sets no
+        /// `localAddress`, at most one per family (the operator passes a
+        /// node's `nonstop.dev/local-address` annotation).
+        #[arg(long)]
+        local_address: Vec<std::net::IpAddr>,
     },
     /// Exit 0 when the agent answering in the state dir is active (and, with
     /// --pod, runs in that pod): a readiness probe for "this pod's agent is
@@ -196,7 +201,19 @@ fn main() -> ExitCode {
             pod_created_ms,
             api_token_file,
             node_labels_file,
+            local_address,
         } => {
+            if let Some(twice) = local_address
+                .iter()
+                .enumerate()
+                .find(|(i, a)| local_address[..*i].iter().any(|b| b.is_ipv4() == a.is_ipv4()))
+            {
+                eprintln!(
+                    "error: --local-address {} is the second of its family: give one IPv4 and one IPv6 address at most",
+                    twice.1
+                );
+                return ExitCode::from(2);
+            }
             let api_token = match api_token_file.as_deref().map(read_api_token).transpose() {
                 Ok(token) => token,
                 Err(e) => {
@@ -222,6 +239,7 @@ fn main() -> ExitCode {
                 pod_created_ms,
                 api_token,
                 node_labels_file,
+                local_addresses: local_address,
             }));
             // Exit now: a thread still waiting for the state dir's lock (the
             // agent was told to stop before it got it) must not hold us up.

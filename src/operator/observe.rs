@@ -208,7 +208,7 @@ async fn ask_agents(
         let want = nodes
             .iter()
             .find(|n| &n.name == node)
-            .map_or(0, |n| super::node_peers::sessions_on(&gw.spec, &n.labels));
+            .map_or(0, |n| super::per_node::sessions_on(&gw.spec, &n.labels));
         match answers.reuse(&key, node, &mine, want, now) {
             Some(view) => {
                 agents.extend(view.map(|v| (node.clone(), v)));
@@ -282,7 +282,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
         ready,
         failure: failure(pod),
         stopped: agent_stopped(&status),
-        node_labels: pod.annotations().get(super::node_peers::ANNOTATION).cloned(),
+        node_labels: pod.annotations().get(super::per_node::ANNOTATION).cloned(),
     })
 }
 

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use super::cache::{AgentAnswers, Expectations, Versions};
 use super::leader::Leadership;
 use super::metrics::Metrics;
-use super::node_peers;
 use super::observe::{Cached, Caches, observe};
+use super::per_node;
 use super::plan::{Action, Input, Observed, Related, Step, plan};
 use super::policy::Policy;
 use super::render;
@@ -343,7 +343,7 @@ async fn apply(
             let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
             let none = std::collections::BTreeMap::new();
             let node_labels = observed.nodes.iter().find(|n| &n.name == node).map(|n| &n.labels);
-            let labels = node_peers::annotation(&gw.spec, node_labels.unwrap_or(&none));
+            let labels = per_node::annotation(&gw.spec, node_labels.unwrap_or(&none));
             let pod = render::pod(gw, node, revision, now, ctx.log_format, labels.as_deref());
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => ctx.expectations.created(key, &pod.name_any()),
@@ -381,7 +381,7 @@ async fn tell_node_labels(
     gw: &BgpGateway,
     observed: &Observed,
 ) -> Result<(), Error> {
-    let stale = node_peers::stale(&gw.spec, &observed.nodes, &observed.pods);
+    let stale = per_node::stale(&gw.spec, &observed.nodes, &observed.pods);
     if stale.is_empty() {
         return Ok(());
     }
@@ -389,7 +389,7 @@ async fn tell_node_labels(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &gw.namespace().unwrap_or_default());
     for (pod, labels) in stale {
         info!(gateway = %gw.name_any(), pod = %pod, labels = %labels, "telling the agent its node's labels");
-        let patch = json!({"metadata": {"annotations": {node_peers::ANNOTATION: labels}}});
+        let patch = json!({"metadata": {"annotations": {per_node::ANNOTATION: labels}}});
         match pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {} // gone since it was observed

@@ -23,7 +23,7 @@ use kube::Resource;
 use nonstop_agent::config::Config;
 use serde_json::json;
 
-use super::node_peers;
+use super::per_node;
 use crate::api::{AdminBind, BgpGateway, BgpGatewaySpec, Strategy};
 
 /// Labels every object of a gateway carries.
@@ -76,14 +76,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The agent's config file: the spec's BGP part, listening for the
-/// operator on every address at `adminPort`. The router ID, unless the
-/// spec fixes one, comes from each node (`--router-id $(NODE_IP)`).
+/// operator on every address at `adminPort` — every IPv4 address, or, when
+/// the BGP listener is IPv6's wildcard (`::`, for dual-stack and IPv6-only
+/// nodes), every address of both families, so an IPv6-only node's agent is
+/// reachable at its InternalIP. The router ID, unless the spec fixes one,
+/// comes from each node (`--router-id $(NODE_IP)`).
 pub fn agent_config(spec: &BgpGatewaySpec) -> Config {
+    let any = match spec.listen.address {
+        std::net::IpAddr::V6(_) if spec.listen.enabled => std::net::IpAddr::from([0u16; 8]),
+        _ => std::net::IpAddr::from([0u8; 4]),
+    };
     Config {
         asn: spec.asn,
         router_id: spec.router_id,
         listen: spec.listen.socket_addr(),
-        admin: std::net::SocketAddr::from(([0, 0, 0, 0], spec.admin_port)),
+        admin: std::net::SocketAddr::new(any, spec.admin_port),
         peers: spec.peers.clone(),
         announce: spec.announce.clone(),
         shutdown: spec.shutdown.clone(),
@@ -164,7 +171,7 @@ pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
 /// The agent pod for `node` at `revision`, created at `created_ms` (Unix
 /// ms): the agent learns it, so that an older pod's agent never takes the
 /// node back from a newer one. `node_labels`: the node's labels its peers
-/// are chosen by ([`node_peers::annotation`]), None when none are.
+/// are chosen by ([`per_node::annotation`]), None when none are.
 pub fn pod(
     gw: &BgpGateway,
     node: &str,
@@ -190,11 +197,8 @@ pub fn pod(
     let (mut volumes, mut mounts) =
         volumes(spec, (&namespace, &name), config_map_name(gw, revision), api_secret_name(gw));
     if let Some(labels) = node_labels {
-        annotations.insert(node_peers::ANNOTATION.into(), labels.into());
-        args.extend([
-            "--node-labels-file".into(),
-            format!("{}/{}", node_peers::DIR, node_peers::FILE),
-        ]);
+        annotations.insert(per_node::ANNOTATION.into(), labels.into());
+        args.extend(["--node-labels-file".into(), format!("{}/{}", per_node::DIR, per_node::FILE)]);
         let (volume, mount) = node_labels_volume();
         volumes.push(volume);
         mounts.push(mount);
@@ -445,9 +449,9 @@ fn node_labels_volume() -> (Volume, VolumeMount) {
         name: "node-labels".into(),
         downward_api: Some(DownwardAPIVolumeSource {
             items: Some(vec![DownwardAPIVolumeFile {
-                path: node_peers::FILE.into(),
+                path: per_node::FILE.into(),
                 field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.annotations['{}']", node_peers::ANNOTATION),
+                    field_path: format!("metadata.annotations['{}']", per_node::ANNOTATION),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -458,7 +462,7 @@ fn node_labels_volume() -> (Volume, VolumeMount) {
     };
     let mount = VolumeMount {
         name: "node-labels".into(),
-        mount_path: node_peers::DIR.into(),
+        mount_path: per_node::DIR.into(),
         read_only: Some(true),
         ..Default::default()
     };

@@ -115,6 +115,27 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     assert_eq!(back, agent_config(&gw.spec), "the agent reads what was rendered");
 }
 
+/// The admin port listens on the BGP listener's family of wildcard: a
+/// gateway for dual-stack or IPv6-only nodes (listen `::`) is read by the
+/// operator at an IPv6 InternalIP too.
+#[test]
+fn the_admin_port_follows_the_listeners_family() {
+    let cases: &[(&str, bool, &str)] = &[
+        ("0.0.0.0", true, "0.0.0.0:9179"),
+        ("::", true, "[::]:9179"),
+        ("192.0.2.10", true, "0.0.0.0:9179"),
+        ("2001:db8::10", true, "[::]:9179"),
+        ("::", false, "0.0.0.0:9179"),
+    ];
+    for (listen, enabled, admin) in cases {
+        let mut gw = example();
+        gw.spec.listen.address = listen.parse().unwrap();
+        gw.spec.listen.enabled = *enabled;
+        gw.spec.peers.iter_mut().for_each(|p| p.passive = false);
+        assert_eq!(agent_config(&gw.spec).admin.to_string(), *admin, "listen {listen} {enabled}");
+    }
+}
+
 /// A gateway deleted and applied again under the same name gets ConfigMaps
 /// of its own: the old one's, of the same revision, may still be there
 /// until the garbage collector removes it, under the new pods' feet.
@@ -259,7 +280,7 @@ fn a_pod_whose_peers_are_chosen_per_node_reads_its_nodes_labels() {
     let rev = revision(&gw.spec);
     let labels = r#"{"rack":"a"}"#;
     let pod = pod(&gw, "node-1", &rev, 1, LogFormat::Text, Some(labels));
-    assert_eq!(pod.metadata.annotations.as_ref().unwrap()[node_peers::ANNOTATION], labels);
+    assert_eq!(pod.metadata.annotations.as_ref().unwrap()[per_node::ANNOTATION], labels);
     let spec = pod.spec.unwrap();
     let args = spec.containers[0].args.clone().unwrap();
     let file = args.iter().position(|a| a == "--node-labels-file").map(|i| &args[i + 1]);
@@ -275,7 +296,7 @@ fn a_pod_whose_peers_are_chosen_per_node_reads_its_nodes_labels() {
     assert!(mounts.iter().any(|m| m.name == "node-labels" && m.mount_path == "/etc/nonstop/node"));
 
     let plain = super::pod(&gw, "node-1", &rev, 1, LogFormat::Text, None);
-    assert!(!plain.metadata.annotations.unwrap().contains_key(node_peers::ANNOTATION));
+    assert!(!plain.metadata.annotations.unwrap().contains_key(per_node::ANNOTATION));
     let plain = plain.spec.unwrap();
     assert!(!plain.containers[0].args.as_ref().unwrap().contains(&"--node-labels-file".into()));
     assert!(!plain.volumes.unwrap().iter().any(|v| v.name == "node-labels"));

@@ -84,6 +84,9 @@ pub struct RunOptions {
     /// Where the node's labels are (JSON), for the peers' `nodeSelector`;
     /// re-read while the agent runs. None: no peer may have a selector.
     pub node_labels_file: Option<PathBuf>,
+    /// Source addresses (one per family at most) for peers whose config
+    /// sets no `localAddress`: the node's own, from the operator.
+    pub local_addresses: Vec<IpAddr>,
 }
 
 impl RunOptions {
@@ -98,6 +101,13 @@ impl RunOptions {
     fn effective(&self, mut config: Config) -> Config {
         if let Some(ip) = self.admin_ip {
             config.admin.set_ip(ip);
+        }
+        for peer in config.peers.iter_mut().filter(|p| p.local_address.is_none()) {
+            peer.local_address = self
+                .local_addresses
+                .iter()
+                .find(|a| a.is_ipv4() == peer.address.is_ipv4())
+                .copied();
         }
         config
     }

@@ -87,7 +87,7 @@ pub struct PodView {
     /// The kubelet reports the agent container stopped: terminated, or
     /// waiting again after a run that ended.
     pub stopped: bool,
-    /// The node labels it tells its agent (see [`super::node_peers`]).
+    /// The node labels it tells its agent (see [`super::per_node`]).
     pub node_labels: Option<String>,
 }
 
@@ -335,7 +335,7 @@ pub fn plan(input: &Input) -> Plan {
         .iter()
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| {
-            let want = super::node_peers::sessions_on(&gw.spec, &n.labels);
+            let want = super::per_node::sessions_on(&gw.spec, &n.labels);
             Slot::of(n, observed, want, *f == Fit::Cordoned)
         })
         .collect();

@@ -173,9 +173,10 @@ fn node_statuses(
         node: (*node).into(),
         sessions: SessionCounts {
             established: 0,
-            configured: input.observed.nodes.iter().find(|n| n.name == *node).map_or(0, |n| {
-                super::super::node_peers::sessions_on(&input.gateway.spec, &n.labels)
-            }),
+            configured:
+                input.observed.nodes.iter().find(|n| n.name == *node).map_or(0, |n| {
+                    super::super::per_node::sessions_on(&input.gateway.spec, &n.labels)
+                }),
         },
         last_upgrade: records.get(*node).cloned(),
         maintenance: Some(Maintenance::Excluded),

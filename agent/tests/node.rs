@@ -1,5 +1,8 @@
-//! Peers chosen by the node's labels (`peers[].nodeSelector`), watched at a
-//! real router (gobgpd): the top-of-rack case, one peer per rack router.
+//! What the agent learns of its node from the operator, watched at real
+//! routers (gobgpd, BIRD).
+//!
+//! Peers chosen by the node's labels (`peers[].nodeSelector`): the
+//! top-of-rack case, one peer per rack router.
 //!
 //! - given its node's labels, the agent runs only the peers whose selector
 //!   the node matches (status lists no other);
@@ -10,6 +13,11 @@
 //!   Graceful Restart with it, and LLGR), and the new rack's peer starts;
 //! - a selector without a labels file, and a labels file that is not JSON,
 //!   are refused with the peer and the file named.
+//!
+//! The node's own source address (`--local-address`, from its
+//! `nonstop.dev/local-address` annotation): sessions of peers that set no
+//! `localAddress` come from it, and a router that knows the node only by
+//! that address takes them.
 
 mod support;
 
@@ -17,7 +25,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use support::routers::{AGENT_AS, Gobgp, GrSetup, ROUTER_AS, Router, RouterSetup};
+use support::routers::{AGENT_AS, Gobgp, GrSetup, ROUTER_AS, Router, RouterSetup, spawn_bird};
 use support::{AGENT, Agent, Link, eventually};
 
 /// An address on the router's side where no router answers: rack b's
@@ -127,4 +135,54 @@ fn a_selector_without_the_nodes_labels_is_refused_by_name() {
         stderr.contains("peers[0] (") && stderr.contains("--node-labels-file"),
         "the error names the peer and the flag: {stderr}"
     );
+}
+
+#[test]
+fn sessions_come_from_the_nodes_own_address() {
+    let link = Link::new("localaddr");
+    let own = "10.77.0.5";
+    support::sh(&[
+        "ip",
+        "-n",
+        &link.a.name,
+        "addr",
+        "add",
+        &format!("{own}/24"),
+        "dev",
+        &link.a_dev,
+    ]);
+    // The router knows the node by that address alone.
+    let conf = format!(
+        "router id {b};\nprotocol device {{}}\nprotocol bgp node {{\n  local {b} as {ROUTER_AS};\n  \
+         neighbor {own} as {AGENT_AS};\n  passive on;\n  ipv4 {{ import all; export none; }};\n}}\n",
+        b = link.b_v4
+    );
+    let (_bird, _) = spawn_bird(&link.b, &link.dir, "router", &conf);
+    let yaml = format!(
+        "asn: {AGENT_AS}\nrouterId: {a}\npeers:\n- address: {b}\n  asn: {ROUTER_AS}\n  \
+         connectRetryTime: 1\n  families: [ipv4-unicast]\n",
+        a = link.a_v4,
+        b = link.b_v4,
+    );
+    let agent = Agent::start_with(
+        &link.a,
+        &link.dir,
+        &yaml,
+        &["--local-address", own, "--local-address", "fd77::5"],
+    );
+    agent.wait_established(&link.b_v4);
+    let sockets =
+        support::sh(&["ip", "netns", "exec", &link.a.name, "ss", "-Htn", "state", "established"]);
+    assert!(sockets.contains(&format!("{own}:")), "the session's source: {sockets}");
+
+    // Two of one family: refused, naming the flag.
+    let out = Command::new(AGENT)
+        .args(["run", "--config", agent.config.to_str().unwrap(), "--state-dir"])
+        .arg(link.dir.join("other-state"))
+        .args(["--local-address", own, "--local-address", "10.77.0.6"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--local-address 10.77.0.6 is the second of its family"), "{stderr}");
 }
