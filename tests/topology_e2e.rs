@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Each rack's router has the prefixes from its own nodes and from no
-//! other; an image bump withdraws nothing and shows neither router a
+//! other (one node has its own router ID, from its annotation); an image bump withdraws nothing and shows neither router a
 //! NOTIFICATION, FIN or RST; a node relabelled into the other rack moves
 //! its session there with the same pod, and the rack it left is drained
 //! and let go, not left holding stale routes.
@@ -31,6 +31,7 @@ use nonstop_lab::testing::{Lab, Watch, eventually};
 use support::{NODES, PREFIXES, Setup, uplink, uplinks};
 
 const RACK_LABEL: &str = "nonstop.dev/e2e-rack";
+const ROUTER_ID: &str = "nonstop.dev/router-id";
 
 /// Rack b's router; it also knows node-2, which starts in rack a.
 fn rack_b() -> Rack {
@@ -68,6 +69,7 @@ impl Drop for OwnRouter {
         self.rack.stop(self.lab.dir());
         for node in NODES {
             let _ = self.lab.kubectl(&["label", "node", node, &format!("{RACK_LABEL}-")]);
+            let _ = self.lab.kubectl(&["annotate", "node", node, &format!("{ROUTER_ID}-")]);
         }
     }
 }
@@ -142,6 +144,8 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     label_rack(&s.lab, "node-1", "a");
     label_rack(&s.lab, "node-2", "a");
     label_rack(&s.lab, "node-3", "b");
+    // node-3 has a BGP identifier of its own (say, its loopback's).
+    s.lab.kubectl(&["annotate", "node", "node-3", &format!("{ROUTER_ID}=10.99.33.3")]).unwrap();
 
     s.ns.apply(&gateway(&s, "nonstop-agent:v1")).unwrap();
     let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
@@ -156,6 +160,12 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     assert_eq!(status["sessions"], "3/3", "{status}");
     assert!(!established(&s.router, "node-3"), "node-3 peers with rack a's router");
     assert!(!established(&tor_b, "node-2"), "node-2 peers with rack b's router");
+    assert_eq!(tor_b.router_id_of(&uplink("node-3")).unwrap(), "10.99.33.3");
+    assert_eq!(
+        s.router.router_id_of(&uplink("node-1")).unwrap(),
+        "10.98.1.1",
+        "the node's address"
+    );
 
     // An image bump: neither router sees anything.
     let (rack_a_hops, rack_b_hops) =

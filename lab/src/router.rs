@@ -398,6 +398,22 @@ impl Router {
         Ok(peer["state"]["messages"]["received"]["total"].as_u64().unwrap_or(0))
     }
 
+    /// The BGP identifier `neighbor` sent in its OPEN, while the session is
+    /// up. gobgpd only.
+    pub fn router_id_of(&self, neighbor: &str) -> std::result::Result<String, String> {
+        if self.kind != RouterKind::Gobgpd {
+            return Err(format!("identifiers are read from gobgpd only, not {:?}", self.kind));
+        }
+        let json = self.gobgp(&["-j", "neighbor", neighbor])?;
+        let v: Value =
+            serde_json::from_str(&json).map_err(|e| format!("gobgp -j neighbor: {e}"))?;
+        let peer = if v.is_array() { &v[0] } else { &v };
+        peer["state"]["router_id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| format!("no identifier from {neighbor} yet: {}", peer["state"]))
+    }
+
     /// Withdrawals seen so far.
     pub fn withdrawals(&self) -> usize {
         self.events().iter().filter(|e| matches!(e, RouteEvent::Withdrawn { .. })).count()

@@ -136,6 +136,7 @@ mod tests {
             taints,
             unschedulable,
             ready: true,
+            ..Default::default()
         }
     }
 

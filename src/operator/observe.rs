@@ -241,6 +241,12 @@ fn node_view(node: &Node) -> NodeView {
     NodeView {
         name: node.name_any(),
         labels: node.labels().clone(),
+        annotations: node
+            .annotations()
+            .iter()
+            .filter(|(k, _)| k.starts_with("nonstop.dev/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
         unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         ready: node

@@ -1,5 +1,7 @@
-//! Which peers each node's agent runs, when peers are chosen by node
-//! labels (`peers[].nodeSelector`: a top-of-rack router per rack). Pure.
+//! What each node's agent is told of its node: the labels its peers are
+//! chosen by (`peers[].nodeSelector`: a top-of-rack router per rack), and
+//! the node's own router ID and source addresses, from its annotations.
+//! Pure.
 //!
 //! ```text
 //!   node labels ──the keys the selectors name──▶ pod annotation nonstop.dev/node-labels (JSON)
@@ -13,8 +15,14 @@
 //! annotation ([`stale`]) and the agent follows. Only the labels a selector
 //! names are passed, so other label changes touch no pod. A gateway
 //! without selectors gets neither the annotation nor the file.
+//!
+//! A node's [`ROUTER_ID`] and [`LOCAL_ADDRESS`] annotations are read when
+//! its agent's pod is made (the next rollout after a change): a router ID
+//! is not something a running session can change. A value that does not
+//! parse is ignored, and the gateway gets a Warning Event saying so.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use super::plan::{NodeView, PodView};
 use crate::api::BgpGatewaySpec;
@@ -24,6 +32,79 @@ pub const ANNOTATION: &str = "nonstop.dev/node-labels";
 /// Where the agent reads that annotation (a downward API volume).
 pub const DIR: &str = "/etc/nonstop/node";
 pub const FILE: &str = "labels";
+
+/// A node's own BGP identifier (an IPv4 address; an IPv6 one is hashed to
+/// 32 bits as the node's address would be), over `spec.routerId` and the
+/// node's address.
+pub const ROUTER_ID: &str = "nonstop.dev/router-id";
+/// A node's own source addresses, comma-separated, one per family at most:
+/// for the sessions of peers that set no `localAddress`.
+pub const LOCAL_ADDRESS: &str = "nonstop.dev/local-address";
+
+/// What an agent pod carries of its node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    /// The labels its peers are chosen by ([`annotation`]).
+    pub labels: Option<String>,
+    pub router_id: Option<IpAddr>,
+    pub local_addresses: Vec<IpAddr>,
+    /// Annotations that were ignored, and why.
+    pub problems: Vec<String>,
+}
+
+/// What the agent on `node` is told, for a gateway of `spec`.
+pub fn facts(spec: &BgpGatewaySpec, node: &NodeView) -> Facts {
+    let mut facts = Facts { labels: annotation(spec, &node.labels), ..Facts::default() };
+    let ignored = |key: &str, value: &str, why: String| {
+        format!("node {}: annotation {key}={value:?} ignored: {why}", node.name)
+    };
+    if let Some(value) = node.annotations.get(ROUTER_ID) {
+        match value.trim().parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => facts.router_id = Some(ip),
+            Ok(ip) => {
+                facts.problems.push(ignored(ROUTER_ID, value, format!("{ip} is no identifier")))
+            }
+            Err(_) => facts.problems.push(ignored(ROUTER_ID, value, "not an IP address".into())),
+        }
+    }
+    if let Some(value) = node.annotations.get(LOCAL_ADDRESS) {
+        let mut addresses = Vec::new();
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                    addresses.clear();
+                    facts.problems.push(ignored(
+                        LOCAL_ADDRESS,
+                        value,
+                        format!("{ip} cannot be a source"),
+                    ));
+                    break;
+                }
+                Ok(ip) if addresses.iter().any(|a: &IpAddr| a.is_ipv4() == ip.is_ipv4()) => {
+                    addresses.clear();
+                    facts.problems.push(ignored(
+                        LOCAL_ADDRESS,
+                        value,
+                        "two addresses of one family".into(),
+                    ));
+                    break;
+                }
+                Ok(ip) => addresses.push(ip),
+                Err(_) => {
+                    addresses.clear();
+                    facts.problems.push(ignored(
+                        LOCAL_ADDRESS,
+                        value,
+                        format!("{part:?} is not an IP address"),
+                    ));
+                    break;
+                }
+            }
+        }
+        facts.local_addresses = addresses;
+    }
+    facts
+}
 
 /// Whether any peer of the gateway is chosen per node.
 pub fn chosen_per_node(spec: &BgpGatewaySpec) -> bool {
@@ -107,6 +188,49 @@ mod tests {
         let plain = spec(&[&[], &[]]);
         assert_eq!(annotation(&plain, &labels(&[("rack", "a")])), None);
         assert_eq!(sessions_on(&plain, &labels(&[])), 2);
+    }
+
+    /// A node's annotations as the agent is told them; a bad value is
+    /// ignored whole, and said.
+    #[test]
+    fn a_nodes_own_router_id_and_source_addresses_come_from_its_annotations() {
+        let plain = spec(&[&[]]);
+        let node = |pairs: &[(&str, &str)]| NodeView {
+            name: "n1".into(),
+            annotations: labels(pairs),
+            ..Default::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a [&'a str], &'a str);
+        let cases: &[Case] = &[
+            (&[], None, &[], ""),
+            (&[(ROUTER_ID, "192.0.2.7")], Some("192.0.2.7"), &[], ""),
+            (&[(ROUTER_ID, " 2001:db8::7 ")], Some("2001:db8::7"), &[], ""),
+            (
+                &[(ROUTER_ID, "rack-7")],
+                None,
+                &[],
+                "nonstop.dev/router-id=\"rack-7\" ignored: not an IP address",
+            ),
+            (&[(ROUTER_ID, "0.0.0.0")], None, &[], "0.0.0.0 is no identifier"),
+            (&[(LOCAL_ADDRESS, "192.0.2.7, 2001:db8::7")], None, &["192.0.2.7", "2001:db8::7"], ""),
+            (&[(LOCAL_ADDRESS, "192.0.2.7,192.0.2.8")], None, &[], "two addresses of one family"),
+            (&[(LOCAL_ADDRESS, "192.0.2.7,eth0")], None, &[], "\"eth0\" is not an IP address"),
+            (&[(LOCAL_ADDRESS, "::")], None, &[], ":: cannot be a source"),
+        ];
+        for (annotations, router_id, local, problem) in cases {
+            let got = facts(&plain, &node(annotations));
+            assert_eq!(got.router_id, router_id.map(ip), "{annotations:?}");
+            let want: Vec<IpAddr> = local.iter().map(|a| ip(a)).collect();
+            assert_eq!(got.local_addresses, want, "{annotations:?}");
+            match got.problems.as_slice() {
+                [] => assert!(problem.is_empty(), "{annotations:?}: no problem said"),
+                [said] => {
+                    assert!(said.starts_with("node n1: ") && said.contains(problem), "{said}")
+                }
+                more => panic!("{more:?}"),
+            }
+        }
     }
 
     #[test]

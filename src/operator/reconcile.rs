@@ -341,10 +341,20 @@ async fn apply(
         }
         Action::CreatePod { node, revision } => {
             let now = u64::try_from(Timestamp::now().as_millisecond()).unwrap_or(0);
-            let none = std::collections::BTreeMap::new();
-            let node_labels = observed.nodes.iter().find(|n| &n.name == node).map(|n| &n.labels);
-            let labels = per_node::annotation(&gw.spec, node_labels.unwrap_or(&none));
-            let pod = render::pod(gw, node, revision, now, ctx.log_format, labels.as_deref());
+            let facts = match observed.nodes.iter().find(|n| &n.name == node) {
+                Some(view) => per_node::facts(&gw.spec, view),
+                None => per_node::Facts {
+                    labels: per_node::annotation(&gw.spec, &Default::default()),
+                    ..Default::default()
+                },
+            };
+            for problem in &facts.problems {
+                warn!(gateway = %gw.name_any(), "{problem}");
+                let reference = gw.object_ref(&());
+                publish(&ctx.recorder, &reference, None, true, "NodeAnnotationIgnored", problem)
+                    .await;
+            }
+            let pod = render::pod(gw, node, revision, now, ctx.log_format, &facts);
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(_) => ctx.expectations.created(key, &pod.name_any()),
                 Err(kube::Error::Api(e)) if e.code == 409 => {} // made by an earlier reconcile

@@ -170,15 +170,15 @@ pub fn state_dir_on_node(namespace: &str, gateway: &str) -> String {
 
 /// The agent pod for `node` at `revision`, created at `created_ms` (Unix
 /// ms): the agent learns it, so that an older pod's agent never takes the
-/// node back from a newer one. `node_labels`: the node's labels its peers
-/// are chosen by ([`per_node::annotation`]), None when none are.
+/// node back from a newer one. `facts`: what the agent is told of its node
+/// ([`per_node::facts`]).
 pub fn pod(
     gw: &BgpGateway,
     node: &str,
     revision: &str,
     created_ms: u64,
     log_format: LogFormat,
-    node_labels: Option<&str>,
+    facts: &per_node::Facts,
 ) -> Pod {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone().unwrap_or_default();
@@ -193,11 +193,11 @@ pub fn pod(
     ]);
 
     let env = agent_env(spec, created_ms, log_format);
-    let mut args = agent_args(spec);
+    let mut args = agent_args(spec, facts);
     let (mut volumes, mut mounts) =
         volumes(spec, (&namespace, &name), config_map_name(gw, revision), api_secret_name(gw));
-    if let Some(labels) = node_labels {
-        annotations.insert(per_node::ANNOTATION.into(), labels.into());
+    if let Some(labels) = &facts.labels {
+        annotations.insert(per_node::ANNOTATION.into(), labels.clone());
         args.extend(["--node-labels-file".into(), format!("{}/{}", per_node::DIR, per_node::FILE)]);
         let (volume, mount) = node_labels_volume();
         volumes.push(volume);
@@ -326,15 +326,23 @@ fn agent_env(spec: &BgpGatewaySpec, created_ms: u64, log_format: LogFormat) -> V
     env
 }
 
-/// The agent's command line.
-fn agent_args(spec: &BgpGatewaySpec) -> Vec<String> {
+/// The agent's command line. The router ID: the node's own (annotation),
+/// else the spec's (in the config), else the node's address.
+fn agent_args(spec: &BgpGatewaySpec, facts: &per_node::Facts) -> Vec<String> {
     let mut args: Vec<String> =
         ["run", "--config", "/etc/nonstop/config/agent.yaml", "--state-dir", STATE_DIR]
             .map(String::from)
             .to_vec();
     args.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
-    if spec.router_id.is_none() {
-        args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
+    match facts.router_id {
+        Some(id) => args.extend(["--router-id".into(), id.to_string()]),
+        None if spec.router_id.is_none() => {
+            args.extend(["--router-id".into(), "$(NODE_IP)".into()]);
+        }
+        None => {}
+    }
+    for address in &facts.local_addresses {
+        args.extend(["--local-address".into(), address.to_string()]);
     }
     if spec.admin_bind == AdminBind::Node {
         args.extend(["--admin-ip".into(), "$(NODE_IP)".into()]);

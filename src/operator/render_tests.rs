@@ -55,7 +55,7 @@ fn the_listener_reaches_the_agent_config() {
 fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     let gw = example();
     let rev = revision(&gw.spec);
-    let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000, LogFormat::Text, None);
+    let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000, LogFormat::Text, &Default::default());
     assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}").as_str()));
     let spec = pod.spec.unwrap();
     assert_eq!(spec.host_network, Some(true));
@@ -149,7 +149,7 @@ fn a_gateway_applied_again_does_not_share_the_old_ones_config() {
     let (a, b) = (config_map(&old, &rev), config_map(&again, &rev));
     assert_eq!(a.metadata.name.as_deref(), Some(format!("edge-{rev}-0b1e0d2c").as_str()));
     assert_ne!(a.metadata.name, b.metadata.name);
-    let pod = pod(&again, "node-1", &rev, 1_800_000_000_000, LogFormat::Text, None);
+    let pod = pod(&again, "node-1", &rev, 1_800_000_000_000, LogFormat::Text, &Default::default());
     let volumes = pod.spec.unwrap().volumes.unwrap();
     let mounted = volumes.iter().find_map(|v| v.config_map.as_ref()).map(|c| c.name.clone());
     assert_eq!(mounted, b.metadata.name, "the pod mounts its own gateway's config");
@@ -182,7 +182,14 @@ fn long_gateway_and_node_names_still_make_valid_labels() {
     {
         let mut gw = example();
         gw.metadata.name = Some(gateway.into());
-        let p = pod(&gw, node, &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text, None);
+        let p = pod(
+            &gw,
+            node,
+            &revision(&gw.spec),
+            1_800_000_000_000,
+            LogFormat::Text,
+            &Default::default(),
+        );
         let labels = p.metadata.labels.clone().unwrap();
         for (k, v) in &labels {
             assert!(valid(v), "label {k}={v} ({} characters)", v.len());
@@ -200,7 +207,14 @@ fn long_gateway_and_node_names_still_make_valid_labels() {
 #[test]
 fn the_admin_port_can_be_kept_to_the_node_address() {
     let args = |gw: &BgpGateway| {
-        let pod = pod(gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text, None);
+        let pod = pod(
+            gw,
+            "node-1",
+            &revision(&gw.spec),
+            1_800_000_000_000,
+            LogFormat::Text,
+            &Default::default(),
+        );
         pod.spec.unwrap().containers[0].args.clone().unwrap().join(" ")
     };
     let mut gw = example();
@@ -216,7 +230,14 @@ fn the_admin_port_can_be_kept_to_the_node_address() {
 fn agent_pods_name_their_metrics_port_in_an_annotation() {
     let mut gw = example();
     gw.spec.admin_port = 9443;
-    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text, None);
+    let pod = pod(
+        &gw,
+        "node-1",
+        &revision(&gw.spec),
+        1_800_000_000_000,
+        LogFormat::Text,
+        &Default::default(),
+    );
     assert_eq!(pod.metadata.annotations.unwrap()[ADMIN_PORT_ANNOTATION], "9443");
     assert_eq!(pod.spec.unwrap().containers[0].ports, None, "no host ports");
 }
@@ -224,7 +245,14 @@ fn agent_pods_name_their_metrics_port_in_an_annotation() {
 #[test]
 fn agent_pods_tolerate_what_kubernetes_taints_nodes_with() {
     let gw = example();
-    let pod = pod(&gw, "node-1", &revision(&gw.spec), 1_800_000_000_000, LogFormat::Text, None);
+    let pod = pod(
+        &gw,
+        "node-1",
+        &revision(&gw.spec),
+        1_800_000_000_000,
+        LogFormat::Text,
+        &Default::default(),
+    );
     let tolerations = pod.spec.unwrap().tolerations.unwrap();
     for key in [
         "node.kubernetes.io/unschedulable",
@@ -241,7 +269,7 @@ fn the_log_format_reaches_the_agent_only_when_json() {
     let gw = example();
     let rev = revision(&gw.spec);
     for (format, want) in [(LogFormat::Text, None), (LogFormat::Json, Some("json"))] {
-        let pod = pod(&gw, "node-1", &rev, 1_800_000_000_000, format, None);
+        let pod = pod(&gw, "node-1", &rev, 1_800_000_000_000, format, &Default::default());
         let spec = pod.spec.unwrap();
         let env = spec.containers[0].env.clone().unwrap_or_default();
         let got = env.iter().find(|e| e.name == "NONSTOP_LOG_FORMAT");
@@ -256,7 +284,8 @@ fn each_incarnation_of_a_gateway_mounts_its_own_api_token() {
     again.metadata.uid = Some("u2-made-again".into());
     let (first, second) = (api_secret_name(&example()), api_secret_name(&again));
     assert_ne!(first, second, "a gateway made again must not mount the old one's Secret");
-    let pod = pod(&again, "node-1", &revision(&again.spec), 1, LogFormat::Text, None);
+    let pod =
+        pod(&again, "node-1", &revision(&again.spec), 1, LogFormat::Text, &Default::default());
     let spec = pod.spec.unwrap();
     let mounted: Vec<_> =
         spec.volumes.unwrap().into_iter().filter_map(|v| v.secret?.secret_name).collect();
@@ -279,7 +308,8 @@ fn a_pod_whose_peers_are_chosen_per_node_reads_its_nodes_labels() {
     let gw = example();
     let rev = revision(&gw.spec);
     let labels = r#"{"rack":"a"}"#;
-    let pod = pod(&gw, "node-1", &rev, 1, LogFormat::Text, Some(labels));
+    let facts = per_node::Facts { labels: Some(labels.into()), ..Default::default() };
+    let pod = pod(&gw, "node-1", &rev, 1, LogFormat::Text, &facts);
     assert_eq!(pod.metadata.annotations.as_ref().unwrap()[per_node::ANNOTATION], labels);
     let spec = pod.spec.unwrap();
     let args = spec.containers[0].args.clone().unwrap();
@@ -295,9 +325,33 @@ fn a_pod_whose_peers_are_chosen_per_node_reads_its_nodes_labels() {
     let mounts = spec.containers[0].volume_mounts.clone().unwrap();
     assert!(mounts.iter().any(|m| m.name == "node-labels" && m.mount_path == "/etc/nonstop/node"));
 
-    let plain = super::pod(&gw, "node-1", &rev, 1, LogFormat::Text, None);
+    let plain = super::pod(&gw, "node-1", &rev, 1, LogFormat::Text, &Default::default());
     assert!(!plain.metadata.annotations.unwrap().contains_key(per_node::ANNOTATION));
     let plain = plain.spec.unwrap();
     assert!(!plain.containers[0].args.as_ref().unwrap().contains(&"--node-labels-file".into()));
     assert!(!plain.volumes.unwrap().iter().any(|v| v.name == "node-labels"));
+}
+
+/// A node's own router ID beats the spec's and the node's address; its
+/// source addresses are passed one flag each.
+#[test]
+fn a_nodes_own_router_id_and_source_addresses_reach_its_agent() {
+    let args = |gw: &BgpGateway, facts: &per_node::Facts| {
+        let p = pod(gw, "node-1", &revision(&gw.spec), 1, LogFormat::Text, facts);
+        p.spec.unwrap().containers[0].args.clone().unwrap().join(" ")
+    };
+    let own = per_node::Facts {
+        router_id: Some("192.0.2.7".parse().unwrap()),
+        local_addresses: vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
+        ..Default::default()
+    };
+    let mut gw = example();
+    gw.spec.router_id = None;
+    assert!(args(&gw, &Default::default()).contains("--router-id $(NODE_IP)"));
+    let told = args(&gw, &own);
+    assert!(told.contains("--router-id 192.0.2.7") && !told.contains("$(NODE_IP)"), "{told}");
+    assert!(told.contains("--local-address 192.0.2.7 --local-address 2001:db8::7"), "{told}");
+    gw.spec.router_id = Some("198.51.100.1".parse().unwrap());
+    assert!(!args(&gw, &Default::default()).contains("--router-id"), "the spec's, in the config");
+    assert!(args(&gw, &own).contains("--router-id 192.0.2.7"), "the node's own wins");
 }

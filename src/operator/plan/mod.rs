@@ -51,6 +51,8 @@ use crate::api::{
 pub struct NodeView {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Its `nonstop.dev/` annotations (see [`super::per_node`]).
+    pub annotations: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     /// Cordoned (`spec.unschedulable`).
     pub unschedulable: bool,

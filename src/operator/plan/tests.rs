@@ -35,6 +35,7 @@ pub(super) fn node(name: &str) -> NodeView {
         taints: vec![],
         unschedulable: false,
         ready: true,
+        ..Default::default()
     }
 }
 
