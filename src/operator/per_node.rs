@@ -233,6 +233,32 @@ mod tests {
         }
     }
 
+    /// The example the README walks through: each rack's nodes run their
+    /// own router's session and the route reflector's.
+    #[test]
+    fn the_racks_example_gives_each_node_its_racks_router() {
+        let text = include_str!("../../examples/racks.yaml");
+        let value: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+        let gw = crate::api::BgpGateway::checked(value).unwrap();
+        let rack =
+            |r: &str| labels(&[("topology.example/rack", r), ("nonstop.dev/gateway", "edge")]);
+        let peers_of = |r: &str| -> Vec<String> {
+            gw.spec
+                .peers
+                .iter()
+                .filter(|p| p.runs_on(&rack(r)))
+                .map(|p| p.address.to_string())
+                .collect()
+        };
+        assert_eq!(peers_of("a"), ["10.1.0.1", "10.255.255.1"]);
+        assert_eq!(peers_of("b"), ["10.2.0.1", "10.255.255.1"]);
+        assert_eq!(sessions_on(&gw.spec, &rack("a")), 2);
+        assert_eq!(
+            annotation(&gw.spec, &rack("b")).as_deref(),
+            Some(r#"{"topology.example/rack":"b"}"#)
+        );
+    }
+
     #[test]
     fn pods_behind_their_nodes_labels_are_found_and_no_others() {
         let racks = spec(&[&[("rack", "a")], &[("rack", "b")]]);
