@@ -85,7 +85,9 @@ fn own_router(s: &Setup, rack: Rack) -> (Router, OwnRouter) {
     (router, guard)
 }
 
-fn gateway(s: &Setup, image: &str) -> String {
+/// The test's gateway at `image`: `peering` (its listen and peers, YAML
+/// lines at the spec's indentation) and two prefixes, short timers.
+fn gateway(s: &Setup, image: &str, peering: &str, prefixes: [&str; 2]) -> String {
     format!(
         r#"apiVersion: nonstop.dev/v1alpha1
 kind: BgpGateway
@@ -94,29 +96,31 @@ spec:
   image: {image}
   nodeSelector: {{nonstop.dev/e2e: {ns}}}
   asn: 65001
-  peers:
-  # Each rack's top-of-rack router, for that rack's nodes only.
-  - address: 10.99.0.1
-    asn: 65000
-    nodeSelector: {{{RACK_LABEL}: a}}
-    holdTime: 9
-    connectRetryTime: 1
-    families: [ipv4-unicast]
-  - address: 10.99.0.2
-    asn: 65002
-    nodeSelector: {{{RACK_LABEL}: b}}
-    holdTime: 9
-    connectRetryTime: 1
-    families: [ipv4-unicast]
+{peering}
   announce: [{{prefix: "{p0}"}}, {{prefix: "{p1}"}}]
   upgrade: {{handoffTimeoutSeconds: 30}}
   shutdown: {{drainSeconds: 2}}
 "#,
         ns = s.ns.name,
-        p0 = PREFIXES[0],
-        p1 = PREFIXES[1],
+        p0 = prefixes[0],
+        p1 = prefixes[1],
     )
 }
+
+/// Each rack's top-of-rack router, for that rack's nodes only.
+fn racks() -> String {
+    let peer = |address: &str, asn: u32, rack: &str| {
+        format!(
+            "  - address: {address}\n    asn: {asn}\n    nodeSelector: {{{RACK_LABEL}: {rack}}}\n    \
+             holdTime: 9\n    connectRetryTime: 1\n    families: [ipv4-unicast]\n"
+        )
+    };
+    format!("  peers:\n{}{}", peer("10.99.0.1", 65000, "a"), peer("10.99.0.2", 65002, "b"))
+}
+
+/// One router at an IPv6 address; the listener takes both families.
+const IPV6_PEERING: &str = "  listen: {address: \"::\"}\n  peers:\n  - address: \"fd99::1\"\n    \
+    asn: 65003\n    holdTime: 9\n    connectRetryTime: 1\n    families: [ipv6-unicast]";
 
 fn label_rack(lab: &Lab, node: &str, rack: &str) {
     lab.kubectl(&["label", "node", node, &format!("{RACK_LABEL}={rack}"), "--overwrite"]).unwrap();
@@ -147,7 +151,7 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     // node-3 has a BGP identifier of its own (say, its loopback's).
     s.lab.kubectl(&["annotate", "node", "node-3", &format!("{ROUTER_ID}=10.99.33.3")]).unwrap();
 
-    s.ns.apply(&gateway(&s, "nonstop-agent:v1")).unwrap();
+    s.ns.apply(&gateway(&s, "nonstop-agent:v1", racks().trim_end(), PREFIXES)).unwrap();
     let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
     wait_routes(
         &s.router,
@@ -202,32 +206,6 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
 
 const V6_PREFIXES: [&str; 2] = ["2001:db8:100::/48", "2001:db8:200::/48"];
 
-fn v6_gateway(s: &Setup, image: &str) -> String {
-    format!(
-        r#"apiVersion: nonstop.dev/v1alpha1
-kind: BgpGateway
-metadata: {{name: edge}}
-spec:
-  image: {image}
-  nodeSelector: {{nonstop.dev/e2e: {ns}}}
-  asn: 65001
-  listen: {{address: "::"}}
-  peers:
-  - address: "fd99::1"
-    asn: 65003
-    holdTime: 9
-    connectRetryTime: 1
-    families: [ipv6-unicast]
-  announce: [{{prefix: "{p0}"}}, {{prefix: "{p1}"}}]
-  upgrade: {{handoffTimeoutSeconds: 30}}
-  shutdown: {{drainSeconds: 2}}
-"#,
-        ns = s.ns.name,
-        p0 = V6_PREFIXES[0],
-        p1 = V6_PREFIXES[1],
-    )
-}
-
 #[test]
 fn an_ipv6_gateway_converges_and_upgrades_hitlessly() {
     let s = Setup::new("e2e-ipv6");
@@ -242,7 +220,7 @@ fn an_ipv6_gateway_converges_and_upgrades_hitlessly() {
     let hops: Vec<String> = (1..=3).map(|i| rack.node_address(i)).collect();
     let (router, _guard) = own_router(&s, rack);
 
-    s.ns.apply(&v6_gateway(&s, "nonstop-agent:v1")).unwrap();
+    s.ns.apply(&gateway(&s, "nonstop-agent:v1", IPV6_PEERING, V6_PREFIXES)).unwrap();
     let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
     assert_eq!(status["sessions"], "3/3", "{status}");
     eventually(Duration::from_secs(30), &format!("the IPv6 routes via {hops:?}"), || {
