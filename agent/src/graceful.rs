@@ -69,6 +69,20 @@ pub fn draining(route: &Route, ibgp: bool) -> Route {
 /// the peer really withdraws (RFC 8538 §4) instead of keeping routes stale.
 pub fn farewell(n: Option<&Negotiated>, message: &str) -> Notification {
     let cease = Notification::cease_with_message(subcode::ADMINISTRATIVE_SHUTDOWN, message);
+    hard_under_n_bit(n, cease)
+}
+
+/// The last message of a session whose peer is no longer configured (a
+/// reload, a node's labels, a successor's config): Cease / Peer
+/// De-configured, wrapped in a Hard Reset under the N-bit (RFC 8538 §5
+/// lists it among those that reset hard), so the peer drops our routes
+/// instead of keeping them stale for a session nobody will resume.
+pub fn deconfigured(n: Option<&Negotiated>, message: &str) -> Notification {
+    let cease = Notification::cease_with_message(subcode::PEER_DECONFIGURED, message);
+    hard_under_n_bit(n, cease)
+}
+
+fn hard_under_n_bit(n: Option<&Negotiated>, cease: Notification) -> Notification {
     if n.is_some_and(|n| n.notification_gr) { Notification::hard_reset(&cease) } else { cease }
 }
 
@@ -81,8 +95,7 @@ pub fn prefix_limit_reached(n: Option<&Negotiated>, family: AfiSafi, limit: u32)
     let mut data = family.afi.to_be_bytes().to_vec();
     data.push(family.safi);
     data.extend_from_slice(&limit.to_be_bytes());
-    let cease = Notification::new(code::CEASE, subcode::MAX_PREFIXES, data);
-    if n.is_some_and(|n| n.notification_gr) { Notification::hard_reset(&cease) } else { cease }
+    hard_under_n_bit(n, Notification::new(code::CEASE, subcode::MAX_PREFIXES, data))
 }
 
 #[cfg(test)]
@@ -171,5 +184,18 @@ mod tests {
         assert_eq!((f.code, f.subcode), (6, 9));
         let f = farewell(Some(&without), "node drained");
         assert_eq!((f.code, f.subcode, f.shutdown_message()), (6, 2, Some("node drained")));
+    }
+
+    /// A peer no longer configured is let go for good: under the N-bit a
+    /// plain Cease would leave our routes stale at it (RFC 8538 §5).
+    #[test]
+    fn a_peer_removed_from_the_config_gets_a_hard_reset_under_the_n_bit() {
+        let with_n = negotiated((true, true), (true, true), true);
+        let without = negotiated((true, true), (true, false), true);
+        let d = deconfigured(Some(&with_n), "peer removed");
+        assert_eq!((d.code, d.subcode), (6, 9));
+        assert_eq!(d.data[..2], [6, 3], "Hard Reset carries Cease / Peer De-configured");
+        let d = deconfigured(Some(&without), "peer removed");
+        assert_eq!((d.code, d.subcode), (6, 3));
     }
 }

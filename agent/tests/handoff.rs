@@ -611,3 +611,29 @@ fn a_successor_told_to_stop_while_taking_over_withdraws_nothing() {
     assert_eq!(status.code(), Some(2), "the retired agent gives the node back: {status}");
     takes_the_node_back(&link, &yaml, &router);
 }
+
+/// A successor whose config no longer has a peer (a spec change rolled
+/// out) ends that session for good: a Hard Reset under the N-bit, so the
+/// router keeps none of our routes stale for a session nobody resumes.
+#[test]
+fn a_peer_the_successors_config_drops_is_let_go_for_good() {
+    let link = Link::new("dropped");
+    let router = Gobgp::start(&link, &setup(0, 0));
+    let yaml = config(&link, 2);
+    let agent = Agent::start(&link.a, &link.dir, &yaml);
+    agent.wait_established(&link.b_v4);
+    eventually(Duration::from_secs(10), "our 2 prefixes at the router", || {
+        let n = ours(&router)?.len();
+        if n == 2 { Ok(()) } else { Err(format!("{n} prefixes")) }
+    });
+    // The new config peers with another router instead (absent here).
+    let other = yaml.replace(&format!("address: {}", link.b_v4), "address: 10.77.9.1");
+    let _new = agent.hand_over(&link.a, &link.dir, &other, "successor.log");
+    eventually(Duration::from_secs(10), "our routes gone from the router, none stale", || {
+        let (left, stale) = (ours(&router)?.len(), Router::stale(&router)?);
+        if left == 0 && stale == 0 { Ok(()) } else { Err(format!("{left} left, {stale} stale")) }
+    });
+    // Not a graceful restart that happened to end: the router was told.
+    let down = router.last_reset().unwrap();
+    assert!(!down.contains("graceful-restart"), "the router kept our routes stale: {down}");
+}

@@ -10,7 +10,9 @@
 //!   the agent follows within seconds: the router it no longer peers with
 //!   sees our routes with GRACEFUL_SHUTDOWN, then a Cease it may not keep
 //!   them stale after (a Hard Reset under the N-bit: that router runs
-//!   Graceful Restart with it, and LLGR), and the new rack's peer starts;
+//!   Graceful Restart with it, and LLGR), and the new rack's peer starts —
+//!   even when the agent hands over to a successor during that drain (the
+//!   retired agent finishes it before it exits);
 //! - a selector without a labels file, and a labels file that is not JSON,
 //!   are refused with the peer and the file named.
 //!
@@ -33,6 +35,8 @@ use support::{AGENT, Agent, Link, eventually};
 const RACK_B_ROUTER: &str = "10.77.9.1";
 const PREFIX: &str = "198.51.100.0/24";
 const GRACEFUL_SHUTDOWN: &str = "65535:0";
+/// Long enough for a handoff to happen inside a drain.
+const DRAIN_SECONDS: u64 = 6;
 
 fn config(link: &Link) -> String {
     format!(
@@ -41,7 +45,7 @@ fn config(link: &Link) -> String {
          families: [ipv4-unicast]\n  nodeSelector: {{rack: a}}\n\
          - address: {RACK_B_ROUTER}\n  asn: {ROUTER_AS}\n  connectRetryTime: 1\n  \
          families: [ipv4-unicast]\n  nodeSelector: {{rack: b, tier: edge}}\n\
-         announce:\n- prefix: {PREFIX}\nshutdown: {{drainSeconds: 2}}\n",
+         announce:\n- prefix: {PREFIX}\nshutdown: {{drainSeconds: {DRAIN_SECONDS}}}\n",
         a = link.a_v4,
         b = link.b_v4,
     )
@@ -64,7 +68,7 @@ fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
     let router = Gobgp::start(&link, &setup);
     let labels = link.dir.join("node-labels");
     fs::write(&labels, r#"{"rack":"a","kubernetes.io/hostname":"node-1"}"#).unwrap();
-    let agent = Agent::start_with(
+    let mut agent = Agent::start_with(
         &link.a,
         &link.dir,
         &config(&link),
@@ -86,6 +90,7 @@ fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
         let peers = peer_addresses(&agent)?;
         if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
     });
+    let drain_began = std::time::Instant::now();
     eventually(Duration::from_secs(5), "GRACEFUL_SHUTDOWN at rack a's router", || {
         let learnt = router.learnt(false)?;
         match learnt.get(PREFIX) {
@@ -93,6 +98,31 @@ fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
             other => Err(format!("{other:?}")),
         }
     });
+    // An upgrade in the middle of the drain: the successor runs rack b's
+    // peer; the retired agent ends rack a's session before it exits.
+    let path = labels.to_str().unwrap();
+    let successor = Agent::successor(
+        &link.a,
+        &link.dir,
+        &config(&link),
+        &[("NONSTOP_NODE_LABELS_FILE", path)],
+        "successor.log",
+    );
+    eventually(Duration::from_secs(30), "the successor to take over", || {
+        let status = successor.status()?;
+        match &status["last_handoff"] {
+            h if status["pid"] == successor.daemon.pid() && h["result"] == "completed" => Ok(()),
+            h => Err(format!("pid {}, last handoff {h}", status["pid"])),
+        }
+    });
+    assert!(
+        drain_began.elapsed() < Duration::from_secs(DRAIN_SECONDS),
+        "the handoff came after the drain: the test proves nothing"
+    );
+    agent.daemon.signal("TERM");
+    agent.daemon.wait_exit(Duration::from_secs(DRAIN_SECONDS + 10));
+    let agent = successor;
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![RACK_B_ROUTER.to_string()]);
     eventually(Duration::from_secs(10), "our routes gone from rack a's router", || {
         let (learnt, stale) = (router.learnt(false)?, Router::stale(&router)?);
         if learnt.is_empty() && stale == 0 {

@@ -161,8 +161,6 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
     }
     if gw.metadata.deletion_timestamp.is_none() {
         tell_node_labels(ctx, &gw, &observed).await?;
-    }
-    if gw.metadata.deletion_timestamp.is_none() {
         // The record first: a status written without it would not tell
         // the next reconcile to write it again.
         ctx.may_write()?;

@@ -296,6 +296,8 @@ struct Speaker {
     published: Arc<Published>,
     /// The node labels file's text the running peers were chosen by.
     node_labels: Option<String>,
+    /// The tasks of peers no longer configured, draining (see `let_go`).
+    leaving: Vec<JoinHandle<()>>,
 }
 
 /// The listening socket's descriptor; the socket outlives the speaker.
@@ -474,10 +476,11 @@ impl Speaker {
             // The task reads a closed command channel as the agent going
             // away (a plain Cease at once): keep it open until the drain ends.
             let PeerHandle { commands, task, .. } = p;
-            tokio::spawn(async move {
+            self.leaving.retain(|t| !t.is_finished());
+            self.leaving.push(tokio::spawn(async move {
                 let _ = task.await;
                 drop(commands);
-            });
+            }));
         }
     }
 
@@ -574,6 +577,17 @@ impl Speaker {
                     warn!("keeping the node's peers as they are: {e}");
                 }
             }
+        }
+    }
+
+    /// Before the agent exits: the sessions of peers it let go finish
+    /// their drain and say goodbye (a process that ended first would close
+    /// them without a word, and the routers would keep our routes stale).
+    async fn let_leaving_finish(&mut self) {
+        let bound = Duration::from_secs(u64::from(self.config.shutdown.drain_seconds) + 5);
+        let deadline = tokio::time::Instant::now() + bound;
+        for task in std::mem::take(&mut self.leaving) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
         }
     }
 

@@ -188,6 +188,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         health,
         published,
         node_labels,
+        leaving: Vec::new(),
     };
     let took_over = takeover.is_some();
     speaker.start_peers(takeover, prepared).await;
@@ -494,6 +495,7 @@ impl Speaker {
                 super::publishing::forget(&self.options.state_dir);
             }
         }
+        self.let_leaving_finish().await;
         // The sessions' Peer Down, then Termination, to every collector.
         std::mem::take(&mut self.exporter).stop(Duration::from_secs(2)).await;
         let _ = std::fs::remove_file(self.options.state_dir.join(CONTROL_SOCKET));
@@ -508,7 +510,7 @@ impl Speaker {
 
     /// Retired: waits to be told to go, answering late knocks, and gives
     /// up when no agent has been active on the node for the orphan bound.
-    async fn retired(self, mut signals: Signals, mut doors: Doors) -> Result<(), RunError> {
+    async fn retired(mut self, mut signals: Signals, mut doors: Doors) -> Result<(), RunError> {
         let successor = self.standing.lock().expect("standing").successor.clone();
         let bound = orphan_bound(&self.config);
         let mut orphaned: Option<std::time::Instant> = None;
@@ -534,6 +536,7 @@ impl Speaker {
             }
         }
         let _ = std::fs::remove_file(self.retired_control());
+        self.let_leaving_finish().await;
         info!("retired agent exiting");
         Ok(())
     }

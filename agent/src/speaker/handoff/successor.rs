@@ -390,12 +390,11 @@ fn adopted(
 }
 
 /// Closes an adopted session we have no peer config for: Cease, Peer
-/// De-configured (RFC 4486), after whatever the predecessor had queued.
+/// De-configured (RFC 4486; a Hard Reset under the N-bit, so the router
+/// does not keep our routes stale), after whatever the predecessor had
+/// queued.
 pub fn let_go(a: Adopted, message: &str) {
-    let cease = crate::wire::Notification::cease_with_message(
-        crate::wire::subcode::PEER_DECONFIGURED,
-        message,
-    );
+    let cease = crate::graceful::deconfigured(Some(&a.negotiated), message);
     let mut bytes = a.unwritten;
     bytes.extend(crate::wire::Message::Notification(cease).to_bytes(&a.negotiated.wire));
     let mut stream = a.stream;
