@@ -116,8 +116,7 @@ fn cordon_changes_nothing_at_the_router_and_a_cordoned_node_still_upgrades() {
     let _restore = Restore(s.lab.clone(), "node-2");
     let before = Tally::of(&s.router, &uplinks());
     let watch = Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len());
-    let capture =
-        Capture::start(s.lab.dir(), "cordon").unwrap().hearing(&s.router, &uplinks()).unwrap();
+    let capture = Capture::start(s.lab.dir(), "cordon").unwrap().hearing(&uplinks());
 
     s.lab.kubectl(&["cordon", "node-2"]).unwrap();
     wait_maintenance(&s, "node-2", Some("Cordoned"));
@@ -211,8 +210,7 @@ fn drain_withdraws_a_node_gracefully_until_it_is_uncordoned() {
     let others = vec![uplink("node-1"), uplink("node-2")];
     let before_others = Tally::of(&s.router, &others);
     let before = s.router.received().unwrap().len();
-    let capture =
-        Capture::start(s.lab.dir(), "drain").unwrap().hearing(&s.router, &others).unwrap();
+    let capture = Capture::start(s.lab.dir(), "drain").unwrap().hearing(&others);
 
     // The maintenance recipe from the README. The pod selector keeps the
     // drain to this test's gateway (other lab pods may live on node-3).
@@ -269,8 +267,7 @@ fn the_exclude_label_withdraws_a_node_until_it_is_removed() {
     let _restore = Restore(s.lab.clone(), "node-3");
     let before = s.router.received().unwrap().len();
     let others = [uplink("node-1"), uplink("node-2")];
-    let capture =
-        Capture::start(s.lab.dir(), "exclude").unwrap().hearing(&s.router, &others).unwrap();
+    let capture = Capture::start(s.lab.dir(), "exclude").unwrap().hearing(&others);
 
     s.lab.kubectl(&["label", "node", "node-3", &format!("{EXCLUDE}=true")]).unwrap();
     assert_withdrawn_gracefully(&s, "node-3", before, 2);
@@ -395,10 +392,7 @@ impl Watched {
         Watched {
             before: Tally::of(&s.router, &uplinks()),
             watch: Watch::start(s.router.clone(), &PREFIXES, &uplinks(), NODES.len()),
-            capture: Capture::start(s.lab.dir(), name)
-                .unwrap()
-                .hearing(&s.router, &uplinks())
-                .unwrap(),
+            capture: Capture::start(s.lab.dir(), name).unwrap().hearing(&uplinks()),
         }
     }
 

@@ -49,8 +49,7 @@ fn image_bumps_roll_hitlessly_and_a_refused_handoff_stops_the_rollout() {
 
     // v1 → v2 → v1 → v2, each node handing over in place; an independent
     // capture at the router sees no NOTIFICATION, FIN/RST or withdrawal.
-    let capture =
-        Capture::start(s.lab.dir(), "three-bumps").unwrap().hearing(&s.router, &uplinks()).unwrap();
+    let capture = Capture::start(s.lab.dir(), "three-bumps").unwrap().hearing(&uplinks());
     let status = hitless_roll(&s, "nonstop-agent:v2");
     assert_ne!(status["currentRevision"], first.as_str());
     for node in status["nodes"].as_array().unwrap() {
@@ -410,8 +409,7 @@ fn md5_and_gtsm_sessions_hand_off_on_a_real_node() {
 
     let before = Tally::of(&s.router, &hop);
     let watch = Watch::start(s.router.clone(), &PREFIXES, &hop, 1);
-    let capture =
-        Capture::start(s.lab.dir(), "md5-gtsm").unwrap().hearing(&s.router, &hop).unwrap();
+    let capture = Capture::start(s.lab.dir(), "md5-gtsm").unwrap().hearing(&hop);
     s.ns.apply(&gateway("nonstop-agent:v2")).unwrap();
     on("nonstop-agent:v2");
     let record = s.status()["nodes"][0]["lastUpgrade"].clone();

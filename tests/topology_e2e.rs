@@ -178,10 +178,8 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     let before_b = Tally::of(&tor_b, &rack_b_hops);
     let watch_a = Watch::start(s.router.clone(), &PREFIXES, &rack_a_hops, 2);
     let watch_b = Watch::start(tor_b.clone(), &PREFIXES, &rack_b_hops, 1);
-    let capture = Capture::start(s.lab.dir(), "racks")
-        .and_then(|c| c.hearing(&s.router, &rack_a_hops))
-        .and_then(|c| c.hearing(&tor_b, &rack_b_hops))
-        .unwrap();
+    let capture =
+        Capture::start(s.lab.dir(), "racks").unwrap().hearing(&rack_a_hops).hearing(&rack_b_hops);
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     let wire = capture.finish().on(&uplinks()).unwrap();
@@ -235,8 +233,7 @@ fn an_ipv6_gateway_converges_and_upgrades_hitlessly() {
 
     let before = Tally::of(&router, &hops);
     let watch = Watch::start(router.clone(), &V6_PREFIXES, &hops, hops.len());
-    let capture =
-        Capture::start(s.lab.dir(), "ipv6").and_then(|c| c.hearing(&router, &hops)).unwrap();
+    let capture = Capture::start(s.lab.dir(), "ipv6").unwrap().hearing(&hops);
     s.set_image("nonstop-agent:v2");
     s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
     let wire = capture.finish().on(&hops).unwrap();

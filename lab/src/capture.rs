@@ -14,11 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::network::ROUTER_NS;
-use crate::router::Router;
 
-/// How long [`Capture::finish`] waits to hear from each neighbour of
-/// [`Capture::hearing`]: three keepalive intervals of the lab's 9 s hold
-/// time, and some.
+/// How long [`Capture::finish`] waits for the recording to hold BGP on each
+/// neighbour of [`Capture::hearing`]: three keepalive intervals of the lab's
+/// 9 s hold time, and some.
 const HEAR_WITHIN: Duration = Duration::from_secs(15);
 
 /// A capture running at the router.
@@ -26,9 +25,8 @@ const HEAR_WITHIN: Duration = Duration::from_secs(15);
 pub struct Capture {
     child: Option<Child>,
     file: PathBuf,
-    /// Neighbours to hear from before finishing, each with its router and
-    /// the router's count of messages from it when the capture had begun.
-    hearing: Vec<(Router, String, u64)>,
+    /// Neighbours whose BGP the recording must hold before finishing.
+    hearing: Vec<String>,
 }
 
 /// What crossed the wire on the connections of the given addresses; each
@@ -81,28 +79,32 @@ impl Capture {
         }
     }
 
-    /// Makes [`Capture::finish`] wait until the router has received a
-    /// message (a keepalive at least) on each session with `neighbors`
-    /// since now, so that a quiet stretch shorter than a keepalive interval
-    /// still records BGP on each: a capture with no BGP in it proves
-    /// nothing, and this tells "nothing was sent" from "too short to see".
-    /// Called once per router when nodes peer with several.
-    pub fn hearing(mut self, router: &Router, neighbors: &[String]) -> Result<Capture, String> {
-        for n in neighbors {
-            self.hearing.push((router.clone(), n.clone(), router.messages_from(n)?));
-        }
-        Ok(self)
+    /// Makes [`Capture::finish`] wait until the recording holds a BGP
+    /// message (a keepalive at least) on a connection with each of
+    /// `neighbors`, so that a quiet stretch shorter than a keepalive interval
+    /// still records BGP on each: a capture with no BGP in it proves nothing,
+    /// and this tells "nothing was sent" from "too short to see". It reads
+    /// the file tshark writes, not a router's counters: a message the router
+    /// has counted can still be in the kernel's capture buffer, and tshark
+    /// stopped then never writes it.
+    pub fn hearing(mut self, neighbors: &[String]) -> Capture {
+        self.hearing.extend(neighbors.iter().cloned());
+        self
     }
 
-    /// Stops the capture (once each neighbour of [`Capture::hearing`] has
-    /// been heard from, or [`HEAR_WITHIN`] has passed); what it recorded.
+    /// Stops the capture (once the recording holds BGP on each neighbour of
+    /// [`Capture::hearing`], or [`HEAR_WITHIN`] has passed); what it recorded.
     pub fn finish(mut self) -> Recording {
+        let recording = Recording { file: self.file.clone() };
         let deadline = Instant::now() + HEAR_WITHIN;
-        for (router, neighbor, before) in std::mem::take(&mut self.hearing) {
+        for neighbor in std::mem::take(&mut self.hearing) {
+            let addresses = [neighbor];
             while Instant::now() < deadline
-                && router.messages_from(&neighbor).is_ok_and(|now| now <= before)
+                && recording
+                    .matching(&addresses, "bgp.type", &[], false)
+                    .is_ok_and(|m| m.is_empty())
             {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
         if let Some(mut child) = self.child.take() {
@@ -113,7 +115,7 @@ impl Capture {
             }
             let _ = child.wait();
         }
-        Recording { file: self.file.clone() }
+        recording
     }
 }
 
@@ -126,27 +128,7 @@ pub struct Recording {
 impl Recording {
     /// What crossed on connections with any of `addresses`.
     pub fn on(&self, addresses: &[String]) -> Result<Witnessed, String> {
-        let v6 = |a: &String| a.contains(':');
-        let ours = addresses
-            .iter()
-            .map(|a| if v6(a) { format!("ipv6.addr == {a}") } else { format!("ip.addr == {a}") })
-            .collect::<Vec<_>>()
-            .join(" || ");
-        let ends =
-            if addresses.iter().any(v6) { ["ipv6.src", "ipv6.dst"] } else { ["ip.src", "ip.dst"] };
-        let read = |filter: &str, fields: &[&str]| -> Result<Vec<String>, String> {
-            let mut c = Command::new("tshark");
-            c.arg("-r").arg(&self.file).args(["-Y", &format!("({ours}) && ({filter})")]);
-            c.args(["-T", "fields", "-E", "separator=/"]);
-            for f in ends.iter().chain(fields) {
-                c.args(["-e", f]);
-            }
-            let out = c.output().map_err(|e| format!("tshark -r: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("tshark -r: {}", String::from_utf8_lossy(&out.stderr)));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
-        };
+        let read = |filter: &str, fields: &[&str]| self.matching(addresses, filter, fields, true);
         Ok(Witnessed {
             notifications: read("bgp.type == 3", &["bgp.notify.major_error"])?,
             fin_or_rst: read("tcp.flags.fin == 1 || tcp.flags.reset == 1", &["tcp.flags.str"])?,
@@ -156,6 +138,38 @@ impl Recording {
             )?,
             bgp_messages: read("bgp.type", &[])?.len(),
         })
+    }
+
+    /// The packets on connections with any of `addresses` that match
+    /// `filter`, one line each: "source/destination/fields…". `finished`
+    /// says tshark is done with the file; one still being written may end
+    /// in half a packet, which tshark reports and which is no error then.
+    fn matching(
+        &self,
+        addresses: &[String],
+        filter: &str,
+        fields: &[&str],
+        finished: bool,
+    ) -> Result<Vec<String>, String> {
+        let v6 = |a: &String| a.contains(':');
+        let ours = addresses
+            .iter()
+            .map(|a| if v6(a) { format!("ipv6.addr == {a}") } else { format!("ip.addr == {a}") })
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let ends =
+            if addresses.iter().any(v6) { ["ipv6.src", "ipv6.dst"] } else { ["ip.src", "ip.dst"] };
+        let mut c = Command::new("tshark");
+        c.arg("-r").arg(&self.file).args(["-Y", &format!("({ours}) && ({filter})")]);
+        c.args(["-T", "fields", "-E", "separator=/"]);
+        for f in ends.iter().chain(fields) {
+            c.args(["-e", f]);
+        }
+        let out = c.output().map_err(|e| format!("tshark -r: {e}"))?;
+        if finished && !out.status.success() {
+            return Err(format!("tshark -r: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
     }
 }
 

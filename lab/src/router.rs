@@ -384,20 +384,6 @@ impl Router {
         Ok(out)
     }
 
-    /// BGP messages the router has received from `neighbor` so far, of
-    /// every type (gobgpd's own counter). gobgpd only.
-    pub fn messages_from(&self, neighbor: &str) -> std::result::Result<u64, String> {
-        if self.kind != RouterKind::Gobgpd {
-            return Err(format!("message counts are read from gobgpd only, not {:?}", self.kind));
-        }
-        let json = self.gobgp(&["-j", "neighbor", neighbor])?;
-        let v: Value =
-            serde_json::from_str(&json).map_err(|e| format!("gobgp -j neighbor: {e}"))?;
-        // A list or one object, by gobgp version; zero counters are left out.
-        let peer = if v.is_array() { &v[0] } else { &v };
-        Ok(peer["state"]["messages"]["received"]["total"].as_u64().unwrap_or(0))
-    }
-
     /// The BGP identifier `neighbor` sent in its OPEN, while the session is
     /// up. gobgpd only.
     pub fn router_id_of(&self, neighbor: &str) -> std::result::Result<String, String> {
