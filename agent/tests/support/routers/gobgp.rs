@@ -145,6 +145,25 @@ impl<'a> Gobgp<'a> {
         run(&self.link.b, &full)
     }
 
+    /// [`Gobgp::cli`], again (for up to 20 s) when the call failed in gRPC's
+    /// transport, as it does when a loaded machine keeps gobgpd from
+    /// answering in the CLI's time: that says nothing of what is tested.
+    /// Any other error, and one that outlasts the wait, is returned.
+    fn cli_patiently(&self, args: &[&str]) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match self.cli(args) {
+                Err(e)
+                    if (e.contains("code = Unavailable") || e.contains("deadline exceeded"))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// gobgpd has no static routes in its config: add them over its API,
     /// several CLI calls at a time.
     fn originate(&self, prefixes: &[String], family: &str) {
@@ -152,7 +171,7 @@ impl<'a> Gobgp<'a> {
             for chunk in prefixes.chunks(prefixes.len().div_ceil(8).max(1)) {
                 s.spawn(move || {
                     for p in chunk {
-                        self.cli(&["global", "rib", "-a", family, "add", p]).unwrap();
+                        self.cli_patiently(&["global", "rib", "-a", family, "add", p]).unwrap();
                     }
                 });
             }
