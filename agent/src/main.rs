@@ -71,6 +71,12 @@ enum Command {
         /// seconds, as a reload.
         #[arg(long, env = "NONSTOP_NODE_LABELS_FILE")]
         node_labels_file: Option<PathBuf>,
+        /// A file with node annotations as a JSON object (the operator
+        /// mounts it), for the peers' `addressFrom`: each such peer is
+        /// dialled at the address its annotation gives this node, and a
+        /// change is followed within seconds, as a reload.
+        #[arg(long, env = "NONSTOP_NODE_ANNOTATIONS_FILE")]
+        node_annotations_file: Option<PathBuf>,
         /// Source address for the sessions of peers whose config sets no
         /// `localAddress`, at most one per family (the operator passes a
         /// node's `nonstop.dev/local-address` annotation).
@@ -201,6 +207,7 @@ fn main() -> ExitCode {
             pod_created_ms,
             api_token_file,
             node_labels_file,
+            node_annotations_file,
             local_address,
         } => {
             if let Some(twice) = local_address
@@ -239,6 +246,7 @@ fn main() -> ExitCode {
                 pod_created_ms,
                 api_token,
                 node_labels_file,
+                node_annotations_file,
                 local_addresses: local_address,
             }));
             // Exit now: a thread still waiting for the state dir's lock (the

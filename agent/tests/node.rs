@@ -16,6 +16,12 @@
 //! - a selector without a labels file, and a labels file that is not JSON,
 //!   are refused with the peer and the file named.
 //!
+//! Peers addressed by the node's annotations (`peers[].addressFrom`): one
+//! peer in the config, dialled at the address the node's annotation gives
+//! (each node's own router); a changed annotation moves the session, a
+//! removed one lets it go for good; without the annotations file the
+//! config is refused, naming the flag.
+//!
 //! The node's own source address (`--local-address`, from its
 //! `nonstop.dev/local-address` annotation): sessions of peers that set no
 //! `localAddress` come from it, and a router that knows the node only by
@@ -143,7 +149,7 @@ fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
     fs::write(&labels, "rack=b").unwrap();
     eventually(Duration::from_secs(20), "the agent to refuse the labels", || {
         let log = agent.daemon.log_text();
-        if log.contains("not a JSON object of label names") { Ok(()) } else { Err(log) }
+        if log.contains("not a JSON object of names and values") { Ok(()) } else { Err(log) }
     });
     agent.wait_established(&link.b_v4);
     assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
@@ -215,4 +221,80 @@ fn sessions_come_from_the_nodes_own_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--local-address 10.77.0.6 is the second of its family"), "{stderr}");
+}
+
+#[test]
+fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
+    let link = Link::new("nodetor");
+    let setup = RouterSetup {
+        ipv4_only: true,
+        graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
+        ..Default::default()
+    };
+    let router = Gobgp::start(&link, &setup);
+    let yaml = format!(
+        "asn: {AGENT_AS}\nrouterId: {a}\npeers:\n- addressFrom: {{nodeAnnotation: example.com/tor}}\n  \
+         asn: {ROUTER_AS}\n  holdTime: 9\n  keepaliveTime: 3\n  connectRetryTime: 1\n  \
+         families: [ipv4-unicast]\nannounce:\n- prefix: {PREFIX}\nshutdown: {{drainSeconds: 1}}\n",
+        a = link.a_v4,
+    );
+    let path = link.dir.join("refused.yaml");
+    fs::write(&path, &yaml).unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--config", path.to_str().unwrap(), "--state-dir"])
+        .arg(link.dir.join("refused-state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("peers[0] (the address in node annotation example.com/tor)")
+            && stderr.contains("--node-annotations-file"),
+        "the error names the peer and the flag: {stderr}"
+    );
+
+    // The node's annotation names another router first (none answers there).
+    let annotations = link.dir.join("node-annotations");
+    fs::write(&annotations, format!(r#"{{"example.com/tor":"{RACK_B_ROUTER}"}}"#)).unwrap();
+    let agent = Agent::start_with(
+        &link.a,
+        &link.dir,
+        &yaml,
+        &["--node-annotations-file", annotations.to_str().unwrap()],
+    );
+    eventually(Duration::from_secs(10), "the peer at the annotated address", || {
+        let peers = peer_addresses(&agent)?;
+        if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
+    });
+    assert!(router.session().is_err(), "a session before the annotation named the router");
+
+    // Re-annotated with this router: the agent dials it, in the same process.
+    fs::write(&annotations, format!(r#"{{"example.com/tor":"{}"}}"#, link.b_v4)).unwrap();
+    agent.wait_established(&link.b_v4);
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+    eventually(Duration::from_secs(10), "the router to have our prefix", || {
+        let learnt = router.learnt(false)?;
+        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
+    });
+
+    // The annotation removed: the session is let go for good, nothing stale.
+    fs::write(&annotations, "{}").unwrap();
+    eventually(Duration::from_secs(20), "our routes gone from the router", || {
+        let (peers, learnt, stale) =
+            (peer_addresses(&agent)?, router.learnt(false)?, Router::stale(&router)?);
+        if peers.is_empty() && learnt.is_empty() && stale == 0 {
+            Ok(())
+        } else {
+            Err(format!("peers {peers:?}, learnt {learnt:?}, {stale} stale"))
+        }
+    });
+    let down = router.last_reset().unwrap();
+    assert!(down.contains("Peer Down"), "{down}");
+    let log = agent.daemon.log_text();
+    assert!(
+        log.contains(
+            "peers[0] is not run on this node: the node has no annotation example.com/tor"
+        ),
+        "{log}"
+    );
 }

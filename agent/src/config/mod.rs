@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod import;
+pub mod node;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{HealthCheck, HttpCheck, Probe};
 pub use import::{Accept, Import, LimitAction, LimitVerdict, MaxPrefixes, PrefixMatch};
+pub use node::{AddressFrom, NodeAnnotations, NodeFacts, NodeLabels, parse_node_map};
 pub use validate::{FieldError, Problems};
 
 use crate::route::{Community, LargeCommunity, NextHop, Prefix};
@@ -89,9 +91,15 @@ fn default_admin() -> SocketAddr {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Peer {
-    /// The neighbour's address; a session is identified by it.
+    /// The neighbour's address; a session is identified by it. Leave it out
+    /// when each node has its own (`addressFrom`).
+    #[serde(default = "no_address", skip_serializing_if = "IpAddr::is_unspecified")]
     #[cfg_attr(feature = "schema", schemars(length(max = 45)))]
     pub address: IpAddr,
+    /// Where each node finds this neighbour's address, instead of `address`:
+    /// its own top-of-rack router, say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_from: Option<AddressFrom>,
     /// The neighbour's AS; equal to the gateway's own AS for iBGP.
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4_294_967_295u32)))]
     pub asn: u32,
@@ -152,8 +160,10 @@ pub struct Peer {
     pub node_selector: BTreeMap<String, String>,
 }
 
-/// A node's labels, as the agent learns them.
-pub type NodeLabels = BTreeMap<String, String>;
+/// What a config's `address` is when it gives none: no address at all.
+fn no_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
 
 fn default_port() -> u16 {
     179
@@ -173,11 +183,6 @@ fn default_families() -> Vec<Family> {
 }
 
 impl Peer {
-    /// Whether a node with `labels` peers with this neighbour.
-    pub fn runs_on(&self, labels: &NodeLabels) -> bool {
-        self.node_selector.iter().all(|(key, value)| labels.get(key) == Some(value))
-    }
-
     /// The keepalive interval to offer: configured, or a third of the hold time.
     pub fn keepalive_time(&self) -> u16 {
         self.keepalive_time.unwrap_or(self.hold_time / 3)
@@ -351,12 +356,18 @@ pub enum ConfigError {
     #[error("config {path} breaks {} rule(s):\n{problems}", problems.len())]
     Invalid { path: PathBuf, problems: Problems },
     #[error(
-        "peers[{index}] ({address}) has a nodeSelector, but the agent does not know its \
-         node's labels: pass --node-labels-file"
+        "peers[{index}] ({peer}) {needs}, but the agent does not know its node's {facts}: \
+         pass {flag}"
     )]
-    NodeUnknown { index: usize, address: IpAddr },
-    #[error("node labels {path}: {message}")]
-    NodeLabels { path: PathBuf, message: String },
+    NodeUnknown {
+        index: usize,
+        peer: String,
+        needs: &'static str,
+        facts: &'static str,
+        flag: &'static str,
+    },
+    #[error("node file {path}: {message}")]
+    NodeFile { path: PathBuf, message: String },
 }
 
 impl Config {
@@ -378,42 +389,12 @@ impl Config {
         Ok(config)
     }
 
-    /// The config of the agent on a node with `labels`: only the peers
-    /// whose `nodeSelector` the node matches. Without labels, a peer with a
-    /// selector is an error (the agent cannot tell whether it is its node's).
-    pub fn on_node(mut self, labels: Option<&NodeLabels>) -> Result<Config, ConfigError> {
-        match labels {
-            Some(labels) => self.peers.retain(|p| p.runs_on(labels)),
-            None => {
-                if let Some((index, p)) =
-                    self.peers.iter().enumerate().find(|(_, p)| !p.node_selector.is_empty())
-                {
-                    return Err(ConfigError::NodeUnknown { index, address: p.address });
-                }
-            }
-        }
-        Ok(self)
-    }
-
     /// Every rule the config breaks, each naming its field.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::default();
         validate::config(self, &mut problems);
         problems.into_result()
     }
-}
-
-/// A node's labels from the text of `--node-labels-file`: a JSON object of
-/// strings, as the operator writes it into the pod (an empty file, which a
-/// pod shows for an annotation not yet written, is a node without labels).
-pub fn parse_node_labels(text: &str, path: &Path) -> Result<NodeLabels, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(NodeLabels::new());
-    }
-    serde_json::from_str(text).map_err(|e| ConfigError::NodeLabels {
-        path: path.to_owned(),
-        message: format!("not a JSON object of label names and values: {e}"),
-    })
 }
 
 #[cfg(test)]

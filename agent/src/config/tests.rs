@@ -180,6 +180,38 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
             &["invalid IP address"],
         ),
         (
+            "a peer without an address",
+            "asn: 1\npeers:\n  - asn: 2\n".into(),
+            &["peers[0].address: needed", "or addressFrom"],
+        ),
+        (
+            "a peer at no address",
+            "asn: 1\npeers:\n  - address: \"::\"\n    asn: 2\n".into(),
+            &["peers[0].address: needed (and not 0.0.0.0 or ::)"],
+        ),
+        (
+            "a multicast peer",
+            "asn: 1\npeers:\n  - address: 224.0.0.5\n    asn: 2\n".into(),
+            &["peers[0].address: 224.0.0.5 cannot be dialled"],
+        ),
+        (
+            "an address and addressFrom",
+            format!("asn: 1\n{peer}    addressFrom: {{nodeAnnotation: tor}}\n"),
+            &["peers[0].addressFrom: either address (192.0.2.1) or addressFrom, not both"],
+        ),
+        (
+            "addressFrom names no annotation",
+            "asn: 1\npeers:\n  - addressFrom: {nodeAnnotation: \"Example.com/tor\"}\n    asn: 2\n"
+                .into(),
+            &["peers[0].addressFrom.nodeAnnotation: \"Example.com/tor\" is not an annotation name"],
+        ),
+        (
+            "addressFrom with a passive peer and no listener",
+            "asn: 1\nlisten: null\npeers:\n  - addressFrom: {nodeAnnotation: tor}\n    asn: 2\n    passive: true\n"
+                .into(),
+            &["the address in node annotation tor could never connect"],
+        ),
+        (
             "duplicate peer",
             format!("asn: 1\n{peer}  - address: 192.0.2.1\n    asn: 3\n"),
             &["peers[1].address: 192.0.2.1 is already peers[0]"],
@@ -331,59 +363,6 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
     }
 }
 
-type Labelled<'a> = &'a [(&'a str, &'a str)];
-
-/// Which peers an agent runs on a node: those whose every selector label
-/// the node has with the same value; a peer without a selector everywhere.
-#[test]
-fn a_node_runs_the_peers_its_labels_select() {
-    let text = "asn: 65001\npeers:\n\
-        - {address: 192.0.2.1, asn: 65000}\n\
-        - {address: 192.0.2.2, asn: 65000, nodeSelector: {rack: a}}\n\
-        - {address: 192.0.2.3, asn: 65000, nodeSelector: {rack: b, tier: edge}}\n";
-    let config = parse(text).unwrap();
-    let cases: &[(&str, Labelled, &[&str])] = &[
-        ("no labels", &[], &["192.0.2.1"]),
-        ("rack a", &[("rack", "a")], &["192.0.2.1", "192.0.2.2"]),
-        ("rack b without the tier", &[("rack", "b")], &["192.0.2.1"]),
-        ("rack b on the edge", &[("rack", "b"), ("tier", "edge")], &["192.0.2.1", "192.0.2.3"]),
-        ("values are compared whole", &[("rack", "ab"), ("tier", "edge")], &["192.0.2.1"]),
-        (
-            "other labels do not matter",
-            &[("rack", "a"), ("zone", "x")],
-            &["192.0.2.1", "192.0.2.2"],
-        ),
-    ];
-    for (case, labels, want) in cases {
-        let labels: NodeLabels =
-            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let on_node = config.clone().on_node(Some(&labels)).unwrap();
-        let got: Vec<String> = on_node.peers.iter().map(|p| p.address.to_string()).collect();
-        assert_eq!(got, *want, "{case}");
-    }
-    // Without labels an agent cannot tell: it says which peer needs them.
-    let err = config.clone().on_node(None).unwrap_err().to_string();
-    assert!(err.contains("peers[1] (192.0.2.2)") && err.contains("--node-labels-file"), "{err}");
-    let plain = parse(MINIMAL).unwrap();
-    assert_eq!(plain.clone().on_node(None).unwrap(), plain);
-}
-
-#[test]
-fn node_labels_are_a_json_object_and_an_empty_file_is_no_labels() {
-    let path = Path::new("/etc/nonstop/node/labels");
-    assert_eq!(parse_node_labels("", path).unwrap(), NodeLabels::new());
-    assert_eq!(parse_node_labels(" \n", path).unwrap(), NodeLabels::new());
-    let labels = parse_node_labels(r#"{"rack":"a","tier":""}"#, path).unwrap();
-    assert_eq!(labels.get("rack").map(String::as_str), Some("a"));
-    for bad in ["rack=a", "[\"rack\"]", r#"{"rack": 1}"#] {
-        let err = parse_node_labels(bad, path).unwrap_err().to_string();
-        assert!(
-            err.starts_with("node labels /etc/nonstop/node/labels: not a JSON object"),
-            "{bad}: {err}"
-        );
-    }
-}
-
 #[test]
 fn every_broken_rule_is_reported_at_once() {
     let text = "asn: 0\npeers:\n  - address: 192.0.2.1\n    asn: 2\n    holdTime: 1\n    connectRetryTime: 0\n";
@@ -420,4 +399,18 @@ fn hold_and_keepalive_rules_follow_rfc_4271() {
 fn a_missing_file_names_the_path() {
     let err = Config::load(Path::new("/nonexistent/gw.yaml")).unwrap_err().to_string();
     assert!(err.contains("cannot read config /nonexistent/gw.yaml"), "{err}");
+}
+
+#[test]
+fn annotation_names_are_checked_as_kubernetes_checks_them() {
+    let good = ["tor", "example.com/tor", "nonstop.dev/e2e-tor", "a.b-c/x_y.z", "T0r"];
+    for key in good {
+        assert_eq!(validate::annotation_key(key), None, "{key}");
+    }
+    let too_long = "a".repeat(64);
+    let bad =
+        ["", "/tor", "example.com/", "-tor", "tor-", "a b", "Example.com/tor", "a..b/c", &too_long];
+    for key in bad {
+        assert!(validate::annotation_key(key).is_some(), "{key:?} passed");
+    }
 }

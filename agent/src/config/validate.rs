@@ -102,7 +102,7 @@ pub fn passive_without_listener(peers: &[Peer], prefix: &str, problems: &mut Pro
             format!("{prefix}peers[{i}].passive"),
             format!(
                 "{} could never connect: the gateway has no listener, so every peer must be dialled",
-                p.address
+                p.named()
             ),
         );
     }
@@ -145,9 +145,30 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p.address, Into::into),
             v4 => v4,
         };
-        if let Some(first) = seen.insert(key, i) {
-            problems.push(at("address"), format!("{} is already peers[{first}]", p.address));
-            seen.insert(key, first);
+        match &p.address_from {
+            None if p.address.is_unspecified() => problems.push(
+                at("address"),
+                "needed (and not 0.0.0.0 or ::), or addressFrom for an address of each node's own",
+            ),
+            None if p.address.is_multicast() => {
+                problems.push(at("address"), format!("{} cannot be dialled", p.address))
+            }
+            None => {
+                if let Some(first) = seen.insert(key, i) {
+                    problems
+                        .push(at("address"), format!("{} is already peers[{first}]", p.address));
+                    seen.insert(key, first);
+                }
+            }
+            Some(_) if !p.address.is_unspecified() => problems.push(
+                at("addressFrom"),
+                format!("either address ({}) or addressFrom, not both", p.address),
+            ),
+            Some(from) => {
+                if let Some(problem) = annotation_key(&from.node_annotation) {
+                    problems.push(at("addressFrom.nodeAnnotation"), problem);
+                }
+            }
         }
         if p.asn == 0 {
             problems.push(at("asn"), "AS 0 is reserved (RFC 7607)");
@@ -163,6 +184,7 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
             problems.push(at("connectRetryTime"), "must be at least 1 second");
         }
         if let Some(local) = p.local_address
+            && p.address_from.is_none()
             && local.is_ipv4() != p.address.is_ipv4()
         {
             problems.push(
@@ -209,6 +231,33 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
         }
         import(&p.import, &at("import"), problems);
     }
+}
+
+/// What is wrong with `key` as the name of an annotation (an optional DNS
+/// subdomain prefix and `/`, then a name of at most 63 characters), if
+/// anything.
+pub(crate) fn annotation_key(key: &str) -> Option<String> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = !key.contains('/')
+        || (!prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            }));
+    (!(name_ok && prefix_ok)).then(|| {
+        format!(
+            "{key:?} is not an annotation name: [prefix/]name, the name at most 63 letters, \
+             digits, '-', '_' or '.', the prefix a DNS subdomain"
+        )
+    })
 }
 
 /// The rules for `peers[].import`; `at` is its path.

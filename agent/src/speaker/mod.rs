@@ -49,7 +49,7 @@ use peer::{Local, PeerCommand, PeerOptions, PeerTask};
 use routes::PeerView;
 use status::{Metrics, PeerStatus};
 
-use crate::config::{Announcement, Config, ConfigError, Peer};
+use crate::config::{Announcement, Config, ConfigError, NodeFacts, Peer};
 use crate::published::Published;
 use crate::restart::{self, Ended, Previous};
 use crate::wire::{Notification, subcode};
@@ -84,6 +84,10 @@ pub struct RunOptions {
     /// Where the node's labels are (JSON), for the peers' `nodeSelector`;
     /// re-read while the agent runs. None: no peer may have a selector.
     pub node_labels_file: Option<PathBuf>,
+    /// Where the node's annotations are (JSON), for the peers'
+    /// `addressFrom`; re-read while the agent runs. None: no peer may take
+    /// its address from its node.
+    pub node_annotations_file: Option<PathBuf>,
     /// Source addresses (one per family at most) for peers whose config
     /// sets no `localAddress`: the node's own, from the operator.
     pub local_addresses: Vec<IpAddr>,
@@ -112,25 +116,48 @@ impl RunOptions {
         config
     }
 
-    /// The node's labels file as it is now; None without one.
-    fn node_labels_text(&self) -> Result<Option<String>, ConfigError> {
-        let Some(path) = &self.node_labels_file else { return Ok(None) };
-        std::fs::read_to_string(path)
-            .map(Some)
-            .map_err(|e| ConfigError::NodeLabels { path: path.clone(), message: e.to_string() })
+    /// The node's files as they are now; None for a file not passed.
+    fn node_files(&self) -> Result<NodeFiles, ConfigError> {
+        let read = |file: &Option<PathBuf>| -> Result<Option<String>, ConfigError> {
+            let Some(path) = file else { return Ok(None) };
+            std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| ConfigError::NodeFile { path: path.clone(), message: e.to_string() })
+        };
+        Ok(NodeFiles {
+            labels: read(&self.node_labels_file)?,
+            annotations: read(&self.node_annotations_file)?,
+        })
     }
 
-    /// The config this agent runs: the file, its node's peers only, and
-    /// this run's overrides; with the labels file's text it was made from.
-    fn load(&self) -> Result<(Config, Option<String>), ConfigError> {
+    /// The config this agent runs: the file, its node's peers at its
+    /// node's addresses, and this run's overrides; with the node's files'
+    /// text it was made from. Peers the node has no address for are logged.
+    fn load(&self) -> Result<(Config, NodeFiles), ConfigError> {
         let config = Config::load(&self.config)?;
-        let text = self.node_labels_text()?;
-        let labels = match (&text, &self.node_labels_file) {
-            (Some(text), Some(path)) => Some(crate::config::parse_node_labels(text, path)?),
-            _ => None,
+        let files = self.node_files()?;
+        let parse = |text: &Option<String>, file: &Option<PathBuf>| match (text, file) {
+            (Some(text), Some(path)) => crate::config::parse_node_map(text, path).map(Some),
+            _ => Ok(None),
         };
-        Ok((self.effective(config.on_node(labels.as_ref())?), text))
+        let node = NodeFacts {
+            labels: parse(&files.labels, &self.node_labels_file)?,
+            annotations: parse(&files.annotations, &self.node_annotations_file)?,
+        };
+        let (config, notes) = config.on_node(&node)?;
+        for note in notes {
+            warn!("{note}");
+        }
+        Ok((self.effective(config), files))
     }
+}
+
+/// The text of the files the operator keeps of the agent's node (see
+/// [`RunOptions::node_labels_file`]), as last read.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NodeFiles {
+    labels: Option<String>,
+    annotations: Option<String>,
 }
 
 /// How a starting agent takes over from one already running in its state dir.
@@ -294,8 +321,8 @@ struct Speaker {
     /// The set last published (`PUT /announcements`), announced beside
     /// `config.announce`.
     published: Arc<Published>,
-    /// The node labels file's text the running peers were chosen by.
-    node_labels: Option<String>,
+    /// The node's files the running peers were chosen and addressed by.
+    node_files: NodeFiles,
     /// The tasks of peers no longer configured, draining (see `let_go`).
     leaving: Vec<JoinHandle<()>>,
 }
@@ -495,8 +522,8 @@ impl Speaker {
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
         let new = match self.options.load() {
-            Ok((config, labels)) => {
-                self.node_labels = labels;
+            Ok((config, files)) => {
+                self.node_files = files;
                 config
             }
             Err(e) => {
@@ -561,19 +588,20 @@ impl Speaker {
         info!(peers = self.peers.len(), announced = self.config.announce.len(), "config reloaded");
     }
 
-    /// The node's labels changed (the operator rewrote them): the peers
-    /// are chosen again, as on SIGHUP. A file that cannot be read keeps the
-    /// running peers (said once, until it can be read again).
-    async fn follow_node_labels(&mut self) {
-        match self.options.node_labels_text() {
-            Ok(text) if text != self.node_labels => {
-                info!("the node's labels changed: choosing its peers again");
-                self.node_labels = text;
+    /// The node's labels or annotations changed (the operator rewrote
+    /// them): the peers are chosen and addressed again, as on SIGHUP. A
+    /// file that cannot be read keeps the running peers (said once, until
+    /// it can be read again).
+    async fn follow_node(&mut self) {
+        match self.options.node_files() {
+            Ok(files) if files != self.node_files => {
+                info!("the node's labels or annotations changed: choosing its peers again");
+                self.node_files = files;
                 self.reload().await;
             }
             Ok(_) => {}
             Err(e) => {
-                if self.node_labels.take().is_some() {
+                if std::mem::take(&mut self.node_files) != NodeFiles::default() {
                     warn!("keeping the node's peers as they are: {e}");
                 }
             }

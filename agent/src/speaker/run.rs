@@ -89,7 +89,7 @@ struct Opened {
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::install();
-    let (config, node_labels) = options.load()?;
+    let (config, node_files) = options.load()?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -187,7 +187,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         exporter,
         health,
         published,
-        node_labels,
+        node_files,
         leaving: Vec::new(),
     };
     let took_over = takeover.is_some();
@@ -436,7 +436,7 @@ impl Speaker {
                 change = self.health.changed() => self.verdict_changed(change).await,
                 _ = secrets.tick() => {
                     self.follow_passwords().await;
-                    self.follow_node_labels().await;
+                    self.follow_node().await;
                 }
                 _ = signals.hangup.recv() => self.reload().await,
                 _ = signals.terminate.recv() => return Exit::Stop(StopMode::Decommission),
