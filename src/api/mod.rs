@@ -83,10 +83,14 @@ pub struct BgpGatewaySpec {
     #[schemars(length(max = 15))]
     pub router_id: Option<Ipv4Addr>,
     /// The routers every agent of this gateway peers with.
+    // A list whole, not a map keyed by address: a peer with `addressFrom`
+    // has none, and a map's keys must be required.
     #[schemars(
         length(min = 1, max = 1000),
-        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["address"]),
+        extend("x-kubernetes-list-type" = "atomic"),
         extend("x-kubernetes-validations" = [
+            {"rule": "self.all(p, has(p.address) != has(p.addressFrom))",
+             "message": "each peer needs an address, or addressFrom for an address of each node's own (not both)"},
             {"rule": "self.all(p, !has(p.holdTime) || p.holdTime == 0 || p.holdTime >= 3)",
              "message": "holdTime must be 0 (no keepalives) or at least 3 seconds (RFC 4271 §4.2)"},
             {"rule": "self.all(p, !has(p.keepaliveTime) || ((has(p.holdTime) ? p.holdTime : 90) == 0 ? p.keepaliveTime == 0 : (p.keepaliveTime >= 1 && p.keepaliveTime < (has(p.holdTime) ? p.holdTime : 90))))",

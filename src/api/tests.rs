@@ -368,6 +368,34 @@ fn cel_and_rust_agree_on_passive_peers_without_a_listener() {
     }
 }
 
+/// The same for a peer's address: given, or taken from each node
+/// (`addressFrom`), never both and never neither.
+#[test]
+fn cel_and_rust_agree_on_a_peers_address_or_address_from() {
+    let from = json!({"nodeAnnotation": "topology.example/tor"});
+    for address in [None, Some(json!("192.0.2.1"))] {
+        for address_from in [None, Some(from.clone())] {
+            let mut object = example_value();
+            let peer = object["spec"]["peers"][0].as_object_mut().unwrap();
+            peer.remove("address");
+            if let Some(a) = &address {
+                peer.insert("address".into(), a.clone());
+            }
+            if let Some(f) = &address_from {
+                peer.insert("addressFrom".into(), f.clone());
+            }
+            let said = server_verdict(&object);
+            let checked = BgpGateway::checked(object);
+            let case = format!("address {address:?}, addressFrom {address_from:?}");
+            assert_eq!(said.is_empty(), checked.is_ok(), "{case}: {said:?} {:?}", checked.err());
+            assert_eq!(checked.is_ok(), address.is_some() != address_from.is_some(), "{case}");
+            if let Err(e) = checked {
+                assert!(e.to_string().contains("spec.peers[0].address"), "{case}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn generated_crds_match_the_types() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

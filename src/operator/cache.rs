@@ -38,6 +38,8 @@ use crate::api::BgpGateway;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeFingerprint {
     labels: Vec<(String, String)>,
+    /// Peers may take their addresses from any of them.
+    annotations: Vec<(String, String)>,
     taints: Vec<(String, String, String)>,
     unschedulable: bool,
     ready: bool,
@@ -50,6 +52,7 @@ impl NodeFingerprint {
         let status = node.status.as_ref();
         NodeFingerprint {
             labels: node.labels().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: node.annotations().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             taints: spec
                 .and_then(|s| s.taints.as_ref())
                 .into_iter()

@@ -156,6 +156,7 @@ fn pod(name: &str, uid: &str, deleting: bool) -> PodView {
         failure: None,
         stopped: false,
         node_labels: None,
+        node_addresses: None,
     }
 }
 

@@ -80,7 +80,8 @@ impl Cached {
             .collect();
         // A watch cache has no order; the planner walks nodes by name (the
         // order a LIST gives, and the order a rollout takes the nodes in).
-        let mut nodes: Vec<NodeView> = cached_nodes.iter().map(|n| node_view(n)).collect();
+        let named: Vec<&str> = super::per_node::named_annotations(&gw.spec).collect();
+        let mut nodes: Vec<NodeView> = cached_nodes.iter().map(|n| node_view(n, &named)).collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         pods.sort_by(|a, b| a.name.cmp(&b.name));
         let conflicts = conflicts(caches, gw, &nodes, &pods);
@@ -208,7 +209,7 @@ async fn ask_agents(
         let want = nodes
             .iter()
             .find(|n| &n.name == node)
-            .map_or(0, |n| super::per_node::sessions_on(&gw.spec, &n.labels));
+            .map_or(0, |n| super::per_node::sessions_on(&gw.spec, n));
         match answers.reuse(&key, node, &mine, want, now) {
             Some(view) => {
                 agents.extend(view.map(|v| (node.clone(), v)));
@@ -237,14 +238,16 @@ pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
     addresses.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()
 }
 
-fn node_view(node: &Node) -> NodeView {
+/// A node as the planner sees it for a gateway whose peers take their
+/// addresses from the node annotations `named`.
+fn node_view(node: &Node, named: &[&str]) -> NodeView {
     NodeView {
         name: node.name_any(),
         labels: node.labels().clone(),
         annotations: node
             .annotations()
             .iter()
-            .filter(|(k, _)| k.starts_with("nonstop.dev/"))
+            .filter(|(k, _)| k.starts_with("nonstop.dev/") || named.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
@@ -289,6 +292,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
         failure: failure(pod),
         stopped: agent_stopped(&status),
         node_labels: pod.annotations().get(super::per_node::ANNOTATION).cloned(),
+        node_addresses: pod.annotations().get(super::per_node::ADDRESSES).cloned(),
     })
 }
 

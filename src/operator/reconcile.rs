@@ -343,14 +343,14 @@ async fn apply(
                 Some(view) => per_node::facts(&gw.spec, view),
                 None => per_node::Facts {
                     labels: per_node::annotation(&gw.spec, &Default::default()),
+                    addresses: per_node::addresses(&gw.spec, &Default::default()),
                     ..Default::default()
                 },
             };
-            for problem in &facts.problems {
+            for (reason, problem) in &facts.problems {
                 warn!(gateway = %gw.name_any(), "{problem}");
                 let reference = gw.object_ref(&());
-                publish(&ctx.recorder, &reference, None, true, "NodeAnnotationIgnored", problem)
-                    .await;
+                publish(&ctx.recorder, &reference, None, true, reason, problem).await;
             }
             let pod = render::pod(gw, node, revision, now, ctx.log_format, &facts);
             match pod_api.create(&PostParams::default(), &pod).await {
@@ -381,9 +381,9 @@ async fn apply(
     Ok(())
 }
 
-/// Rewrites the node labels of each agent pod whose node's labels changed
-/// (peers chosen per node): the kubelet updates the pod's file, and its
-/// agent chooses its peers again. No pod is replaced.
+/// Rewrites the node labels and annotations of each agent pod whose node's
+/// changed (peers chosen or addressed per node): the kubelet updates the
+/// pod's files, and its agent chooses its peers again. No pod is replaced.
 async fn tell_node_labels(
     ctx: &Context,
     gw: &BgpGateway,
@@ -395,9 +395,9 @@ async fn tell_node_labels(
     }
     ctx.may_write()?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &gw.namespace().unwrap_or_default());
-    for (pod, labels) in stale {
-        info!(gateway = %gw.name_any(), pod = %pod, labels = %labels, "telling the agent its node's labels");
-        let patch = json!({"metadata": {"annotations": {per_node::ANNOTATION: labels}}});
+    for (pod, annotations) in stale {
+        info!(gateway = %gw.name_any(), pod = %pod, ?annotations, "telling the agent about its node");
+        let patch = json!({"metadata": {"annotations": annotations}});
         match pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {} // gone since it was observed

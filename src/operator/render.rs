@@ -196,10 +196,25 @@ pub fn pod(
     let mut args = agent_args(spec, facts);
     let (mut volumes, mut mounts) =
         volumes(spec, (&namespace, &name), config_map_name(gw, revision), api_secret_name(gw));
-    if let Some(labels) = &facts.labels {
-        annotations.insert(per_node::ANNOTATION.into(), labels.clone());
-        args.extend(["--node-labels-file".into(), format!("{}/{}", per_node::DIR, per_node::FILE)]);
-        let (volume, mount) = node_labels_volume();
+    let told = [
+        (&facts.labels, per_node::ANNOTATION, per_node::FILE, "--node-labels-file"),
+        (
+            &facts.addresses,
+            per_node::ADDRESSES,
+            per_node::ADDRESSES_FILE,
+            "--node-annotations-file",
+        ),
+    ];
+    let mut files = Vec::new();
+    for (value, annotation, file, flag) in told {
+        if let Some(value) = value {
+            annotations.insert(annotation.into(), value.clone());
+            args.extend([flag.into(), format!("{}/{file}", per_node::DIR)]);
+            files.push((annotation, file));
+        }
+    }
+    if !files.is_empty() {
+        let (volume, mount) = node_volume(&files);
         volumes.push(volume);
         mounts.push(mount);
     }
@@ -450,22 +465,25 @@ fn volumes(
     (volumes, mounts)
 }
 
-/// The node's labels its peers are chosen by: the pod's own annotation as
-/// a file, which the kubelet rewrites when the operator changes it.
-fn node_labels_volume() -> (Volume, VolumeMount) {
+/// What the agent is told of its node (the labels its peers are chosen
+/// by, the annotations they take their addresses from): the pod's own
+/// annotations as files, which the kubelet rewrites when the operator
+/// changes them. `files` pairs each annotation with its file's name.
+fn node_volume(files: &[(&str, &str)]) -> (Volume, VolumeMount) {
+    let items = files
+        .iter()
+        .map(|(annotation, file)| DownwardAPIVolumeFile {
+            path: (*file).into(),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: format!("metadata.annotations['{annotation}']"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
     let volume = Volume {
         name: "node-labels".into(),
-        downward_api: Some(DownwardAPIVolumeSource {
-            items: Some(vec![DownwardAPIVolumeFile {
-                path: per_node::FILE.into(),
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.annotations['{}']", per_node::ANNOTATION),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        downward_api: Some(DownwardAPIVolumeSource { items: Some(items), ..Default::default() }),
         ..Default::default()
     };
     let mount = VolumeMount {

@@ -300,35 +300,59 @@ fn each_incarnation_of_a_gateway_mounts_its_own_api_token() {
     assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, "u2-made-again");
 }
 
-/// Peers chosen per rack: the pod carries its node's labels as an
-/// annotation, the agent reads it as a file the kubelet keeps current.
-/// Without selectors, the pod is as it always was.
+/// Peers chosen per rack, or addressed per node: the pod carries its
+/// node's labels, or annotations, as its own annotations, which the agent
+/// reads as files the kubelet keeps current. Told neither, the pod is as it
+/// always was.
 #[test]
-fn a_pod_whose_peers_are_chosen_per_node_reads_its_nodes_labels() {
+fn a_pod_whose_peers_are_chosen_or_addressed_per_node_reads_its_node() {
     let gw = example();
     let rev = revision(&gw.spec);
     let labels = r#"{"rack":"a"}"#;
-    let facts = per_node::Facts { labels: Some(labels.into()), ..Default::default() };
-    let pod = pod(&gw, "node-1", &rev, 1, LogFormat::Text, &facts);
-    assert_eq!(pod.metadata.annotations.as_ref().unwrap()[per_node::ANNOTATION], labels);
-    let spec = pod.spec.unwrap();
-    let args = spec.containers[0].args.clone().unwrap();
-    let file = args.iter().position(|a| a == "--node-labels-file").map(|i| &args[i + 1]);
-    assert_eq!(file.map(String::as_str), Some("/etc/nonstop/node/labels"));
-    let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "node-labels").unwrap();
-    let item = &volume.downward_api.unwrap().items.unwrap()[0];
-    assert_eq!(item.path, "labels");
-    assert_eq!(
-        item.field_ref.as_ref().unwrap().field_path,
-        "metadata.annotations['nonstop.dev/node-labels']"
-    );
-    let mounts = spec.containers[0].volume_mounts.clone().unwrap();
-    assert!(mounts.iter().any(|m| m.name == "node-labels" && m.mount_path == "/etc/nonstop/node"));
+    let addresses = r#"{"example.com/tor":"10.1.0.1"}"#;
+    let told = |labels: Option<&str>, addresses: Option<&str>| per_node::Facts {
+        labels: labels.map(String::from),
+        addresses: addresses.map(String::from),
+        ..Default::default()
+    };
+    // (what the pod is told, each file with its flag and pod annotation)
+    type Files<'a> = &'a [(&'a str, &'a str, &'a str, &'a str)];
+    let labels_file = ("labels", "--node-labels-file", per_node::ANNOTATION, labels);
+    let addresses_file = ("annotations", "--node-annotations-file", per_node::ADDRESSES, addresses);
+    let cases: &[(per_node::Facts, Files)] = &[
+        (told(Some(labels), None), &[labels_file]),
+        (told(None, Some(addresses)), &[addresses_file]),
+        (told(Some(labels), Some(addresses)), &[labels_file, addresses_file]),
+    ];
+    for (facts, files) in cases {
+        let pod = pod(&gw, "node-1", &rev, 1, LogFormat::Text, facts);
+        let annotations = pod.metadata.annotations.clone().unwrap();
+        let spec = pod.spec.unwrap();
+        let args = spec.containers[0].args.clone().unwrap();
+        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "node-labels").unwrap();
+        let items = volume.downward_api.unwrap().items.unwrap();
+        assert_eq!(items.len(), files.len(), "{facts:?}");
+        for ((file, flag, annotation, value), item) in files.iter().zip(&items) {
+            assert_eq!(annotations[*annotation], *value);
+            let given = args.iter().position(|a| a == flag).map(|i| &args[i + 1]);
+            assert_eq!(given.cloned(), Some(format!("/etc/nonstop/node/{file}")), "{flag}");
+            assert_eq!(item.path, *file);
+            let field = &item.field_ref.as_ref().unwrap().field_path;
+            assert_eq!(*field, format!("metadata.annotations['{annotation}']"));
+        }
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        let mounted =
+            mounts.iter().any(|m| m.name == "node-labels" && m.mount_path == "/etc/nonstop/node");
+        assert!(mounted, "{facts:?}");
+    }
 
     let plain = super::pod(&gw, "node-1", &rev, 1, LogFormat::Text, &Default::default());
-    assert!(!plain.metadata.annotations.unwrap().contains_key(per_node::ANNOTATION));
+    let annotations = plain.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key(per_node::ANNOTATION));
+    assert!(!annotations.contains_key(per_node::ADDRESSES));
     let plain = plain.spec.unwrap();
-    assert!(!plain.containers[0].args.as_ref().unwrap().contains(&"--node-labels-file".into()));
+    let args = plain.containers[0].args.clone().unwrap();
+    assert!(!args.iter().any(|a| a.starts_with("--node-")), "{args:?}");
     assert!(!plain.volumes.unwrap().iter().any(|v| v.name == "node-labels"));
 }
 

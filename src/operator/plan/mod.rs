@@ -51,7 +51,8 @@ use crate::api::{
 pub struct NodeView {
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Its `nonstop.dev/` annotations (see [`super::per_node`]).
+    /// Its `nonstop.dev/` annotations and those the gateway's peers take
+    /// their addresses from (see [`super::per_node`]).
     pub annotations: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     /// Cordoned (`spec.unschedulable`).
@@ -91,6 +92,8 @@ pub struct PodView {
     pub stopped: bool,
     /// The node labels it tells its agent (see [`super::per_node`]).
     pub node_labels: Option<String>,
+    /// The node annotations it tells its agent (see [`super::per_node`]).
+    pub node_addresses: Option<String>,
 }
 
 impl PodView {
@@ -337,7 +340,7 @@ pub fn plan(input: &Input) -> Plan {
         .iter()
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| {
-            let want = super::per_node::sessions_on(&gw.spec, &n.labels);
+            let want = super::per_node::sessions_on(&gw.spec, n);
             Slot::of(n, observed, want, *f == Fit::Cordoned)
         })
         .collect();

@@ -169,18 +169,22 @@ fn node_statuses(
             }
         })
         .collect();
-    nodes.extend(excluded.iter().map(|node| NodeStatus {
-        node: (*node).into(),
-        sessions: SessionCounts {
-            established: 0,
-            configured:
-                input.observed.nodes.iter().find(|n| n.name == *node).map_or(0, |n| {
-                    super::super::per_node::sessions_on(&input.gateway.spec, &n.labels)
-                }),
-        },
-        last_upgrade: records.get(*node).cloned(),
-        maintenance: Some(Maintenance::Excluded),
-        ..Default::default()
+    nodes.extend(excluded.iter().map(|node| {
+        NodeStatus {
+            node: (*node).into(),
+            sessions: SessionCounts {
+                established: 0,
+                configured: input
+                    .observed
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == *node)
+                    .map_or(0, |n| super::super::per_node::sessions_on(&input.gateway.spec, n)),
+            },
+            last_upgrade: records.get(*node).cloned(),
+            maintenance: Some(Maintenance::Excluded),
+            ..Default::default()
+        }
     }));
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     bound_peers(&mut nodes);

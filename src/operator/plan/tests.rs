@@ -52,6 +52,7 @@ pub(super) fn pod(node: &str, revision: &str, created: i64) -> PodView {
         failure: None,
         stopped: false,
         node_labels: None,
+        node_addresses: None,
     }
 }
 
