@@ -16,6 +16,10 @@
 //! its session there with the same pod, and the rack it left is drained
 //! and let go, not left holding stale routes.
 //!
+//! A router per node without a peer per rack: one peer whose address each
+//! node takes from its own annotation (`addressFrom`); a node re-annotated
+//! moves its session the same way.
+//!
 //! An IPv6 gateway: sessions over IPv6 only (the router at fd99::1, each
 //! node at fd99::i:2), IPv6 prefixes, a dual-stack listener (`::`); it
 //! converges and upgrades hitlessly just the same.
@@ -32,6 +36,8 @@ use support::{NODES, PREFIXES, Setup, uplink, uplinks};
 
 const RACK_LABEL: &str = "nonstop.dev/e2e-rack";
 const ROUTER_ID: &str = "nonstop.dev/router-id";
+/// The node annotation that names each node's own router.
+const TOR: &str = "nonstop.dev/e2e-tor";
 
 /// Rack b's router; it also knows node-2, which starts in rack a.
 fn rack_b() -> Rack {
@@ -70,6 +76,7 @@ impl Drop for OwnRouter {
         for node in NODES {
             let _ = self.lab.kubectl(&["label", "node", node, &format!("{RACK_LABEL}-")]);
             let _ = self.lab.kubectl(&["annotate", "node", node, &format!("{ROUTER_ID}-")]);
+            let _ = self.lab.kubectl(&["annotate", "node", node, &format!("{TOR}-")]);
         }
     }
 }
@@ -141,6 +148,27 @@ fn established(router: &Router, node: &str) -> bool {
     router.sessions().unwrap().iter().any(|s| s.neighbor == hop && s.established)
 }
 
+/// An image bump that rack a's router (the lab router, for `hops_a`) and
+/// rack b's (for `hops_b`) see nothing of: no route missing at any poll,
+/// nothing in their events, and on the wire no NOTIFICATION, FIN, RST or
+/// withdrawal, with BGP heard from every node.
+fn bump_unseen(s: &Setup, tor_b: &Router, hops_a: &[String], hops_b: &[String], name: &str) {
+    let before_a = Tally::of(&s.router, hops_a);
+    let before_b = Tally::of(tor_b, hops_b);
+    let watch_a = Watch::start(s.router.clone(), &PREFIXES, hops_a, hops_a.len());
+    let watch_b = Watch::start(tor_b.clone(), &PREFIXES, hops_b, hops_b.len());
+    let capture = Capture::start(s.lab.dir(), name).unwrap().hearing(hops_a).hearing(hops_b);
+    s.set_image("nonstop-agent:v2");
+    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
+    let wire = capture.finish().on(&uplinks()).unwrap();
+    assert!(wire.is_calm() && wire.bgp_messages > 0, "on the wire during the rollout: {wire:?}");
+    let (misses_a, misses_b) = (watch_a.finish(), watch_b.finish());
+    assert!(misses_a.is_empty() && misses_b.is_empty(), "missing: {misses_a:?} {misses_b:?}");
+    let seen_a = Tally::of(&s.router, hops_a).since(&before_a);
+    let seen_b = Tally::of(tor_b, hops_b).since(&before_b);
+    assert!(seen_a.is_empty() && seen_b.is_empty(), "the routers saw: {seen_a:?} {seen_b:?}");
+}
+
 #[test]
 fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel() {
     let s = Setup::new("e2e-racks");
@@ -174,21 +202,7 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     // An image bump: neither router sees anything.
     let (rack_a_hops, rack_b_hops) =
         (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
-    let before_a = Tally::of(&s.router, &rack_a_hops);
-    let before_b = Tally::of(&tor_b, &rack_b_hops);
-    let watch_a = Watch::start(s.router.clone(), &PREFIXES, &rack_a_hops, 2);
-    let watch_b = Watch::start(tor_b.clone(), &PREFIXES, &rack_b_hops, 1);
-    let capture =
-        Capture::start(s.lab.dir(), "racks").unwrap().hearing(&rack_a_hops).hearing(&rack_b_hops);
-    s.set_image("nonstop-agent:v2");
-    s.wait_complete("nonstop-agent:v2", Duration::from_secs(120));
-    let wire = capture.finish().on(&uplinks()).unwrap();
-    assert!(wire.is_calm() && wire.bgp_messages > 0, "on the wire during the rollout: {wire:?}");
-    let (misses_a, misses_b) = (watch_a.finish(), watch_b.finish());
-    assert!(misses_a.is_empty() && misses_b.is_empty(), "missing: {misses_a:?} {misses_b:?}");
-    let seen_a = Tally::of(&s.router, &rack_a_hops).since(&before_a);
-    let seen_b = Tally::of(&tor_b, &rack_b_hops).since(&before_b);
-    assert!(seen_a.is_empty() && seen_b.is_empty(), "the routers saw: {seen_a:?} {seen_b:?}");
+    bump_unseen(&s, &tor_b, &rack_a_hops, &rack_b_hops, "racks");
 
     // node-2 moves to rack b: its routes move to rack b's router, and it
     // is the same pod (the agent follows its node's labels).
@@ -200,6 +214,54 @@ fn each_rack_peers_with_its_own_router_upgrades_hitlessly_and_follows_a_relabel(
     eprintln!("node-2's routes moved racks {:.1} s after its label", moved.elapsed().as_secs_f64());
     assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
     assert!(!established(&s.router, "node-2"), "node-2 still peers with rack a's router");
+}
+
+/// One peer for every node, at the address the node's annotation names:
+/// a top-of-rack router per node without a peer per rack.
+fn own_tor() -> String {
+    format!(
+        "  peers:\n  - addressFrom: {{nodeAnnotation: {TOR}}}\n    asn: 65000\n    holdTime: 9\n    \
+         connectRetryTime: 1\n    families: [ipv4-unicast]"
+    )
+}
+
+fn annotate_tor(lab: &Lab, node: &str, address: &str) {
+    lab.kubectl(&["annotate", "node", node, &format!("{TOR}={address}"), "--overwrite"]).unwrap();
+}
+
+/// Each node's router is the one its annotation names (here rack b's
+/// shares the lab router's AS, as leaves of one tier often do): one peer
+/// in the spec, a session per node with its own router, a hitless image
+/// bump, and a node re-annotated moves its session with the same pod.
+#[test]
+fn each_node_peers_with_the_router_its_annotation_names() {
+    let s = Setup::new("e2e-tors");
+    let (tor_b, _guard) = own_router(&s, Rack { asn: 65000, ..rack_b() });
+    annotate_tor(&s.lab, "node-1", "10.99.0.1");
+    annotate_tor(&s.lab, "node-2", "10.99.0.1");
+    annotate_tor(&s.lab, "node-3", "10.99.0.2");
+
+    s.ns.apply(&gateway(&s, "nonstop-agent:v1", &own_tor(), PREFIXES)).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1", "node-2"], Duration::from_secs(30));
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    assert!(!established(&s.router, "node-3"), "node-3 peers with the lab router");
+
+    let (hops_a, hops_b) = (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
+    bump_unseen(&s, &tor_b, &hops_a, &hops_b, "tors");
+
+    let pods = s.pod_images().unwrap();
+    let moved = Instant::now();
+    annotate_tor(&s.lab, "node-2", "10.99.0.2");
+    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1"], Duration::from_secs(30));
+    eprintln!(
+        "node-2's routes moved routers {:.1} s after its annotation",
+        moved.elapsed().as_secs_f64()
+    );
+    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
+    assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
 }
 
 const V6_PREFIXES: [&str; 2] = ["2001:db8:100::/48", "2001:db8:200::/48"];
