@@ -232,7 +232,8 @@ fn annotate_tor(lab: &Lab, node: &str, address: &str) {
 /// Each node's router is the one its annotation names (here rack b's
 /// shares the lab router's AS, as leaves of one tier often do): one peer
 /// in the spec, a session per node with its own router, a hitless image
-/// bump, and a node re-annotated moves its session with the same pod.
+/// bump, and a node re-annotated moves its session with the same pod;
+/// one annotated with no address peers with no router, and is said.
 #[test]
 fn each_node_peers_with_the_router_its_annotation_names() {
     let s = Setup::new("e2e-tors");
@@ -262,6 +263,22 @@ fn each_node_peers_with_the_router_its_annotation_names() {
     );
     assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
     assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
+
+    // An annotation that is no address: node-2 peers with no router, its
+    // routes leave, and the gateway's Events say why.
+    annotate_tor(&s.lab, "node-2", "tor-b");
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "a NoPeerAddress Event naming node-2", || {
+        let events = s.events();
+        let said = events["items"].as_array().into_iter().flatten().any(|e| {
+            e["reason"] == "NoPeerAddress"
+                && e["message"].as_str().is_some_and(|m| {
+                    m.contains("node node-2") && m.contains("\"tor-b\" is not an IP address")
+                })
+        });
+        if said { Ok(()) } else { Err(events.to_string()) }
+    });
+    assert!(!established(&s.router, "node-2"), "node-2 peers with the lab router");
 }
 
 const V6_PREFIXES: [&str; 2] = ["2001:db8:100::/48", "2001:db8:200::/48"];

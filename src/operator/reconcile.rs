@@ -400,8 +400,24 @@ async fn tell_node_labels(
         let patch = json!({"metadata": {"annotations": annotations}});
         match pods.patch(&pod, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {} // gone since it was observed
+            Err(kube::Error::Api(e)) if e.code == 404 => continue, // gone since it was observed
             Err(e) => return Err(e.into()),
+        }
+        // A node re-annotated without a usable address for a peer: said
+        // now, as when its pod was made, not only in its agent's log.
+        if !annotations.contains_key(per_node::ADDRESSES) {
+            continue;
+        }
+        let node = observed.pods.iter().find(|p| p.name == pod).map(|p| p.node.as_str());
+        let Some(node) = observed.nodes.iter().find(|n| Some(n.name.as_str()) == node) else {
+            continue;
+        };
+        let facts = per_node::facts(&gw.spec, node);
+        for (reason, problem) in
+            facts.problems.iter().filter(|(r, _)| *r == per_node::NO_PEER_ADDRESS)
+        {
+            warn!(gateway = %gw.name_any(), "{problem}");
+            publish(&ctx.recorder, &gw.object_ref(&()), None, true, reason, problem).await;
         }
     }
     Ok(())
