@@ -76,7 +76,8 @@ pub struct LoadBalancerStatus {
 /// The gateway's condition types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionType {
-    /// Every selected node has an active agent with every session Established.
+    /// Every selected node has an active agent with every session Established,
+    /// and an address for each peer it should dial.
     Ready,
     /// A rollout is under way.
     Progressing,

@@ -97,13 +97,23 @@ pub fn facts(spec: &BgpGatewaySpec, node: &NodeView) -> Facts {
             Err(why) => facts.problems.push(ignored(LOCAL_ADDRESS, value, why)),
         }
     }
-    for (i, p) in spec.peers.iter().enumerate().filter(|(_, p)| p.runs_on(&node.labels)) {
-        if let Some(Err(why)) = p.address_from.as_ref().map(|f| f.addresses(&node.annotations)) {
-            let problem = format!("node {}: peers[{i}] has no address there: {why}", node.name);
-            facts.problems.push((NO_PEER_ADDRESS, problem));
-        }
+    for problem in unaddressed(spec, node) {
+        facts.problems.push((NO_PEER_ADDRESS, format!("node {}: {problem}", node.name)));
     }
     facts
+}
+
+/// Why each peer that runs on `node` but takes its address from the node
+/// has none there (an annotation missing, empty or not an address): the
+/// node runs no session for it, and is not Ready for the gateway.
+pub fn unaddressed(spec: &BgpGatewaySpec, node: &NodeView) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, p) in spec.peers.iter().enumerate().filter(|(_, p)| p.runs_on(&node.labels)) {
+        if let Some(Err(why)) = p.address_from.as_ref().map(|f| f.addresses(&node.annotations)) {
+            out.push(format!("peers[{i}] has no address there: {why}"));
+        }
+    }
+    out
 }
 
 /// The source addresses in a [`LOCAL_ADDRESS`] value: comma-separated, at

@@ -234,6 +234,10 @@ struct Slot<'a> {
     /// labels): what Established must reach. Not the agent's own count,
     /// which is 0 for a moment after it starts.
     want: u32,
+    /// Why peers the node should run have no address there
+    /// ([`super::per_node::unaddressed`]): the node is not Ready until
+    /// its annotations are fixed, though its rollout goes on.
+    unaddressed: Vec<String>,
     /// The node is cordoned: no agent starts here from nothing.
     cordoned: bool,
     /// The node's kubelet reports in. Without it nothing started or
@@ -260,6 +264,7 @@ impl<'a> Slot<'a> {
             agent,
             active,
             want,
+            unaddressed: Vec::new(),
             cordoned,
             node_ready,
         }
@@ -295,6 +300,13 @@ impl<'a> Slot<'a> {
     fn healthy(&self) -> bool {
         self.agent.is_some_and(|a| a.established >= self.want && a.all_advertised)
             && self.active.is_some()
+    }
+
+    /// Healthy, and running every peer the spec means it to: what Ready
+    /// counts. A peer without an address on the node is not something an
+    /// upgrade waits for (no agent could dial it), so only this says it.
+    fn ready(&self) -> bool {
+        self.healthy() && self.unaddressed.is_empty()
     }
 }
 
@@ -341,7 +353,9 @@ pub fn plan(input: &Input) -> Plan {
         .filter(|(_, f)| matches!(f, Fit::Serve | Fit::Cordoned))
         .map(|(n, f)| {
             let want = super::per_node::sessions_on(&gw.spec, n);
-            Slot::of(n, observed, want, *f == Fit::Cordoned)
+            let mut slot = Slot::of(n, observed, want, *f == Fit::Cordoned);
+            slot.unaddressed = super::per_node::unaddressed(&gw.spec, n);
+            slot
         })
         .collect();
     let retry = history::new_retry(gw, &before);
@@ -772,5 +786,7 @@ fn handoff_record(slot: &Slot) -> Option<UpgradeRecord> {
 mod checks_tests;
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod report_tests;
 #[cfg(test)]
 mod tests;

@@ -51,7 +51,7 @@ pub(super) fn status(
     // Drained nodes are out of service: the gateway waits for none of them.
     let slots: Vec<&Slot> = all_slots.iter().filter(|s| !s.drained()).collect();
     let total = slots.len();
-    let healthy = slots.iter().filter(|s| s.healthy()).count();
+    let healthy = slots.iter().filter(|s| s.ready()).count();
     // Rolled: the node's only pod is at the revision and its agent is the
     // active one (session health is the Ready condition's business).
     let at_revision = slots
@@ -280,8 +280,15 @@ fn readiness(
     } else if healthy < total {
         let waiting: Vec<String> = slots
             .iter()
-            .filter(|s| !s.healthy())
-            .map(|s| format!("{}: {}", s.node, health(s)))
+            .filter(|s| !s.ready())
+            .map(|s| match s.healthy() {
+                true => format!(
+                    "{}: {}; annotate the node, or leave it out with the peer's nodeSelector",
+                    s.node,
+                    s.unaddressed.join("; ")
+                ),
+                false => format!("{}: {}", s.node, health(s)),
+            })
             .collect();
         (
             false,

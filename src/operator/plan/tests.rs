@@ -3,7 +3,7 @@
 //! decommission).
 
 use k8s_openapi::api::core::v1::Taint;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::*;
@@ -402,97 +402,6 @@ fn scale_in_and_deletion_decommission() {
     assert_eq!(actions(&run(&gw, OLD, &stopping, 2)), [Action::RemoveFinalizer]);
     let gone = Observed { has_finalizer: true, ..Default::default() };
     assert_eq!(actions(&run(&gw, OLD, &gone, 3)), [Action::RemoveFinalizer]);
-}
-
-#[test]
-fn status_tells_the_state_at_a_glance() {
-    let gw = gateway("Handoff", "");
-    let mut observed = serving(&["n1", "n2"]);
-    let plan = run(&gw, OLD, &observed, 0);
-    let s = &plan.status;
-    assert_eq!(
-        (s.ready.as_deref(), s.sessions.as_deref(), s.rollout.as_deref()),
-        (Some("2/2"), Some("2/2"), Some("Complete"))
-    );
-    assert_eq!(s.current_revision.as_deref(), Some(OLD));
-    assert_eq!(s.image.as_deref(), Some("nonstop-agent:v2"), "the image being rolled to");
-    assert_eq!(condition(&plan, "Ready").0, "True");
-    assert_eq!(plan.requeue, IDLE);
-
-    observed.agents.get_mut("n2").unwrap().established = 0;
-    let mut gw = gw;
-    gw.status = Some(plan.status.clone());
-    let plan = run(&gw, OLD, &observed, 5);
-    let (status, reason, message) = condition(&plan, "Ready");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "NodesNotReady"));
-    assert!(message.contains("n2: 0/1 sessions Established"), "{message}");
-    let before: &Condition =
-        gw.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-    let after = plan.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-    assert_eq!(
-        before.last_transition_time, after.last_transition_time,
-        "unchanged conditions keep their time"
-    );
-}
-
-/// `kubectl describe` answers "which session is down and why" and shows
-/// each session: the node's entry lists them with their state, routes and
-/// the agent's last error, the Ready message names the one down, and the
-/// list stays bounded over many nodes, sessions down first.
-#[test]
-fn every_session_is_listed_down_ones_first_and_the_list_is_bounded() {
-    use crate::api::PeerState;
-    use crate::operator::plan::report::MAX_PEERS;
-    let gw = gateway("Handoff", "");
-    let down = |peer: &str| PeerState {
-        peer: peer.into(),
-        state: "Active".into(),
-        last_error: Some("NOTIFICATION received: Cease/Administrative Reset".into()),
-        ..Default::default()
-    };
-    let up = |peer: &str| PeerState {
-        peer: peer.into(),
-        state: "Established".into(),
-        routes_received: 10,
-        routes_advertised: 2,
-        ..Default::default()
-    };
-    let mut observed = serving(&["n1", "n2"]);
-    observed.agents.get_mut("n1").unwrap().peers = vec![up("10.99.0.1")];
-    let n2 = observed.agents.get_mut("n2").unwrap();
-    n2.established = 0;
-    n2.peers = vec![down("10.99.0.1")];
-    let plan = run(&gw, OLD, &observed, 0);
-    let nodes = &plan.status.nodes;
-    assert_eq!(nodes[0].peers, vec![up("10.99.0.1")], "n1's session, up");
-    assert_eq!(nodes[1].peers, vec![down("10.99.0.1")]);
-    let message = condition(&plan, "Ready").2;
-    assert!(
-        message.contains(
-            "n2: 0/1 sessions Established (10.99.0.1 Active: NOTIFICATION received: Cease/Administrative Reset)"
-        ),
-        "{message}"
-    );
-
-    // 100 nodes with 2 sessions down and 4 up each: every session down is
-    // listed (200), the ones up fill the rest of the bound from the first
-    // nodes, and every node still counts its sessions.
-    let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
-    let mut observed = serving(&names.iter().map(String::as_str).collect::<Vec<_>>());
-    for agent in observed.agents.values_mut() {
-        agent.established = 4;
-        agent.peers = (1..=2).map(|i| down(&format!("10.99.0.{i}"))).collect();
-        agent.peers.extend((3..=6).map(|i| up(&format!("10.99.0.{i}"))));
-    }
-    let plan = run(&gw, OLD, &observed, 0);
-    let nodes = &plan.status.nodes;
-    let listed: usize = nodes.iter().map(|n| n.peers.len()).sum();
-    assert_eq!(listed, MAX_PEERS);
-    let downs = nodes.iter().flat_map(|n| &n.peers).filter(|p| !p.is_established()).count();
-    assert_eq!(downs, 200, "no session down is left out");
-    let lengths: Vec<usize> = nodes.iter().map(|n| n.peers.len()).collect();
-    assert_eq!((lengths[0], lengths[13], lengths[14], lengths[99]), (6, 6, 2, 2));
-    assert!(nodes.iter().all(|n| n.sessions.established == 4));
 }
 
 #[test]
