@@ -16,7 +16,7 @@
 //! reconciler waits for its [`Expectations`] first — the same guard
 //! Kubernetes' own ReplicaSet controller uses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,17 +28,19 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use super::observe::pod_view;
+use super::per_node;
 use super::plan::{AgentView, PodView};
 use super::render::{GATEWAY_LABEL, label_value};
 use crate::api::BgpGateway;
 
 /// What of a node the operator acts on: its labels and taints (which
-/// gateways select it), cordon, readiness and address. Changes to anything
-/// else — the kubelet's heartbeats, images, capacity — wake no gateway.
+/// gateways select it), its `nonstop.dev/` annotations and those peers take
+/// their addresses from, cordon, readiness and address. Changes to anything
+/// else — the kubelet's heartbeats, images, capacity, other controllers'
+/// annotations — wake no gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeFingerprint {
     labels: Vec<(String, String)>,
-    /// Peers may take their addresses from any of them.
     annotations: Vec<(String, String)>,
     taints: Vec<(String, String, String)>,
     unschedulable: bool,
@@ -47,12 +49,19 @@ pub struct NodeFingerprint {
 }
 
 impl NodeFingerprint {
-    pub fn of(node: &Node) -> NodeFingerprint {
+    /// `named`: the annotations some gateway's peers take their addresses
+    /// from ([`named_annotations`]).
+    pub fn of(node: &Node, named: &BTreeSet<String>) -> NodeFingerprint {
         let spec = node.spec.as_ref();
         let status = node.status.as_ref();
         NodeFingerprint {
             labels: node.labels().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            annotations: node.annotations().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: node
+                .annotations()
+                .iter()
+                .filter(|(k, _)| k.starts_with("nonstop.dev/") || named.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             taints: spec
                 .and_then(|s| s.taints.as_ref())
                 .into_iter()
@@ -84,8 +93,10 @@ pub struct NodeChanges {
 
 impl NodeChanges {
     /// Whether `node`, as it is now, differs from the last time seen.
-    pub fn applied(&mut self, node: &Node) -> bool {
-        let print = NodeFingerprint::of(node);
+    /// A gateway that comes to name an annotation reads the nodes when it
+    /// is reconciled; the next change of that annotation wakes it here.
+    pub fn applied(&mut self, node: &Node, named: &BTreeSet<String>) -> bool {
+        let print = NodeFingerprint::of(node, named);
         self.seen.insert(node.name_any(), print.clone()).as_ref() != Some(&print)
     }
 
@@ -94,6 +105,11 @@ impl NodeChanges {
         self.seen.remove(&node.name_any());
         true
     }
+}
+
+/// The node annotations the gateways' peers take their addresses from.
+pub fn named_annotations(gateways: &[Arc<BgpGateway>]) -> BTreeSet<String> {
+    gateways.iter().flat_map(|g| per_node::named_annotations(&g.spec)).map(String::from).collect()
 }
 
 /// Drops what the operator never reads from a cached node: the image list

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeSpec, NodeStatus, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -34,8 +34,15 @@ fn node(labels: &[(&str, &str)]) -> Node {
 #[test]
 fn only_what_the_operator_acts_on_is_a_node_change() {
     type Edit = fn(&mut Node);
-    let cases: [(&str, Edit, bool); 8] = [
+    fn annotate(n: &mut Node, key: &str) {
+        n.metadata.annotations.get_or_insert_default().insert(key.into(), "10.99.0.2".into());
+    }
+    let cases: [(&str, Edit, bool); 11] = [
         ("nothing", |_| {}, false),
+        // Another controller's annotation: nothing a gateway reads.
+        ("foreign annotation", |n| annotate(n, "example.com/owner"), false),
+        ("annotation a peer names", |n| annotate(n, "topology.example/tor"), true),
+        ("nonstop annotation", |n| annotate(n, "nonstop.dev/router-id"), true),
         (
             "heartbeat",
             |n| {
@@ -85,14 +92,15 @@ fn only_what_the_operator_acts_on_is_a_node_change() {
             true,
         ),
     ];
+    let named: BTreeSet<String> = ["topology.example/tor".to_string()].into();
     for (what, edit, changed) in cases {
         let mut changes = NodeChanges::default();
         let mut n = node(&[("gw", "edge")]);
-        assert!(changes.applied(&n), "{what}: a node seen first is a change");
+        assert!(changes.applied(&n, &named), "{what}: a node seen first is a change");
         edit(&mut n);
-        assert_eq!(changes.applied(&n), changed, "{what}");
+        assert_eq!(changes.applied(&n, &named), changed, "{what}");
         assert!(changes.deleted(&n), "{what}: a deleted node is a change");
-        assert!(changes.applied(&n), "{what}: seen again after its deletion");
+        assert!(changes.applied(&n, &named), "{what}: seen again after its deletion");
     }
 }
 
@@ -101,11 +109,11 @@ fn a_slim_node_keeps_what_the_operator_reads() {
     let mut n = node(&[("gw", "edge")]);
     n.status.as_mut().unwrap().images = Some(vec![Default::default()]);
     n.metadata.managed_fields = Some(vec![Default::default()]);
-    let before = NodeFingerprint::of(&n);
+    let before = NodeFingerprint::of(&n, &BTreeSet::new());
     slim_node(&mut n);
     assert_eq!(n.status.as_ref().unwrap().images, None);
     assert_eq!(n.metadata.managed_fields, None);
-    assert_eq!(NodeFingerprint::of(&n), before);
+    assert_eq!(NodeFingerprint::of(&n, &BTreeSet::new()), before);
 }
 
 #[test]

@@ -169,6 +169,7 @@ fn run_controller(
     .default_backoff()
     .touched_objects();
     let mut changes = cache::NodeChanges::default();
+    let named_by = gateways.clone();
     let node_events = reflector(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -179,7 +180,8 @@ fn run_controller(
     .filter_map(move |event| {
         let changed = match event {
             Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                changes.applied(&node).then_some(Ok(node))
+                let named = cache::named_annotations(&named_by.state());
+                changes.applied(&node, &named).then_some(Ok(node))
             }
             Ok(watcher::Event::Delete(node)) => changes.deleted(&node).then_some(Ok(node)),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
