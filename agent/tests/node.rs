@@ -22,6 +22,10 @@
 //! removed one lets it go for good; without the annotations file the
 //! config is refused, naming the flag.
 //!
+//! Peers at the node's default gateway (`peers[].addressFrom.defaultGateway`):
+//! dialled at the next hop of the node's default route, followed when the
+//! route changes or goes.
+//!
 //! The node's own source address (`--local-address`, from its
 //! `nonstop.dev/local-address` annotation): sessions of peers that set no
 //! `localAddress` come from it, and a router that knows the node only by
@@ -297,4 +301,73 @@ fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
         ),
         "{log}"
     );
+}
+
+/// Peers at the node's default gateway (`addressFrom.defaultGateway`):
+/// the agent dials the next hop of its node's default route, follows the
+/// route when it changes (a new router, in the same process), lets the
+/// session go when the route goes, and says why it dials no one where the
+/// next hop is link-local.
+#[test]
+fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
+    let link = Link::new("nodegw");
+    let setup = RouterSetup {
+        ipv4_only: true,
+        graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
+        ..Default::default()
+    };
+    let router = Gobgp::start(&link, &setup);
+    let route = |args: &[&str]| {
+        let mut all = vec!["ip", "-n", &link.a.name];
+        all.extend_from_slice(args);
+        support::sh(&all);
+    };
+    // The default route first leads where no router answers; the IPv6 one
+    // through a link-local next hop.
+    route(&["route", "add", "default", "via", RACK_B_ROUTER, "dev", &link.a_dev, "onlink"]);
+    route(&["-6", "route", "add", "default", "via", "fe80::1", "dev", &link.a_dev]);
+    let yaml = format!(
+        "asn: {AGENT_AS}\nrouterId: {a}\npeers:\n\
+         - addressFrom: {{defaultGateway: {{family: ipv4}}}}\n  asn: {ROUTER_AS}\n  holdTime: 9\n  \
+         keepaliveTime: 3\n  connectRetryTime: 1\n  families: [ipv4-unicast]\n\
+         - addressFrom: {{defaultGateway: {{family: ipv6}}}}\n  asn: {ROUTER_AS}\n  \
+         families: [ipv6-unicast]\n\
+         announce:\n- prefix: {PREFIX}\nshutdown: {{drainSeconds: 1}}\n",
+        a = link.a_v4,
+    );
+    let agent = Agent::start_with(&link.a, &link.dir, &yaml, &[]);
+    eventually(Duration::from_secs(10), "the peer at the default gateway", || {
+        let peers = peer_addresses(&agent)?;
+        if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
+    });
+    let log = agent.daemon.log_text();
+    assert!(
+        log.contains("peers[1] is not run on this node: its IPv6 default route's next hop fe80::1 is link-local"),
+        "{log}"
+    );
+    assert!(router.session().is_err(), "a session before the route led to the router");
+
+    // The route now leads to the router: the agent dials it, same process.
+    route(&["route", "replace", "default", "via", &link.b_v4]);
+    agent.wait_established(&link.b_v4);
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+    eventually(Duration::from_secs(10), "the router to have our prefix", || {
+        let learnt = router.learnt(false)?;
+        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
+    });
+
+    // No default route: the session is let go for good, nothing stale.
+    route(&["route", "del", "default"]);
+    eventually(Duration::from_secs(20), "our routes gone from the router", || {
+        let (peers, learnt, stale) =
+            (peer_addresses(&agent)?, router.learnt(false)?, Router::stale(&router)?);
+        if peers.is_empty() && learnt.is_empty() && stale == 0 {
+            Ok(())
+        } else {
+            Err(format!("peers {peers:?}, learnt {learnt:?}, {stale} stale"))
+        }
+    });
+    let down = router.last_reset().unwrap();
+    assert!(down.contains("Peer Down"), "{down}");
+    assert!(agent.daemon.log_text().contains("the node has no IPv4 default route"));
 }

@@ -91,6 +91,8 @@ pub struct BgpGatewaySpec {
         extend("x-kubernetes-validations" = [
             {"rule": "self.all(p, has(p.address) != has(p.addressFrom))",
              "message": "each peer needs an address, or addressFrom for an address of each node's own (not both)"},
+            {"rule": "self.all(p, !has(p.addressFrom) || has(p.addressFrom.nodeAnnotation) != has(p.addressFrom.defaultGateway))",
+             "message": "addressFrom names one source of the address: nodeAnnotation or defaultGateway"},
             {"rule": "self.all(p, !has(p.holdTime) || p.holdTime == 0 || p.holdTime >= 3)",
              "message": "holdTime must be 0 (no keepalives) or at least 3 seconds (RFC 4271 §4.2)"},
             {"rule": "self.all(p, !has(p.keepaliveTime) || ((has(p.holdTime) ? p.holdTime : 90) == 0 ? p.keepaliveTime == 0 : (p.keepaliveTime >= 1 && p.keepaliveTime < (has(p.holdTime) ? p.holdTime : 90))))",

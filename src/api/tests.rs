@@ -396,6 +396,35 @@ fn cel_and_rust_agree_on_a_peers_address_or_address_from() {
     }
 }
 
+/// `addressFrom` names one source: a node annotation or the node's
+/// default gateway, not both and not neither.
+#[test]
+fn cel_and_rust_agree_on_one_source_of_address_from() {
+    let annotation = ("nodeAnnotation", json!("topology.example/tor"));
+    let gateway = ("defaultGateway", json!({"family": "ipv6"}));
+    let sources =
+        [vec![], vec![annotation.clone()], vec![gateway.clone()], vec![annotation, gateway]];
+    for from in sources {
+        let mut object = example_value();
+        let peer = object["spec"]["peers"][0].as_object_mut().unwrap();
+        peer.remove("address");
+        let named: serde_json::Map<String, serde_json::Value> =
+            from.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        peer.insert("addressFrom".into(), json!(named));
+        let said = server_verdict(&object);
+        let checked = BgpGateway::checked(object);
+        let case = format!("addressFrom {named:?}");
+        assert_eq!(said.is_empty(), checked.is_ok(), "{case}: {said:?} {:?}", checked.err());
+        assert_eq!(checked.is_ok(), from.len() == 1, "{case}");
+        if let Err(e) = checked {
+            assert!(
+                e.to_string().contains("spec.peers[0].addressFrom: names one source"),
+                "{case}: {e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn generated_crds_match_the_types() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -109,7 +109,8 @@ pub fn facts(spec: &BgpGatewaySpec, node: &NodeView) -> Facts {
 pub fn unaddressed(spec: &BgpGatewaySpec, node: &NodeView) -> Vec<String> {
     let mut out = Vec::new();
     for (i, p) in spec.peers.iter().enumerate().filter(|(_, p)| p.runs_on(&node.labels)) {
-        if let Some(Err(why)) = p.address_from.as_ref().map(|f| f.addresses(&node.annotations)) {
+        let by_annotation = p.address_from.as_ref().filter(|f| f.node_annotation.is_some());
+        if let Some(Err(why)) = by_annotation.map(|f| f.addresses(&node.annotations)) {
             out.push(format!("peers[{i}] has no address there: {why}"));
         }
     }
@@ -167,17 +168,24 @@ pub fn addresses(spec: &BgpGatewaySpec, annotations: &BTreeMap<String, String>) 
 
 /// The node annotations the gateway's peers take their addresses from.
 pub fn named_annotations(spec: &BgpGatewaySpec) -> impl Iterator<Item = &str> {
-    spec.peers.iter().filter_map(|p| p.address_from.as_ref()).map(|f| f.node_annotation.as_str())
+    spec.peers.iter().filter_map(|p| p.address_from.as_ref()?.node_annotation.as_deref())
 }
 
 /// The sessions a node's agent runs: its peers, as the agent chooses them,
-/// one per address for a peer whose address comes from the node.
+/// one per address for a peer whose address comes from the node's
+/// annotation. A peer at the node's default gateway counts as one: the
+/// node's routes are the agent's to read, not the API's (a multipath
+/// default route gives more, and a node without one, none).
 pub fn sessions_on(spec: &BgpGatewaySpec, node: &NodeView) -> u32 {
+    let (at_gateway, rest): (Vec<_>, Vec<_>) =
+        spec.peers.iter().cloned().partition(|p| p.follows_default_route());
     let facts = NodeFacts {
         labels: Some(node.labels.clone()),
         annotations: Some(node.annotations.clone()),
+        default_routes: None,
     };
-    choose(&spec.peers, &facts).map_or(0, |(chosen, _)| chosen.len() as u32)
+    let chosen = choose(&rest, &facts).map_or(0, |(chosen, _)| chosen.len());
+    (chosen + at_gateway.iter().filter(|p| p.runs_on(&node.labels)).count()) as u32
 }
 
 /// The gateway's pods whose annotations are behind their node's labels or
@@ -457,5 +465,29 @@ mod tests {
         let current =
             PodView { node_addresses: Some(r#"{"example.com/tor":"10.1.1.1"}"#.into()), ..pod };
         assert!(stale(&spec, &nodes, &[current]).is_empty());
+    }
+
+    /// A peer at each node's default gateway: the node's routes are its
+    /// agent's to read, so the operator counts one session for it where it
+    /// runs, names no annotation and says no problem.
+    #[test]
+    fn a_peer_at_the_default_gateway_counts_once_where_it_runs() {
+        let spec: BgpGatewaySpec = serde_json::from_value(serde_json::json!({
+            "asn": 65001,
+            "peers": [
+                {"address": "192.0.2.1", "asn": 65000},
+                {"addressFrom": {"defaultGateway": {"family": "ipv4"}}, "asn": 65000},
+                {"addressFrom": {"defaultGateway": {"family": "ipv6"}}, "asn": 65000,
+                 "nodeSelector": {"stack": "dual"}},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(named_annotations(&spec).count(), 0);
+        for (node_labels, sessions) in [(labels(&[]), 2), (labels(&[("stack", "dual")]), 3)] {
+            let n = NodeView { name: "n1".into(), labels: node_labels, ..Default::default() };
+            assert_eq!(sessions_on(&spec, &n), sessions, "{:?}", n.labels);
+            assert_eq!(facts(&spec, &n).problems, vec![], "{:?}", n.labels);
+            assert_eq!(facts(&spec, &n).addresses, None);
+        }
     }
 }

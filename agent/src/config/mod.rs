@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{HealthCheck, HttpCheck, Probe};
 pub use import::{Accept, Import, LimitAction, LimitVerdict, MaxPrefixes, PrefixMatch};
-pub use node::{AddressFrom, NodeAnnotations, NodeFacts, NodeLabels, parse_node_map};
+pub use node::{
+    AddressFrom, DefaultGateway, DefaultRoute, IpFamily, NodeAnnotations, NodeFacts, NodeLabels,
+    parse_node_map,
+};
 pub use validate::{FieldError, Problems};
 
 use crate::route::{Community, LargeCommunity, NextHop, Prefix};
@@ -368,6 +371,10 @@ pub enum ConfigError {
     },
     #[error("node file {path}: {message}")]
     NodeFile { path: PathBuf, message: String },
+    /// The node's routes could not be read, and a peer's address comes
+    /// from its default route.
+    #[error("the node's routes, which {needs}: {message}")]
+    NodeRoutes { needs: String, message: String },
 }
 
 impl Config {

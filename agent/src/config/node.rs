@@ -2,11 +2,13 @@
 //! peers: a peer with a `nodeSelector` is run only on the nodes whose
 //! labels match it (a top-of-rack router per rack); a peer with
 //! `addressFrom` is dialled at the address (or addresses) a node annotation
-//! gives each node (each node's own top-of-rack router). Pure.
+//! or the node's default route gives each node (each node's own
+//! top-of-rack router). Pure.
 //!
 //! ```text
 //!   config peers ──┬─ nodeSelector ✗ node labels ────────────▶ not on this node
-//!                  ├─ addressFrom: annotation missing or bad ─▶ not on this node, noted
+//!                  ├─ addressFrom: annotation or default route
+//!                  │    missing or unusable ───────────────────▶ not on this node, noted
 //!                  └─ the rest ──▶ one peer per address ──▶ the config this agent runs
 //! ```
 //!
@@ -30,14 +32,27 @@ pub type NodeLabels = BTreeMap<String, String>;
 pub type NodeAnnotations = BTreeMap<String, String>;
 
 /// What the agent has been told of its node; None where it has not been
-/// told (no file was passed).
+/// told (no file was passed, or no peer needs the node's routes).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeFacts {
     pub labels: Option<NodeLabels>,
     pub annotations: Option<NodeAnnotations>,
+    /// The node's default routes (its main routing table).
+    pub default_routes: Option<Vec<DefaultRoute>>,
 }
 
-/// Where each node finds a neighbour's address.
+/// A default route of the node, as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub family: IpFamily,
+    /// Its metric: only the routes of the lowest one carry traffic.
+    pub metric: u32,
+    /// Its next hops (several for a multipath route); none for a route
+    /// through a device only, or through a nexthop object.
+    pub gateways: Vec<IpAddr>,
+}
+
+/// Where each node finds a neighbour's address: one of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -48,15 +63,49 @@ pub struct AddressFrom {
     /// is no address, does not peer with it. The agent reads its node's
     /// annotations from `--node-annotations-file` (the operator passes
     /// them) and follows changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 317)))]
-    pub node_annotation: String,
+    pub node_annotation: Option<String>,
+    /// The next hop of the node's default route in this family: its
+    /// top-of-rack router, on a routed (L3) fabric. A multipath default
+    /// route gives a session with each next hop. The agent reads its node's
+    /// main routing table (it runs in the node's network) and follows
+    /// changes; a node without such a route, or whose next hop is
+    /// link-local, does not peer with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_gateway: Option<DefaultGateway>,
+}
+
+/// Which of the node's default routes gives the neighbour's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DefaultGateway {
+    pub family: IpFamily,
+}
+
+/// An address family, as a default route has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl IpFamily {
+    pub fn of(ip: &IpAddr) -> IpFamily {
+        if ip.is_ipv4() { IpFamily::Ipv4 } else { IpFamily::Ipv6 }
+    }
 }
 
 impl AddressFrom {
     /// The addresses a node with `annotations` dials this neighbour at, or
-    /// why it has none.
+    /// why it has none. Only for a neighbour named by an annotation.
     pub fn addresses(&self, annotations: &NodeAnnotations) -> Result<Vec<IpAddr>, String> {
-        let key = &self.node_annotation;
+        let Some(key) = &self.node_annotation else {
+            return Err("its address comes from the node's routes".into());
+        };
         let Some(value) = annotations.get(key) else {
             return Err(format!("the node has no annotation {key}"));
         };
@@ -82,6 +131,43 @@ impl AddressFrom {
     }
 }
 
+impl DefaultGateway {
+    /// The next hops of the node's default route of this family, or why
+    /// there is none to dial: of the lowest metric (the ones in use), in
+    /// the kernel's order, each once.
+    pub fn addresses(&self, routes: &[DefaultRoute]) -> Result<Vec<IpAddr>, String> {
+        let family = match self.family {
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        };
+        let ours: Vec<&DefaultRoute> = routes.iter().filter(|r| r.family == self.family).collect();
+        let Some(metric) = ours.iter().map(|r| r.metric).min() else {
+            return Err(format!("the node has no {family} default route"));
+        };
+        let mut addresses = Vec::new();
+        for ip in ours.iter().filter(|r| r.metric == metric).flat_map(|r| &r.gateways) {
+            let link_local = match ip {
+                IpAddr::V4(v4) => v4.is_link_local(),
+                IpAddr::V6(v6) => v6.is_unicast_link_local(),
+            };
+            if link_local {
+                return Err(format!(
+                    "its {family} default route's next hop {ip} is link-local, which a \
+                     session cannot be dialled at here: name the router's address in a node \
+                     annotation instead"
+                ));
+            }
+            if !addresses.contains(ip) {
+                addresses.push(*ip);
+            }
+        }
+        if addresses.is_empty() {
+            return Err(format!("the node's {family} default route has no next hop address"));
+        }
+        Ok(addresses)
+    }
+}
+
 impl Peer {
     /// Whether a node with `labels` peers with this neighbour.
     pub fn runs_on(&self, labels: &NodeLabels) -> bool {
@@ -92,9 +178,20 @@ impl Peer {
     /// node finds it.
     pub fn named(&self) -> String {
         match &self.address_from {
-            Some(from) => format!("the address in node annotation {}", from.node_annotation),
-            None => self.address.to_string(),
+            Some(AddressFrom { node_annotation: Some(key), .. }) => {
+                format!("the address in node annotation {key}")
+            }
+            Some(AddressFrom { default_gateway: Some(gateway), .. }) => {
+                format!("the node's {} default gateway", serde_json::json!(gateway.family))
+                    .replace('"', "")
+            }
+            _ => self.address.to_string(),
         }
+    }
+
+    /// Whether its address is the next hop of the node's default route.
+    pub fn follows_default_route(&self) -> bool {
+        self.address_from.as_ref().is_some_and(|f| f.default_gateway.is_some())
     }
 }
 
@@ -146,16 +243,26 @@ pub fn choose(peers: &[Peer], node: &NodeFacts) -> Result<(Chosen, Vec<String>),
             chosen.push((index, p.address));
             continue;
         };
-        let Some(annotations) = &node.annotations else {
-            return Err(ConfigError::NodeUnknown {
-                index,
-                peer: p.named(),
-                needs: "takes its address from a node annotation",
-                facts: "annotations",
-                flag: "--node-annotations-file",
-            });
+        let found = match (&from.default_gateway, &node.annotations, &node.default_routes) {
+            (Some(gateway), _, Some(routes)) => gateway.addresses(routes),
+            (Some(_), _, None) => {
+                return Err(ConfigError::NodeRoutes {
+                    needs: format!("peers[{index}] ({}) takes its address from", p.named()),
+                    message: "not read".into(),
+                });
+            }
+            (None, Some(annotations), _) => from.addresses(annotations),
+            (None, None, _) => {
+                return Err(ConfigError::NodeUnknown {
+                    index,
+                    peer: p.named(),
+                    needs: "takes its address from a node annotation",
+                    facts: "annotations",
+                    flag: "--node-annotations-file",
+                });
+            }
         };
-        match from.addresses(annotations) {
+        match found {
             Ok(addresses) => addressed.extend(addresses.into_iter().map(|a| (index, a))),
             Err(why) => notes.push(format!("peers[{index}] is not run on this node: {why}")),
         }
@@ -234,7 +341,7 @@ mod tests {
             ),
         ];
         for (case, labels, want) in cases {
-            let node = NodeFacts { labels: Some(map(labels)), annotations: None };
+            let node = NodeFacts { labels: Some(map(labels)), ..Default::default() };
             let (on_node, notes) = config.clone().on_node(&node).unwrap();
             assert_eq!(addresses(&on_node), *want, "{case}");
             assert!(notes.is_empty(), "{case}: {notes:?}");
@@ -291,7 +398,7 @@ mod tests {
             ),
         ];
         for (case, annotations, want, note) in cases {
-            let node = NodeFacts { labels: None, annotations: Some(map(annotations)) };
+            let node = NodeFacts { annotations: Some(map(annotations)), ..Default::default() };
             let (on_node, notes) = config.clone().on_node(&node).unwrap();
             assert_eq!(addresses(&on_node), *want, "{case}");
             match notes.as_slice() {
@@ -319,8 +426,10 @@ mod tests {
             "asn: 65001\npeers:\n\
             - {addressFrom: {nodeAnnotation: tor}, asn: 65000, localAddress: 10.1.0.2}\n",
         );
-        let node =
-            NodeFacts { labels: None, annotations: Some(map(&[("tor", "10.1.0.1,2001:db8::1")])) };
+        let node = NodeFacts {
+            annotations: Some(map(&[("tor", "10.1.0.1,2001:db8::1")])),
+            ..Default::default()
+        };
         let (on_node, notes) = config.on_node(&node).unwrap();
         assert_eq!(addresses(&on_node), ["10.1.0.1"]);
         assert_eq!(
@@ -328,6 +437,95 @@ mod tests {
             [
                 "peers[0] is not run at 2001:db8::1 on this node: its localAddress 10.1.0.2 is of the other family"
             ]
+        );
+    }
+
+    /// A peer with `addressFrom.defaultGateway` is dialled at the next hops
+    /// of the node's default route of its family that carries traffic
+    /// (the lowest metric); a node without a usable one does not run it.
+    #[test]
+    fn a_node_dials_its_default_gateway() {
+        let config = parse(
+            "asn: 65001\npeers:\n\
+            - {address: 192.0.2.1, asn: 65000}\n\
+            - {addressFrom: {defaultGateway: {family: ipv4}}, asn: 65000, holdTime: 9}\n\
+            - {addressFrom: {defaultGateway: {family: ipv6}}, asn: 65000}\n",
+        );
+        let route = |family, metric, gateways: &[&str]| DefaultRoute {
+            family,
+            metric,
+            gateways: gateways.iter().map(|g| g.parse().unwrap()).collect(),
+        };
+        use IpFamily::{Ipv4, Ipv6};
+        type Case<'a> = (&'a str, Vec<DefaultRoute>, &'a [&'a str], &'a [&'a str]);
+        let cases: Vec<Case> = vec![
+            (
+                "one of each",
+                vec![route(Ipv4, 0, &["10.1.0.1"]), route(Ipv6, 1024, &["2001:db8::1"])],
+                &["192.0.2.1", "10.1.0.1", "2001:db8::1"],
+                &[],
+            ),
+            (
+                "multipath: both leaves",
+                vec![route(Ipv4, 0, &["10.1.0.1", "10.2.0.1"]), route(Ipv6, 0, &["2001:db8::1"])],
+                &["192.0.2.1", "10.1.0.1", "10.2.0.1", "2001:db8::1"],
+                &[],
+            ),
+            (
+                // IPv6 lists the paths of one multipath route as routes of
+                // their own.
+                "a lower metric wins, equal ones all count",
+                vec![
+                    route(Ipv4, 600, &["10.9.0.1"]),
+                    route(Ipv4, 100, &["10.1.0.1"]),
+                    route(Ipv6, 0, &["2001:db8::1"]),
+                    route(Ipv6, 0, &["2001:db8::2", "2001:db8::1"]),
+                ],
+                &["192.0.2.1", "10.1.0.1", "2001:db8::1", "2001:db8::2"],
+                &[],
+            ),
+            (
+                "no routes",
+                vec![],
+                &["192.0.2.1"],
+                &[
+                    "peers[1] is not run on this node: the node has no IPv4 default route",
+                    "peers[2] is not run on this node: the node has no IPv6 default route",
+                ],
+            ),
+            (
+                "through a device, and link-local",
+                vec![route(Ipv4, 0, &[]), route(Ipv6, 0, &["fe80::1"])],
+                &["192.0.2.1"],
+                &[
+                    "the node's IPv4 default route has no next hop address",
+                    "next hop fe80::1 is link-local",
+                ],
+            ),
+            (
+                "a configured peer's",
+                vec![route(Ipv4, 0, &["192.0.2.1"])],
+                &["192.0.2.1"],
+                &[
+                    "peers[2] is not run on this node: the node has no IPv6 default route",
+                    "peers[1] is not run at 192.0.2.1 on this node: peers[0] is there",
+                ],
+            ),
+        ];
+        for (case, routes, want, said) in cases {
+            let node = NodeFacts { default_routes: Some(routes), ..Default::default() };
+            let (on_node, notes) = config.clone().on_node(&node).unwrap();
+            assert_eq!(addresses(&on_node), want, "{case}");
+            assert_eq!(notes.len(), said.len(), "{case}: {notes:?}");
+            for (note, said) in notes.iter().zip(said) {
+                assert!(note.contains(said), "{case}: {note:?} does not say {said:?}");
+            }
+        }
+        let err = config.on_node(&NodeFacts::default()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the node's routes, which peers[1] (the node's ipv4 default gateway) takes its \
+             address from: not read"
         );
     }
 

@@ -164,11 +164,18 @@ pub fn peers(peers: &[Peer], local_asn: u32, prefix: &str, problems: &mut Proble
                 at("addressFrom"),
                 format!("either address ({}) or addressFrom, not both", p.address),
             ),
-            Some(from) => {
-                if let Some(problem) = annotation_key(&from.node_annotation) {
-                    problems.push(at("addressFrom.nodeAnnotation"), problem);
+            Some(from) => match (&from.node_annotation, &from.default_gateway) {
+                (Some(key), None) => {
+                    if let Some(problem) = annotation_key(key) {
+                        problems.push(at("addressFrom.nodeAnnotation"), problem);
+                    }
                 }
-            }
+                (None, Some(_)) => {}
+                _ => problems.push(
+                    at("addressFrom"),
+                    "names one source of the address: nodeAnnotation or defaultGateway",
+                ),
+            },
         }
         if p.asn == 0 {
             problems.push(at("asn"), "AS 0 is reserved (RFC 7607)");

@@ -16,6 +16,7 @@
 mod admin;
 pub mod checks;
 mod conn;
+mod default_routes;
 mod descriptors;
 mod handoff;
 pub mod monitor;
@@ -49,7 +50,7 @@ use peer::{Local, PeerCommand, PeerOptions, PeerTask};
 use routes::PeerView;
 use status::{Metrics, PeerStatus};
 
-use crate::config::{Announcement, Config, ConfigError, NodeFacts, Peer};
+use crate::config::{Announcement, Config, ConfigError, DefaultRoute, NodeFacts, Peer};
 use crate::published::Published;
 use crate::restart::{self, Ended, Previous};
 use crate::wire::{Notification, subcode};
@@ -116,26 +117,37 @@ impl RunOptions {
         config
     }
 
-    /// The node's files as they are now; None for a file not passed.
-    fn node_files(&self) -> Result<NodeFiles, ConfigError> {
+    /// The node's files as they are now; None for a file not passed. With
+    /// `routes`, its default routes too.
+    fn node_files(&self, routes: Option<&str>) -> Result<NodeFiles, ConfigError> {
         let read = |file: &Option<PathBuf>| -> Result<Option<String>, ConfigError> {
             let Some(path) = file else { return Ok(None) };
             std::fs::read_to_string(path)
                 .map(Some)
                 .map_err(|e| ConfigError::NodeFile { path: path.clone(), message: e.to_string() })
         };
+        let routes = match routes {
+            None => None,
+            Some(needs) => Some(default_routes::read().map_err(|e| ConfigError::NodeRoutes {
+                needs: needs.to_string(),
+                message: e.to_string(),
+            })?),
+        };
         Ok(NodeFiles {
             labels: read(&self.node_labels_file)?,
             annotations: read(&self.node_annotations_file)?,
+            routes,
         })
     }
 
     /// The config this agent runs: the file, its node's peers at its
     /// node's addresses, and this run's overrides; with the node's files'
-    /// text it was made from. Peers the node has no address for are logged.
-    fn load(&self) -> Result<(Config, NodeFiles), ConfigError> {
+    /// text it was made from, and why its routes are read if they are.
+    /// Peers the node has no address for are logged.
+    fn load(&self) -> Result<(Config, NodeFiles, Option<String>), ConfigError> {
         let config = Config::load(&self.config)?;
-        let files = self.node_files()?;
+        let routes = routes_needed(&config);
+        let files = self.node_files(routes.as_deref())?;
         let parse = |text: &Option<String>, file: &Option<PathBuf>| match (text, file) {
             (Some(text), Some(path)) => crate::config::parse_node_map(text, path).map(Some),
             _ => Ok(None),
@@ -143,21 +155,31 @@ impl RunOptions {
         let node = NodeFacts {
             labels: parse(&files.labels, &self.node_labels_file)?,
             annotations: parse(&files.annotations, &self.node_annotations_file)?,
+            default_routes: files.routes.clone(),
         };
         let (config, notes) = config.on_node(&node)?;
         for note in notes {
             warn!("{note}");
         }
-        Ok((self.effective(config), files))
+        Ok((self.effective(config), files, routes))
     }
 }
 
 /// The text of the files the operator keeps of the agent's node (see
-/// [`RunOptions::node_labels_file`]), as last read.
+/// [`RunOptions::node_labels_file`]), and its default routes when a peer
+/// follows them, as last read.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct NodeFiles {
     labels: Option<String>,
     annotations: Option<String>,
+    routes: Option<Vec<DefaultRoute>>,
+}
+
+/// Why the node's routes are read, if they are: the first peer whose
+/// address is its node's default gateway.
+fn routes_needed(config: &Config) -> Option<String> {
+    let (i, peer) = config.peers.iter().enumerate().find(|(_, p)| p.follows_default_route())?;
+    Some(format!("peers[{i}] ({}) takes its address from", peer.named()))
 }
 
 /// How a starting agent takes over from one already running in its state dir.
@@ -323,6 +345,9 @@ struct Speaker {
     published: Arc<Published>,
     /// The node's files the running peers were chosen and addressed by.
     node_files: NodeFiles,
+    /// Why the node's routes are read (a peer is at its default gateway),
+    /// as of the config last loaded.
+    routes_needed: Option<String>,
     /// The tasks of peers no longer configured, draining (see `let_go`).
     leaving: Vec<JoinHandle<()>>,
 }
@@ -522,8 +547,9 @@ impl Speaker {
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
         let new = match self.options.load() {
-            Ok((config, files)) => {
+            Ok((config, files, routes)) => {
                 self.node_files = files;
+                self.routes_needed = routes;
                 config
             }
             Err(e) => {
@@ -593,9 +619,9 @@ impl Speaker {
     /// file that cannot be read keeps the running peers (said once, until
     /// it can be read again).
     async fn follow_node(&mut self) {
-        match self.options.node_files() {
+        match self.options.node_files(self.routes_needed.as_deref()) {
             Ok(files) if files != self.node_files => {
-                info!("the node's labels or annotations changed: choosing its peers again");
+                info!("the node's labels, annotations or routes changed: choosing its peers again");
                 self.node_files = files;
                 self.reload().await;
             }

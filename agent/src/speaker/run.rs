@@ -89,7 +89,7 @@ struct Opened {
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::install();
-    let (config, node_files) = options.load()?;
+    let (config, node_files, routes_needed) = options.load()?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -188,6 +188,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         health,
         published,
         node_files,
+        routes_needed,
         leaving: Vec::new(),
     };
     let took_over = takeover.is_some();

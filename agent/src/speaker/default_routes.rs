@@ -1,0 +1,211 @@
+//! The node's default routes, read from the kernel over rtnetlink: for
+//! peers whose address is the next hop of the node's default route
+//! (`addressFrom.defaultGateway`). The agent runs in the node's network,
+//! so its main routing table is the node's. Which route and next hop a
+//! peer dials is [`crate::config::DefaultGateway::addresses`]'s to say.
+
+use std::io;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::config::{DefaultRoute, IpFamily};
+
+/// The default routes of the node's main table, both families.
+pub fn read() -> io::Result<Vec<DefaultRoute>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(request));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+
+    let mut routes = Vec::new();
+    loop {
+        let (bytes, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        while at < bytes.len() {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(routes),
+                NetlinkPayload::Error(e) => {
+                    return Err(e.to_io());
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
+                    routes.extend(default_route(&route));
+                }
+                _ => {}
+            }
+            let length = message.header.length as usize;
+            if length == 0 {
+                break;
+            }
+            at += length;
+        }
+    }
+}
+
+/// The route as a default route of the main table, if it is one.
+fn default_route(route: &RouteMessage) -> Option<DefaultRoute> {
+    let h = &route.header;
+    let family = match h.address_family {
+        AddressFamily::Inet => IpFamily::Ipv4,
+        AddressFamily::Inet6 => IpFamily::Ipv6,
+        _ => return None,
+    };
+    let table = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or_else(|| u32::from(h.table));
+    if h.destination_prefix_length != 0
+        || h.kind != RouteType::Unicast
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+    {
+        return None;
+    }
+    let mut gateways = Vec::new();
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Gateway(address) => gateways.extend(ip(address)),
+            RouteAttribute::MultiPath(hops) => {
+                for hop in hops {
+                    gateways.extend(hop.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(address) => ip(address),
+                        _ => None,
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    let metric = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Some(DefaultRoute { family, metric, gateways })
+}
+
+fn ip(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::route::RouteNextHop;
+
+    use super::*;
+
+    fn message(
+        family: AddressFamily,
+        prefix_len: u8,
+        kind: RouteType,
+        attributes: Vec<RouteAttribute>,
+    ) -> RouteMessage {
+        let mut route = RouteMessage::default();
+        route.header.address_family = family;
+        route.header.destination_prefix_length = prefix_len;
+        route.header.kind = kind;
+        route.header.table = RouteHeader::RT_TABLE_MAIN;
+        route.attributes = attributes;
+        route
+    }
+
+    fn gw(ip: &str) -> RouteAttribute {
+        RouteAttribute::Gateway(ip.parse::<IpAddr>().unwrap().into())
+    }
+
+    fn hop(ip: &str) -> RouteNextHop {
+        let mut hop = RouteNextHop::default();
+        hop.attributes = vec![gw(ip)];
+        hop
+    }
+
+    /// What the kernel reports, as the default routes a peer is chosen by:
+    /// only main-table unicast routes to 0/0 and ::/0, with every next hop
+    /// and the metric.
+    #[test]
+    fn only_the_main_tables_default_routes_count_with_every_next_hop() {
+        use AddressFamily::{Inet, Inet6};
+        let v4 = |gateways: &[&str]| DefaultRoute {
+            family: IpFamily::Ipv4,
+            metric: 0,
+            gateways: gateways.iter().map(|g| g.parse().unwrap()).collect(),
+        };
+        let cases: Vec<(&str, RouteMessage, Option<DefaultRoute>)> = vec![
+            (
+                "via",
+                message(Inet, 0, RouteType::Unicast, vec![gw("10.1.0.1")]),
+                Some(v4(&["10.1.0.1"])),
+            ),
+            (
+                "multipath",
+                message(
+                    Inet,
+                    0,
+                    RouteType::Unicast,
+                    vec![RouteAttribute::MultiPath(vec![hop("10.1.0.1"), hop("10.2.0.1")])],
+                ),
+                Some(v4(&["10.1.0.1", "10.2.0.1"])),
+            ),
+            (
+                "dev only",
+                message(Inet, 0, RouteType::Unicast, vec![RouteAttribute::Oif(2)]),
+                Some(v4(&[])),
+            ),
+            (
+                "IPv6 with a metric",
+                message(
+                    Inet6,
+                    0,
+                    RouteType::Unicast,
+                    vec![gw("2001:db8::1"), RouteAttribute::Priority(1024)],
+                ),
+                Some(DefaultRoute {
+                    family: IpFamily::Ipv6,
+                    metric: 1024,
+                    gateways: vec!["2001:db8::1".parse().unwrap()],
+                }),
+            ),
+            ("not default", message(Inet, 24, RouteType::Unicast, vec![gw("10.1.0.1")]), None),
+            ("unreachable", message(Inet, 0, RouteType::Unreachable, vec![]), None),
+            (
+                "another table",
+                message(
+                    Inet,
+                    0,
+                    RouteType::Unicast,
+                    vec![gw("10.1.0.1"), RouteAttribute::Table(100)],
+                ),
+                None,
+            ),
+        ];
+        for (case, route, want) in cases {
+            assert_eq!(default_route(&route), want, "{case}");
+        }
+    }
+}
