@@ -20,6 +20,10 @@
 //! node takes from its own annotation (`addressFrom`); a node re-annotated
 //! moves its session the same way.
 //!
+//! A router per node found by the node itself: one peer at each node's
+//! default gateway (`addressFrom.defaultGateway`); a node whose default
+//! route changes moves its session the same way.
+//!
 //! An IPv6 gateway: sessions over IPv6 only (the router at fd99::1, each
 //! node at fd99::i:2), IPv6 prefixes, a dual-stack listener (`::`); it
 //! converges and upgrades hitlessly just the same.
@@ -294,6 +298,88 @@ fn each_node_peers_with_the_router_its_annotation_names() {
     annotate_tor(&s.lab, "node-2", "10.99.0.2");
     wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(60));
     s.wait_ready_reason("AllNodesReady");
+}
+
+/// One peer for every node, at the next hop of the node's default route.
+fn at_default_gateway() -> String {
+    "  peers:\n  - addressFrom: {defaultGateway: {family: ipv4}}\n    asn: 65000\n    \
+     holdTime: 9\n    connectRetryTime: 1\n    families: [ipv4-unicast]"
+        .into()
+}
+
+/// Points `node`'s default route at `router` through its uplink (`onlink`:
+/// rack b's router is reached through the lab router, but it is only the
+/// route's next hop the agent reads), or removes it.
+fn default_route(node: &str, router: Option<&str>) {
+    let args: Vec<&str> = match router {
+        Some(via) => vec!["route", "replace", "default", "via", via, "dev", "uplink", "onlink"],
+        None => vec!["route", "del", "default"],
+    };
+    let out = std::process::Command::new("ip").args(["-n", node]).args(&args).output().unwrap();
+    assert!(
+        out.status.success() || router.is_none(),
+        "ip -n {node} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The nodes' default routes, removed when the test ends however it ends
+/// (the lab's nodes have none of their own).
+struct DefaultRoutes;
+
+impl Drop for DefaultRoutes {
+    fn drop(&mut self) {
+        for node in NODES {
+            default_route(node, None);
+        }
+    }
+}
+
+/// Each node's router is the next hop of its default route, as on a routed
+/// fabric: one peer in the spec, a session per node with its own router, a
+/// hitless image bump, a node whose default route changes moves its
+/// session with the same pod, and one without a default route peers with
+/// no router and is not Ready.
+#[test]
+fn each_node_peers_with_its_default_gateway_and_follows_the_route() {
+    let s = Setup::new("e2e-gateways");
+    let (tor_b, _guard) = own_router(&s, Rack { asn: 65000, ..rack_b() });
+    let _routes = DefaultRoutes;
+    default_route("node-1", Some("10.99.0.1"));
+    default_route("node-2", Some("10.99.0.1"));
+    default_route("node-3", Some("10.99.0.2"));
+
+    s.ns.apply(&gateway(&s, "nonstop-agent:v1", &at_default_gateway(), PREFIXES)).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1", "node-2"], Duration::from_secs(30));
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    assert!(!established(&s.router, "node-3"), "node-3 peers with the lab router");
+
+    let (hops_a, hops_b) = (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
+    bump_unseen(&s, &tor_b, &hops_a, &hops_b, "gateways");
+
+    let pods = s.pod_images().unwrap();
+    let moved = Instant::now();
+    default_route("node-2", Some("10.99.0.2"));
+    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1"], Duration::from_secs(30));
+    eprintln!(
+        "node-2's routes moved routers {:.1} s after its default route",
+        moved.elapsed().as_secs_f64()
+    );
+    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
+    assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
+
+    // No default route: node-2 peers with no router, and is not Ready.
+    default_route("node-2", None);
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "Ready False naming node-2", || {
+        let ready = s.condition("Ready").unwrap_or_default();
+        let message = ready["message"].as_str().unwrap_or_default();
+        let said = ready["status"] == "False" && message.contains("node-2: 0/1 sessions");
+        if said { Ok(()) } else { Err(ready.to_string()) }
+    });
 }
 
 const V6_PREFIXES: [&str; 2] = ["2001:db8:100::/48", "2001:db8:200::/48"];
