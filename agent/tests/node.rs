@@ -70,12 +70,7 @@ fn peer_addresses(agent: &Agent) -> Result<Vec<String>, String> {
 #[test]
 fn an_agent_peers_with_its_racks_router_and_follows_its_labels() {
     let link = Link::new("nodepeers");
-    let setup = RouterSetup {
-        ipv4_only: true,
-        graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
-        ..Default::default()
-    };
-    let router = Gobgp::start(&link, &setup);
+    let router = gr_router(&link);
     let labels = link.dir.join("node-labels");
     fs::write(&labels, r#"{"rack":"a","kubernetes.io/hostname":"node-1"}"#).unwrap();
     let mut agent = Agent::start_with(
@@ -227,15 +222,45 @@ fn sessions_come_from_the_nodes_own_address() {
     assert!(stderr.contains("--local-address 10.77.0.6 is the second of its family"), "{stderr}");
 }
 
-#[test]
-fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
-    let link = Link::new("nodetor");
+/// gobgpd with Graceful Restart and LLGR: a session let go must leave
+/// nothing stale there.
+fn gr_router(link: &Link) -> Gobgp<'_> {
     let setup = RouterSetup {
         ipv4_only: true,
         graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
         ..Default::default()
     };
-    let router = Gobgp::start(&link, &setup);
+    Gobgp::start(link, &setup)
+}
+
+fn wait_learnt(router: &Gobgp) {
+    eventually(Duration::from_secs(10), "the router to have our prefix", || {
+        let learnt = router.learnt(false)?;
+        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
+    });
+}
+
+/// The agent lets its only peer go for good: it runs no peer, the router
+/// has nothing from it (not even stale), and saw the session end as a
+/// Peer Down.
+fn wait_let_go(agent: &Agent, router: &Gobgp) {
+    eventually(Duration::from_secs(20), "our routes gone from the router", || {
+        let (peers, learnt, stale) =
+            (peer_addresses(agent)?, router.learnt(false)?, Router::stale(router)?);
+        if peers.is_empty() && learnt.is_empty() && stale == 0 {
+            Ok(())
+        } else {
+            Err(format!("peers {peers:?}, learnt {learnt:?}, {stale} stale"))
+        }
+    });
+    let down = router.last_reset().unwrap();
+    assert!(down.contains("Peer Down"), "{down}");
+}
+
+#[test]
+fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
+    let link = Link::new("nodetor");
+    let router = gr_router(&link);
     let yaml = format!(
         "asn: {AGENT_AS}\nrouterId: {a}\npeers:\n- addressFrom: {{nodeAnnotation: example.com/tor}}\n  \
          asn: {ROUTER_AS}\n  holdTime: 9\n  keepaliveTime: 3\n  connectRetryTime: 1\n  \
@@ -276,24 +301,11 @@ fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
     fs::write(&annotations, format!(r#"{{"example.com/tor":"{}"}}"#, link.b_v4)).unwrap();
     agent.wait_established(&link.b_v4);
     assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
-    eventually(Duration::from_secs(10), "the router to have our prefix", || {
-        let learnt = router.learnt(false)?;
-        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
-    });
+    wait_learnt(&router);
 
     // The annotation removed: the session is let go for good, nothing stale.
     fs::write(&annotations, "{}").unwrap();
-    eventually(Duration::from_secs(20), "our routes gone from the router", || {
-        let (peers, learnt, stale) =
-            (peer_addresses(&agent)?, router.learnt(false)?, Router::stale(&router)?);
-        if peers.is_empty() && learnt.is_empty() && stale == 0 {
-            Ok(())
-        } else {
-            Err(format!("peers {peers:?}, learnt {learnt:?}, {stale} stale"))
-        }
-    });
-    let down = router.last_reset().unwrap();
-    assert!(down.contains("Peer Down"), "{down}");
+    wait_let_go(&agent, &router);
     let log = agent.daemon.log_text();
     assert!(
         log.contains(
@@ -311,12 +323,7 @@ fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
 #[test]
 fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
     let link = Link::new("nodegw");
-    let setup = RouterSetup {
-        ipv4_only: true,
-        graceful_restart: Some(GrSetup { restart_time: 120, long_lived_stale_time: 3600 }),
-        ..Default::default()
-    };
-    let router = Gobgp::start(&link, &setup);
+    let router = gr_router(&link);
     let route = |args: &[&str]| {
         let mut all = vec!["ip", "-n", &link.a.name];
         all.extend_from_slice(args);
@@ -351,23 +358,10 @@ fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
     route(&["route", "replace", "default", "via", &link.b_v4]);
     agent.wait_established(&link.b_v4);
     assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
-    eventually(Duration::from_secs(10), "the router to have our prefix", || {
-        let learnt = router.learnt(false)?;
-        if learnt.contains_key(PREFIX) { Ok(()) } else { Err(format!("{learnt:?}")) }
-    });
+    wait_learnt(&router);
 
     // No default route: the session is let go for good, nothing stale.
     route(&["route", "del", "default"]);
-    eventually(Duration::from_secs(20), "our routes gone from the router", || {
-        let (peers, learnt, stale) =
-            (peer_addresses(&agent)?, router.learnt(false)?, Router::stale(&router)?);
-        if peers.is_empty() && learnt.is_empty() && stale == 0 {
-            Ok(())
-        } else {
-            Err(format!("peers {peers:?}, learnt {learnt:?}, {stale} stale"))
-        }
-    });
-    let down = router.last_reset().unwrap();
-    assert!(down.contains("Peer Down"), "{down}");
+    wait_let_go(&agent, &router);
     assert!(agent.daemon.log_text().contains("the node has no IPv4 default route"));
 }
