@@ -233,6 +233,43 @@ fn annotate_tor(lab: &Lab, node: &str, address: &str) {
     lab.kubectl(&["annotate", "node", node, &format!("{TOR}={address}"), "--overwrite"]).unwrap();
 }
 
+/// Each node pointed at its router by `point` (node-1 and node-2 at the
+/// lab router, node-3 at rack b's, in the same AS, as leaves of one tier
+/// often are), with one peer for all of them (`peering`): each router has
+/// only its own nodes' routes, an image bump is unseen, and node-2 pointed
+/// at rack b's router moves there with the same pod. Rack b's router, and
+/// its guard.
+fn each_node_at_its_router(
+    s: &Setup,
+    peering: &str,
+    point: &dyn Fn(&str, &str),
+    by: &str,
+) -> (Router, OwnRouter) {
+    let (tor_b, guard) = own_router(s, Rack { asn: 65000, ..rack_b() });
+    point("node-1", "10.99.0.1");
+    point("node-2", "10.99.0.1");
+    point("node-3", "10.99.0.2");
+    s.ns.apply(&gateway(s, "nonstop-agent:v1", peering, PREFIXES)).unwrap();
+    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1", "node-2"], Duration::from_secs(30));
+    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
+    assert_eq!(status["sessions"], "3/3", "{status}");
+    assert!(!established(&s.router, "node-3"), "node-3 peers with the lab router");
+
+    let (hops_a, hops_b) = (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
+    bump_unseen(s, &tor_b, &hops_a, &hops_b, &s.ns.name);
+
+    let pods = s.pod_images().unwrap();
+    let moved = Instant::now();
+    point("node-2", "10.99.0.2");
+    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
+    wait_routes(&s.router, "the lab router", &["node-1"], Duration::from_secs(30));
+    eprintln!("node-2's routes moved routers {:.1} s after {by}", moved.elapsed().as_secs_f64());
+    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
+    assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
+    (tor_b, guard)
+}
+
 /// Each node's router is the one its annotation names (here rack b's
 /// shares the lab router's AS, as leaves of one tier often do): one peer
 /// in the spec, a session per node with its own router, a hitless image
@@ -242,32 +279,8 @@ fn annotate_tor(lab: &Lab, node: &str, address: &str) {
 #[test]
 fn each_node_peers_with_the_router_its_annotation_names() {
     let s = Setup::new("e2e-tors");
-    let (tor_b, _guard) = own_router(&s, Rack { asn: 65000, ..rack_b() });
-    annotate_tor(&s.lab, "node-1", "10.99.0.1");
-    annotate_tor(&s.lab, "node-2", "10.99.0.1");
-    annotate_tor(&s.lab, "node-3", "10.99.0.2");
-
-    s.ns.apply(&gateway(&s, "nonstop-agent:v1", &own_tor(), PREFIXES)).unwrap();
-    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    wait_routes(&s.router, "the lab router", &["node-1", "node-2"], Duration::from_secs(30));
-    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
-    assert_eq!(status["sessions"], "3/3", "{status}");
-    assert!(!established(&s.router, "node-3"), "node-3 peers with the lab router");
-
-    let (hops_a, hops_b) = (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
-    bump_unseen(&s, &tor_b, &hops_a, &hops_b, "tors");
-
-    let pods = s.pod_images().unwrap();
-    let moved = Instant::now();
-    annotate_tor(&s.lab, "node-2", "10.99.0.2");
-    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
-    wait_routes(&s.router, "the lab router", &["node-1"], Duration::from_secs(30));
-    eprintln!(
-        "node-2's routes moved routers {:.1} s after its annotation",
-        moved.elapsed().as_secs_f64()
-    );
-    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
-    assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
+    let point = |node: &str, router: &str| annotate_tor(&s.lab, node, router);
+    let (tor_b, _guard) = each_node_at_its_router(&s, &own_tor(), &point, "its annotation");
 
     // An annotation that is no address: node-2 peers with no router, its
     // routes leave, and the gateway's Events say why.
@@ -343,33 +356,10 @@ impl Drop for DefaultRoutes {
 #[test]
 fn each_node_peers_with_its_default_gateway_and_follows_the_route() {
     let s = Setup::new("e2e-gateways");
-    let (tor_b, _guard) = own_router(&s, Rack { asn: 65000, ..rack_b() });
     let _routes = DefaultRoutes;
-    default_route("node-1", Some("10.99.0.1"));
-    default_route("node-2", Some("10.99.0.1"));
-    default_route("node-3", Some("10.99.0.2"));
-
-    s.ns.apply(&gateway(&s, "nonstop-agent:v1", &at_default_gateway(), PREFIXES)).unwrap();
-    let status = s.wait_complete("nonstop-agent:v1", Duration::from_secs(90));
-    wait_routes(&s.router, "the lab router", &["node-1", "node-2"], Duration::from_secs(30));
-    wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(30));
-    assert_eq!(status["sessions"], "3/3", "{status}");
-    assert!(!established(&s.router, "node-3"), "node-3 peers with the lab router");
-
-    let (hops_a, hops_b) = (vec![uplink("node-1"), uplink("node-2")], vec![uplink("node-3")]);
-    bump_unseen(&s, &tor_b, &hops_a, &hops_b, "gateways");
-
-    let pods = s.pod_images().unwrap();
-    let moved = Instant::now();
-    default_route("node-2", Some("10.99.0.2"));
-    wait_routes(&tor_b, "rack b's router", &["node-2", "node-3"], Duration::from_secs(90));
-    wait_routes(&s.router, "the lab router", &["node-1"], Duration::from_secs(30));
-    eprintln!(
-        "node-2's routes moved routers {:.1} s after its default route",
-        moved.elapsed().as_secs_f64()
-    );
-    assert_eq!(s.pod_images().unwrap(), pods, "no pod was replaced");
-    assert!(!established(&s.router, "node-2"), "node-2 still peers with the lab router");
+    let point = |node: &str, router: &str| default_route(node, Some(router));
+    let (tor_b, _guard) =
+        each_node_at_its_router(&s, &at_default_gateway(), &point, "its default route");
 
     // No default route: node-2 peers with no router, and is not Ready.
     default_route("node-2", None);
