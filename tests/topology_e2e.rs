@@ -361,13 +361,18 @@ fn each_node_peers_with_its_default_gateway_and_follows_the_route() {
     let (tor_b, _guard) =
         each_node_at_its_router(&s, &at_default_gateway(), &point, "its default route");
 
-    // No default route: node-2 peers with no router, and is not Ready.
+    // No default route: node-2 peers with no router, and is not Ready,
+    // in its agent's words.
     default_route("node-2", None);
     wait_routes(&tor_b, "rack b's router", &["node-3"], Duration::from_secs(60));
-    eventually(Duration::from_secs(30), "Ready False naming node-2", || {
+    eventually(Duration::from_secs(30), "Ready False naming node-2 and why", || {
         let ready = s.condition("Ready").unwrap_or_default();
         let message = ready["message"].as_str().unwrap_or_default();
-        let said = ready["status"] == "False" && message.contains("node-2: 0/1 sessions");
+        let said = ready["status"] == "False"
+            && message.contains(
+                "node-2: 0/1 sessions Established (peers[0] is not run on this node: the node \
+                 has no IPv4 default route)",
+            );
         if said { Ok(()) } else { Err(ready.to_string()) }
     });
 }

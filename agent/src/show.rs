@@ -31,6 +31,9 @@ pub fn peers(status: &AgentStatus) -> String {
         ],
         rows,
     ));
+    for why in &status.peers_not_run {
+        out.push_str(&format!("not run here: {why}\n"));
+    }
     out
 }
 

@@ -347,10 +347,16 @@ fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
         let peers = peer_addresses(&agent)?;
         if peers == [RACK_B_ROUTER] { Ok(()) } else { Err(format!("peers {peers:?}")) }
     });
+    // Said in the log and in /status (where the operator reads it).
+    let said =
+        "peers[1] is not run on this node: its IPv6 default route's next hop fe80::1 is link-local";
     let log = agent.daemon.log_text();
+    assert!(log.contains(said), "{log}");
+    let status = agent.status().unwrap();
+    let not_run = status["peers_not_run"].as_array().cloned().unwrap_or_default();
     assert!(
-        log.contains("peers[1] is not run on this node: its IPv6 default route's next hop fe80::1 is link-local"),
-        "{log}"
+        not_run.len() == 1 && not_run[0].as_str().is_some_and(|n| n.starts_with(said)),
+        "{status}"
     );
     assert!(router.session().is_err(), "a session before the route led to the router");
 
@@ -363,5 +369,8 @@ fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
     // No default route: the session is let go for good, nothing stale.
     route(&["route", "del", "default"]);
     wait_let_go(&agent, &router);
-    assert!(agent.daemon.log_text().contains("the node has no IPv4 default route"));
+    let no_route = "peers[0] is not run on this node: the node has no IPv4 default route";
+    assert!(agent.daemon.log_text().contains(no_route));
+    let status = agent.status().unwrap();
+    assert!(status["peers_not_run"][0] == no_route, "{status}");
 }

@@ -231,6 +231,7 @@ impl Kubelet {
             bmp: Vec::new(),
             checks: Vec::new(),
             published: None,
+            peers_not_run: vec![],
             last_handoff: Some(HandoffReport {
                 role: HandoffRole::Successor,
                 result: HandoffResult::Completed,

@@ -371,6 +371,7 @@ pub fn agent_view(status: &AgentStatus) -> AgentView {
             .map(|h| h.at_ms),
         peers: peer_states(status),
         checks_failing: failing_checks(status),
+        not_run: status.peers_not_run.first().map(|why| why.chars().take(200).collect()),
     }
 }
 
@@ -476,6 +477,7 @@ mod tests {
             bmp: vec![],
             checks: vec![],
             published: None,
+            peers_not_run: vec![],
             peers: peers
                 .iter()
                 .map(|(address, state, error)| PeerStatus {

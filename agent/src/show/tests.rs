@@ -19,6 +19,7 @@ fn agent(peers: Vec<PeerStatus>) -> AgentStatus {
         bmp: vec![],
         checks: vec![],
         published: None,
+        peers_not_run: vec![],
     }
 }
 
@@ -75,6 +76,19 @@ fn no_peers_is_the_header_alone() {
     let text = peers(&agent(vec![]));
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with("PEER"));
+}
+
+/// A peer the node does not run (no address here) is said under the table.
+#[test]
+fn peers_not_run_here_are_said_with_why() {
+    let mut status = agent(vec![]);
+    status.peers_not_run =
+        vec!["peers[0] is not run on this node: the node has no IPv4 default route".into()];
+    let text = peers(&status);
+    assert_eq!(
+        text.lines().last(),
+        Some("not run here: peers[0] is not run on this node: the node has no IPv4 default route")
+    );
 }
 
 #[test]

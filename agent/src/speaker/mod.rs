@@ -143,8 +143,8 @@ impl RunOptions {
     /// The config this agent runs: the file, its node's peers at its
     /// node's addresses, and this run's overrides; with the node's files'
     /// text it was made from, and why its routes are read if they are.
-    /// Peers the node has no address for are logged.
-    fn load(&self) -> Result<(Config, NodeFiles, Option<String>), ConfigError> {
+    /// Peers the node does not run are logged, and said in `/status`.
+    fn load(&self) -> Result<Loaded, ConfigError> {
         let config = Config::load(&self.config)?;
         let routes = routes_needed(&config);
         let files = self.node_files(routes.as_deref())?;
@@ -157,12 +157,22 @@ impl RunOptions {
             annotations: parse(&files.annotations, &self.node_annotations_file)?,
             default_routes: files.routes.clone(),
         };
-        let (config, notes) = config.on_node(&node)?;
-        for note in notes {
+        let (config, not_run) = config.on_node(&node)?;
+        for note in &not_run {
             warn!("{note}");
         }
-        Ok((self.effective(config), files, routes))
+        Ok(Loaded { config: self.effective(config), files, routes_needed: routes, not_run })
     }
+}
+
+/// The config an agent runs, and what it was made from.
+struct Loaded {
+    config: Config,
+    files: NodeFiles,
+    /// Why the node's routes are read, if they are.
+    routes_needed: Option<String>,
+    /// The config's peers this node does not run, each with why.
+    not_run: Vec<String>,
 }
 
 /// The text of the files the operator keeps of the agent's node (see
@@ -243,6 +253,9 @@ struct Standing {
     published: Arc<Published>,
     /// The config's `announce[]` prefixes, as of the last reload.
     configured: std::collections::HashSet<crate::route::Prefix>,
+    /// The config's peers this node does not run, and why, as of the last
+    /// reload.
+    not_run: Vec<String>,
 }
 
 /// How the main loop ended.
@@ -547,10 +560,11 @@ impl Speaker {
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
         let new = match self.options.load() {
-            Ok((config, files, routes)) => {
-                self.node_files = files;
-                self.routes_needed = routes;
-                config
+            Ok(loaded) => {
+                self.node_files = loaded.files;
+                self.routes_needed = loaded.routes_needed;
+                self.standing.lock().expect("standing").not_run = loaded.not_run;
+                loaded.config
             }
             Err(e) => {
                 error!("reload refused, keeping the running config: {e}");

@@ -82,6 +82,7 @@ pub(super) fn renderer(
                         version: standing.published.version.clone(),
                         prefixes: standing.published.announce.len(),
                     }),
+                    peers_not_run: standing.not_run.clone(),
                 };
                 json(serde_json::to_string_pretty(&status).expect("JSON"))
             }

@@ -89,7 +89,7 @@ struct Opened {
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::install();
-    let (config, node_files, routes_needed) = options.load()?;
+    let super::Loaded { config, files: node_files, routes_needed, not_run } = options.load()?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -191,6 +191,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         routes_needed,
         leaving: Vec::new(),
     };
+    speaker.standing.lock().expect("standing").not_run = not_run;
     let took_over = takeover.is_some();
     speaker.start_peers(takeover, prepared).await;
     // Status is served once it is whole: a successor's last_handoff, pause

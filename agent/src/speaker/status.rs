@@ -71,6 +71,11 @@ pub struct AgentStatus {
     /// The published set in force (`PUT /announcements`), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<PublishedStatus>,
+    /// The config's peers this node does not run though it matches their
+    /// selector, each with why: no usable address here (a node annotation,
+    /// a default route), or one another peer already has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers_not_run: Vec<String>,
 }
 
 /// The published set, as `/status` tells it (`GET /announcements` has it whole).

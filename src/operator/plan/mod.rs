@@ -128,6 +128,9 @@ pub struct AgentView {
     pub peers: Vec<crate::api::PeerState>,
     /// Its checked announcements not announced as configured (bounded).
     pub checks_failing: Vec<crate::api::CheckState>,
+    /// Why it runs fewer sessions than the spec gives the node, as it
+    /// says: the first peer it does not run, with why (no default route).
+    pub not_run: Option<String>,
 }
 
 /// What was observed, all at once.

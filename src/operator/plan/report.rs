@@ -28,6 +28,8 @@ pub(super) fn health(slot: &Slot) -> String {
                     text += &format!("; last reset: {reset}");
                 }
                 text += ")";
+            } else if let Some(why) = &a.not_run {
+                text += &format!(" ({why})");
             }
             text
         }

@@ -162,3 +162,28 @@ fn a_node_without_its_peers_address_is_not_ready_and_says_why_but_is_upgraded() 
     assert_eq!(plan.status.sessions.as_deref(), Some("4/4"));
     assert_eq!(condition(&plan, "Ready").0, "True", "{:?}", condition(&plan, "Ready"));
 }
+
+/// A peer at each node's default gateway counts one session per node (the
+/// operator cannot see the node's routes); a node that runs none says why,
+/// in its agent's words.
+#[test]
+fn a_node_without_a_default_route_says_so_in_ready() {
+    let mut gw = gateway("Handoff", "");
+    gw.spec.peers = vec![
+        serde_json::from_value(
+            serde_json::json!({"addressFrom": {"defaultGateway": {"family": "ipv4"}}, "asn": 65000}),
+        )
+        .unwrap(),
+    ];
+    let mut observed = serving(&["n1", "n2"]);
+    let n2 = observed.agents.get_mut("n2").unwrap();
+    n2.established = 0;
+    n2.not_run =
+        Some("peers[0] is not run on this node: the node has no IPv4 default route".into());
+    let plan = run(&gw, OLD, &observed, 0);
+    assert_eq!(plan.status.sessions.as_deref(), Some("1/2"));
+    let (status, reason, message) = condition(&plan, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NodesNotReady"));
+    let said = "n2: 0/1 sessions Established (peers[0] is not run on this node: the node has no IPv4 default route)";
+    assert!(message.contains(said), "{message}");
+}

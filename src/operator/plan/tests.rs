@@ -68,6 +68,7 @@ pub(super) fn agent(pod: &PodView) -> AgentView {
         handoff_at_ms: None,
         peers: vec![],
         checks_failing: vec![],
+        not_run: None,
     }
 }
 
