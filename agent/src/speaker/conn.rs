@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::peer::ConnId;
+
+/// How long a closing connection waits for the peer's FIN after its own.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -107,7 +110,11 @@ impl Conn {
         }
     }
 
-    /// Sends what is queued (waiting at most `deadline`), then FIN.
+    /// Sends what is queued (waiting at most `deadline`), then FIN, then
+    /// reads until the peer closes too (at most [`CLOSE_WAIT`]): a socket
+    /// closed with bytes unread sends RST, and a router that takes the RST
+    /// first may lose the NOTIFICATION before it, and treat the session as
+    /// restarting (keeping our routes stale) instead of reset.
     pub async fn close(mut self, deadline: Duration) {
         let flush = async {
             while self.pending() > 0 {
@@ -119,6 +126,11 @@ impl Conn {
         };
         let _ = tokio::time::timeout(deadline, flush).await;
         let _ = self.writer.shutdown().await;
+        let unread = async {
+            let mut sink = [0u8; 4096];
+            while let Ok(1..) = self.reader.read(&mut sink).await {}
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, unread).await;
     }
 
     /// The reading and the writing side, borrowed apart so both can be awaited.

@@ -53,6 +53,9 @@ pub struct PeerTask {
     /// in, at once when the session changes state).
     published_at: Instant,
     unpublished: bool,
+    /// Connections being closed (their NOTIFICATION flushed, then FIN),
+    /// awaited before the task ends.
+    closing: Vec<JoinHandle<()>>,
 }
 
 /// How stale the published status may be while a table streams in: a
@@ -124,6 +127,7 @@ impl PeerTask {
             resumed: None,
             published_at: Instant::now(),
             unpublished: false,
+            closing: Vec::new(),
         }
     }
 
@@ -185,6 +189,11 @@ impl PeerTask {
             }
             if self.core.stopped() {
                 self.publish();
+                // The task's end is what an exiting agent waits for: its
+                // last NOTIFICATION must be on the wire by then.
+                for close in std::mem::take(&mut self.closing) {
+                    let _ = close.await;
+                }
                 return;
             }
             self.publish_soon();
@@ -217,7 +226,8 @@ impl PeerTask {
                 }
                 PeerEffect::Close { conn, linger } => {
                     if let Some(c) = self.take(conn) {
-                        tokio::spawn(c.close(linger));
+                        self.closing.retain(|h| !h.is_finished());
+                        self.closing.push(tokio::spawn(c.close(linger)));
                     }
                 }
                 PeerEffect::Abort { conn } => {
