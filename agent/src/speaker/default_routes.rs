@@ -6,9 +6,10 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
@@ -18,9 +19,34 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::config::{DefaultRoute, IpFamily};
 
-/// The default routes of the node's main table, both families.
+/// How often a dump the kernel interrupted (the table changed while it
+/// was read) is read again before the read fails.
+const TRIES: usize = 3;
+
+/// How long the kernel may take to answer: the agent's main loop waits.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// The default routes of the node's main table, both families. A dump
+/// the kernel marks interrupted may have missed routes, and a route
+/// missed would let a session go: it is read again, and after [`TRIES`]
+/// it is an error (the running peers are kept).
 pub fn read() -> io::Result<Vec<DefaultRoute>> {
+    for _ in 0..TRIES {
+        if let Some(routes) = dump()? {
+            return Ok(routes);
+        }
+    }
+    Err(io::Error::other(format!("the routing table changed during each of {TRIES} reads")))
+}
+
+/// One dump: None when the kernel says it was interrupted.
+fn dump() -> io::Result<Option<Vec<DefaultRoute>>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(ANSWER_WITHIN),
+    )?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut header = NetlinkHeader::default();
@@ -33,14 +59,16 @@ pub fn read() -> io::Result<Vec<DefaultRoute>> {
     socket.send(&buf, 0)?;
 
     let mut routes = Vec::new();
+    let mut interrupted = false;
     loop {
         let (bytes, _) = socket.recv_from_full()?;
         let mut at = 0;
         while at < bytes.len() {
             let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..])
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            interrupted |= message.header.flags & NLM_F_DUMP_INTR != 0;
             match message.payload {
-                NetlinkPayload::Done(_) => return Ok(routes),
+                NetlinkPayload::Done(_) => return Ok((!interrupted).then_some(routes)),
                 NetlinkPayload::Error(e) => {
                     return Err(e.to_io());
                 }
