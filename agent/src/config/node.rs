@@ -97,6 +97,22 @@ impl IpFamily {
     pub fn of(ip: &IpAddr) -> IpFamily {
         if ip.is_ipv4() { IpFamily::Ipv4 } else { IpFamily::Ipv6 }
     }
+
+    /// As the spec writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+        }
+    }
+
+    /// As people write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        }
+    }
 }
 
 impl AddressFrom {
@@ -136,10 +152,7 @@ impl DefaultGateway {
     /// there is none to dial: of the lowest metric (the ones in use), in
     /// the kernel's order, each once.
     pub fn addresses(&self, routes: &[DefaultRoute]) -> Result<Vec<IpAddr>, String> {
-        let family = match self.family {
-            IpFamily::Ipv4 => "IPv4",
-            IpFamily::Ipv6 => "IPv6",
-        };
+        let family = self.family.name();
         let ours: Vec<&DefaultRoute> = routes.iter().filter(|r| r.family == self.family).collect();
         let Some(metric) = ours.iter().map(|r| r.metric).min() else {
             return Err(format!("the node has no {family} default route"));
@@ -182,8 +195,7 @@ impl Peer {
                 format!("the address in node annotation {key}")
             }
             Some(AddressFrom { default_gateway: Some(gateway), .. }) => {
-                format!("the node's {} default gateway", serde_json::json!(gateway.family))
-                    .replace('"', "")
+                format!("the node's {} default gateway", gateway.family.as_str())
             }
             _ => self.address.to_string(),
         }

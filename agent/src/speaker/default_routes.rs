@@ -94,23 +94,11 @@ fn default_route(route: &RouteMessage) -> Option<DefaultRoute> {
         AddressFamily::Inet6 => IpFamily::Ipv6,
         _ => return None,
     };
-    let table = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or_else(|| u32::from(h.table));
-    if h.destination_prefix_length != 0
-        || h.kind != RouteType::Unicast
-        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
-    {
-        return None;
-    }
-    let mut gateways = Vec::new();
+    let (mut table, mut metric, mut gateways) = (u32::from(h.table), 0, Vec::new());
     for attribute in &route.attributes {
         match attribute {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Gateway(address) => gateways.extend(ip(address)),
             RouteAttribute::MultiPath(hops) => {
                 for hop in hops {
@@ -123,14 +111,12 @@ fn default_route(route: &RouteMessage) -> Option<DefaultRoute> {
             _ => {}
         }
     }
-    let metric = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Priority(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(0);
+    if h.destination_prefix_length != 0
+        || h.kind != RouteType::Unicast
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+    {
+        return None;
+    }
     Some(DefaultRoute { family, metric, gateways })
 }
 
