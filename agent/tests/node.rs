@@ -317,9 +317,10 @@ fn an_agent_dials_the_router_its_nodes_annotation_names_and_follows_it() {
 
 /// Peers at the node's default gateway (`addressFrom.defaultGateway`):
 /// the agent dials the next hop of its node's default route, follows the
-/// route when it changes (a new router, in the same process), lets the
-/// session go when the route goes, and says why it dials no one where the
-/// next hop is link-local.
+/// route when it changes (a new router, in the same process), holds a
+/// change until the next look agrees (a route gone for a moment costs
+/// nothing), lets the session go when the route goes for good, and says
+/// why it dials no one where the next hop is link-local.
 #[test]
 fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
     let link = Link::new("nodegw");
@@ -365,6 +366,28 @@ fn an_agent_dials_its_nodes_default_gateway_and_follows_the_route() {
     agent.wait_established(&link.b_v4);
     assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
     wait_learnt(&router);
+
+    // The route gone for one look and back (a network daemon restarting):
+    // the change is held, and the router sees nothing.
+    let monitor = router.monitor();
+    let session = router.session().unwrap();
+    let said = |what: &str| agent.daemon.log_text().matches(what).count();
+    let (held, back) = (
+        "the node's default routes changed: acted on if the next look agrees",
+        "the node's default routes are back as they were",
+    );
+    let held_before = said(held);
+    route(&["route", "del", "default"]);
+    eventually(Duration::from_secs(10), "the agent to hold the change", || {
+        if said(held) > held_before { Ok(()) } else { Err("not yet".into()) }
+    });
+    route(&["route", "add", "default", "via", &link.b_v4]);
+    eventually(Duration::from_secs(10), "the agent to see the route back", || {
+        if said(back) == 1 { Ok(()) } else { Err("not yet".into()) }
+    });
+    assert_eq!(router.session().unwrap(), session, "the session was touched");
+    assert_eq!(peer_addresses(&agent).unwrap(), vec![link.b_v4.to_string()]);
+    assert_eq!(Gobgp::events(&monitor), (0, 0), "withdrawals or GRACEFUL_SHUTDOWN at the router");
 
     // No default route: the session is let go for good, nothing stale.
     route(&["route", "del", "default"]);

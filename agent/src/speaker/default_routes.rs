@@ -2,7 +2,8 @@
 //! peers whose address is the next hop of the node's default route
 //! (`addressFrom.defaultGateway`). The agent runs in the node's network,
 //! so its main routing table is the node's. Which route and next hop a
-//! peer dials is [`crate::config::DefaultGateway::addresses`]'s to say.
+//! peer dials is [`crate::config::DefaultGateway::addresses`]'s to say;
+//! when a change is acted on, [`Hold`]'s.
 
 use std::io;
 use std::net::IpAddr;
@@ -83,6 +84,46 @@ fn dump() -> io::Result<Option<Vec<DefaultRoute>>> {
             }
             at += length;
         }
+    }
+}
+
+/// Holds a change of the node's default routes until the next look
+/// agrees. A network daemon that takes a route away and puts it back (a
+/// DHCP client or a network manager restarting) must not cost a session,
+/// and with it our routes at the router, when one look fell in between.
+/// A change that lasts is acted on one look later.
+#[derive(Debug, Default)]
+pub struct Hold {
+    /// What the last look read, where it differed from what is acted on.
+    seen: Option<Vec<DefaultRoute>>,
+}
+
+/// What a look at the node's default routes comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// As acted on.
+    Same,
+    /// Changed since the last look: held until the next one agrees.
+    Held,
+    /// As acted on again, after a look that saw them changed.
+    Back,
+    /// Changed, and the last look saw the same: act on it.
+    Settled,
+}
+
+impl Hold {
+    /// Compares what a look `read` with what the running peers were
+    /// chosen by (`acted`).
+    pub fn look(&mut self, acted: &[DefaultRoute], read: &[DefaultRoute]) -> Look {
+        if read == acted {
+            return if self.seen.take().is_some() { Look::Back } else { Look::Same };
+        }
+        if self.seen.as_deref() == Some(read) {
+            self.seen = None;
+            return Look::Settled;
+        }
+        self.seen = Some(read.to_vec());
+        Look::Held
     }
 }
 
@@ -220,6 +261,41 @@ mod tests {
         ];
         for (case, route, want) in cases {
             assert_eq!(default_route(&route), want, "{case}");
+        }
+    }
+
+    /// A change is acted on only when two looks in a row agree on it; a
+    /// route gone for one look and back is nothing.
+    #[test]
+    fn a_change_is_acted_on_when_the_next_look_agrees() {
+        let via = |gateway: &str| {
+            vec![DefaultRoute {
+                family: IpFamily::Ipv4,
+                metric: 0,
+                gateways: vec![gateway.parse().unwrap()],
+            }]
+        };
+        let (a, b, c, none) = (via("10.1.0.1"), via("10.2.0.1"), via("10.3.0.1"), vec![]);
+        use Look::{Back, Held, Same, Settled};
+        type Looks<'a> = Vec<(&'a Vec<DefaultRoute>, Look)>;
+        let cases: Vec<(&str, Looks)> = vec![
+            ("unchanged", vec![(&a, Same), (&a, Same)]),
+            ("gone for one look", vec![(&none, Held), (&a, Back), (&a, Same)]),
+            ("gone for good", vec![(&none, Held), (&none, Settled)]),
+            ("moved", vec![(&b, Held), (&b, Settled)]),
+            ("moved twice", vec![(&b, Held), (&c, Held), (&c, Settled)]),
+            ("held again after coming back", vec![(&b, Held), (&a, Back), (&b, Held)]),
+        ];
+        for (case, looks) in cases {
+            let mut hold = Hold::default();
+            let mut acted = a.clone();
+            for (n, (read, want)) in looks.into_iter().enumerate() {
+                let got = hold.look(&acted, read);
+                assert_eq!(got, want, "{case}: look {n}");
+                if got == Settled {
+                    acted = read.clone();
+                }
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use admin::{StopMode, get, request};
+use default_routes::Look;
 use peer::{Local, PeerCommand, PeerOptions, PeerTask};
 use routes::PeerView;
 use status::{Metrics, PeerStatus};
@@ -118,7 +119,7 @@ impl RunOptions {
     }
 
     /// The node's files as they are now; None for a file not passed. With
-    /// `routes`, its default routes too.
+    /// `routes` (why they are needed), its default routes too.
     fn node_files(&self, routes: Option<&str>) -> Result<NodeFiles, ConfigError> {
         let read = |file: &Option<PathBuf>| -> Result<Option<String>, ConfigError> {
             let Some(path) = file else { return Ok(None) };
@@ -126,17 +127,10 @@ impl RunOptions {
                 .map(Some)
                 .map_err(|e| ConfigError::NodeFile { path: path.clone(), message: e.to_string() })
         };
-        let routes = match routes {
-            None => None,
-            Some(needs) => Some(default_routes::read().map_err(|e| ConfigError::NodeRoutes {
-                needs: needs.to_string(),
-                message: e.to_string(),
-            })?),
-        };
         Ok(NodeFiles {
             labels: read(&self.node_labels_file)?,
             annotations: read(&self.node_annotations_file)?,
-            routes,
+            routes: routes.map(read_routes).transpose()?,
         })
     }
 
@@ -144,10 +138,17 @@ impl RunOptions {
     /// node's addresses, and this run's overrides; with the node's files'
     /// text it was made from, and why its routes are read if they are.
     /// Peers the node does not run are logged, and said in `/status`.
-    fn load(&self) -> Result<Loaded, ConfigError> {
+    /// With `routes`, the node's default routes are those (the ones the
+    /// running peers were chosen by) rather than read anew.
+    fn load(&self, routes: Option<&[DefaultRoute]>) -> Result<Loaded, ConfigError> {
         let config = Config::load(&self.config)?;
-        let routes = routes_needed(&config);
-        let files = self.node_files(routes.as_deref())?;
+        let needed = routes_needed(&config);
+        let mut files = self.node_files(None)?;
+        files.routes = match (&needed, routes) {
+            (None, _) => None,
+            (Some(_), Some(routes)) => Some(routes.to_vec()),
+            (Some(needs), None) => Some(read_routes(needs)?),
+        };
         let parse = |text: &Option<String>, file: &Option<PathBuf>| match (text, file) {
             (Some(text), Some(path)) => crate::config::parse_node_map(text, path).map(Some),
             _ => Ok(None),
@@ -161,8 +162,14 @@ impl RunOptions {
         for note in &not_run {
             warn!("{note}");
         }
-        Ok(Loaded { config: self.effective(config), files, routes_needed: routes, not_run })
+        Ok(Loaded { config: self.effective(config), files, routes_needed: needed, not_run })
     }
+}
+
+/// The node's default routes, read now; `needs` says which peer needs them.
+fn read_routes(needs: &str) -> Result<Vec<DefaultRoute>, ConfigError> {
+    default_routes::read()
+        .map_err(|e| ConfigError::NodeRoutes { needs: needs.to_string(), message: e.to_string() })
 }
 
 /// The config an agent runs, and what it was made from.
@@ -361,6 +368,10 @@ struct Speaker {
     /// Why the node's routes are read (a peer is at its default gateway),
     /// as of the config last loaded.
     routes_needed: Option<String>,
+    /// A change of the node's default routes waiting for the next look.
+    route_hold: default_routes::Hold,
+    /// The node's files or routes could not be read at the last look.
+    node_unreadable: bool,
     /// The tasks of peers no longer configured, draining (see `let_go`).
     leaving: Vec<JoinHandle<()>>,
 }
@@ -559,7 +570,7 @@ impl Speaker {
 
     /// SIGHUP: apply a new config without touching unchanged sessions.
     async fn reload(&mut self) {
-        let new = match self.options.load() {
+        let new = match self.options.load(self.node_files.routes.as_deref()) {
             Ok(loaded) => {
                 self.node_files = loaded.files;
                 self.routes_needed = loaded.routes_needed;
@@ -629,22 +640,40 @@ impl Speaker {
     }
 
     /// The node's labels or annotations changed (the operator rewrote
-    /// them): the peers are chosen and addressed again, as on SIGHUP. A
-    /// file that cannot be read keeps the running peers (said once, until
-    /// it can be read again).
+    /// them), or its default routes did for two looks in a row (see
+    /// [`default_routes::Hold`]): the peers are chosen and addressed again,
+    /// as on SIGHUP. A file or table that cannot be read keeps the running
+    /// peers (said once, until it can be read again).
     async fn follow_node(&mut self) {
-        match self.options.node_files(self.routes_needed.as_deref()) {
-            Ok(files) if files != self.node_files => {
-                info!("the node's labels, annotations or routes changed: choosing its peers again");
-                self.node_files = files;
-                self.reload().await;
-            }
-            Ok(_) => {}
+        let mut files = match self.options.node_files(self.routes_needed.as_deref()) {
+            Ok(files) => files,
             Err(e) => {
-                if std::mem::take(&mut self.node_files) != NodeFiles::default() {
+                if !std::mem::replace(&mut self.node_unreadable, true) {
                     warn!("keeping the node's peers as they are: {e}");
                 }
+                return;
             }
+        };
+        if std::mem::take(&mut self.node_unreadable) {
+            info!("the node's files and routes can be read again");
+        }
+        if let (Some(acted), Some(read)) = (&self.node_files.routes, &files.routes) {
+            match self.route_hold.look(acted, read) {
+                Look::Held => {
+                    info!(
+                        routes = ?read,
+                        "the node's default routes changed: acted on if the next look agrees"
+                    );
+                    files.routes = Some(acted.clone());
+                }
+                Look::Back => info!("the node's default routes are back as they were"),
+                Look::Same | Look::Settled => {}
+            }
+        }
+        if files != self.node_files {
+            info!("the node's labels, annotations or routes changed: choosing its peers again");
+            self.node_files = files;
+            self.reload().await;
         }
     }
 

@@ -89,7 +89,7 @@ struct Opened {
 /// successor and is told to go.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::install();
-    let super::Loaded { config, files: node_files, routes_needed, not_run } = options.load()?;
+    let super::Loaded { config, files: node_files, routes_needed, not_run } = options.load(None)?;
     let router_id = options.router_id.or(config.router_id).ok_or(RunError::NoRouterId)?;
     prepare_state_dir(&options.state_dir)?;
     match descriptors::raise_limit() {
@@ -189,6 +189,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         published,
         node_files,
         routes_needed,
+        route_hold: Default::default(),
+        node_unreadable: false,
         leaving: Vec::new(),
     };
     speaker.standing.lock().expect("standing").not_run = not_run;
