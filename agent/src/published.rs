@@ -8,15 +8,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Announcement;
 use crate::config::validate::{self, Problems};
+use crate::config::{Announcement, strict};
 
 /// The most announcements one set may hold.
 pub const MAX_ANNOUNCEMENTS: usize = 100_000;
 
 /// A published set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Published {
     /// The publisher's name for this set (a generation, a hash), shown in
     /// the status so it can tell which set an agent has.
@@ -39,7 +39,10 @@ impl Published {
 /// place only). Every problem is named with its field's path.
 pub fn read(body: &[u8], configured: &[Announcement]) -> Result<Published, Problems> {
     let mut problems = Problems::default();
-    let published: Published = match serde_json::from_slice(body) {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let read =
+        strict::read(&mut json).and_then(|p| json.end().map(|()| p).map_err(|e| e.to_string()));
+    let published: Published = match read {
         Ok(p) => p,
         Err(e) => {
             problems.push("(body)", format!("not a published set: {e}"));

@@ -153,6 +153,28 @@ fn a_gateway_round_trips_through_yaml_with_its_status() {
     );
 }
 
+/// A gateway written under a newer CRD (fields this operator does not
+/// know, some filled in by the API server's defaults) still decodes, the
+/// new fields passed over: one such field must not stop the operator from
+/// reading every gateway (a list fails whole on one bad object). The
+/// agent's own config file stays strict (see `nonstop_agent::config`).
+#[test]
+fn a_gateway_from_a_newer_crd_decodes_without_its_new_fields() {
+    for pointer in [
+        "/spec/futureField",
+        "/spec/peers/0/futureField",
+        "/spec/peers/0/gracefulRestart/futureField",
+        "/spec/peers/0/import/maxPrefixes/futureField",
+        "/spec/announce/0/futureField",
+        "/spec/shutdown/futureField",
+    ] {
+        let newer = example_with(pointer, json!({"enabled": true}));
+        let gateway: BgpGateway = serde_json::from_value(newer)
+            .unwrap_or_else(|e| panic!("{pointer}: a newer gateway does not decode: {e}"));
+        assert_eq!(gateway.spec, example().spec, "{pointer}");
+    }
+}
+
 #[test]
 fn defaults_fill_in_what_a_short_spec_leaves_out() {
     let gw: BgpGateway = serde_yaml_ng::from_str(

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// changes. Exactly one of `tcp`, `http` and `command`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     /// Healthy when a TCP connection to this address opens in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +62,7 @@ pub struct HealthCheck {
 /// An HTTP GET and the status it must answer with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
     /// `http://host:port/path`; plain HTTP to a local address.
     #[cfg_attr(feature = "schema", schemars(length(max = 2048)))]

@@ -14,7 +14,7 @@ use crate::route::Prefix;
 /// What the gateway keeps of the routes one peer sends.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Import {
     /// `all` (default): keep every route; `none`: keep none, count them only
     /// (a handoff then carries nothing of this peer's routes); `prefixes`:
@@ -45,7 +45,7 @@ pub enum Accept {
 /// more specific route in it up to /24.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PrefixMatch {
     pub prefix: Prefix,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +64,7 @@ impl PrefixMatch {
 /// `import limit`, FRR's `maximum-prefix`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MaxPrefixes {
     /// Routes per address family (IPv4 and IPv6 counted apart).
     #[serde(default = "default_limit")]

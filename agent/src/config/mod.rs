@@ -16,6 +16,7 @@
 pub mod check;
 pub mod import;
 pub mod node;
+pub mod strict;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use crate::route::{Community, LargeCommunity, NextHop, Prefix};
 
 /// The whole agent configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Config {
     /// The gateway's own autonomous system number.
     pub asn: u32,
@@ -92,7 +93,7 @@ fn default_admin() -> SocketAddr {
 /// One BGP neighbour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Peer {
     /// The neighbour's address; a session is identified by it. Leave it out
     /// when each node has its own (`addressFrom`).
@@ -200,7 +201,7 @@ impl Peer {
 /// Names a key of a Secret in the gateway's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub name: String,
@@ -228,7 +229,7 @@ impl Family {
 /// Long-Lived Graceful Restart (RFC 9494) towards one neighbour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct GracefulRestart {
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -267,7 +268,7 @@ impl Default for GracefulRestart {
 /// A prefix the gateway originates, with the attributes it carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Announcement {
     pub prefix: Prefix,
     #[serde(default)]
@@ -300,7 +301,7 @@ pub struct Announcement {
 /// collector nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct BmpCollector {
     /// The collector's address.
     #[cfg_attr(feature = "schema", schemars(length(max = 45)))]
@@ -331,7 +332,7 @@ fn default_statistics_interval() -> u16 {
 /// How the agent leaves when it goes away for good (RFC 8326).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Shutdown {
     /// Seconds between re-announcing with GRACEFUL_SHUTDOWN and the final Cease.
     #[serde(default = "default_drain_seconds")]
@@ -388,8 +389,8 @@ impl Config {
 
     /// Parses and validates config text; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let config: Config = strict::read(serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
         config
             .validate()
             .map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })?;

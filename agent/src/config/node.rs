@@ -55,7 +55,7 @@ pub struct DefaultRoute {
 /// Where each node finds a neighbour's address: one of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AddressFrom {
     /// A node annotation whose value is the neighbour's address for that
     /// node, or several, comma-separated (a session with each: a node wired
@@ -79,7 +79,7 @@ pub struct AddressFrom {
 /// Which of the node's default routes gives the neighbour's address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DefaultGateway {
     pub family: IpFamily,
 }

@@ -110,7 +110,7 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
         (
             "typo in a field",
             format!("asn: 1\n{peer}    holdTme: 30\n"),
-            &["unknown field `holdTme`", "holdTime"],
+            &["unknown field `holdTme` at peers[0]"],
         ),
         ("missing asn", peer.to_string(), &["missing field `asn`"]),
         (
@@ -152,7 +152,7 @@ fn bad_files_are_refused_with_the_field_and_the_reason() {
         (
             "BMP typo",
             format!("asn: 1\n{peer}bmp:\n  - address: 192.0.2.9\n    statsInterval: 5\n"),
-            &["unknown field `statsInterval`", "statisticsInterval"],
+            &["unknown field `statsInterval` at bmp[0]"],
         ),
         (
             "hold time 2",
