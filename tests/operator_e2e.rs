@@ -589,3 +589,67 @@ spec:
     let seen = Tally::of(&s.router, &uplinks()).since(&before);
     assert!(seen.is_empty(), "the first gateway's routes moved: {seen:?}");
 }
+
+/// The BgpGateway CRD with fields this operator does not know, each with a
+/// default the API server fills into every gateway it serves (CRDs applied
+/// before the operator is upgraded, or an operator rolled back below
+/// them); put back as it was when dropped, however the test ends.
+struct NewerCrd<'a>(&'a Lab);
+
+const CRD: &str = "bgpgateways.nonstop.dev";
+const SPEC: &str = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties";
+const NEWER_FIELDS: [&str; 2] = ["futureField", "peers/items/properties/futureField"];
+
+impl<'a> NewerCrd<'a> {
+    fn apply(lab: &'a Lab) -> Self {
+        let ops: Vec<String> = NEWER_FIELDS
+            .iter()
+            .map(|field| {
+                format!(
+                    r#"{{"op":"add","path":"{SPEC}/{field}","value":{{"type":"string","default":"on"}}}}"#
+                )
+            })
+            .collect();
+        lab.kubectl(&["patch", "crd", CRD, "--type=json", "-p", &format!("[{}]", ops.join(","))])
+            .unwrap();
+        NewerCrd(lab)
+    }
+}
+
+impl Drop for NewerCrd<'_> {
+    fn drop(&mut self) {
+        let ops: Vec<String> = NEWER_FIELDS
+            .iter()
+            .map(|field| format!(r#"{{"op":"remove","path":"{SPEC}/{field}"}}"#))
+            .collect();
+        let _ = self.0.kubectl(&[
+            "patch",
+            "crd",
+            CRD,
+            "--type=json",
+            "-p",
+            &format!("[{}]", ops.join(",")),
+        ]);
+    }
+}
+
+/// A newer CRD's defaulted fields, in every gateway the API server serves,
+/// do not stop the operator: it passes over what it does not know, and an
+/// image bump still rolls every node hitlessly.
+#[test]
+fn a_newer_crds_fields_do_not_stop_the_operator() {
+    let s = Setup::new("e2e-newer-crd");
+    s.serving_v1("Handoff");
+    let _newer = NewerCrd::apply(&s.lab);
+    eventually(Duration::from_secs(30), "the newer fields in the gateway served", || {
+        let text = s.ns.kubectl(&["get", "bgpgw", "edge", "-o", "json"])?;
+        let gateway: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let spec = &gateway["spec"];
+        if spec["futureField"] == "on" && spec["peers"][0]["futureField"] == "on" {
+            Ok(())
+        } else {
+            Err(spec.to_string())
+        }
+    });
+    hitless_roll(&s, "nonstop-agent:v2");
+}
