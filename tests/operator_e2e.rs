@@ -602,35 +602,25 @@ const NEWER_FIELDS: [&str; 2] = ["futureField", "peers/items/properties/futureFi
 
 impl<'a> NewerCrd<'a> {
     fn apply(lab: &'a Lab) -> Self {
-        let ops: Vec<String> = NEWER_FIELDS
-            .iter()
-            .map(|field| {
-                format!(
-                    r#"{{"op":"add","path":"{SPEC}/{field}","value":{{"type":"string","default":"on"}}}}"#
-                )
-            })
-            .collect();
-        lab.kubectl(&["patch", "crd", CRD, "--type=json", "-p", &format!("[{}]", ops.join(","))])
-            .unwrap();
+        patch_fields(lab, |field| {
+            format!(r#"{{"op":"add","path":"{SPEC}/{field}","value":{{"type":"string","default":"on"}}}}"#)
+        })
+        .unwrap();
         NewerCrd(lab)
     }
 }
 
 impl Drop for NewerCrd<'_> {
     fn drop(&mut self) {
-        let ops: Vec<String> = NEWER_FIELDS
-            .iter()
-            .map(|field| format!(r#"{{"op":"remove","path":"{SPEC}/{field}"}}"#))
-            .collect();
-        let _ = self.0.kubectl(&[
-            "patch",
-            "crd",
-            CRD,
-            "--type=json",
-            "-p",
-            &format!("[{}]", ops.join(",")),
-        ]);
+        let _ =
+            patch_fields(self.0, |field| format!(r#"{{"op":"remove","path":"{SPEC}/{field}"}}"#));
     }
+}
+
+/// One JSON patch of the CRD, an operation per newer field.
+fn patch_fields(lab: &Lab, op: impl Fn(&str) -> String) -> Result<String, String> {
+    let ops: Vec<String> = NEWER_FIELDS.iter().map(|field| op(field)).collect();
+    lab.kubectl(&["patch", "crd", CRD, "--type=json", "-p", &format!("[{}]", ops.join(","))])
 }
 
 /// A newer CRD's defaulted fields, in every gateway the API server serves,

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::peer::ConnId;
 
 /// How long a closing connection waits for the peer's FIN after its own.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub struct Conn {
     /// Unique for the agent's life: tells a slot's connection from the one
