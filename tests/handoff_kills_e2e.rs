@@ -146,8 +146,13 @@ impl Lane<'_> {
     /// deleted too) and each one's log, this run's and the last one's.
     fn diagnose(&self) -> String {
         let selector = format!("nonstop.dev/gateway={}", self.gateway);
+        // Each pod's image and owner: a pod name alone does not say which
+        // round, or which gateway of this name, made it.
+        let columns = "custom-columns=NAME:.metadata.name,IMAGE:.spec.containers[0].image,\
+                       PHASE:.status.phase,CREATED:.metadata.creationTimestamp,\
+                       DELETED:.metadata.deletionTimestamp,OWNER:.metadata.ownerReferences[0].uid";
         let mut out = self
-            .kubectl(&["get", "pods", "-l", &selector, "-o", "wide"])
+            .kubectl(&["get", "pods", "-l", &selector, "-o", columns])
             .unwrap_or_else(|e| e.to_string());
         let names =
             self.kubectl(&["get", "pods", "-l", &selector, "-o", "name"]).unwrap_or_default();

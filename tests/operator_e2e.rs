@@ -517,6 +517,60 @@ fn a_gateway_applied_again_under_the_same_name_owns_its_config() {
     }
 }
 
+/// A gateway deleted and applied again under the same name, with the same
+/// spec, serves every node at once, though the deleted one's pods are still
+/// there: a real kubelet can take a minute to remove them (here a
+/// finalizer holds them, as long as the test needs). With pod names shared
+/// across the two, every create was refused as AlreadyExists until then and
+/// the nodes had no agent; a rollout bumped meanwhile stood still.
+#[test]
+fn a_gateway_applied_again_serves_while_the_deleted_ones_pods_linger() {
+    let s = Setup::new("e2e-linger");
+    s.serving_v1("Handoff");
+    let before: Vec<String> = s.pod_images().unwrap().into_iter().map(|(pod, _)| pod).collect();
+    let held = Held::all(&s.ns, &before);
+    s.ns.kubectl(&["delete", "bgpgw", "edge", "--wait=true", "--timeout=120s"]).unwrap();
+
+    s.ns.apply(&s.gateway("nonstop-agent:v1", "Handoff")).unwrap();
+    s.wait_complete("nonstop-agent:v1", Duration::from_secs(60));
+    s.wait_routes_from(&NODES, Duration::from_secs(30));
+    let lingering = s.ns.get("pods", "{.items[?(@.metadata.deletionTimestamp)].metadata.name}");
+    let lingering = lingering.unwrap();
+    for pod in &before {
+        assert!(lingering.contains(pod.as_str()), "{pod} was to linger: {lingering}");
+    }
+    let after: Vec<String> = s.pod_images().unwrap().into_iter().map(|(pod, _)| pod).collect();
+    assert!(after.iter().all(|p| !before.contains(p)), "{before:?} then {after:?}");
+    drop(held);
+}
+
+/// Pods kept after their deletion by a finalizer of the test's, released
+/// when dropped, however the test ends.
+struct Held<'a> {
+    ns: &'a nonstop_lab::testing::Namespace,
+    pods: Vec<String>,
+}
+
+const HOLD: &str = r#"{"metadata":{"finalizers":["nonstop.dev/e2e-hold"]}}"#;
+
+impl<'a> Held<'a> {
+    fn all(ns: &'a nonstop_lab::testing::Namespace, pods: &[String]) -> Self {
+        for pod in pods {
+            ns.kubectl(&["patch", "pod", pod, "--type=merge", "-p", HOLD]).unwrap();
+        }
+        Held { ns, pods: pods.to_vec() }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for pod in &self.pods {
+            let release = r#"{"metadata":{"finalizers":null}}"#;
+            let _ = self.ns.kubectl(&["patch", "pod", pod, "--type=merge", "-p", release]);
+        }
+    }
+}
+
 /// A second gateway selecting a node where the first already listens on
 /// port 179 (and would be refused the port): it starts no agent there —
 /// no crash loop — and its Ready condition names the gateway and the port;

@@ -146,7 +146,7 @@ async fn reconcile_once(cached: Arc<BgpGateway>, ctx: &Context) -> Result<Requeu
         info!(gateway = %name, namespace = %namespace, reason = step.reason.as_str(), "{}", step.message);
         apply(ctx, &gw, &key, &observed, step).await?;
         ctx.metrics.step(step);
-        let related = step.related(&name);
+        let related = step.related(&gw);
         let (reason, message) = (step.reason.as_str(), &step.message);
         publish(&ctx.recorder, &reference, related.as_ref(), false, reason, message).await;
     }

@@ -124,14 +124,22 @@ fn labels(gw: &BgpGateway, revision: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// `<gateway>-<revision>-<uid>`: the revision's agent config. The first 8
-/// characters of the gateway's uid keep a gateway applied again under the
-/// same name off the ConfigMap of the deleted one, which the garbage
-/// collector removes (the new pods would wait in ContainerCreating for it).
+/// `base`, then `-` and the first 8 characters of the gateway's uid (when
+/// it has one): the objects a gateway makes are named apart from those of
+/// a deleted gateway of the same name, which linger until the garbage
+/// collector and the kubelets remove them.
+fn with_uid(gw: &BgpGateway, base: String) -> String {
+    let uid: String = gw.metadata.uid.as_deref().unwrap_or_default().chars().take(8).collect();
+    if uid.is_empty() { base } else { format!("{base}-{uid}") }
+}
+
+/// `<gateway>-<revision>-<uid>`: the revision's agent config. The uid keeps
+/// a gateway applied again under the same name off the ConfigMap of the
+/// deleted one, which the garbage collector removes (the new pods would
+/// wait in ContainerCreating for it).
 pub fn config_map_name(gw: &BgpGateway, revision: &str) -> String {
     let name = gw.metadata.name.as_deref().unwrap_or_default();
-    let uid: String = gw.metadata.uid.as_deref().unwrap_or_default().chars().take(8).collect();
-    if uid.is_empty() { format!("{name}-{revision}") } else { format!("{name}-{revision}-{uid}") }
+    with_uid(gw, format!("{name}-{revision}"))
 }
 
 pub fn config_map(gw: &BgpGateway, revision: &str) -> ConfigMap {
@@ -150,16 +158,21 @@ pub fn config_map(gw: &BgpGateway, revision: &str) -> ConfigMap {
     }
 }
 
-/// `<gateway>-<node>-<revision>`, deterministic so that a restarted
+/// `<gateway>-<node>-<revision>-<uid>`, deterministic so that a restarted
 /// operator finds the pod it created instead of creating a second one.
-/// Node names too long for that are shortened with their hash.
-pub fn pod_name(gateway: &str, node: &str, revision: &str) -> String {
-    let name = format!("{gateway}-{node}-{revision}");
+/// The uid, as in the ConfigMaps' names: a kubelet can take a minute to
+/// remove the pods of a deleted gateway, and a gateway applied again
+/// under the same name would otherwise have its creates refused
+/// (AlreadyExists) until then, its nodes left without an agent. Node names
+/// too long for all that are shortened with their hash.
+pub fn pod_name(gw: &BgpGateway, node: &str, revision: &str) -> String {
+    let gateway = gw.metadata.name.as_deref().unwrap_or_default();
+    let name = with_uid(gw, format!("{gateway}-{node}-{revision}"));
     if name.len() <= 253 {
         return name;
     }
     let short = format!("{:016x}", fnv1a(node.as_bytes()));
-    format!("{gateway}-{short}-{revision}")
+    with_uid(gw, format!("{gateway}-{short}-{revision}"))
 }
 
 /// The state dir on the node, one per gateway: where a node's old and new
@@ -182,7 +195,7 @@ pub fn pod(
 ) -> Pod {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone().unwrap_or_default();
-    let pod_name = pod_name(&name, node, revision);
+    let pod_name = pod_name(gw, node, revision);
     let spec = &gw.spec;
     let mut labels = labels(gw, revision);
     labels.insert(NODE_LABEL.into(), label_value(node));
@@ -375,8 +388,7 @@ fn agent_args(spec: &BgpGatewaySpec, facts: &per_node::Facts) -> Vec<String> {
 /// one's Secret while the garbage collector has yet to remove it.
 pub fn api_secret_name(gw: &BgpGateway) -> String {
     let name = gw.metadata.name.as_deref().unwrap_or_default();
-    let uid: String = gw.metadata.uid.as_deref().unwrap_or_default().chars().take(8).collect();
-    if uid.is_empty() { format!("{name}-nonstop-api") } else { format!("{name}-nonstop-api-{uid}") }
+    with_uid(gw, format!("{name}-nonstop-api"))
 }
 
 /// That Secret, with a fresh token.

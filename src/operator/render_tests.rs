@@ -56,7 +56,7 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     let gw = example();
     let rev = revision(&gw.spec);
     let pod = pod(&gw, "node-2", &rev, 1_800_000_000_000, LogFormat::Text, &Default::default());
-    assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}").as_str()));
+    assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-2-{rev}-u1").as_str()));
     let spec = pod.spec.unwrap();
     assert_eq!(spec.host_network, Some(true));
     let terms = &spec.affinity.unwrap().node_affinity.unwrap();
@@ -90,7 +90,7 @@ fn the_pod_is_pinned_host_networked_and_keeps_state_on_the_node() {
     let args = container.args.clone().unwrap();
     assert!(args.windows(2).any(|w| w == ["--router-id", "$(NODE_IP)"]), "{args:?}");
     let probe = container.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
-    assert!(probe.command.as_ref().unwrap().contains(&format!("edge-node-2-{rev}")));
+    assert!(probe.command.as_ref().unwrap().contains(&format!("edge-node-2-{rev}-u1")));
     // One capability, even with MD5 and GTSM peers (this example has both).
     assert!(gw.spec.peers.iter().any(|p| p.ttl_security && p.password_secret_ref.is_some()));
     let security = container.security_context.as_ref().unwrap();
@@ -136,11 +136,12 @@ fn the_admin_port_follows_the_listeners_family() {
     }
 }
 
-/// A gateway deleted and applied again under the same name gets ConfigMaps
-/// of its own: the old one's, of the same revision, may still be there
-/// until the garbage collector removes it, under the new pods' feet.
+/// A gateway deleted and applied again under the same name gets pods and
+/// ConfigMaps of its own: the old one's, of the same revision, may still be
+/// there until the kubelet and the garbage collector remove them, and a
+/// create under the same name would be refused until then.
 #[test]
-fn a_gateway_applied_again_does_not_share_the_old_ones_config() {
+fn a_gateway_applied_again_does_not_share_the_old_ones_names() {
     let mut old = example();
     old.metadata.uid = Some("0b1e0d2c-aaaa-bbbb-cccc-000000000001".into());
     let mut again = old.clone();
@@ -149,7 +150,14 @@ fn a_gateway_applied_again_does_not_share_the_old_ones_config() {
     let (a, b) = (config_map(&old, &rev), config_map(&again, &rev));
     assert_eq!(a.metadata.name.as_deref(), Some(format!("edge-{rev}-0b1e0d2c").as_str()));
     assert_ne!(a.metadata.name, b.metadata.name);
-    let pod = pod(&again, "node-1", &rev, 1_800_000_000_000, LogFormat::Text, &Default::default());
+    let made =
+        |gw| pod(gw, "node-1", &rev, 1_800_000_000_000, LogFormat::Text, &Default::default());
+    let (old_pod, pod) = (made(&old), made(&again));
+    assert_eq!(
+        old_pod.metadata.name.as_deref(),
+        Some(format!("edge-node-1-{rev}-0b1e0d2c").as_str())
+    );
+    assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-1-{rev}-7f3a9c10").as_str()));
     let volumes = pod.spec.unwrap().volumes.unwrap();
     let mounted = volumes.iter().find_map(|v| v.config_map.as_ref()).map(|c| c.name.clone());
     assert_eq!(mounted, b.metadata.name, "the pod mounts its own gateway's config");
@@ -157,13 +165,12 @@ fn a_gateway_applied_again_does_not_share_the_old_ones_config() {
 
 #[test]
 fn long_node_names_still_make_valid_pod_names() {
+    let mut gw = example();
+    gw.metadata.uid = Some("0b1e0d2c-aaaa-bbbb-cccc-000000000001".into());
     let node = "n".repeat(250);
-    let name = pod_name("edge", &node, "0123456789");
-    assert!(name.len() <= 253, "{}", name.len());
-    assert_ne!(
-        pod_name("edge", &node, "0123456789"),
-        pod_name("edge", &"m".repeat(250), "0123456789")
-    );
+    let name = pod_name(&gw, &node, "0123456789");
+    assert!(name.len() <= 253 && name.ends_with("-0123456789-0b1e0d2c"), "{name}");
+    assert_ne!(name, pod_name(&gw, &"m".repeat(250), "0123456789"));
 }
 
 /// Gateway and node names may have 253 characters, label values 63: every
@@ -274,7 +281,7 @@ fn the_log_format_reaches_the_agent_only_when_json() {
         let env = spec.containers[0].env.clone().unwrap_or_default();
         let got = env.iter().find(|e| e.name == "NONSTOP_LOG_FORMAT");
         assert_eq!(got.and_then(|e| e.value.as_deref()), want, "{format:?}");
-        assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-1-{rev}").as_str()));
+        assert_eq!(pod.metadata.name.as_deref(), Some(format!("edge-node-1-{rev}-u1").as_str()));
     }
 }
 

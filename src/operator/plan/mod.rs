@@ -168,7 +168,7 @@ pub struct Step {
 
 impl Step {
     /// The object the step is about, for its Event: the pod.
-    pub fn related(&self, gateway: &str) -> Option<Related> {
+    pub fn related(&self, gateway: &BgpGateway) -> Option<Related> {
         match &self.action {
             Action::CreatePod { node, revision } => {
                 Some(Related::pod(super::render::pod_name(gateway, node, revision)))

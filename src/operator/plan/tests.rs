@@ -203,8 +203,11 @@ fn an_image_bump_hands_off_one_node_at_a_time() {
     assert_eq!(actions(&plan), [create("n1", NEW)], "one node at a time, in name order");
     assert_eq!(plan.status.rollout.as_deref(), Some("Progressing 0/3"));
     // Its Event names the new pod, so each node's Event stays its own.
-    let related = plan.steps[0].related("edge").unwrap();
-    assert_eq!((related.kind, related.name.as_str()), ("Pod", format!("edge-n1-{NEW}").as_str()));
+    let related = plan.steps[0].related(&gw).unwrap();
+    assert_eq!(
+        (related.kind, related.name.as_str()),
+        ("Pod", format!("edge-n1-{NEW}-u1").as_str())
+    );
 
     // The new pod is there, its agent not yet active: wait.
     observed.pods.push(pod("n1", NEW, 101));
@@ -217,7 +220,7 @@ fn an_image_bump_hands_off_one_node_at_a_time() {
     observed.agents.insert("n1".into(), agent(&new));
     let plan = run(&gw, NEW, &observed, 106);
     assert_eq!(actions(&plan), [delete("n1", OLD)], "the retired pod goes; n2 waits");
-    assert_eq!(plan.steps[0].related("edge").unwrap().name, "edge-n1-aaaaaaaaaa");
+    assert_eq!(plan.steps[0].related(&gw).unwrap().name, "edge-n1-aaaaaaaaaa");
     assert!(plan.steps[0].message.contains("pause 3.4 ms"), "{}", plan.steps[0].message);
     let record = plan.status.nodes[0].last_upgrade.clone().unwrap();
     assert_eq!((record.pause_ms, record.result), (Some(3), UpgradeResult::Succeeded));
