@@ -255,7 +255,11 @@ state = "{state}"
         // check, no QoS cgroups, pods in the node's own cgroup; Secrets and
         // ConfigMaps resynced every 20 s (the default is a minute); the
         // node Lease renewed every 3 s (12 s / 4) so the controller
-        // manager's shorter grace period (20 s) still sees it.
+        // manager's shorter grace period (20 s) still sees it. No image
+        // garbage collection: the lab's images are loaded into the nodes,
+        // never pulled, so one collected (the host's disk filling up, the
+        // nodes sharing it) could not come back and its next pod would wait
+        // in Pending for good.
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              address: {ip}\nport: 10250\nreadOnlyPort: 0\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10248\n\
@@ -265,7 +269,7 @@ state = "{state}"
              failSwapOn: false\nsyncFrequency: 20s\nserializeImagePulls: false\n\
              nodeLeaseDurationSeconds: 12\nnodeStatusUpdateFrequency: 4s\n\
              evictionHard: {{memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}}\n\
-             imageGCHighThresholdPercent: 98\nimageGCLowThresholdPercent: 95\n",
+             imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n",
             ip = node_ip(self.i),
             ca = ca.display(),
         );
