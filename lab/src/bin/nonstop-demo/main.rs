@@ -253,7 +253,7 @@ fn demo(cli: &Cli) -> Result<(), String> {
 
     println!();
     println!("nonstop demo: image v1 → v2 on 3 nodes in {rollout_secs:.1} s");
-    println!("  {:<8} {:<28} {:<28} handoff pause", "node", "pod before", "pod after");
+    println!("  {:<8} {:<32} {:<32} handoff pause", "node", "pod before", "pod after");
     for node in NODES {
         let find = |pods: &[(String, String)]| {
             pods.iter()
@@ -269,7 +269,7 @@ fn demo(cli: &Cli) -> Result<(), String> {
             .map(|n| n["lastUpgrade"]["pauseMs"].clone())
             .unwrap_or(Value::Null);
         let pause = record.as_u64().map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
-        println!("  {node:<8} {:<28} {:<28} {pause}", find(&before_pods), find(&after_pods));
+        println!("  {node:<8} {:<32} {:<32} {pause}", find(&before_pods), find(&after_pods));
     }
     println!("  at the router ({}):", format!("{:?}", router.kind).to_lowercase());
     println!("    session resets:  {}", seen.downs.len());
